@@ -1,0 +1,151 @@
+"""DICOM helpers shared by the services: validators, key builders, pynetdicom set-up.
+
+Every value that reaches a C-FIND key or a bucket key passes through these validators first.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from typing import Any
+
+from .errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+# Accession numbers are SH (PS3.5 6.2: 16 characters, no backslash). We accept a stricter set,
+# letters, digits, "." and "-", starting with a letter or digit, because the value becomes a
+# C-FIND key and a bucket key: "*" and "?" are wildcards (PS3.4 C.2.2.2.4), "\" separates
+# values (a list match, C.2.2.2.2), an empty key is a universal match (C.2.2.2.3), and "%",
+# "_", quotes and spaces mean something to the SQL and shells the legacy scripts fed it to.
+_ACCESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,15}")
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_NOT_UID = re.compile(r"[^0-9.]")
+AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # PS3.5 6.2 AE: no backslash, no controls
+
+
+def validate_accession(value: object) -> str:
+    """Return the accession number unchanged, or raise InvalidInput saying why.
+
+    The reason never repeats the value: error texts end up in logs.
+    """
+    if not isinstance(value, str):
+        raise InvalidInput("accession number must be a string")
+    if value == "":
+        raise InvalidInput("accession number is empty (an empty key would match every study)")
+    if len(value) > 16:
+        raise InvalidInput(f"accession number is {len(value)} characters long; at most 16")
+    if value != value.strip():
+        raise InvalidInput("accession number has leading or trailing spaces")
+    if any(c in value for c in "*?"):
+        raise InvalidInput("accession number contains a wildcard (* or ?)")
+    if "\\" in value:
+        raise InvalidInput("accession number contains a backslash (a DICOM value separator)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidInput("accession number contains control characters")
+    if not _ACCESSION.fullmatch(value):
+        raise InvalidInput("accession number may hold only letters, digits, '.' and '-'")
+    return value
+
+
+def validate_uid(value: object, what: str = "UID") -> str:
+    """Return a UID unchanged if it is digits and dots (PS3.5 9.1), at most 64 characters."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{what} is empty")
+    if len(value) > 64:
+        raise InvalidInput(f"{what} is {len(value)} characters long; at most 64")
+    if not _UID.fullmatch(value):
+        raise InvalidInput(f"{what} may hold only digits separated by single dots")
+    return value
+
+
+def is_valid_uid(value: object) -> bool:
+    try:
+        validate_uid(value)
+    except InvalidInput:
+        return False
+    return True
+
+
+def instance_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """Return the bucket key for one stored instance.
+
+    Callers validate UIDs first; the substitution is a second line of defence, so a
+    malformed UID can never add a path separator.
+    """
+    parts = (_NOT_UID.sub("_", u) for u in (study_uid, series_uid, sop_uid))
+    return "instances/{}/{}/{}.dcm".format(*parts)
+
+
+def study_prefix(study_uid: str) -> str:
+    return f"instances/{_NOT_UID.sub('_', study_uid)}/"
+
+
+def manifest_key(study_uid: str) -> str:
+    return f"studies/{_NOT_UID.sub('_', study_uid)}/manifest.json"
+
+
+def accession_key(accession: str) -> str:
+    return f"accessions/{validate_accession(accession)}.json"
+
+
+# -- pynetdicom set-up -------------------------------------------------------------------
+
+_tuned = False
+
+
+def quiet_pynetdicom() -> None:
+    """Stop pynetdicom from logging query identifiers (patient data) and PDU dumps.
+
+    pynetdicom logs every C-FIND/C-MOVE identifier at INFO unless these flags are off.
+    """
+    from pynetdicom import _config
+
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def _nodelay(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not a TCP socket (e.g. a socketpair in tests)
+        log.debug("TCP_NODELAY not set", exc_info=True)
+
+
+def tune_pynetdicom() -> None:
+    """Quiet pynetdicom and set TCP_NODELAY on every DICOM socket it opens or accepts.
+
+    Nagle's algorithm plus the peer's delayed ACK stalls each small PDU (the C-STORE-RSP)
+    by up to ~40 ms, which costs 25-35x on a study of small instances (measured with dcmtk).
+    pynetdicom 3.0 has no socket-option hook, so the two socket factories are wrapped once.
+    """
+    global _tuned
+    quiet_pynetdicom()
+    if _tuned:
+        return
+    from pynetdicom import transport
+
+    create = transport.AssociationSocket._create_socket
+
+    def _create_socket(self: Any, address: Any) -> socket.socket:
+        sock = create(self, address)
+        _nodelay(sock)
+        return sock
+
+    get_request = transport.AssociationServer.get_request
+
+    def _get_request(self: Any) -> tuple[socket.socket, Any]:
+        sock, addr = get_request(self)
+        _nodelay(sock)
+        return sock, addr
+
+    transport.AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
+    transport.AssociationServer.get_request = _get_request  # type: ignore[method-assign]
+    _tuned = True
+
+
+def status_text(status: int) -> str:
+    return f"0x{status:04X}"

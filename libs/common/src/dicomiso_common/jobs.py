@@ -1,0 +1,303 @@
+"""Jobs whose records live in the bucket, so any replica can answer for them and take them over.
+
+A job's id is derived from its request, so the same request twice finds the same job. The
+replica that creates (or claims) a record runs the job and refreshes `heartbeat_at`; every
+write is conditional on the ETag it last saw, so two replicas can never both believe they own
+a job: the loser's write fails with 412 and it stops. A job whose heartbeat is older than
+`job_stale_after` is claimed by the next replica that looks at it (on GET, on a repeated POST,
+or by the periodic sweep). Steps must be idempotent, because a claimed job starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .errors import DicomisoError, InvalidInput, NotFound, ObjectMissing, PreconditionFailed
+from .settings import CommonSettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+State = Literal["queued", "running", "succeeded", "failed"]
+ACTIVE: frozenset[str] = frozenset({"queued", "running"})
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class JobRecord(BaseModel):
+    """What is stored at jobs/{kind}/{id}.json."""
+
+    id: str
+    kind: str
+    state: State = "queued"
+    request: dict[str, Any]
+    created_at: float
+    updated_at: float
+    heartbeat_at: float
+    owner: str | None = None
+    attempt: int = 1
+    phase: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    error: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobLost(Exception):
+    """Another replica took the job over; this one must stop working on it."""
+
+
+def job_id(kind: str, request: dict[str, Any]) -> str:
+    """Derive the id from the canonical request, so equal requests meet in one record."""
+    canonical = json.dumps({"kind": kind, "request": request}, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def validate_job_id(value: str) -> str:
+    if not _JOB_ID.fullmatch(value):
+        raise InvalidInput("job id must be 32 lower-case hex digits")
+    return value
+
+
+class JobHandle:
+    """The running replica's view of one job: progress in memory, flushed with each beat."""
+
+    def __init__(self, store: Store, key: str, record: JobRecord, etag: str) -> None:
+        self._store = store
+        self._key = key
+        self._lock = threading.Lock()
+        self.record = record
+        self._etag = etag
+        self.lost = False
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def update(self, *, flush: bool = False, **fields: Any) -> None:
+        """Change fields of the record (counts, phase, result); written at the next flush."""
+        with self._lock:
+            for name, value in fields.items():
+                setattr(self.record, name, value)
+        if flush:
+            self.flush()
+
+    def set_counts(self, **counts: int) -> None:
+        with self._lock:
+            self.record.counts = {**self.record.counts, **counts}
+
+    def flush(self) -> None:
+        """Write the record (and a fresh heartbeat) if we still own it.
+
+        Raises:
+            JobLost: the record changed under us, i.e. another replica claimed the job.
+        """
+        with self._lock:
+            if self.lost:
+                raise JobLost(self.record.id)
+            now = time.time()
+            self.record.heartbeat_at = now
+            self.record.updated_at = now
+            try:
+                self._etag = self._store.put_json(self._key, self.record.model_dump(),
+                                                  if_match=self._etag)
+            except PreconditionFailed as exc:
+                self.lost = True
+                raise JobLost(self.record.id) from exc
+
+    def check(self) -> None:
+        """Raise JobLost if another replica has taken the job (called between steps)."""
+        if self.lost:
+            raise JobLost(self.record.id)
+
+
+Runner = Callable[[JobHandle], dict[str, Any]]
+IsCurrent = Callable[[JobRecord], bool]
+
+
+class Jobs:
+    """Create, find, run and take over the jobs of one kind on this replica."""
+
+    def __init__(self, store: Store, kind: str, settings: CommonSettings, run: Runner,
+                 is_current: IsCurrent | None = None) -> None:
+        self.store = store
+        self.kind = kind
+        self.settings = settings
+        self._run = run
+        self._is_current = is_current or (lambda _rec: True)
+        self._pool = ThreadPoolExecutor(settings.job_workers, thread_name_prefix=f"job-{kind}")
+        self._mine: dict[str, JobHandle] = {}
+        self._mine_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def key(self, job: str) -> str:
+        return f"jobs/{self.kind}/{validate_job_id(job)}.json"
+
+    # -- public API ----------------------------------------------------------------------
+
+    def submit(self, request: dict[str, Any]) -> JobRecord:
+        """Return the job for this request: an existing live or still-valid one, else a new run.
+
+        A failed job, or a succeeded one whose objects are gone, is started again under the
+        same id (its `attempt` counts up).
+        """
+        jid = job_id(self.kind, request)
+        now = time.time()
+        fresh = JobRecord(id=jid, kind=self.kind, request=request, created_at=now,
+                          updated_at=now, heartbeat_at=now, owner=self.settings.replica_id)
+        key = self.key(jid)
+        try:
+            etag = self.store.put_json(key, fresh.model_dump(), if_none_match=True)
+        except PreconditionFailed:
+            return self._reuse(jid)
+        log.info("job created", extra={"job_id": jid, "kind": self.kind})
+        self._start(fresh, etag)
+        return fresh
+
+    def get(self, job: str) -> JobRecord:
+        """Read a job; a live job whose runner has gone silent is claimed on the way."""
+        record, etag = self._read(job)
+        if self._stale(record):
+            return self._claim(record, etag) or self._read(job)[0]
+        return record
+
+    def start_sweeper(self) -> None:
+        """Look for abandoned jobs every half heartbeat timeout, in a daemon thread."""
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep_loop, daemon=True,
+                                             name=f"sweep-{self.kind}")
+            self._sweeper.start()
+
+    def sweep(self) -> int:
+        """Claim every stale live job of this kind; return how many were claimed."""
+        claimed = 0
+        for obj in self.store.list(f"jobs/{self.kind}/"):
+            jid = obj.key.rsplit("/", 1)[-1].removesuffix(".json")
+            try:
+                record, etag = self._read(jid)
+            except (DicomisoError, ValueError):
+                continue
+            if self._stale(record) and self._claim(record, etag) is not None:
+                claimed += 1
+        return claimed
+
+    def shutdown(self, wait: bool = False) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _read(self, job: str) -> tuple[JobRecord, str]:
+        try:
+            data, etag = self.store.get_json(self.key(job))
+        except ObjectMissing as exc:
+            raise NotFound(f"no {self.kind} job {job}") from exc
+        return JobRecord.model_validate(data), etag
+
+    def _stale(self, record: JobRecord) -> bool:
+        if record.state not in ACTIVE:
+            return False
+        with self._mine_lock:
+            if record.id in self._mine:
+                return False
+        return time.time() - record.heartbeat_at > self.settings.job_stale_after
+
+    def _reuse(self, jid: str) -> JobRecord:
+        record, etag = self._read(jid)
+        if record.state == "failed" or (record.state == "succeeded"
+                                         and not self._is_current(record)):
+            now = time.time()
+            again = record.model_copy(update={
+                "state": "queued", "attempt": record.attempt + 1, "error": None, "result": {},
+                "counts": {}, "phase": None, "owner": self.settings.replica_id,
+                "heartbeat_at": now, "updated_at": now})
+            try:
+                new_etag = self.store.put_json(self.key(jid), again.model_dump(), if_match=etag)
+            except PreconditionFailed:
+                return self._read(jid)[0]  # another replica restarted it first
+            log.info("job restarted", extra={"job_id": jid, "attempt": again.attempt})
+            self._start(again, new_etag)
+            return again
+        if self._stale(record):
+            return self._claim(record, etag) or self._read(jid)[0]
+        return record
+
+    def _claim(self, record: JobRecord, etag: str) -> JobRecord | None:
+        now = time.time()
+        claimed = record.model_copy(update={"owner": self.settings.replica_id,
+                                            "heartbeat_at": now, "updated_at": now})
+        try:
+            new_etag = self.store.put_json(self.key(record.id), claimed.model_dump(),
+                                           if_match=etag)
+        except PreconditionFailed:
+            return None
+        log.info("job taken over", extra={"job_id": record.id, "previous_owner": record.owner})
+        self._start(claimed, new_etag)
+        return claimed
+
+    def _start(self, record: JobRecord, etag: str) -> None:
+        handle = JobHandle(self.store, self.key(record.id), record, etag)
+        with self._mine_lock:
+            self._mine[record.id] = handle
+        self._pool.submit(self._execute, handle)
+
+    def _execute(self, handle: JobHandle) -> None:
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._beat_loop, args=(handle, stop_beat), daemon=True,
+                                name=f"beat-{handle.id[:8]}")
+        try:
+            handle.update(state="running", flush=True)
+            beat.start()
+            result = self._run(handle)
+            stop_beat.set()
+            handle.update(state="succeeded", result=result, phase="done", flush=True)
+            log.info("job succeeded", extra={"job_id": handle.id, **handle.record.counts})
+        except JobLost:
+            log.warning("job lost to another replica", extra={"job_id": handle.id})
+        except DicomisoError as exc:
+            self._fail(handle, str(exc) or exc.title)
+        except Exception as exc:  # the job thread's edge: record, never crash the replica
+            log.exception("job crashed", extra={"job_id": handle.id})
+            self._fail(handle, f"internal error ({type(exc).__name__}); see the service log")
+        finally:
+            stop_beat.set()
+            with self._mine_lock:
+                self._mine.pop(handle.id, None)
+
+    def _fail(self, handle: JobHandle, reason: str) -> None:
+        log.warning("job failed", extra={"job_id": handle.id, **handle.record.counts})
+        try:
+            handle.update(state="failed", error=reason, flush=True)
+        except JobLost:
+            log.warning("job lost to another replica", extra={"job_id": handle.id})
+        except DicomisoError:
+            log.exception("could not record job failure", extra={"job_id": handle.id})
+
+    def _beat_loop(self, handle: JobHandle, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.job_heartbeat):
+            try:
+                handle.flush()
+            except JobLost:
+                return
+            except DicomisoError:
+                log.warning("heartbeat not written", extra={"job_id": handle.id})
+
+    def _sweep_loop(self) -> None:
+        interval = max(self.settings.job_stale_after / 2, 0.5)
+        while not self._stop.wait(interval):
+            try:
+                self.sweep()
+            except DicomisoError:
+                log.warning("job sweep failed", extra={"kind": self.kind})
+            except Exception:  # the sweeper thread's edge
+                log.exception("job sweep crashed", extra={"kind": self.kind})

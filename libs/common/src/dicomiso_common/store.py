@@ -1,0 +1,209 @@
+"""The bucket: the only place the services share state, and the only boto3 user.
+
+Objects are written whole (one PUT, or a multipart upload that becomes visible only when
+completed), so a reader never sees a partial object. Conditional writes (If-None-Match /
+If-Match) turn the bucket into a small coordination service for job records and leases.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any, cast
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import ObjectMissing, PreconditionFailed, StoreError
+from .settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+MAX_LINK_TTL = 604_800  # SigV4 presigned URLs are valid for at most 7 days
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _make_client(endpoint_url: str | None) -> Any:
+    config = Config(retries={"max_attempts": 4, "mode": "standard"},
+                    connect_timeout=5, read_timeout=60, max_pool_connections=32,
+                    s3={"addressing_style": "path"}, signature_version="s3v4")
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+class Store:
+    """Typed access to one bucket; botocore errors become our error types here."""
+
+    def __init__(self, client: Any, bucket: str, *, public_client: Any = None,
+                 transfer: TransferConfig | None = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self._public = public_client or client
+        self._transfer = transfer or TransferConfig()
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> Store:
+        """Build the store for the configured endpoint; links are signed for the public one."""
+        client = _make_client(settings.s3_endpoint_url)
+        public_url = settings.s3_public_url or settings.s3_endpoint_url
+        public = client if public_url == settings.s3_endpoint_url else _make_client(public_url)
+        transfer = TransferConfig(multipart_threshold=settings.s3_multipart_threshold,
+                                  multipart_chunksize=settings.s3_multipart_chunk,
+                                  max_concurrency=4)
+        return cls(client, settings.s3_bucket, public_client=public, transfer=transfer)
+
+    # -- whole objects -------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
+                  if_none_match: bool = False, if_match: str | None = None,
+                  metadata: dict[str, str] | None = None) -> str:
+        """Write one object in a single PUT and return its ETag.
+
+        Raises:
+            PreconditionFailed: the conditional write lost (object exists / changed).
+        """
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data,
+                                  "ContentType": content_type}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        if metadata:
+            kwargs["Metadata"] = metadata
+        try:
+            return str(self.client.put_object(**kwargs)["ETag"])
+        except ClientError as exc:
+            if _code(exc) in _PRECONDITION:
+                raise PreconditionFailed(f"{key} changed concurrently") from exc
+            raise StoreError(f"writing {key} failed: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"writing {key} failed: {type(exc).__name__}") from exc
+
+    def put_json(self, key: str, obj: Any, **kwargs: Any) -> str:
+        data = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
+        return self.put_bytes(key, data, content_type="application/json", **kwargs)
+
+    def upload(self, key: str, fileobj: IO[bytes], *, content_type: str = "application/dicom",
+               metadata: dict[str, str] | None = None,
+               content_disposition: str | None = None) -> None:
+        """Stream a file-like object into the bucket; multipart above the threshold.
+
+        Memory stays at about chunk size x concurrency whatever the object's size, and the
+        object appears only when the upload completes.
+        """
+        extra: dict[str, Any] = {"ContentType": content_type}
+        if metadata:
+            extra["Metadata"] = metadata
+        if content_disposition:
+            extra["ContentDisposition"] = content_disposition
+        try:
+            self.client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs=extra,
+                                       Config=self._transfer)
+        except ClientError as exc:
+            raise StoreError(f"uploading {key} failed: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"uploading {key} failed: {type(exc).__name__}") from exc
+
+    def get_bytes(self, key: str, *, byte_range: tuple[int, int] | None = None
+                  ) -> tuple[bytes, dict[str, Any]]:
+        """Read one (small) object, or a byte range of it; returns (bytes, response headers)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if byte_range is not None:
+            kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        try:
+            resp = self.client.get_object(**kwargs)
+            return cast(bytes, resp["Body"].read()), resp
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise ObjectMissing(f"{key} not found") from exc
+            raise StoreError(f"reading {key} failed: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"reading {key} failed: {type(exc).__name__}") from exc
+
+    def get_json(self, key: str) -> tuple[Any, str]:
+        """Return (decoded JSON, ETag) of one object."""
+        data, resp = self.get_bytes(key)
+        return json.loads(data), str(resp["ETag"])
+
+    def open(self, key: str) -> IO[bytes]:
+        """Return a streaming body for one object; the caller reads it in chunks and closes it."""
+        try:
+            return cast(IO[bytes], self.client.get_object(Bucket=self.bucket, Key=key)["Body"])
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise ObjectMissing(f"{key} not found") from exc
+            raise StoreError(f"reading {key} failed: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"reading {key} failed: {type(exc).__name__}") from exc
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        """Return the object's headers, or None when it does not exist."""
+        try:
+            return cast(dict[str, Any], self.client.head_object(Bucket=self.bucket, Key=key))
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise StoreError(f"checking {key} failed: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"checking {key} failed: {type(exc).__name__}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"deleting {key} failed") from exc
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Yield every object under a prefix, page by page."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(item["Key"], int(item["Size"]), str(item["ETag"]))
+        except ClientError as exc:
+            raise StoreError(f"listing {prefix} failed: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"listing {prefix} failed: {type(exc).__name__}") from exc
+
+    # -- links and health ----------------------------------------------------------------
+
+    def presign_get(self, key: str, expires_in: int) -> str:
+        """Sign a GET for the public endpoint; SigV4 allows 7 days at most, so we cap it."""
+        if not 1 <= expires_in <= MAX_LINK_TTL:
+            raise ValueError(f"link lifetime must be 1..{MAX_LINK_TTL} s, got {expires_in}")
+        return cast(str, self._public.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in))
+
+    def ping(self) -> None:
+        """Raise StoreError unless the bucket answers (used by /readyz)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            raise StoreError(f"bucket {self.bucket}: {_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"S3 endpoint unreachable: {type(exc).__name__}") from exc
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if missing (local stack and tests; production buckets pre-exist)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
