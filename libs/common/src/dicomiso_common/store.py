@@ -69,10 +69,13 @@ class Store:
 
     # -- whole objects -------------------------------------------------------------------
 
-    def put_bytes(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
+    def put_bytes(self, key: str, data: bytes | IO[bytes], *,
+                  content_type: str = "application/octet-stream",
                   if_none_match: bool = False, if_match: str | None = None,
                   metadata: dict[str, str] | None = None) -> str:
         """Write one object in a single PUT and return its ETag.
+
+        `data` may be an open, seekable file: botocore streams it without reading it whole.
 
         Raises:
             PreconditionFailed: the conditional write lost (object exists / changed).

@@ -1,0 +1,66 @@
+"""The retriever service: FastAPI app + Storage SCP in one process (`dicomiso-retriever`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from dicomiso_common.auth import bearer_guard
+from dicomiso_common.errors import add_problem_handlers
+from dicomiso_common.jobs import Jobs
+from dicomiso_common.logs import configure_logging
+from dicomiso_common.ops import add_ops_routes
+from dicomiso_common.store import Store
+from fastapi import FastAPI
+
+from .retrieval import Retrieval
+from .routes import make_router
+from .scp import LeaseBook, StorageSCP
+from .settings import RetrieverSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: RetrieverSettings | None = None, store: Store | None = None) -> FastAPI:
+    """Wire the retriever; the SCP and the job sweeper run for the app's lifetime."""
+    settings = settings or RetrieverSettings()
+    store = store or Store.from_settings(settings)
+    leases = LeaseBook(store, settings.job_stale_after)
+    scp = StorageSCP(settings, store, leases)
+    retrieval = Retrieval(settings, store, scp, leases)
+    jobs = Jobs(store, "retrieve", settings, retrieval.run, retrieval.is_current)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        scp.start()
+        jobs.start_sweeper()
+        try:
+            yield
+        finally:
+            jobs.shutdown()
+            scp.stop()
+
+    app = FastAPI(title="dicom-iso retriever", version="0.1.0", lifespan=lifespan,
+                  description="Finds studies by accession number (C-FIND), pulls them "
+                              "(C-MOVE into our Storage SCP, or C-GET) into the bucket.")
+    app.state.settings, app.state.store, app.state.scp, app.state.jobs = \
+        settings, store, scp, jobs
+    add_problem_handlers(app)
+
+    def scp_listening() -> None:
+        if scp.port == 0:
+            raise RuntimeError("storage SCP not listening")
+
+    add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp_listening})
+    app.include_router(make_router(jobs, settings.retrieve_method, bearer_guard(settings)))
+    return app
+
+
+def main() -> None:
+    """Entry point `dicomiso-retriever`: configuration only from DICOMISO_* variables."""
+    settings = RetrieverSettings()
+    configure_logging(settings.log_level, "retriever")
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port,
+                log_config=None, access_log=True)

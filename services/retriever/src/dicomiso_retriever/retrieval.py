@@ -1,0 +1,180 @@
+"""One retrieval job: find the studies, move each one exactly once, prove it complete.
+
+A study counts as retrieved only when the PACS reported success without failed
+sub-operations and the bucket holds at least as many instances as the C-FIND promised; only
+then is its manifest written. Everything is idempotent: a job that is taken over re-runs
+from the start, finds complete studies by their manifest and re-stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from dicomiso_common.dicom import accession_key, manifest_key
+from dicomiso_common.errors import DicomError, NotFound
+from dicomiso_common.jobs import JobHandle, JobRecord
+from dicomiso_common.store import Store
+
+from . import query
+from .leases import LeaseHeld, study_lease
+from .manifest import IncompleteStudy, build_manifest, read_manifest, write_manifest
+from .query import StudyHit, TransferResult
+from .scp import LeaseBook, StorageSCP
+from .settings import RetrieverSettings
+
+log = logging.getLogger(__name__)
+
+
+class StudyNotFound(NotFound):
+    title = "Study not found"
+
+
+def _complete(manifest: dict[str, Any] | None, hit: StudyHit) -> bool:
+    if manifest is None:
+        return False
+    return hit.instances is None or int(manifest["instance_count"]) >= hit.instances
+
+
+class _Progress:
+    """Sums the per-study transfer counts into the job's counts."""
+
+    def __init__(self, handle: JobHandle, expected: int) -> None:
+        self._handle = handle
+        self._lock = threading.Lock()
+        self._per_study: dict[str, tuple[int, int, int]] = {}
+        self._reused = 0
+        handle.set_counts(expected=expected, received=0, failed=0, warnings=0, reused=0)
+
+    def reused(self, study_uid: str, instances: int) -> None:
+        self.update(study_uid, TransferResult(completed=instances))
+        with self._lock:
+            self._reused += instances
+            self._handle.set_counts(reused=self._reused)
+
+    def update(self, study_uid: str, result: TransferResult) -> None:
+        with self._lock:
+            self._per_study[study_uid] = (result.completed, result.failed, result.warning)
+            sums = [sum(v[i] for v in self._per_study.values()) for i in range(3)]
+            self._handle.set_counts(received=sums[0], failed=sums[1], warnings=sums[2])
+
+
+class Retrieval:
+    """Runs retrieval jobs on this replica (the Jobs engine calls `run`)."""
+
+    def __init__(self, settings: RetrieverSettings, store: Store, scp: StorageSCP,
+                 leases: LeaseBook) -> None:
+        self.settings = settings
+        self.store = store
+        self.scp = scp
+        self.leases = leases
+
+    def is_current(self, record: JobRecord) -> bool:
+        """A succeeded job stays the answer while every study it stored still has a manifest."""
+        studies = record.result.get("studies", [])
+        return bool(studies) and all(self.store.exists(manifest_key(st["study_uid"]))
+                                     for st in studies)
+
+    def run(self, handle: JobHandle) -> dict[str, Any]:
+        request = handle.record.request
+        handle.update(phase="query", flush=True)
+        hits, accessions = self._find(request)
+        progress = _Progress(handle, sum(h.instances or 0 for h in hits))
+        handle.update(phase="retrieve", flush=True)
+        method = request.get("method") or self.settings.retrieve_method
+        with ThreadPoolExecutor(self.settings.move_parallel,
+                                thread_name_prefix=f"move-{handle.id[:6]}") as pool:
+            futures = [pool.submit(self._study, handle, hit, method, progress) for hit in hits]
+            studies = [f.result() for f in futures]
+        log.info("retrieval finished", extra={"job_id": handle.id, "studies": len(studies),
+                                              **handle.record.counts})
+        return {"studies": studies, "accessions": accessions, "method": method}
+
+    def _find(self, request: dict[str, Any]) -> tuple[list[StudyHit], dict[str, list[str]]]:
+        hits: dict[str, StudyHit] = {}
+        accessions: dict[str, list[str]] = {}
+        for accession in request.get("accession_numbers", []):
+            found = query.find_by_accession(self.settings, accession)
+            if not found:
+                raise StudyNotFound(f"no study found for accession {accession}")
+            accessions[accession] = sorted(h.study_uid for h in found)
+            self.store.put_json(accession_key(accession), {
+                "accession_number": accession, "study_uids": accessions[accession],
+                "found_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            hits.update((h.study_uid, h) for h in found)
+        for study_uid in request.get("study_uids", []):
+            found = query.find_by_study_uid(self.settings, study_uid)
+            if not found:
+                raise StudyNotFound(f"no study {study_uid} in PACS {self.settings.pacs_aet}")
+            hits.update((h.study_uid, h) for h in found)
+        return list(hits.values()), accessions
+
+    def _study(self, handle: JobHandle, hit: StudyHit, method: str,
+               progress: _Progress) -> dict[str, Any]:
+        """Make sure one study is complete in the bucket, moving it if no one else is."""
+        s = self.settings
+        while True:
+            handle.check()
+            manifest = read_manifest(self.store, hit.study_uid)
+            if _complete(manifest, hit):
+                assert manifest is not None  # noqa: S101 - narrowed by _complete
+                progress.reused(hit.study_uid, int(manifest["instance_count"]))
+                return {"study_uid": hit.study_uid, "instances": manifest["instance_count"],
+                        "transferred": False}
+            try:
+                with study_lease(self.store, hit.study_uid, handle.id,
+                                 stale_after=s.job_stale_after, heartbeat=s.job_heartbeat):
+                    if _complete(read_manifest(self.store, hit.study_uid), hit):
+                        continue  # finished by another job while we waited for the lease
+                    return self._transfer(handle, hit, method, progress)
+            except LeaseHeld:
+                time.sleep(s.lease_poll)  # another live job is moving it: wait, then look again
+
+    def _transfer(self, handle: JobHandle, hit: StudyHit, method: str,
+                  progress: _Progress) -> dict[str, Any]:
+        s = self.settings
+        uid = hit.study_uid
+        started = time.monotonic()
+        self.leases.expect(uid)
+        try:
+            def report(result: TransferResult) -> None:
+                progress.update(uid, result)
+
+            if method == "get":
+                classes = query.find_sop_classes(s, uid)
+                result = query.get_study(s, uid, classes, self.scp.handle_store, report)
+            else:
+                result = query.move_study(s, uid, report)
+        finally:
+            self.leases.forget(uid)
+        self._judge(hit, result, method)
+        manifest = build_manifest(self.store, uid, self.scp.take_descriptions(uid),
+                                  handle.id, method)
+        if hit.instances is not None and manifest["instance_count"] < hit.instances:
+            raise IncompleteStudy(f"study {uid}: {manifest['instance_count']} of "
+                                  f"{hit.instances} instances arrived")
+        write_manifest(self.store, manifest)
+        log.info("study stored", extra={"job_id": handle.id, "study_uid": uid,
+                                        "instances": manifest["instance_count"],
+                                        "bytes": manifest["total_bytes"],
+                                        "seconds": round(time.monotonic() - started, 3)})
+        return {"study_uid": uid, "instances": manifest["instance_count"], "transferred": True}
+
+    def _judge(self, hit: StudyHit, result: TransferResult, method: str) -> None:
+        """Turn a transfer's final counts into a user-readable failure, or pass."""
+        s = self.settings
+        op = "C-GET" if method == "get" else "C-MOVE"
+        pacs = f"PACS {s.pacs_aet}"
+        total = hit.instances or (result.completed + result.failed + result.warning)
+        if result.aborted:
+            raise DicomError(f"{pacs} aborted the association during {op} of study "
+                             f"{hit.study_uid}; {result.completed} of {total} instances arrived")
+        if result.failed:
+            raise IncompleteStudy(f"study {hit.study_uid}: {result.failed} of {total} "
+                                  f"instances failed during {op}")
+        if result.status not in (0x0000, 0xB000):
+            code = "none" if result.status is None else f"0x{result.status:04X}"
+            raise DicomError(f"{pacs} ended {op} of study {hit.study_uid} with status {code}")

@@ -1,0 +1,75 @@
+"""HTTP API of the retriever: start a retrieval, read its state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from dicomiso_common.dicom import validate_accession, validate_uid
+from dicomiso_common.errors import InvalidInput
+from dicomiso_common.jobs import JobRecord, Jobs, validate_job_id
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_KEYS = 50
+
+
+class RetrievalRequest(BaseModel):
+    """Exactly one of `accession_numbers` or `study_uids`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accession_numbers: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
+    study_uids: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
+    method: Literal["move", "get"] | None = None
+
+
+class JobAccepted(BaseModel):
+    id: str
+    state: str
+    status_url: str
+
+
+class RetrievalStatus(BaseModel):
+    id: str
+    state: str
+    phase: str | None
+    attempt: int
+    counts: dict[str, int]
+    error: str | None
+    result: dict[str, Any]
+    created_at: float
+    updated_at: float
+    heartbeat_at: float
+
+
+def canonical(body: RetrievalRequest, default_method: str) -> dict[str, Any]:
+    """Validate every key and return the request in the form that names its job."""
+    if bool(body.accession_numbers) == bool(body.study_uids):
+        raise InvalidInput("give either accession_numbers or study_uids (one non-empty list)")
+    accessions = sorted({validate_accession(a) for a in body.accession_numbers})
+    studies = sorted({validate_uid(u, "StudyInstanceUID") for u in body.study_uids})
+    return {"accession_numbers": accessions, "study_uids": studies,
+            "method": body.method or default_method}
+
+
+def _status(record: JobRecord) -> RetrievalStatus:
+    return RetrievalStatus(**record.model_dump(include=set(RetrievalStatus.model_fields)))
+
+
+def make_router(jobs: Jobs, default_method: str, guard: Any) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], tags=["retrievals"])
+
+    @router.post("/retrievals", status_code=202, response_model=JobAccepted,
+                 summary="Retrieve studies by accession number or Study Instance UID")
+    def create(body: RetrievalRequest, request: Request, response: Response) -> JobAccepted:
+        record = jobs.submit(canonical(body, default_method))
+        url = str(request.url_for("retrieval_status", job_id=record.id))
+        response.headers["Location"] = url
+        return JobAccepted(id=record.id, state=record.state, status_url=url)
+
+    @router.get("/retrievals/{job_id}", response_model=RetrievalStatus,
+                name="retrieval_status", summary="State, counts and result of a retrieval")
+    def status(job_id: Annotated[str, Depends(validate_job_id)]) -> RetrievalStatus:
+        return _status(jobs.get(job_id))
+
+    return router

@@ -1,0 +1,221 @@
+"""The Storage SCP (AE CDRECORD): receives C-STOREs and streams each instance into the bucket.
+
+pynetdicom is told to spool each received data set to a temporary file
+(STORE_RECV_CHUNKED_DATASET), so memory stays bounded whatever an instance's size; the file
+is parsed with deferred reads (pixel data is never loaded) and uploaded from disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from dicomiso_common.dicom import instance_key, is_valid_uid, tune_pynetdicom
+from dicomiso_common.errors import DicomisoError, PreconditionFailed
+from dicomiso_common.store import Store
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from .manifest import describe, sha256_of
+from .settings import RetrieverSettings
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700    # PS3.4 B.2.3: Refused, out of resources
+NOT_MATCHING = 0xA900        # PS3.4 B.2.3: Error, data set does not match SOP class
+CANNOT_UNDERSTAND = 0xC000   # PS3.4 B.2.3: Error, cannot understand
+_WANTED_TTL = 2.0            # seconds a bucket lease look-up is trusted
+
+
+def _status(code: int, comment: str) -> Dataset:
+    """A C-STORE status with an ErrorComment (PS3.7 C.4.2.1.4; 64 chars, no patient data)."""
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def native_pixel_problem(ds: Dataset, transfer_syntax: UID) -> str | None:
+    """Say what is wrong if native Pixel Data is shorter than its attributes promise.
+
+    pydicom reads a truncated file without complaint, so the check is ours (PS3.5 8.1.1).
+    """
+    elem = ds.get_item(0x7FE00010)
+    if elem is None or transfer_syntax.is_compressed:
+        return None
+    length = int(elem.length) if hasattr(elem, "length") and elem.value is None \
+        else len(elem.value or b"")
+    if length == 0xFFFFFFFF:
+        return "native pixel data has undefined length"
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits, spp = int(ds.BitsAllocated), int(ds.get("SamplesPerPixel", 1))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return "pixel data without usable image attributes"
+    pixels = rows * cols * spp * frames
+    expected = (pixels + 7) // 8 if bits == 1 else pixels * ((bits + 7) // 8)
+    if length < expected:
+        return f"pixel data {length} bytes, attributes promise {expected}"
+    return None
+
+
+class LeaseBook:
+    """Which studies a live job is moving: ours in memory, other replicas' via bucket leases."""
+
+    def __init__(self, store: Store, stale_after: float) -> None:
+        self._store = store
+        self._stale_after = stale_after
+        self._local: dict[str, int] = {}
+        self._seen: dict[str, tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, study_uid: str) -> None:
+        with self._lock:
+            self._local[study_uid] = self._local.get(study_uid, 0) + 1
+
+    def forget(self, study_uid: str) -> None:
+        with self._lock:
+            left = self._local.get(study_uid, 0) - 1
+            if left > 0:
+                self._local[study_uid] = left
+            else:
+                self._local.pop(study_uid, None)
+
+    def wanted(self, study_uid: str) -> bool:
+        with self._lock:
+            if study_uid in self._local:
+                return True
+            seen = self._seen.get(study_uid)
+        if seen and time.monotonic() - seen[1] < _WANTED_TTL:
+            return seen[0]
+        from .leases import lease_is_live  # local import: leases imports this module's peers
+
+        answer = lease_is_live(self._store, study_uid, self._stale_after)
+        with self._lock:
+            self._seen[study_uid] = (answer, time.monotonic())
+        return answer
+
+
+class StorageSCP:
+    """Receive instances for studies a live job asked for; refuse everything else."""
+
+    def __init__(self, settings: RetrieverSettings, store: Store, leases: LeaseBook) -> None:
+        self.settings = settings
+        self.store = store
+        self.leases = leases
+        self._server: ThreadedAssociationServer | None = None
+        self._described: dict[str, dict[str, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self.stored = 0
+        self.refused = 0
+
+    def start(self) -> None:
+        """Listen on DICOMISO_SCP_HOST:DICOMISO_SCP_PORT as DICOMISO_SCP_AET."""
+        tune_pynetdicom()
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        s = self.settings
+        ae = AE(ae_title=s.scp_aet)
+        ae.maximum_pdu_size = s.scp_max_pdu
+        ae.network_timeout = s.dicom_network_timeout
+        ae.dimse_timeout = s.dicom_dimse_timeout
+        ae.maximum_associations = 32
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        self._server = ae.start_server((s.scp_host, s.scp_port), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])
+        log.info("storage SCP listening", extra={"aet": s.scp_aet, "port": self.port})
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1]) if self._server else self.settings.scp_port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def take_descriptions(self, study_uid: str) -> dict[str, dict[str, Any]]:
+        """Hand over (and forget) the entries of instances this process stored for a study."""
+        with self._lock:
+            return self._described.pop(study_uid, {})
+
+    def handle_store(self, event: evt.Event) -> Dataset | int:
+        """EVT_C_STORE handler: check, upload, acknowledge; a failure status otherwise."""
+        try:
+            return self._store_one(event)
+        except DicomisoError as exc:
+            log.warning("instance not stored", extra={"reason": str(exc)})
+            return _status(OUT_OF_RESOURCES, "storage unavailable, retry later")
+        except Exception:  # the SCP handler's edge: answer the peer, never die
+            log.exception("C-STORE handler crashed")
+            return _status(CANNOT_UNDERSTAND, "internal error while storing")
+
+    def _store_one(self, event: evt.Event) -> Dataset | int:
+        path = Path(event.dataset_path)
+        size = path.stat().st_size
+        req = event.request
+        if size > self.settings.scp_max_instance_bytes:
+            return self._refuse(OUT_OF_RESOURCES, "instance larger than the configured limit")
+        transfer_syntax = UID(event.context.transfer_syntax)
+        with path.open("rb") as fh:
+            try:
+                ds = pydicom.dcmread(fh, defer_size=1024)
+                sop_class = str(ds.SOPClassUID)
+                sop_uid = str(ds.SOPInstanceUID)
+                study_uid = str(ds.StudyInstanceUID)
+                series_uid = str(ds.SeriesInstanceUID)
+            except (AttributeError, ValueError, EOFError, OSError,
+                    pydicom.errors.InvalidDicomError):
+                return self._refuse(CANNOT_UNDERSTAND, "data set unreadable or missing UIDs")
+            if sop_class != str(req.AffectedSOPClassUID) or \
+                    sop_class != str(event.context.abstract_syntax):
+                return self._refuse(NOT_MATCHING, "SOP class differs from the request")
+            if sop_uid != str(req.AffectedSOPInstanceUID):
+                return self._refuse(NOT_MATCHING, "SOP instance UID differs from the request")
+            if not all(is_valid_uid(u) for u in (sop_uid, study_uid, series_uid)):
+                return self._refuse(NOT_MATCHING, "illegal UID in the data set")
+            if not self.leases.wanted(study_uid):
+                return self._refuse(NOT_MATCHING, "study not requested by any live job")
+            problem = native_pixel_problem(ds, transfer_syntax)
+            if problem:
+                return self._refuse(NOT_MATCHING, problem)
+            key = instance_key(study_uid, series_uid, sop_uid)
+            fh.seek(0)
+            sha = sha256_of(fh)
+            entry = describe(ds, str(transfer_syntax), size, sha, key)
+            self._upload(key, fh, size, {"sha256": sha, "transfer-syntax": str(transfer_syntax)})
+        with self._lock:
+            self._described.setdefault(study_uid, {})[sop_uid] = entry
+            self.stored += 1
+        log.debug("instance stored", extra={"study_uid": study_uid, "sop_uid": sop_uid,
+                                             "bytes": size})
+        return SUCCESS
+
+    def _upload(self, key: str, fh: Any, size: int, metadata: dict[str, str]) -> None:
+        """Store once: a duplicate of an instance already in the bucket is acknowledged as is."""
+        if size < self.settings.s3_multipart_threshold:
+            try:
+                self.store.put_bytes(key, fh, content_type="application/dicom",
+                                     if_none_match=True, metadata=metadata)
+            except PreconditionFailed:
+                log.debug("duplicate instance acknowledged", extra={"key": key})
+            return
+        if self.store.exists(key):
+            return
+        self.store.upload(key, fh, metadata=metadata)
+
+    def _refuse(self, code: int, reason: str) -> Dataset:
+        with self._lock:
+            self.refused += 1
+        log.warning("instance refused", extra={"status": f"0x{code:04X}", "reason": reason})
+        return _status(code, reason)
