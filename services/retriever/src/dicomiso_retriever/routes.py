@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import InvalidInput
@@ -69,7 +69,7 @@ def make_router(jobs: Jobs, default_method: str, guard: Any) -> APIRouter:
 
     @router.get("/retrievals/{job_id}", response_model=RetrievalStatus,
                 name="retrieval_status", summary="State, counts and result of a retrieval")
-    def status(job_id: Annotated[str, Depends(validate_job_id)]) -> RetrievalStatus:
-        return _status(jobs.get(job_id))
+    def status(job_id: str) -> RetrievalStatus:
+        return _status(jobs.get(validate_job_id(job_id)))
 
     return router
