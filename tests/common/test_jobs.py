@@ -1,0 +1,152 @@
+"""Job records in the bucket: one job per request, take-over of stale jobs, lost leases."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dicomiso_common.jobs import JobHandle, JobRecord, Jobs, job_id
+from dicomiso_common.settings import CommonSettings
+from dicomiso_common.store import Store
+
+
+def _wait(jobs: Jobs, jid: str, states: tuple[str, ...] = ("succeeded", "failed"),
+          timeout: float = 10.0) -> JobRecord:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = jobs.get(jid)
+        if record.state in states:
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"job {jid} still {jobs.get(jid).state}")
+
+
+def _settings(replica: str, **kw: Any) -> CommonSettings:
+    return CommonSettings(replica_id=replica, job_heartbeat=0.2, job_stale_after=1.0, **kw)
+
+
+@pytest.fixture
+def calls() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def make_jobs(store: Store) -> Iterator[Any]:
+    made: list[Jobs] = []
+
+    def make(replica: str, run: Any) -> Jobs:
+        jobs = Jobs(store, "test", _settings(replica), run)
+        made.append(jobs)
+        return jobs
+
+    yield make
+    for jobs in made:
+        jobs.shutdown()
+
+
+def test_same_request_twice_is_one_job_run_once(make_jobs: Any, calls: list[str]) -> None:
+    def run(handle: JobHandle) -> dict[str, Any]:
+        calls.append(handle.id)
+        time.sleep(0.3)
+        return {"ok": True}
+
+    jobs = make_jobs("a", run)
+    first = jobs.submit({"k": [1, 2]})
+    second = jobs.submit({"k": [1, 2]})
+    assert first.id == second.id == job_id("test", {"k": [1, 2]})
+    assert _wait(jobs, first.id).state == "succeeded"
+    assert jobs.submit({"k": [1, 2]}).state == "succeeded"
+    assert calls == [first.id]
+
+
+def test_failed_job_runs_again_on_the_next_identical_request(make_jobs: Any,
+                                                              calls: list[str]) -> None:
+    def run(handle: JobHandle) -> dict[str, Any]:
+        calls.append(handle.id)
+        if len(calls) == 1:
+            from dicomiso_common.errors import DicomError
+
+            raise DicomError("PACS X refused association")
+        return {}
+
+    jobs = make_jobs("a", run)
+    jid = jobs.submit({"k": 1}).id
+    failed = _wait(jobs, jid)
+    assert (failed.state, failed.error) == ("failed", "PACS X refused association")
+    again = jobs.submit({"k": 1})
+    assert again.attempt == 2
+    assert _wait(jobs, jid).state == "succeeded"
+    assert len(calls) == 2
+
+
+def test_unexpected_error_fails_the_job_without_leaking_details(make_jobs: Any) -> None:
+    def run(handle: JobHandle) -> dict[str, Any]:
+        raise KeyError("Doe^Jane")
+
+    jobs = make_jobs("a", run)
+    record = _wait(jobs, jobs.submit({"k": 2}).id)
+    assert record.state == "failed"
+    assert "KeyError" in (record.error or "") and "Doe" not in (record.error or "")
+
+
+def test_stale_job_of_a_dead_replica_is_taken_over(store: Store, make_jobs: Any,
+                                                    calls: list[str]) -> None:
+    """A record whose heartbeat stopped is claimed on GET and by the sweep, then completed."""
+    request = {"k": "orphan"}
+    jid = job_id("test", request)
+    old = time.time() - 60
+    store.put_json(f"jobs/test/{jid}.json", JobRecord(
+        id=jid, kind="test", request=request, state="running", created_at=old, updated_at=old,
+        heartbeat_at=old, owner="dead-replica").model_dump())
+
+    def run(handle: JobHandle) -> dict[str, Any]:
+        calls.append(handle.record.owner or "")
+        return {"done": True}
+
+    jobs = make_jobs("b", run)
+    assert jobs.sweep() == 1
+    record = _wait(jobs, jid)
+    assert record.state == "succeeded" and record.owner == "b" and calls == ["b"]
+
+
+def test_live_job_is_not_taken_over(store: Store, make_jobs: Any) -> None:
+    release = threading.Event()
+
+    def run(handle: JobHandle) -> dict[str, Any]:
+        release.wait(5)
+        return {}
+
+    a = make_jobs("a", run)
+    b = make_jobs("b", run)
+    jid = a.submit({"k": "live"}).id
+    time.sleep(1.5)  # longer than stale_after: only the heartbeat keeps it alive
+    assert b.sweep() == 0
+    assert b.get(jid).owner == "a"
+    release.set()
+    assert _wait(a, jid).state == "succeeded"
+
+
+def test_replica_that_lost_its_job_stops_writing(store: Store, make_jobs: Any) -> None:
+    """If another replica claimed the record, the old runner's writes fail and it gives up."""
+    started, release = threading.Event(), threading.Event()
+
+    def run(handle: JobHandle) -> dict[str, Any]:
+        started.set()
+        release.wait(5)
+        handle.update(phase="late", flush=True)
+        return {"by": "a"}
+
+    a = make_jobs("a", run)
+    jid = a.submit({"k": "steal"}).id
+    assert started.wait(5)
+    data, etag = store.get_json(f"jobs/test/{jid}.json")
+    data.update(owner="thief", state="failed", error="claimed elsewhere")
+    store.put_json(f"jobs/test/{jid}.json", data, if_match=etag)
+    release.set()
+    time.sleep(0.5)
+    final, _ = store.get_json(f"jobs/test/{jid}.json")
+    assert final["owner"] == "thief" and final["error"] == "claimed elsewhere"

@@ -1,0 +1,164 @@
+"""Retrieval by accession number from a real Orthanc into a real S3 endpoint."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+from typing import Any
+
+import pydicom
+import pytest
+
+from dicomiso_common.dicom import manifest_key
+from support.dicomcmp import same_dataset
+
+
+@pytest.fixture
+def uploaded(orthanc: Any, study_factory: Any) -> Any:
+    """A fresh multi-series study (CT, MR, SR, KO, PR, SC, non-ASCII name, multi-frame)."""
+    study = study_factory()
+    orthanc.upload(study.files)
+    return study
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_every_instance_arrives_equal_to_the_pacs_copy(retriever: Any, orthanc: Any,
+                                                       uploaded: Any, method: str) -> None:
+    """Each stored object equals Orthanc's (all non-0002 elements and pixel bytes)."""
+    status = retriever.run({"accession_numbers": [uploaded.accession], "method": method})
+
+    assert status["state"] == "succeeded", status
+    n = len(uploaded.files)
+    assert status["counts"]["expected"] == status["counts"]["received"] == n
+    keys = retriever.keys(f"instances/{uploaded.study_uid}/")
+    assert len(keys) == n
+    assert {k.rsplit("/", 1)[1].removesuffix(".dcm") for k in keys} == set(uploaded.sop_uids)
+    for orthanc_id in orthanc.instance_ids_of_study(uploaded.study_uid):
+        theirs = orthanc.instance_file(orthanc_id)
+        sop = pydicom.dcmread(io.BytesIO(theirs), stop_before_pixels=True).SOPInstanceUID
+        key = next(k for k in keys if k.endswith(f"/{sop}.dcm"))
+        ours, _ = retriever.store.get_bytes(key)
+        assert same_dataset(ours, theirs) == [], key
+    manifest, _ = retriever.store.get_json(manifest_key(uploaded.study_uid))
+    assert manifest["instance_count"] == n
+    assert {i["sop_uid"] for i in manifest["instances"]} == set(uploaded.sop_uids)
+    assert all(len(i["sha256"]) == 64 and i["size"] > 0 for i in manifest["instances"])
+    assert manifest["method"] == method
+    index, _ = retriever.store.get_json(f"accessions/{uploaded.accession}.json")
+    assert index["study_uids"] == [uploaded.study_uid]
+
+
+def test_same_request_twice_is_the_same_job_and_no_second_transfer(
+        retriever: Any, orthanc: Any, uploaded: Any) -> None:
+    first = retriever.run({"accession_numbers": [uploaded.accession]})
+    orthanc.mark()
+    again = retriever.post({"accession_numbers": [uploaded.accession]})
+
+    assert again.status_code == 202
+    assert again.json()["id"] == first["id"] and again.json()["state"] == "succeeded"
+    assert orthanc.move_requests() == 0 and orthanc.find_requests() == 0
+
+
+def test_study_already_in_the_bucket_is_not_moved_again(retriever: Any, orthanc: Any,
+                                                        uploaded: Any) -> None:
+    """A different request (C-GET now) over a complete study re-uses it: C-FIND, no transfer."""
+    retriever.run({"accession_numbers": [uploaded.accession]})
+    orthanc.mark()
+    status = retriever.run({"accession_numbers": [uploaded.accession], "method": "get"})
+
+    assert status["state"] == "succeeded"
+    assert status["result"]["studies"][0]["transferred"] is False
+    assert status["counts"]["reused"] == len(uploaded.files)
+    assert orthanc.move_requests() == 0 and orthanc.get_requests() == 0
+
+
+def test_two_studies_under_one_accession_are_both_retrieved(retriever: Any, orthanc: Any,
+                                                            study_factory: Any) -> None:
+    one = study_factory(accession="TWIN1", ct=2, mr=1)
+    two = study_factory(accession="TWIN1", patient_id=one.patient_id, ct=1, mr=2)
+    orthanc.upload(one.files + two.files)
+
+    status = retriever.run({"accession_numbers": ["TWIN1"]})
+
+    assert status["state"] == "succeeded", status
+    assert sorted(s["study_uid"] for s in status["result"]["studies"]) == \
+        sorted([one.study_uid, two.study_uid])
+    for study in (one, two):
+        assert len(retriever.keys(f"instances/{study.study_uid}/")) == len(study.files)
+        assert retriever.store.exists(manifest_key(study.study_uid))
+
+
+def test_two_accessions_in_one_request_make_one_job(retriever: Any, orthanc: Any,
+                                                    study_factory: Any) -> None:
+    a = study_factory(ct=2, mr=1)
+    b = study_factory(patient_id=a.patient_id, ct=1, mr=1)
+    orthanc.upload(a.files + b.files)
+
+    status = retriever.run({"accession_numbers": [a.accession, b.accession]})
+
+    assert status["state"] == "succeeded", status
+    assert set(status["result"]["accessions"]) == {a.accession, b.accession}
+    assert status["counts"]["received"] == len(a.files) + len(b.files)
+
+
+def test_by_study_uid(retriever: Any, uploaded: Any) -> None:
+    status = retriever.run({"study_uids": [uploaded.study_uid]})
+    assert status["state"] == "succeeded"
+    assert len(retriever.keys(f"instances/{uploaded.study_uid}/")) == len(uploaded.files)
+
+
+BAD = ["", "*", "AB*", "A?C", "A\\B", "A" * 17, " ACC1", "ACC1 ", "AC\x00C", "AC\tC", "%",
+       "' OR 1=1 --"]
+
+
+@pytest.mark.parametrize("value", BAD)
+def test_bad_accession_is_422_and_the_pacs_hears_nothing(retriever: Any, orthanc: Any,
+                                                         value: str) -> None:
+    orthanc.mark()
+    response = retriever.post({"accession_numbers": ["GOOD1", value]})
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"]
+    assert orthanc.find_requests() == 0 and orthanc.associations() == 0
+    assert retriever.keys("jobs/") == []
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"accession_numbers": []}, {"accession_numbers": ["A1"], "study_uids": ["1.2"]},
+    {"study_uids": ["1.2.x"]}, {"study_uids": ["../1"]}, {"accession_numbers": "A1"},
+    {"accession_numbers": [1234]}, {"accession_numbers": ["A1"], "method": "telnet"},
+    {"accession_numbers": ["A1"], "host": "127.0.0.1"},
+])
+def test_malformed_request_is_422(retriever: Any, orthanc: Any, body: dict[str, Any]) -> None:
+    orthanc.mark()
+    response = retriever.post(body)
+    assert response.status_code == 422, response.text
+    assert orthanc.associations() == 0
+
+
+def test_unknown_accession_fails_the_job_and_writes_nothing(retriever: Any) -> None:
+    status = retriever.run({"accession_numbers": ["NOSUCH404"]})
+
+    assert status["state"] == "failed"
+    assert status["error"] == "no study found for accession NOSUCH404"
+    assert retriever.keys("instances/") == [] and retriever.keys("accessions/") == []
+
+
+def test_unknown_job_id_is_404_and_malformed_is_422(retriever: Any) -> None:
+    assert retriever.client.get(f"/v1/retrievals/{'0' * 32}").status_code == 404
+    assert retriever.client.get("/v1/retrievals/..%2Fx").status_code in (404, 422)
+    assert retriever.client.get("/v1/retrievals/xyz").status_code == 422
+
+
+def test_two_concurrent_identical_requests_reach_the_pacs_once(retriever: Any, orthanc: Any,
+                                                               uploaded: Any) -> None:
+    orthanc.mark()
+    body = {"accession_numbers": [uploaded.accession]}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda _: retriever.post(body), range(2)))
+
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 1
+    assert retriever.wait(ids.pop())["state"] == "succeeded"
+    assert orthanc.move_requests() == 1 and orthanc.find_requests() == 1

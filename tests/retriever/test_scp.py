@@ -1,0 +1,88 @@
+"""The Storage SCP accepts only what a live job asked for, and only whole, legal instances."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE, StoragePresentationContexts
+
+from dicomiso_common.dicom import tune_pynetdicom
+from dicomiso_retriever.leases import lease_key
+
+
+def _send(retriever: Any, datasets: list[Dataset]) -> list[int]:
+    """C-STORE each data set to the retriever's SCP; return the statuses."""
+    tune_pynetdicom()
+    ae = AE(ae_title="ANYSCU")
+    ae.requested_contexts = StoragePresentationContexts
+    assoc = ae.associate("127.0.0.1", retriever.settings.scp_port,
+                         ae_title=retriever.settings.scp_aet)
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+@pytest.fixture
+def study(study_factory: Any) -> Any:
+    return study_factory(ct=2, mr=0, with_sr=False, with_ko=False, with_pr=False,
+                         with_sc=False, with_nonascii=False, with_multiframe=False)
+
+
+def _read(study: Any) -> list[Dataset]:
+    return [pydicom.dcmread(p) for p in study.files]
+
+
+def test_instance_of_a_study_nobody_asked_for_is_refused(retriever: Any, study: Any) -> None:
+    statuses = _send(retriever, _read(study))
+    assert statuses == [0xA900, 0xA900]
+    assert retriever.keys("instances/") == []
+
+
+def test_wanted_instance_is_stored_once_and_duplicates_are_acknowledged(retriever: Any,
+                                                                        study: Any) -> None:
+    retriever.app.state.scp.leases.expect(study.study_uid)
+    datasets = _read(study)
+    assert _send(retriever, datasets + datasets[:1]) == [0, 0, 0]
+    assert len(retriever.keys(f"instances/{study.study_uid}/")) == 2
+
+
+def test_live_lease_of_another_replica_makes_a_study_wanted(retriever: Any, study: Any) -> None:
+    retriever.store.put_json(lease_key(study.study_uid),
+                             {"job_id": "f" * 32, "heartbeat_at": time.time()})
+    assert _send(retriever, _read(study)[:1]) == [0]
+
+
+def test_stale_lease_does_not(retriever: Any, study: Any) -> None:
+    retriever.store.put_json(lease_key(study.study_uid),
+                             {"job_id": "f" * 32, "heartbeat_at": time.time() - 600})
+    assert _send(retriever, _read(study)[:1]) == [0xA900]
+
+
+def test_truncated_native_pixel_data_is_refused(retriever: Any, study: Any) -> None:
+    """pydicom would read such a file without complaint; the SCP must not store it."""
+    retriever.app.state.scp.leases.expect(study.study_uid)
+    ds = _read(study)[0]
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    assert _send(retriever, [ds]) == [0xA900]
+    assert retriever.keys("instances/") == []
+
+
+def test_illegal_uid_is_refused(retriever: Any, study: Any) -> None:
+    ds = _read(study)[0]
+    ds.SeriesInstanceUID = "1.2.3/../4"
+    retriever.app.state.scp.leases.expect(study.study_uid)
+    assert _send(retriever, [ds]) == [0xA900]
+    assert retriever.keys("instances/") == []
+
+
+def test_oversized_instance_gets_out_of_resources(make_retriever: Any, study: Any) -> None:
+    retriever = make_retriever(scp_max_instance_bytes=1000)
+    retriever.app.state.scp.leases.expect(study.study_uid)
+    assert _send(retriever, _read(study)[:1]) == [0xA700]
+    assert retriever.keys("instances/") == []
