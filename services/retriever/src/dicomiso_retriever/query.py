@@ -19,16 +19,15 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
 from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
 
+# PS3.4 C.6.2.1: Study Root Query/Retrieve Information Model
+StudyRootQueryRetrieveInformationModelFind = UID("1.2.840.10008.5.1.4.1.2.2.1")
+StudyRootQueryRetrieveInformationModelMove = UID("1.2.840.10008.5.1.4.1.2.2.2")
+StudyRootQueryRetrieveInformationModelGet = UID("1.2.840.10008.5.1.4.1.2.2.3")
 PENDING = (0xFF00, 0xFF01)
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 # Proposed per SOP class for C-GET, so a compressed instance can arrive byte-exact.

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 from dicomiso_common.dicom import instance_key, is_valid_uid, tune_pynetdicom
@@ -20,7 +20,7 @@ from dicomiso_common.store import Store
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .manifest import describe, sha256_of
@@ -28,6 +28,7 @@ from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
 
+VERIFICATION = UID("1.2.840.10008.1.1")
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700    # PS3.4 B.2.3: Refused, out of resources
 NOT_MATCHING = 0xA900        # PS3.4 B.2.3: Error, data set does not match SOP class
@@ -129,8 +130,9 @@ class StorageSCP:
         ae.dimse_timeout = s.dicom_dimse_timeout
         ae.maximum_associations = 32
         for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification)
+            if cx.abstract_syntax is not None:
+                ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(VERIFICATION)
         self._server = ae.start_server((s.scp_host, s.scp_port), block=False,
                                        evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])
         log.info("storage SCP listening", extra={"aet": s.scp_aet, "port": self.port})
@@ -163,7 +165,7 @@ class StorageSCP:
     def _store_one(self, event: evt.Event) -> Dataset | int:
         path = Path(event.dataset_path)
         size = path.stat().st_size
-        req = event.request
+        req = cast(C_STORE, event.request)
         if size > self.settings.scp_max_instance_bytes:
             return self._refuse(OUT_OF_RESOURCES, "instance larger than the configured limit")
         transfer_syntax = UID(event.context.transfer_syntax)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from dicomiso_common.settings import CommonSettings
 from pydantic import Field
@@ -21,15 +21,15 @@ class RetrieverSettings(CommonSettings):
     scp_aet: str = "CDRECORD"
     scp_host: str = "127.0.0.1"             # bind address of the Storage SCP
     scp_port: int = 10104
-    scp_max_pdu: int = Field(1_048_576, ge=0)           # largest PDU we accept (0 = no limit)
-    scp_max_instance_bytes: int = Field(4 * 1024**3, gt=0)  # larger instances get 0xA700
+    scp_max_pdu: Annotated[int, Field(ge=0)] = 1_048_576   # largest PDU we accept (0 = no limit)
+    scp_max_instance_bytes: Annotated[int, Field(gt=0)] = 4 * 1024**3  # larger: 0xA700
 
     retrieve_method: Literal["move", "get"] = "move"
     dicom_acse_timeout: float = 30.0        # association negotiation
     dicom_dimse_timeout: float = 600.0      # one DIMSE reply, e.g. the next C-MOVE pending
     dicom_network_timeout: float = 60.0     # silence on the socket
-    move_parallel: int = Field(2, ge=1)     # studies moved at once within one job
-    lease_poll: float = Field(0.5, gt=0)    # how often a job waits on another job's study
+    move_parallel: Annotated[int, Field(ge=1)] = 2      # studies moved at once within one job
+    lease_poll: Annotated[float, Field(gt=0)] = 0.5     # how often we look at another job's study
 
     @property
     def our_calling_aet(self) -> str:
