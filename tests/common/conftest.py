@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 
 
 @pytest.fixture
-def store(s3_bucket) -> Store:  # type: ignore[no-untyped-def]
-    """A Store on a fresh bucket of the session's moto server."""
-    return Store(s3_bucket.client, s3_bucket.name)
+def store(s3_bucket: Any) -> Store:
+    """A Store, built the way services build it, on a fresh bucket of the moto server."""
+    return Store.from_settings(CommonSettings(s3_endpoint_url=s3_bucket.endpoint_url,
+                                              s3_bucket=s3_bucket.name))

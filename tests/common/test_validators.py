@@ -67,7 +67,7 @@ def test_uid_of_64_characters_passes() -> None:
 
 def test_keys_cannot_escape_their_prefix() -> None:
     """Even an unvalidated UID cannot add a path separator to a bucket key."""
-    assert instance_key("1.2", "../x", "3/4") == "instances/1.2/___/3_4.dcm"
+    assert instance_key("1.2", "../x", "3/4") == "instances/1.2/____/3_4.dcm"
     assert accession_key("MR.001") == "accessions/MR.001.json"
     with pytest.raises(InvalidInput):
         accession_key("../etc")

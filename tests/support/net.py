@@ -7,9 +7,26 @@ accept another host: the harness must not reach anything beyond loopback.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
+from typing import TYPE_CHECKING
+
+import pynetdicom._config
+from pynetdicom import AE
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.transport import (
+        AddressInformation,
+        AssociationSocket,
+        ThreadedAssociationServer,
+    )
 
 LOOPBACK = "127.0.0.1"
+
+# Never log identifiers (patient names, IDs) from DIMSE traffic, even synthetic ones.
+pynetdicom._config.LOG_REQUEST_IDENTIFIERS = False
+pynetdicom._config.LOG_RESPONSE_IDENTIFIERS = False
 
 
 def free_port() -> int:
@@ -57,3 +74,37 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
             last_error = exc
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s: {last_error}")
+
+
+class NoDelayAE(AE):
+    """pynetdicom AE whose requestor sockets disable Nagle's algorithm.
+
+    pynetdicom sends the command set and the data set of a DIMSE message as
+    separate PDUs; with Nagle enabled the second waits for the peer's delayed
+    ACK (~40 ms per message), which would distort every timing in the tests.
+    """
+
+    def _create_socket(
+        self,
+        assoc: Association,
+        address: AddressInformation,
+        tls_args: tuple[ssl.SSLContext, str] | None,
+    ) -> AssociationSocket:
+        sock: AssociationSocket = super()._create_socket(assoc, address, tls_args)
+        if sock.socket is not None:
+            sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+
+def nodelay_server(server: ThreadedAssociationServer) -> ThreadedAssociationServer:
+    """Disable Nagle on a running pynetdicom server.
+
+    Linux copies TCP_NODELAY from the listening socket to every accepted one,
+    so setting it on the listener covers all future associations.
+
+    Returns:
+        ``server``, for chaining.
+    """
+    if server.socket is not None:
+        server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return server

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # "_", quotes and spaces mean something to the SQL and shells the legacy scripts fed it to.
 _ACCESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,15}")
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-_NOT_UID = re.compile(r"[^0-9.]")
+_NOT_DIGIT = re.compile(r"[^0-9]")
 AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # PS3.5 6.2 AE: no backslash, no controls
 
 
@@ -74,16 +74,21 @@ def instance_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
     Callers validate UIDs first; the substitution is a second line of defence, so a
     malformed UID can never add a path separator.
     """
-    parts = (_NOT_UID.sub("_", u) for u in (study_uid, series_uid, sop_uid))
+    parts = (_key_part(u) for u in (study_uid, series_uid, sop_uid))
     return "instances/{}/{}/{}.dcm".format(*parts)
 
 
+def _key_part(uid: str) -> str:
+    """A legal UID as is; anything else with every non-digit (dots too) replaced by '_'."""
+    return uid if is_valid_uid(uid) else _NOT_DIGIT.sub("_", uid)
+
+
 def study_prefix(study_uid: str) -> str:
-    return f"instances/{_NOT_UID.sub('_', study_uid)}/"
+    return f"instances/{_key_part(study_uid)}/"
 
 
 def manifest_key(study_uid: str) -> str:
-    return f"studies/{_NOT_UID.sub('_', study_uid)}/manifest.json"
+    return f"studies/{_key_part(study_uid)}/manifest.json"
 
 
 def accession_key(accession: str) -> str:

@@ -8,6 +8,7 @@ another patient's study.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,13 +83,16 @@ def _ae(s: RetrieverSettings) -> AE:
 @contextmanager
 def _associate(s: RetrieverSettings, ae: AE, **kwargs: Any) -> Iterator[Association]:
     """Open an association with the PACS, or raise DicomError saying why it could not."""
-    assoc = ae.associate(s.pacs_host, s.pacs_port, ae_title=s.pacs_aet, **kwargs)
+    connected = threading.Event()
+    handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, lambda _: connected.set())]
+    assoc = ae.associate(s.pacs_host, s.pacs_port, ae_title=s.pacs_aet,
+                         evt_handlers=handlers, **kwargs)
     if not assoc.is_established:
-        if assoc.is_rejected:
-            raise DicomError(f"{_pacs(s)} refused association from {s.our_calling_aet}")
-        if assoc.is_aborted:
-            raise DicomError(f"{_pacs(s)} aborted association from {s.our_calling_aet}")
-        raise DicomError(f"{_pacs(s)} unreachable (connection failed or timed out)")
+        if not connected.is_set():
+            raise DicomError(f"{_pacs(s)} unreachable (connection refused or timed out)")
+        # pynetdicom sometimes reports a rejection as an abort; both mean "not you"
+        how = "" if assoc.is_rejected else " (aborted during negotiation)"
+        raise DicomError(f"{_pacs(s)} refused association from {s.our_calling_aet}{how}")
     try:
         yield assoc
     finally:

@@ -17,6 +17,7 @@ import pydicom
 from dicomiso_common.dicom import instance_key, is_valid_uid, tune_pynetdicom
 from dicomiso_common.errors import DicomisoError, PreconditionFailed
 from dicomiso_common.store import Store
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
@@ -52,8 +53,8 @@ def native_pixel_problem(ds: Dataset, transfer_syntax: UID) -> str | None:
     elem = ds.get_item(0x7FE00010)
     if elem is None or transfer_syntax.is_compressed:
         return None
-    length = int(elem.length) if hasattr(elem, "length") and elem.value is None \
-        else len(elem.value or b"")
+    # With a deferred read the element is still raw: its length is known, its value unread.
+    length = int(elem.length) if isinstance(elem, RawDataElement) else len(elem.value or b"")
     if length == 0xFFFFFFFF:
         return "native pixel data has undefined length"
     try:
