@@ -72,3 +72,4 @@ def test_unreachable_endpoint_becomes_a_store_error() -> None:
     dead = Store.from_settings(CommonSettings(s3_endpoint_url=f"http://127.0.0.1:{free_port()}"))
     with pytest.raises(StoreError):
         dead.ping()
+

@@ -209,7 +209,8 @@ class StorageSCP:
         if size < self.settings.s3_multipart_threshold:
             try:
                 self.store.put_bytes(key, fh, content_type="application/dicom",
-                                     if_none_match=True, metadata=metadata)
+                                     if_none_match=True, metadata=metadata,
+                                     sha256_hex=metadata["sha256"])
             except PreconditionFailed:
                 log.debug("duplicate instance acknowledged", extra={"key": key})
             return
