@@ -162,3 +162,21 @@ def test_two_concurrent_identical_requests_reach_the_pacs_once(retriever: Any, o
     assert len(ids) == 1
     assert retriever.wait(ids.pop())["state"] == "succeeded"
     assert orthanc.move_requests() == 1 and orthanc.find_requests() == 1
+
+
+def test_multi_valued_character_set_is_kept_in_the_manifest(retriever: Any, orthanc: Any,
+                                                            study_factory: Any) -> None:
+    """ISO 2022 code extensions make SpecificCharacterSet multi-valued (PS3.3 C.12.1.1.2)."""
+    study = study_factory(ct=2, mr=0, with_sr=False, with_ko=False, with_pr=False,
+                          with_sc=False, with_nonascii=False, with_multiframe=False)
+    for path in study.files:
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet = ["ISO 2022 IR 6", "ISO 2022 IR 100"]
+        ds.save_as(path)
+    orthanc.upload(study.files)
+
+    status = retriever.run({"accession_numbers": [study.accession]})
+
+    assert status["state"] == "succeeded", status
+    manifest, _ = retriever.store.get_json(manifest_key(study.study_uid))
+    assert manifest["charset"] == ["ISO 2022 IR 6", "ISO 2022 IR 100"]

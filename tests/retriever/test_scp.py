@@ -14,10 +14,10 @@ from dicomiso_common.dicom import tune_pynetdicom
 from dicomiso_retriever.leases import lease_key
 
 
-def _send(retriever: Any, datasets: list[Dataset]) -> list[int]:
-    """C-STORE each data set to the retriever's SCP; return the statuses."""
+def _send(retriever: Any, datasets: list[Dataset], calling: str = "ABPACS") -> list[int]:
+    """C-STORE each data set to the retriever's SCP as the PACS would; return the statuses."""
     tune_pynetdicom()
-    ae = AE(ae_title="ANYSCU")
+    ae = AE(ae_title=calling)
     ae.requested_contexts = StoragePresentationContexts
     assoc = ae.associate("127.0.0.1", retriever.settings.scp_port,
                          ae_title=retriever.settings.scp_aet)
@@ -86,3 +86,21 @@ def test_oversized_instance_gets_out_of_resources(make_retriever: Any, study: An
     retriever.app.state.scp.leases.expect(study.study_uid)
     assert _send(retriever, _read(study)[:1]) == [0xA700]
     assert retriever.keys("instances/") == []
+
+
+def test_association_from_an_ae_other_than_the_pacs_is_rejected(retriever: Any,
+                                                                 study: Any) -> None:
+    """By default only the configured PACS may send (DICOMISO_SCP_CALLING_AETS)."""
+    retriever.app.state.scp.leases.expect(study.study_uid)
+    ae = AE(ae_title="INTRUDER")
+    ae.requested_contexts = StoragePresentationContexts
+    assoc = ae.associate("127.0.0.1", retriever.settings.scp_port,
+                         ae_title=retriever.settings.scp_aet)
+    assert not assoc.is_established
+    assert retriever.keys("instances/") == []
+
+
+def test_any_calling_ae_when_configured(make_retriever: Any, study: Any) -> None:
+    retriever = make_retriever(scp_calling_aets="*")
+    retriever.app.state.scp.leases.expect(study.study_uid)
+    assert _send(retriever, _read(study)[:1], calling="OTHERPACS") == [0]

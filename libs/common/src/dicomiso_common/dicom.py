@@ -113,6 +113,21 @@ def quiet_pynetdicom() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
+def quiet_pydicom() -> None:
+    """Stop pydicom from quoting element values (names, dates, IDs) in warnings and logs.
+
+    pydicom's validation warns with the offending value ("Invalid value for VR DA: ..."),
+    which for legacy data is often a birth date or a name. Values are read as they are.
+    """
+    import warnings
+
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
+
 def _nodelay(sock: socket.socket) -> None:
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -129,6 +144,7 @@ def tune_pynetdicom() -> None:
     """
     global _tuned
     quiet_pynetdicom()
+    quiet_pydicom()
     if _tuned:
         return
     from pynetdicom import transport

@@ -17,7 +17,8 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -136,6 +137,7 @@ class Jobs:
         self._is_current = is_current or (lambda _rec: True)
         self._pool = ThreadPoolExecutor(settings.job_workers, thread_name_prefix=f"job-{kind}")
         self._mine: dict[str, JobHandle] = {}
+        self._futures: list[Future[None]] = []
         self._mine_lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -191,9 +193,20 @@ class Jobs:
                 claimed += 1
         return claimed
 
-    def shutdown(self, wait: bool = False) -> None:
+    def shutdown(self, grace: float = 10.0) -> None:
+        """Stop for a restart: release every running job so another replica takes it over.
+
+        Running jobs are marked lost: their heartbeats stop, their next check raises JobLost
+        (a transfer in progress aborts its association), and their records are left `running`
+        so that they go stale and are claimed elsewhere instead of being recorded as failed.
+        """
         self._stop.set()
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        with self._mine_lock:
+            handles = list(self._mine.values())
+        for handle in handles:
+            handle.lost = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        futures_wait(self._futures, timeout=grace)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -249,7 +262,8 @@ class Jobs:
         handle = JobHandle(self.store, self.key(record.id), record, etag)
         with self._mine_lock:
             self._mine[record.id] = handle
-        self._pool.submit(self._execute, handle)
+            self._futures = [f for f in self._futures if not f.done()]
+            self._futures.append(self._pool.submit(self._execute, handle))
 
     def _execute(self, handle: JobHandle) -> None:
         stop_beat = threading.Event()
@@ -272,7 +286,8 @@ class Jobs:
         finally:
             stop_beat.set()
             with self._mine_lock:
-                self._mine.pop(handle.id, None)
+                if self._mine.get(handle.id) is handle:  # not a newer attempt of the same job
+                    del self._mine[handle.id]
 
     def _fail(self, handle: JobHandle, reason: str) -> None:
         log.warning("job failed", extra={"job_id": handle.id, **handle.record.counts})

@@ -42,9 +42,10 @@ def configure_logging(level: str = "INFO", service: str | None = None) -> None:
     root.setLevel(level.upper())
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from .dicom import quiet_pynetdicom
+    from .dicom import quiet_pydicom, quiet_pynetdicom
 
     quiet_pynetdicom()
+    quiet_pydicom()
 
 
 class _ServiceTag(logging.Filter):

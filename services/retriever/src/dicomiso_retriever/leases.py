@@ -1,8 +1,10 @@
-"""Study leases: at most one live job moves a study, across every replica.
+"""Study leases: at most one runner moves a study at a time, across every replica.
 
-`studies/{uid}/lease.json` is created with If-None-Match and refreshed with If-Match while a
-job moves the study; a lease older than the heartbeat timeout belongs to a dead job and may be
-taken. The Storage SCP also reads it: a live lease is what makes a study "asked for".
+`studies/{uid}/lease.json` holds a token unique to one acquisition, created with
+If-None-Match (or taken over with If-Match once stale or released) and refreshed with If-Match
+while the study moves. Release writes a tombstone with If-Match, so a runner can never delete
+a lease that has passed to someone else. The Storage SCP reads the same record: a live lease
+is what makes a study "asked for".
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from dicomiso_common.dicom import manifest_key
 from dicomiso_common.errors import DicomisoError, ObjectMissing, PreconditionFailed
@@ -24,67 +28,101 @@ def lease_key(study_uid: str) -> str:
     return manifest_key(study_uid).removesuffix("manifest.json") + "lease.json"
 
 
+def _live(data: Any, stale_after: float) -> bool:
+    return (isinstance(data, dict) and not data.get("released")
+            and time.time() - float(data.get("heartbeat_at", 0)) <= stale_after)
+
+
 def lease_is_live(store: Store, study_uid: str, stale_after: float) -> bool:
     try:
         data, _ = store.get_json(lease_key(study_uid))
     except ObjectMissing:
         return False
-    return time.time() - float(data.get("heartbeat_at", 0)) <= stale_after
+    return _live(data, stale_after)
 
 
 class LeaseHeld(Exception):
-    """Another live job holds the study's lease."""
+    """Another live runner holds the study's lease."""
 
 
-def _try_acquire(store: Store, study_uid: str, job_id: str, stale_after: float) -> str:
-    """Take the lease or raise LeaseHeld; return the ETag of our lease record."""
-    key = lease_key(study_uid)
-    body = {"job_id": job_id, "heartbeat_at": time.time()}
-    try:
-        return store.put_json(key, body, if_none_match=True)
-    except PreconditionFailed:
-        pass
-    try:
-        current, etag = store.get_json(key)
-    except ObjectMissing:
-        raise LeaseHeld(study_uid) from None  # released meanwhile: try again on the next poll
-    if current.get("job_id") != job_id and \
-            time.time() - float(current.get("heartbeat_at", 0)) <= stale_after:
-        raise LeaseHeld(study_uid)
-    try:
-        return store.put_json(key, body, if_match=etag)
-    except PreconditionFailed:
-        raise LeaseHeld(study_uid) from None
+class Lease:
+    """One acquisition of a study's lease; `lost` is set when it can no longer be trusted."""
+
+    def __init__(self, store: Store, study_uid: str, job_id: str, stale_after: float) -> None:
+        self.store = store
+        self.study_uid = study_uid
+        self.key = lease_key(study_uid)
+        self.job_id = job_id
+        self.token = uuid.uuid4().hex
+        self.stale_after = stale_after
+        self.lost = threading.Event()
+        self.etag = ""
+        self._last_ok = 0.0
+
+    def _body(self, **extra: Any) -> dict[str, Any]:
+        return {"job_id": self.job_id, "token": self.token, "heartbeat_at": time.time(), **extra}
+
+    def acquire(self) -> None:
+        """Take the lease or raise LeaseHeld."""
+        try:
+            self.etag = self.store.put_json(self.key, self._body(), if_none_match=True)
+        except PreconditionFailed:
+            try:
+                current, etag = self.store.get_json(self.key)
+            except ObjectMissing:
+                raise LeaseHeld(self.study_uid) from None
+            if _live(current, self.stale_after):
+                raise LeaseHeld(self.study_uid) from None
+            try:
+                self.etag = self.store.put_json(self.key, self._body(), if_match=etag)
+            except PreconditionFailed:
+                raise LeaseHeld(self.study_uid) from None
+        self._last_ok = time.monotonic()
+
+    def refresh(self) -> None:
+        """Extend the lease; mark it lost if it changed hands or could not be renewed in time."""
+        try:
+            self.etag = self.store.put_json(self.key, self._body(), if_match=self.etag)
+            self._last_ok = time.monotonic()
+        except PreconditionFailed:
+            log.warning("study lease lost", extra={"study_uid": self.study_uid})
+            self.lost.set()
+        except DicomisoError:
+            if time.monotonic() - self._last_ok > self.stale_after:
+                log.warning("study lease expired", extra={"study_uid": self.study_uid})
+                self.lost.set()
+            else:
+                log.warning("study lease not refreshed", extra={"study_uid": self.study_uid})
+
+    def release(self) -> None:
+        """Mark the lease released, only if it is still ours."""
+        if self.lost.is_set():
+            return
+        try:
+            self.store.put_json(self.key, self._body(released=True), if_match=self.etag)
+        except PreconditionFailed:
+            pass  # already someone else's: leave it alone
+        except DicomisoError:
+            log.warning("study lease not released", extra={"study_uid": self.study_uid})
 
 
 @contextmanager
 def study_lease(store: Store, study_uid: str, job_id: str, *, stale_after: float,
-                heartbeat: float) -> Iterator[None]:
-    """Hold the study's lease (refreshed in the background) for the duration of the block."""
-    etag = _try_acquire(store, study_uid, job_id, stale_after)
+                heartbeat: float) -> Iterator[Lease]:
+    """Hold the study's lease, refreshed in the background, for the duration of the block."""
+    lease = Lease(store, study_uid, job_id, stale_after)
+    lease.acquire()
     stop = threading.Event()
 
     def refresh() -> None:
-        nonlocal etag
-        while not stop.wait(heartbeat):
-            try:
-                etag = store.put_json(lease_key(study_uid),
-                                      {"job_id": job_id, "heartbeat_at": time.time()},
-                                      if_match=etag)
-            except PreconditionFailed:
-                log.warning("study lease lost", extra={"study_uid": study_uid, "job_id": job_id})
-                return
-            except DicomisoError:
-                log.warning("study lease not refreshed", extra={"study_uid": study_uid})
+        while not stop.wait(heartbeat) and not lease.lost.is_set():
+            lease.refresh()
 
     thread = threading.Thread(target=refresh, daemon=True, name=f"lease-{study_uid[-8:]}")
     thread.start()
     try:
-        yield
+        yield lease
     finally:
         stop.set()
         thread.join(timeout=heartbeat + 5)
-        try:
-            store.delete(lease_key(study_uid))
-        except DicomisoError:
-            log.warning("study lease not released", extra={"study_uid": study_uid})
+        lease.release()

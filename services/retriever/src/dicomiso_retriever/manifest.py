@@ -19,6 +19,7 @@ from dicomiso_common.errors import DicomisoError
 from dicomiso_common.store import ObjectInfo, Store
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,15 @@ def _int(ds: Dataset, name: str) -> int | None:
         return None
 
 
+def _charsets(ds: Dataset) -> list[str]:
+    """SpecificCharacterSet as a list: it is multi-valued under ISO 2022 (PS3.3 C.12.1.1.2)."""
+    value = ds.get("SpecificCharacterSet")
+    if value in (None, ""):
+        return []
+    return [str(v) for v in value] if isinstance(value, MultiValue | list | tuple) \
+        else [str(value)]
+
+
 def describe(ds: Dataset, transfer_syntax: str, size: int, sha256: str, key: str
              ) -> dict[str, Any]:
     """Reduce one instance's header to its manifest entry (no pixel data is touched)."""
@@ -64,7 +74,7 @@ def describe(ds: Dataset, transfer_syntax: str, size: int, sha256: str, key: str
         "patient": {"id": _text(ds, "PatientID"), "name": _text(ds, "PatientName"),
                     "birth_date": _text(ds, "PatientBirthDate"),
                     "sex": _text(ds, "PatientSex")},
-        "charset": ds.get("SpecificCharacterSet"),
+        "charset": _charsets(ds),
     }
 
 

@@ -95,9 +95,12 @@ def _associate(s: RetrieverSettings, ae: AE, **kwargs: Any) -> Iterator[Associat
         raise DicomError(f"{_pacs(s)} refused association from {s.our_calling_aet}{how}")
     try:
         yield assoc
-    finally:
+    except BaseException:
         if assoc.is_established:
-            assoc.release()
+            assoc.abort()  # stop the PACS mid-operation; a release would wait for it to finish
+        raise
+    if assoc.is_established:
+        assoc.release()
 
 
 def _study_hits(answers: Iterator[tuple[Dataset, Dataset | None]], s: RetrieverSettings,

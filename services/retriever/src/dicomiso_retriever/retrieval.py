@@ -20,7 +20,7 @@ from dicomiso_common.jobs import JobHandle, JobRecord
 from dicomiso_common.store import Store
 
 from . import query
-from .leases import LeaseHeld, study_lease
+from .leases import Lease, LeaseHeld, study_lease
 from .manifest import IncompleteStudy, build_manifest, read_manifest, write_manifest
 from .query import StudyHit, TransferResult
 from .scp import LeaseBook, StorageSCP
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class StudyNotFound(NotFound):
     title = "Study not found"
+
+
+class LeaseLost(Exception):
+    """Our lease on a study passed to another runner mid-transfer; stop and look again."""
 
 
 def _complete(manifest: dict[str, Any] | None, hit: StudyHit) -> bool:
@@ -126,36 +130,45 @@ class Retrieval:
                         "transferred": False}
             try:
                 with study_lease(self.store, hit.study_uid, handle.id,
-                                 stale_after=s.job_stale_after, heartbeat=s.job_heartbeat):
+                                 stale_after=s.job_stale_after,
+                                 heartbeat=s.job_heartbeat) as lease:
                     if _complete(read_manifest(self.store, hit.study_uid), hit):
                         continue  # finished by another job while we waited for the lease
-                    return self._transfer(handle, hit, method, progress)
-            except LeaseHeld:
-                time.sleep(s.lease_poll)  # another live job is moving it: wait, then look again
+                    return self._transfer(handle, hit, method, progress, lease)
+            except (LeaseHeld, LeaseLost):
+                time.sleep(s.lease_poll)  # another live runner is moving it: wait, look again
 
     def _transfer(self, handle: JobHandle, hit: StudyHit, method: str,
-                  progress: _Progress) -> dict[str, Any]:
+                  progress: _Progress, lease: Lease) -> dict[str, Any]:
         s = self.settings
         uid = hit.study_uid
         started = time.monotonic()
+
+        def report(result: TransferResult) -> None:
+            """Progress callback; raising here aborts the association (query._associate)."""
+            progress.update(uid, result)
+            handle.check()
+            if lease.lost.is_set():
+                raise LeaseLost(uid)
+
         self.leases.expect(uid)
         try:
-            def report(result: TransferResult) -> None:
-                progress.update(uid, result)
-
             if method == "get":
                 classes = query.find_sop_classes(s, uid)
                 result = query.get_study(s, uid, classes, self.scp.handle_store, report)
             else:
                 result = query.move_study(s, uid, report)
+            described = self.scp.take_descriptions(uid)
         finally:
             self.leases.forget(uid)
+            self.scp.take_descriptions(uid)  # drop what a failed transfer left behind
         self._judge(hit, result, method)
-        manifest = build_manifest(self.store, uid, self.scp.take_descriptions(uid),
-                                  handle.id, method)
-        if hit.instances is not None and manifest["instance_count"] < hit.instances:
+        manifest = build_manifest(self.store, uid, described, handle.id, method)
+        expected = hit.instances if hit.instances is not None \
+            else result.completed + result.warning
+        if manifest["instance_count"] == 0 or manifest["instance_count"] < expected:
             raise IncompleteStudy(f"study {uid}: {manifest['instance_count']} of "
-                                  f"{hit.instances} instances arrived")
+                                  f"{expected} instances arrived")
         write_manifest(self.store, manifest)
         log.info("study stored", extra={"job_id": handle.id, "study_uid": uid,
                                         "instances": manifest["instance_count"],
@@ -172,8 +185,9 @@ class Retrieval:
         if result.aborted:
             raise DicomError(f"{pacs} aborted the association during {op} of study "
                              f"{hit.study_uid}; {result.completed} of {total} instances arrived")
-        if result.failed:
-            raise IncompleteStudy(f"study {hit.study_uid}: {result.failed} of {total} "
+        failed = max(result.failed, len(result.failed_uids))
+        if failed:
+            raise IncompleteStudy(f"study {hit.study_uid}: {failed} of {total} "
                                   f"instances failed during {op}")
         if result.status not in (0x0000, 0xB000):
             code = "none" if result.status is None else f"0x{result.status:04X}"

@@ -92,10 +92,18 @@ class LeaseBook:
             else:
                 self._local.pop(study_uid, None)
 
+    def is_local(self, study_uid: str) -> bool:
+        """True while a job of this process is moving the study."""
+        with self._lock:
+            return study_uid in self._local
+
     def wanted(self, study_uid: str) -> bool:
         with self._lock:
             if study_uid in self._local:
                 return True
+            if len(self._seen) > 1000:  # forget old look-ups; they expire after 2 s anyway
+                now = time.monotonic()
+                self._seen = {k: v for k, v in self._seen.items() if now - v[1] < _WANTED_TTL}
             seen = self._seen.get(study_uid)
         if seen and time.monotonic() - seen[1] < _WANTED_TTL:
             return seen[0]
@@ -130,6 +138,9 @@ class StorageSCP:
         ae.network_timeout = s.dicom_network_timeout
         ae.dimse_timeout = s.dicom_dimse_timeout
         ae.maximum_associations = 32
+        allowed = s.allowed_calling_aets
+        if allowed is not None:
+            ae.require_calling_aet = allowed  # others: A-ASSOCIATE-RJ, calling AE not recognised
         for cx in AllStoragePresentationContexts:
             if cx.abstract_syntax is not None:
                 ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
@@ -198,7 +209,8 @@ class StorageSCP:
             entry = describe(ds, str(transfer_syntax), size, sha, key)
             self._upload(key, fh, size, {"sha256": sha, "transfer-syntax": str(transfer_syntax)})
         with self._lock:
-            self._described.setdefault(study_uid, {})[sop_uid] = entry
+            if self.leases.is_local(study_uid):  # kept only for a manifest this process writes
+                self._described.setdefault(study_uid, {})[sop_uid] = entry
             self.stored += 1
         log.debug("instance stored", extra={"study_uid": study_uid, "sop_uid": sop_uid,
                                              "bytes": size})

@@ -21,6 +21,7 @@ class RetrieverSettings(CommonSettings):
     scp_aet: str = "CDRECORD"
     scp_host: str = "127.0.0.1"             # bind address of the Storage SCP
     scp_port: int = 10104
+    scp_calling_aets: str = ""              # who may C-STORE to us; "" = the PACS, "*" = anyone
     scp_max_pdu: Annotated[int, Field(ge=0)] = 1_048_576   # largest PDU we accept (0 = no limit)
     scp_max_instance_bytes: Annotated[int, Field(gt=0)] = 4 * 1024**3  # larger: 0xA700
 
@@ -34,3 +35,11 @@ class RetrieverSettings(CommonSettings):
     @property
     def our_calling_aet(self) -> str:
         return self.calling_aet or self.scp_aet
+
+    @property
+    def allowed_calling_aets(self) -> list[str] | None:
+        """AE titles our SCP accepts associations from (None: anyone)."""
+        raw = self.scp_calling_aets.strip()
+        if raw == "*":
+            return None
+        return [a.strip() for a in raw.split(",") if a.strip()] or [self.pacs_aet]
