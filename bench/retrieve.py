@@ -451,8 +451,9 @@ def run_dcmtk(work: Path, orthanc: Any, study_uid: str, n: int, i: int) -> dict[
 
 def plain_scp_main(port: int, out_dir: str, max_pdu: int) -> None:
     """Hidden mode `--_plain-scp PORT DIR MAXPDU`: the smallest useful pynetdicom SCP."""
-    from dicomiso_common.dicom import tune_pynetdicom
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+
+    from dicomiso_common.dicom import tune_pynetdicom
 
     tune_pynetdicom()  # TCP_NODELAY on accepted sockets, quiet logs
     _config.STORE_RECV_CHUNKED_DATASET = True

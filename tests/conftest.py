@@ -19,6 +19,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
+
 from support.net import LOOPBACK  # also switches pynetdicom identifier logging off
 from support.orthanc import Orthanc
 from support.studies import Study, make_study

@@ -21,6 +21,7 @@ from pynetdicom import AllStoragePresentationContexts, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
+
 from support.dcmtk import StoreSCP, dcmtk_bin, dcmtk_env
 from support.net import LOOPBACK, NoDelayAE, free_port, nodelay_server, wait_for_port
 from support.orthanc import Orthanc

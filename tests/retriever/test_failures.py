@@ -1,4 +1,4 @@
-"""A PACS that is down, refuses us or dies mid-move: the job fails with the reason, then recovers."""
+"""A PACS that is down, refuses us or dies mid-move: the job fails with why, then recovers."""
 
 from __future__ import annotations
 

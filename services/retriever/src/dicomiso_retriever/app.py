@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
+from fastapi import FastAPI
+
 from dicomiso_common.auth import bearer_guard
 from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.jobs import Jobs
 from dicomiso_common.logs import configure_logging
 from dicomiso_common.ops import add_ops_routes
 from dicomiso_common.store import Store
-from fastapi import FastAPI
 
 from .retrieval import Retrieval
 from .routes import make_router

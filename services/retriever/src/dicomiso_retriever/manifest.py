@@ -14,12 +14,13 @@ import time
 from typing import IO, Any
 
 import pydicom
-from dicomiso_common.dicom import manifest_key, study_prefix
-from dicomiso_common.errors import DicomisoError
-from dicomiso_common.store import ObjectInfo, Store
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+
+from dicomiso_common.dicom import manifest_key, study_prefix
+from dicomiso_common.errors import DicomisoError
+from dicomiso_common.store import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
 

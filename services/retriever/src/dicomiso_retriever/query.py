@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dicomiso_common.dicom import is_valid_uid, status_text, validate_accession, validate_uid
-from dicomiso_common.errors import DicomError, InvalidInput
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
+
+from dicomiso_common.dicom import is_valid_uid, status_text, validate_accession, validate_uid
+from dicomiso_common.errors import DicomError, InvalidInput
 
 from .settings import RetrieverSettings
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import InvalidInput
 from dicomiso_common.jobs import JobRecord, Jobs, validate_job_id
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 MAX_KEYS = 50
 

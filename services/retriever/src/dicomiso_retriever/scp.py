@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import pydicom
-from dicomiso_common.dicom import instance_key, is_valid_uid, tune_pynetdicom
-from dicomiso_common.errors import DicomisoError, PreconditionFailed
-from dicomiso_common.store import Store
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import ThreadedAssociationServer
+
+from dicomiso_common.dicom import instance_key, is_valid_uid, tune_pynetdicom
+from dicomiso_common.errors import DicomisoError, PreconditionFailed
+from dicomiso_common.store import Store
 
 from .manifest import describe, sha256_of
 from .settings import RetrieverSettings

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from dicomiso_common.settings import CommonSettings
 from pydantic import Field
+
+from dicomiso_common.settings import CommonSettings
 
 
 class RetrieverSettings(CommonSettings):
