@@ -180,3 +180,12 @@ def test_multi_valued_character_set_is_kept_in_the_manifest(retriever: Any, orth
     assert status["state"] == "succeeded", status
     manifest, _ = retriever.store.get_json(manifest_key(study.study_uid))
     assert manifest["charset"] == ["ISO 2022 IR 6", "ISO 2022 IR 100"]
+
+
+def test_openapi_documents_problem_json_errors(retriever: Any) -> None:
+    spec = retriever.client.get("/openapi.json").json()
+    post = spec["paths"]["/v1/retrievals"]["post"]["responses"]
+    assert set(post) >= {"202", "401", "422", "503"}
+    assert "application/problem+json" in post["422"]["content"]
+    assert "Problem" in spec["components"]["schemas"]
+    assert "/v1/retrievals/{job_id}" in spec["paths"]

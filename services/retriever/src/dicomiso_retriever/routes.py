@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dicomiso_common.dicom import validate_accession, validate_uid
-from dicomiso_common.errors import InvalidInput
+from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput
 from dicomiso_common.jobs import JobRecord, Jobs, validate_job_id
 
 MAX_KEYS = 50
@@ -58,7 +58,8 @@ def _status(record: JobRecord) -> RetrievalStatus:
 
 
 def make_router(jobs: Jobs, default_method: str, guard: Any) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], tags=["retrievals"])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], tags=["retrievals"],
+                       responses=PROBLEM_RESPONSES)
 
     @router.post("/retrievals", status_code=202, response_model=JobAccepted,
                  summary="Retrieve studies by accession number or Study Instance UID")
