@@ -54,6 +54,8 @@ def retriever_settings(s3_bucket: Any, pacs: Any, **overrides: Any) -> Retriever
         "dicom_dimse_timeout": 30.0, "dicom_network_timeout": 30.0,
         "replica_id": "test-replica",
     }
+    if "s3_bucket_name" in overrides:
+        values["s3_bucket"] = overrides.pop("s3_bucket_name")
     values.update(overrides)
     return RetrieverSettings(**values)
 

@@ -104,3 +104,16 @@ def test_any_calling_ae_when_configured(make_retriever: Any, study: Any) -> None
     retriever = make_retriever(scp_calling_aets="*")
     retriever.app.state.scp.leases.expect(study.study_uid)
     assert _send(retriever, _read(study)[:1], calling="OTHERPACS") == [0]
+
+
+def test_acknowledged_instance_that_cannot_reach_the_bucket_fails_the_study(
+        make_retriever: Any, study: Any) -> None:
+    """C-STOREs are answered before the PUT; a PUT that fails must surface before any manifest."""
+    from dicomiso_common.errors import StoreError
+
+    retriever = make_retriever(s3_bucket_name="dicom-iso-no-such-bucket")
+    scp = retriever.app.state.scp
+    scp.leases.expect(study.study_uid)
+    assert _send(retriever, _read(study)) == [0, 0]
+    with pytest.raises(StoreError, match="2 of 2 received instances could not be written"):
+        scp.take_descriptions(study.study_uid)

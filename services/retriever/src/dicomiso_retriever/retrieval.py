@@ -161,11 +161,18 @@ class Retrieval:
             described = self.scp.take_descriptions(uid)
         finally:
             self.leases.forget(uid)
-            self.scp.take_descriptions(uid)  # drop what a failed transfer left behind
+            self.scp.forget(uid)  # drop what a failed transfer left behind
         self._judge(hit, result, method)
-        manifest = build_manifest(self.store, uid, described, handle.id, method)
         expected = hit.instances if hit.instances is not None \
             else result.completed + result.warning
+        manifest = build_manifest(self.store, uid, described, handle.id, method)
+        settle = time.monotonic() + s.settle_timeout
+        while manifest["instance_count"] < expected and time.monotonic() < settle:
+            # Another replica's SCP may have received part of the study and still be
+            # uploading it (it answers C-STOREs before its PUTs finish).
+            time.sleep(0.5)
+            handle.check()
+            manifest = build_manifest(self.store, uid, described, handle.id, method)
         if manifest["instance_count"] == 0 or manifest["instance_count"] < expected:
             raise IncompleteStudy(f"study {uid}: {manifest['instance_count']} of "
                                   f"{expected} instances arrived")

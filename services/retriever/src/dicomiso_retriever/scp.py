@@ -22,11 +22,12 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomiso_common.dicom import instance_key, is_valid_uid, tune_pynetdicom
-from dicomiso_common.errors import DicomisoError, PreconditionFailed
+from dicomiso_common.errors import DicomisoError
 from dicomiso_common.store import Store
 
 from .manifest import describe, sha256_of
 from .settings import RetrieverSettings
+from .uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,9 @@ class StorageSCP:
         self.settings = settings
         self.store = store
         self.leases = leases
+        self.uploads = Uploads(store, workers=settings.scp_upload_workers,
+                               backlog=settings.scp_upload_backlog,
+                               multipart_threshold=settings.s3_multipart_threshold)
         self._server: ThreadedAssociationServer | None = None
         self._described: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -158,14 +162,30 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        self.uploads.close()
 
     def take_descriptions(self, study_uid: str) -> dict[str, dict[str, Any]]:
-        """Hand over (and forget) the entries of instances this process stored for a study."""
+        """Wait until this process's uploads for the study are in the bucket; hand over
+        (and forget) their manifest entries.
+
+        Raises:
+            StoreError: an acknowledged instance did not reach the bucket.
+        """
+        try:
+            self.uploads.wait(study_uid, timeout=self.settings.dicom_dimse_timeout)
+        finally:
+            with self._lock:
+                described = self._described.pop(study_uid, {})
+        return described
+
+    def forget(self, study_uid: str) -> None:
+        """Drop what a failed transfer left behind (its uploads still finish on their own)."""
+        self.uploads.forget(study_uid)
         with self._lock:
-            return self._described.pop(study_uid, {})
+            self._described.pop(study_uid, None)
 
     def handle_store(self, event: evt.Event) -> Dataset | int:
-        """EVT_C_STORE handler: check, upload, acknowledge; a failure status otherwise."""
+        """EVT_C_STORE handler: check, spool, acknowledge, upload; a failure status otherwise."""
         try:
             return self._store_one(event)
         except DicomisoError as exc:
@@ -208,28 +228,21 @@ class StorageSCP:
             fh.seek(0)
             sha = sha256_of(fh)
             entry = describe(ds, str(transfer_syntax), size, sha, key)
-            self._upload(key, fh, size, {"sha256": sha, "transfer-syntax": str(transfer_syntax)})
+        # Take the spool file from pynetdicom (it tolerates the file being gone when it
+        # cleans up) and let the uploader put it into the bucket after we answer.
+        spool = path.with_name(path.name + ".up")
+        path.rename(spool)
+        local = self.leases.is_local(study_uid)
+        self.uploads.submit(study_uid, spool, key,
+                            {"sha256": sha, "transfer-syntax": str(transfer_syntax)},
+                            track=local)
         with self._lock:
-            if self.leases.is_local(study_uid):  # kept only for a manifest this process writes
+            if local:  # kept only for a manifest this process writes
                 self._described.setdefault(study_uid, {})[sop_uid] = entry
             self.stored += 1
-        log.debug("instance stored", extra={"study_uid": study_uid, "sop_uid": sop_uid,
-                                             "bytes": size})
+        log.debug("instance accepted", extra={"study_uid": study_uid, "sop_uid": sop_uid,
+                                               "bytes": size})
         return SUCCESS
-
-    def _upload(self, key: str, fh: Any, size: int, metadata: dict[str, str]) -> None:
-        """Store once: a duplicate of an instance already in the bucket is acknowledged as is."""
-        if size < self.settings.s3_multipart_threshold:
-            try:
-                self.store.put_bytes(key, fh, content_type="application/dicom",
-                                     if_none_match=True, metadata=metadata,
-                                     sha256_hex=metadata["sha256"])
-            except PreconditionFailed:
-                log.debug("duplicate instance acknowledged", extra={"key": key})
-            return
-        if self.store.exists(key):
-            return
-        self.store.upload(key, fh, metadata=metadata)
 
     def _refuse(self, code: int, reason: str) -> Dataset:
         with self._lock:
