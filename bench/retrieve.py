@@ -67,15 +67,10 @@ def log(msg: str) -> None:
 
 
 def stop_pid(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
-    """SIGTERM by PID, then SIGKILL by PID."""
-    if proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=timeout)
+    """SIGTERM by PID, then SIGKILL by PID (the harness's helper)."""
+    from support.dcmtk import terminate
+
+    terminate(proc, timeout)
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -38,6 +39,23 @@ class ObjectInfo:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _translated(action: str, key: str) -> Iterator[None]:
+    """Turn botocore's errors into ours: missing -> ObjectMissing, 412 -> PreconditionFailed,
+    anything else (S3 down, denied, throttled) -> StoreError naming the action and key."""
+    try:
+        yield
+    except ClientError as exc:
+        code = _code(exc)
+        if code in _MISSING:
+            raise ObjectMissing(f"{key} not found") from exc
+        if code in _PRECONDITION:
+            raise PreconditionFailed(f"{key} changed concurrently") from exc
+        raise StoreError(f"{action} {key} failed: {code}") from exc
+    except BotoCoreError as exc:
+        raise StoreError(f"{action} {key} failed: {type(exc).__name__}") from exc
 
 
 def _make_client(endpoint_url: str | None) -> Any:
@@ -98,14 +116,8 @@ class Store:
             kwargs["Metadata"] = metadata
         if sha256_hex:
             kwargs["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
-        try:
+        with _translated("writing", key):
             return str(self.client.put_object(**kwargs)["ETag"])
-        except ClientError as exc:
-            if _code(exc) in _PRECONDITION:
-                raise PreconditionFailed(f"{key} changed concurrently") from exc
-            raise StoreError(f"writing {key} failed: {_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"writing {key} failed: {type(exc).__name__}") from exc
 
     def put_json(self, key: str, obj: Any, **kwargs: Any) -> str:
         data = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
@@ -124,13 +136,9 @@ class Store:
             extra["Metadata"] = metadata
         if content_disposition:
             extra["ContentDisposition"] = content_disposition
-        try:
+        with _translated("uploading", key):
             self.client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs=extra,
                                        Config=self._transfer)
-        except ClientError as exc:
-            raise StoreError(f"uploading {key} failed: {_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"uploading {key} failed: {type(exc).__name__}") from exc
 
     def get_bytes(self, key: str, *, byte_range: tuple[int, int] | None = None
                   ) -> tuple[bytes, dict[str, Any]]:
@@ -138,15 +146,9 @@ class Store:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if byte_range is not None:
             kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
-        try:
+        with _translated("reading", key):
             resp = self.client.get_object(**kwargs)
             return cast(bytes, resp["Body"].read()), resp
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise ObjectMissing(f"{key} not found") from exc
-            raise StoreError(f"reading {key} failed: {_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"reading {key} failed: {type(exc).__name__}") from exc
 
     def get_json(self, key: str) -> tuple[Any, str]:
         """Return (decoded JSON, ETag) of one object."""
@@ -155,46 +157,32 @@ class Store:
 
     def open(self, key: str) -> IO[bytes]:
         """Return a streaming body for one object; the caller reads it in chunks and closes it."""
-        try:
+        with _translated("reading", key):
             return cast(IO[bytes], self.client.get_object(Bucket=self.bucket, Key=key)["Body"])
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                raise ObjectMissing(f"{key} not found") from exc
-            raise StoreError(f"reading {key} failed: {_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"reading {key} failed: {type(exc).__name__}") from exc
 
     def head(self, key: str) -> dict[str, Any] | None:
         """Return the object's headers, or None when it does not exist."""
         try:
-            return cast(dict[str, Any], self.client.head_object(Bucket=self.bucket, Key=key))
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                return None
-            raise StoreError(f"checking {key} failed: {_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"checking {key} failed: {type(exc).__name__}") from exc
+            with _translated("checking", key):
+                return cast(dict[str, Any],
+                            self.client.head_object(Bucket=self.bucket, Key=key))
+        except ObjectMissing:
+            return None
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 
     def delete(self, key: str) -> None:
-        try:
+        with _translated("deleting", key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"deleting {key} failed") from exc
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Yield every object under a prefix, page by page."""
         paginator = self.client.get_paginator("list_objects_v2")
-        try:
+        with _translated("listing", prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", ()):
                     yield ObjectInfo(item["Key"], int(item["Size"]), str(item["ETag"]))
-        except ClientError as exc:
-            raise StoreError(f"listing {prefix} failed: {_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"listing {prefix} failed: {type(exc).__name__}") from exc
 
     # -- links and health ----------------------------------------------------------------
 
@@ -208,11 +196,10 @@ class Store:
     def ping(self) -> None:
         """Raise StoreError unless the bucket answers (used by /readyz)."""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            raise StoreError(f"bucket {self.bucket}: {_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"S3 endpoint unreachable: {type(exc).__name__}") from exc
+            with _translated("checking bucket", self.bucket):
+                self.client.head_bucket(Bucket=self.bucket)
+        except ObjectMissing as exc:
+            raise StoreError(f"bucket {self.bucket} does not exist") from exc
 
     def ensure_bucket(self) -> None:
         """Create the bucket if missing (local stack and tests; production buckets pre-exist)."""
