@@ -189,3 +189,46 @@ def test_openapi_documents_problem_json_errors(retriever: Any) -> None:
     assert "application/problem+json" in post["422"]["content"]
     assert "Problem" in spec["components"]["schemas"]
     assert "/v1/retrievals/{job_id}" in spec["paths"]
+
+
+def test_two_replicas_one_job_and_the_other_replicas_scp_receives(make_retriever: Any,
+                                                                  orthanc: Any,
+                                                                  uploaded: Any) -> None:
+    """Two replicas share the bucket; the PACS sends to whichever SCP its AE entry names.
+
+    The same request posted to both at once makes one job and one C-MOVE; the replica that
+    did not start the move receives the instances (its bucket lease look-up says the study is
+    wanted) and the job's replica still proves the study complete from the bucket.
+    """
+    one = make_retriever(replica_id="replica-one")
+    two = make_retriever(replica_id="replica-two")  # CDRECORD now points at two's SCP
+    orthanc.mark()
+    body = {"accession_numbers": [uploaded.accession]}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda r: r.post(body), [one, two]))
+
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 1
+    job = ids.pop()
+    status = one.wait(job)
+    assert status["state"] == "succeeded", status
+    assert two.wait(job)["state"] == "succeeded"
+    assert orthanc.move_requests() == 1
+    assert len(one.keys(f"instances/{uploaded.study_uid}/")) == len(uploaded.files)
+    assert two.app.state.scp.stored == len(uploaded.files)
+
+
+def test_overlapping_jobs_move_a_study_once(retriever: Any, orthanc: Any,
+                                            uploaded: Any) -> None:
+    """By accession and by Study UID are two jobs; the study lease makes one wait for the other."""
+    orthanc.mark()
+    bodies = [{"accession_numbers": [uploaded.accession]}, {"study_uids": [uploaded.study_uid]}]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        ids = [r.json()["id"] for r in pool.map(retriever.post, bodies)]
+
+    assert ids[0] != ids[1]
+    results = [retriever.wait(i) for i in ids]
+    assert [r["state"] for r in results] == ["succeeded", "succeeded"]
+    assert orthanc.move_requests() == 1
+    transferred = [r["result"]["studies"][0]["transferred"] for r in results]
+    assert sorted(transferred) == [False, True]
