@@ -144,9 +144,27 @@ def test_replica_that_lost_its_job_stops_writing(store: Store, make_jobs: Any) -
     jid = a.submit({"k": "steal"}).id
     assert started.wait(5)
     data, etag = store.get_json(f"jobs/test/{jid}.json")
-    data.update(owner="thief", state="failed", error="claimed elsewhere")
+    data.update(owner="thief", run="thief-run", state="failed", error="claimed elsewhere")
     store.put_json(f"jobs/test/{jid}.json", data, if_match=etag)
     release.set()
     time.sleep(0.5)
     final, _ = store.get_json(f"jobs/test/{jid}.json")
     assert final["owner"] == "thief" and final["error"] == "claimed elsewhere"
+
+
+def test_412_for_our_own_landed_write_keeps_the_job(store: Store, make_jobs: Any) -> None:
+    """A retried If-Match write that lost only to itself must not abandon the job."""
+    started, release = threading.Event(), threading.Event()
+
+    def run(handle: JobHandle) -> dict[str, Any]:
+        started.set()
+        release.wait(5)
+        return {"done": True}
+
+    jobs = make_jobs("a", run)
+    jid = jobs.submit({"k": "retry"}).id
+    assert started.wait(5)
+    data, etag = store.get_json(f"jobs/test/{jid}.json")
+    store.put_json(f"jobs/test/{jid}.json", data, if_match=etag)  # same run token, new ETag
+    release.set()
+    assert _wait(jobs, jid).state == "succeeded"

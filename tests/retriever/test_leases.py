@@ -55,3 +55,16 @@ def test_lease_is_kept_alive_by_its_heartbeat(store: Store) -> None:
     with study_lease(store, UID, "a", stale_after=0.6, heartbeat=0.1):
         time.sleep(1.5)
         assert lease_is_live(store, UID, 0.6)
+
+
+def test_a_412_for_our_own_landed_write_is_not_a_lost_lease(store: Store) -> None:
+    """botocore retries a conditional PUT whose answer it missed; if the first try landed, the
+    retry gets 412. The lease is still ours: the token in the record says so."""
+    lease = Lease(store, UID, "job", stale_after=30)
+    lease.acquire()
+    store.put_json(lease.key, {"job_id": "job", "token": lease.token,
+                               "heartbeat_at": time.time()})  # the write we never heard of
+    lease.refresh()
+    assert not lease.lost.is_set()
+    lease.release()
+    assert not lease_is_live(store, UID, 30)

@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -46,6 +47,7 @@ class JobRecord(BaseModel):
     heartbeat_at: float
     owner: str | None = None
     attempt: int = 1
+    run: str = ""          # token of the runner that owns the record (one per start/claim)
     phase: str | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     error: str | None = None
@@ -108,12 +110,24 @@ class JobHandle:
             now = time.time()
             self.record.heartbeat_at = now
             self.record.updated_at = now
+            body = self.record.model_dump()
             try:
-                self._etag = self._store.put_json(self._key, self.record.model_dump(),
-                                                  if_match=self._etag)
+                self._etag = self._store.put_json(self._key, body, if_match=self._etag)
             except PreconditionFailed as exc:
-                self.lost = True
-                raise JobLost(self.record.id) from exc
+                etag = self._still_ours()
+                if etag is None:
+                    self.lost = True
+                    raise JobLost(self.record.id) from exc
+                self._etag = self._store.put_json(self._key, body, if_match=etag)
+
+    def _still_ours(self) -> str | None:
+        """The record's ETag if our run still owns it (a 412 after botocore retried our own
+        landed write), else None."""
+        try:
+            current, etag = self._store.get_json(self._key)
+        except ObjectMissing:
+            return None
+        return etag if current.get("run") == self.record.run else None
 
     def check(self) -> None:
         """Raise JobLost if another replica has taken the job (called between steps)."""
@@ -156,7 +170,8 @@ class Jobs:
         jid = job_id(self.kind, request)
         now = time.time()
         fresh = JobRecord(id=jid, kind=self.kind, request=request, created_at=now,
-                          updated_at=now, heartbeat_at=now, owner=self.settings.replica_id)
+                          updated_at=now, heartbeat_at=now, owner=self.settings.replica_id,
+                          run=uuid.uuid4().hex)
         key = self.key(jid)
         try:
             etag = self.store.put_json(key, fresh.model_dump(), if_none_match=True)
@@ -200,11 +215,10 @@ class Jobs:
         (a transfer in progress aborts its association), and their records are left `running`
         so that they go stale and are claimed elsewhere instead of being recorded as failed.
         """
-        self._stop.set()
         with self._mine_lock:
-            handles = list(self._mine.values())
-        for handle in handles:
-            handle.lost = True
+            self._stop.set()
+            for handle in self._mine.values():
+                handle.lost = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         futures_wait(self._futures, timeout=grace)
 
@@ -233,7 +247,7 @@ class Jobs:
             again = record.model_copy(update={
                 "state": "queued", "attempt": record.attempt + 1, "error": None, "result": {},
                 "counts": {}, "phase": None, "owner": self.settings.replica_id,
-                "heartbeat_at": now, "updated_at": now})
+                "run": uuid.uuid4().hex, "heartbeat_at": now, "updated_at": now})
             try:
                 new_etag = self.store.put_json(self.key(jid), again.model_dump(), if_match=etag)
             except PreconditionFailed:
@@ -248,6 +262,7 @@ class Jobs:
     def _claim(self, record: JobRecord, etag: str) -> JobRecord | None:
         now = time.time()
         claimed = record.model_copy(update={"owner": self.settings.replica_id,
+                                            "run": uuid.uuid4().hex,
                                             "heartbeat_at": now, "updated_at": now})
         try:
             new_etag = self.store.put_json(self.key(record.id), claimed.model_dump(),
@@ -261,6 +276,8 @@ class Jobs:
     def _start(self, record: JobRecord, etag: str) -> None:
         handle = JobHandle(self.store, self.key(record.id), record, etag)
         with self._mine_lock:
+            if self._stop.is_set():  # shutting down: the record goes stale, another replica
+                return               # takes the job over
             self._mine[record.id] = handle
             self._futures = [f for f in self._futures if not f.done()]
             self._futures.append(self._pool.submit(self._execute, handle))

@@ -60,7 +60,31 @@ class Lease:
         self._last_ok = 0.0
 
     def _body(self, **extra: Any) -> dict[str, Any]:
-        return {"job_id": self.job_id, "token": self.token, "heartbeat_at": time.time(), **extra}
+        body = {"job_id": self.job_id, "token": self.token, "heartbeat_at": time.time()}
+        return {**body, **extra}
+
+    def _ours(self) -> str | None:
+        """The lease's ETag if the stored record carries our token, else None.
+
+        botocore retries a conditional PUT whose answer it did not see; when the first try
+        had landed, the retry gets 412 although the lease is ours. Reading it back tells.
+        """
+        try:
+            current, etag = self.store.get_json(self.key)
+        except ObjectMissing:
+            return None
+        return etag if isinstance(current, dict) and current.get("token") == self.token \
+            else None
+
+    def _write(self, body: dict[str, Any]) -> None:
+        """Conditional update of our lease; PreconditionFailed only if it is not ours."""
+        try:
+            self.etag = self.store.put_json(self.key, body, if_match=self.etag)
+        except PreconditionFailed:
+            etag = self._ours()
+            if etag is None:
+                raise
+            self.etag = self.store.put_json(self.key, body, if_match=etag)
 
     def acquire(self) -> None:
         """Take the lease or raise LeaseHeld."""
@@ -71,18 +95,21 @@ class Lease:
                 current, etag = self.store.get_json(self.key)
             except ObjectMissing:
                 raise LeaseHeld(self.study_uid) from None
-            if _live(current, self.stale_after):
+            if current.get("token") == self.token:
+                self.etag = etag  # our own create, retried by botocore
+            elif _live(current, self.stale_after):
                 raise LeaseHeld(self.study_uid) from None
-            try:
-                self.etag = self.store.put_json(self.key, self._body(), if_match=etag)
-            except PreconditionFailed:
-                raise LeaseHeld(self.study_uid) from None
+            else:
+                try:
+                    self.etag = self.store.put_json(self.key, self._body(), if_match=etag)
+                except PreconditionFailed:
+                    raise LeaseHeld(self.study_uid) from None
         self._last_ok = time.monotonic()
 
     def refresh(self) -> None:
         """Extend the lease; mark it lost if it changed hands or could not be renewed in time."""
         try:
-            self.etag = self.store.put_json(self.key, self._body(), if_match=self.etag)
+            self._write(self._body())
             self._last_ok = time.monotonic()
         except PreconditionFailed:
             log.warning("study lease lost", extra={"study_uid": self.study_uid})
@@ -98,8 +125,8 @@ class Lease:
         """Mark the lease released, only if it is still ours."""
         if self.lost.is_set():
             return
-        try:
-            self.store.put_json(self.key, self._body(released=True), if_match=self.etag)
+        try:  # heartbeat 0: also stale to replicas that do not know "released"
+            self._write(self._body(released=True, heartbeat_at=0))
         except PreconditionFailed:
             pass  # already someone else's: leave it alone
         except DicomisoError:

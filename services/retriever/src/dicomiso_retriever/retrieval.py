@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dicomiso_common.dicom import accession_key, manifest_key
+from dicomiso_common.dicom import accession_key, manifest_key, study_prefix
 from dicomiso_common.errors import DicomError, NotFound
 from dicomiso_common.jobs import JobHandle, JobRecord
 from dicomiso_common.store import Store
@@ -165,14 +165,13 @@ class Retrieval:
         self._judge(hit, result, method)
         expected = hit.instances if hit.instances is not None \
             else result.completed + result.warning
-        manifest = build_manifest(self.store, uid, described, handle.id, method)
         settle = time.monotonic() + s.settle_timeout
-        while manifest["instance_count"] < expected and time.monotonic() < settle:
+        while self._stored_count(uid) < expected and time.monotonic() < settle:
             # Another replica's SCP may have received part of the study and still be
             # uploading it (it answers C-STOREs before its PUTs finish).
             time.sleep(0.5)
             handle.check()
-            manifest = build_manifest(self.store, uid, described, handle.id, method)
+        manifest = build_manifest(self.store, uid, described, handle.id, method)
         if manifest["instance_count"] == 0 or manifest["instance_count"] < expected:
             raise IncompleteStudy(f"study {uid}: {manifest['instance_count']} of "
                                   f"{expected} instances arrived")
@@ -182,6 +181,9 @@ class Retrieval:
                                         "bytes": manifest["total_bytes"],
                                         "seconds": round(time.monotonic() - started, 3)})
         return {"study_uid": uid, "instances": manifest["instance_count"], "transferred": True}
+
+    def _stored_count(self, study_uid: str) -> int:
+        return sum(1 for _ in self.store.list(study_prefix(study_uid)))
 
     def _judge(self, hit: StudyHit, result: TransferResult, method: str) -> None:
         """Turn a transfer's final counts into a user-readable failure, or pass."""

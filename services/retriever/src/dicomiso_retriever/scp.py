@@ -194,6 +194,10 @@ class StorageSCP:
         except Exception:  # the SCP handler's edge: answer the peer, never die
             log.exception("C-STORE handler crashed")
             return _status(CANNOT_UNDERSTAND, "internal error while storing")
+        finally:
+            # A refused instance's spool file: pynetdicom removes it after a server-side
+            # C-STORE but not after one received during our own C-GET.
+            Path(event.dataset_path).unlink(missing_ok=True)
 
     def _store_one(self, event: evt.Event) -> Dataset | int:
         path = Path(event.dataset_path)

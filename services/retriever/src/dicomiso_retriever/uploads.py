@@ -22,6 +22,8 @@ from dicomiso_common.store import Store
 
 log = logging.getLogger(__name__)
 
+BACKLOG_WAIT = 8.0  # seconds a C-STORE may wait for a free upload slot
+
 
 class Uploads:
     """A bounded pool of PUTs from spool files, tracked per study for the jobs that wait."""
@@ -37,8 +39,15 @@ class Uploads:
 
     def submit(self, study_uid: str, spool: Path, key: str, metadata: dict[str, str], *,
                track: bool) -> None:
-        """Queue one upload (blocking while the backlog is full); `track` it for `wait`."""
-        self._slots.acquire()
+        """Queue one upload (waiting while the backlog is full); `track` it for `wait`.
+
+        Raises:
+            StoreError: the backlog stayed full for BACKLOG_WAIT seconds (S3 too slow); the
+                SCP answers 0xA700 before the PACS's own C-STORE timeout (Orthanc: 10 s).
+        """
+        if not self._slots.acquire(timeout=BACKLOG_WAIT):
+            spool.unlink(missing_ok=True)
+            raise StoreError("upload backlog full: the bucket is not keeping up")
         try:
             future = self._pool.submit(self._put, spool, key, metadata)
         except RuntimeError:  # shutting down
