@@ -145,7 +145,7 @@ class Retrieval:
         started = time.monotonic()
 
         def report(result: TransferResult) -> None:
-            """Progress callback; raising here aborts the association (query._associate)."""
+            """Progress callback; raising here aborts the association (pacs.associate)."""
             progress.update(uid, result)
             handle.check()
             if lease.lost.is_set():

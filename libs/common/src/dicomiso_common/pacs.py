@@ -1,0 +1,198 @@
+"""Talking to a PACS as an SCU: associations and STUDY-level C-FIND, shared by the services.
+
+Identifiers are built only from validated values, at exact-match keys (PS3.4 C.2.2.2.1), and
+every answer is checked again on our side: a PACS that treats a key loosely must not hand us
+another patient's study. Answers carry patient data, so nothing here logs an identifier.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+
+from .dicom import is_valid_uid, status_text, tune_pynetdicom, validate_accession, validate_uid
+from .errors import DicomError
+
+log = logging.getLogger(__name__)
+
+# PS3.4 C.6.2.1: Study Root Query/Retrieve Information Model
+StudyRootQueryRetrieveInformationModelFind = UID("1.2.840.10008.5.1.4.1.2.2.1")
+StudyRootQueryRetrieveInformationModelMove = UID("1.2.840.10008.5.1.4.1.2.2.2")
+StudyRootQueryRetrieveInformationModelGet = UID("1.2.840.10008.5.1.4.1.2.2.3")
+PENDING = (0xFF00, 0xFF01)  # PS3.4 C.4.1.1.4: pending, with or without optional keys
+
+
+@dataclass(frozen=True)
+class PacsPeer:
+    """Where a PACS is and how we talk to it; services build one from their settings."""
+
+    aet: str = "ABPACS"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    calling_aet: str = "CDRECORD"
+    acse_timeout: float = 30.0      # association negotiation
+    dimse_timeout: float = 600.0    # one DIMSE reply, e.g. the next C-MOVE pending
+    network_timeout: float = 60.0   # silence on the socket
+    max_pdu: int = 1_048_576        # largest PDU we accept (0 = no limit)
+
+    def describe(self) -> str:
+        """Name the peer for error messages (AE title and address, never a query key)."""
+        return f"PACS {self.aet} at {self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StudyAnswer:
+    """One C-FIND answer at STUDY level, reduced to what the services act on or show.
+
+    Only `study_uid` and `instances` are needed to retrieve a study, so the rest default to
+    empty: callers that only move studies can build one from those two.
+    """
+
+    study_uid: str
+    instances: int | None = None  # NumberOfStudyRelatedInstances, when the PACS reports it
+    patient_id: str | None = None
+    patient_name: str | None = None  # PN as pydicom decodes it, components joined by "^"
+    study_date: str | None = None
+    study_description: str | None = None
+    modalities: list[str] = field(default_factory=list)
+    accession_number: str | None = None
+
+
+def make_ae(peer: PacsPeer) -> AE:
+    """Return an AE calling as `peer.calling_aet`, with the peer's timeouts and PDU size."""
+    ae = AE(ae_title=peer.calling_aet)
+    ae.acse_timeout = peer.acse_timeout
+    ae.dimse_timeout = peer.dimse_timeout
+    ae.network_timeout = peer.network_timeout
+    ae.maximum_pdu_size = peer.max_pdu
+    return ae
+
+
+@contextmanager
+def associate(peer: PacsPeer, ae: AE, **kwargs: Any) -> Iterator[Association]:
+    """Open an association with the PACS, or raise DicomError saying why it could not.
+
+    Telling "unreachable" from "refused" matters to whoever reads the error: the first is a
+    network or PACS outage, the second a configuration problem (our AE title unknown there).
+    An exception inside the block aborts rather than releases, so the PACS stops at once.
+    """
+    tune_pynetdicom()  # no identifiers in pynetdicom's logs, TCP_NODELAY on the socket
+    connected = threading.Event()
+    handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, lambda _: connected.set())]
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
+                         evt_handlers=handlers, **kwargs)
+    if not assoc.is_established:
+        if not connected.is_set():
+            raise DicomError(f"{peer.describe()} unreachable (connection refused or timed out)")
+        # pynetdicom sometimes reports a rejection as an abort; both mean "not you"
+        how = "" if assoc.is_rejected else " (aborted during negotiation)"
+        raise DicomError(f"{peer.describe()} refused association from {peer.calling_aet}{how}")
+    try:
+        yield assoc
+    except BaseException:
+        if assoc.is_established:
+            assoc.abort()  # stop the PACS mid-operation; a release would wait for it to finish
+        raise
+    if assoc.is_established:
+        assoc.release()
+
+
+def _text(ident: Dataset, keyword: str) -> str | None:
+    value = ident.get(keyword)
+    return None if value is None or str(value) == "" else str(value)
+
+
+def _answer(ident: Dataset, uid: str) -> StudyAnswer:
+    raw = ident.get("NumberOfStudyRelatedInstances")
+    modalities = ident.get("ModalitiesInStudy")
+    if modalities is None or modalities == "":
+        modalities = []
+    elif isinstance(modalities, str):
+        modalities = [modalities]
+    return StudyAnswer(
+        study_uid=uid,
+        instances=int(raw) if raw not in (None, "") else None,
+        patient_id=_text(ident, "PatientID"),
+        patient_name=_text(ident, "PatientName"),
+        study_date=_text(ident, "StudyDate"),
+        study_description=_text(ident, "StudyDescription"),
+        modalities=[str(m) for m in modalities],
+        accession_number=_text(ident, "AccessionNumber"),
+    )
+
+
+def _collect(answers: Iterator[tuple[Dataset, Dataset | None]], peer: PacsPeer,
+             accept: Callable[[Dataset], bool]) -> list[StudyAnswer]:
+    """Keep the pending answers that match our key and carry a legal UID, one per study."""
+    found: dict[str, StudyAnswer] = {}
+    final: int | None = None
+    for status, ident in answers:
+        if "Status" not in status:
+            raise DicomError(f"{peer.describe()}: C-FIND got no answer (timeout or abort)")
+        code = int(status.Status)
+        if code in PENDING and ident is not None:
+            uid = str(ident.get("StudyInstanceUID", ""))
+            if not accept(ident) or not is_valid_uid(uid):
+                log.warning("C-FIND answer dropped: key mismatch or bad UID")
+                continue
+            found[uid] = _answer(ident, uid)
+        else:
+            final = code
+    if final not in (0x0000, None):
+        raise DicomError(f"{peer.describe()}: C-FIND failed with status {status_text(final)}")
+    return list(found.values())
+
+
+def _study_query(**keys: str) -> Dataset:
+    """A STUDY-level identifier: the given match keys plus empty return keys (PS3.4 C.6.2.1)."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for keyword in ("StudyInstanceUID", "AccessionNumber", "PatientID", "PatientName",
+                    "StudyDate", "StudyDescription", "ModalitiesInStudy",
+                    "NumberOfStudyRelatedInstances"):
+        setattr(ds, keyword, "")
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _find_studies(peer: PacsPeer, query: Dataset,
+                  accept: Callable[[Dataset], bool]) -> list[StudyAnswer]:
+    ae = make_ae(peer)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    with associate(peer, ae) as assoc:
+        answers = assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        return _collect(answers, peer, accept)
+
+
+def find_studies_by_accession(peer: PacsPeer, accession: str) -> list[StudyAnswer]:
+    """Return the studies whose AccessionNumber equals `accession` exactly.
+
+    Raises:
+        InvalidInput: The accession is empty or holds a wildcard; the PACS was not asked.
+        DicomError: The PACS could not be reached, refused us or answered with a failure.
+    """
+    accession = validate_accession(accession)  # never send a wildcard or empty key
+    return _find_studies(peer, _study_query(AccessionNumber=accession),
+                         lambda d: str(d.get("AccessionNumber", "")) == accession)
+
+
+def find_study_by_uid(peer: PacsPeer, study_uid: str) -> list[StudyAnswer]:
+    """Return the study with this StudyInstanceUID (an empty list when the PACS has none).
+
+    Raises:
+        InvalidInput: `study_uid` is not a legal UID; the PACS was not asked.
+        DicomError: The PACS could not be reached, refused us or answered with a failure.
+    """
+    study_uid = validate_uid(study_uid, "StudyInstanceUID")
+    return _find_studies(peer, _study_query(StudyInstanceUID=study_uid),
+                         lambda d: str(d.get("StudyInstanceUID")) == study_uid)
