@@ -1,0 +1,53 @@
+"""The lookup service (`dicomiso-lookup`): accession number -> patient."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from dicomiso_common.auth import bearer_guard
+from dicomiso_common.errors import add_problem_handlers
+from dicomiso_common.logs import configure_logging
+from dicomiso_common.ops import ReadyCheck, add_ops_routes
+
+from .his import His
+from .routes import Resolver, make_router
+from .settings import LookupSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: LookupSettings | None = None) -> FastAPI:
+    """Wire the lookup service; without DICOMISO_HIS_URL names come from the PACS."""
+    settings = settings or LookupSettings()
+    his = His(settings) if settings.his_url is not None else None
+    if his is None:
+        log.warning("DICOMISO_HIS_URL is not set: patient names come from the PACS (C-FIND)")
+    resolver = Resolver(settings, his)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if his is not None:
+            his.close()
+
+    app = FastAPI(title="dicom-iso lookup", version="0.1.0", lifespan=lifespan,
+                  description="Accession number -> patient (HIS database, or the PACS).")
+    app.state.settings, app.state.resolver = settings, resolver
+    add_problem_handlers(app)
+    checks: dict[str, ReadyCheck] = {"his": his.ping} if his is not None else {}
+    add_ops_routes(app, "lookup", checks)
+    app.include_router(make_router(resolver, bearer_guard(settings)))
+    return app
+
+
+def main() -> None:
+    """Entry point `dicomiso-lookup`: configuration only from DICOMISO_* variables."""
+    settings = LookupSettings()
+    configure_logging(settings.log_level, "lookup")
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port,
+                log_config=None, access_log=True)
