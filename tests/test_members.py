@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (["libs/common"], "dicomiso_common.jobs"),
     (["libs/common", "services/retriever"], "dicomiso_retriever.app"),
     (["libs/common", "services/lookup"], "dicomiso_lookup.app"),
+    (["libs/common", "services/forwarder"], "dicomiso_forwarder.app"),
 ])
 def test_member_installs_and_imports_alone(members: list[str], module: str,
                                            tmp_path: Path) -> None:

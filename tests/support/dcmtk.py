@@ -92,6 +92,7 @@ class StoreSCP:
         *,
         fork: bool = False,
         log_path: Path | None = None,
+        accept: tuple[str, ...] = ("--accept-all",),
     ) -> None:
         """Configure (but do not start) the receiver.
 
@@ -101,12 +102,16 @@ class StoreSCP:
             port: Listening port; a free one by default.
             fork: One process per association, for concurrent senders.
             log_path: storescp output; ``<out_dir>/../storescp-<aet>.log`` by default.
+            accept: Transfer syntax / SOP class options, e.g. ``("+xe",)`` for uncompressed
+                only (Explicit VR Little Endian preferred), ``("--accept-all",
+                "--promiscuous")`` for unknown SOP classes too.
         """
         self.out_dir = out_dir
         self.aet = aet
         self.port = port if port is not None else free_port()
         self.host = LOOPBACK
         self.fork = fork
+        self.accept = accept
         self.log_path = log_path or out_dir.parent / f"storescp-{aet}-{self.port}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -125,7 +130,7 @@ class StoreSCP:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             binary, "--aetitle", self.aet, "--output-directory", str(self.out_dir),
-            "--accept-all", "--bit-preserving", "--disable-host-lookup",
+            *self.accept, "--bit-preserving", "--disable-host-lookup",
             "--filename-extension", ".dcm", "--max-pdu", "131072",
             "--fork" if self.fork else "--single-process", str(self.port),
         ]

@@ -1,0 +1,55 @@
+"""The forwarder service (`dicomiso-forwarder`): studies from the bucket to peer PACS."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from dicomiso_common.auth import bearer_guard
+from dicomiso_common.errors import add_problem_handlers
+from dicomiso_common.jobs import Jobs
+from dicomiso_common.logs import configure_logging
+from dicomiso_common.ops import add_ops_routes
+from dicomiso_common.store import Store
+
+from .forward import Forwarding
+from .routes import make_router
+from .settings import ForwarderSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ForwarderSettings | None = None, store: Store | None = None) -> FastAPI:
+    """Wire the forwarder; the job sweeper runs for the app's lifetime."""
+    settings = settings or ForwarderSettings()
+    store = store or Store.from_settings(settings)
+    forwarding = Forwarding(settings, store)
+    jobs = Jobs(store, "forward", settings, forwarding.run)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        jobs.start_sweeper()
+        try:
+            yield
+        finally:
+            jobs.shutdown()
+
+    app = FastAPI(title="dicom-iso forwarder", version="0.1.0", lifespan=lifespan,
+                  description="C-STOREs studies from the bucket to configured peer PACS.")
+    app.state.settings, app.state.store, app.state.jobs = settings, store, jobs
+    add_problem_handlers(app)
+    add_ops_routes(app, "forwarder", {"s3": store.ping})
+    app.include_router(make_router(jobs, settings, store, bearer_guard(settings)))
+    return app
+
+
+def main() -> None:
+    """Entry point `dicomiso-forwarder`: configuration only from DICOMISO_* variables."""
+    settings = ForwarderSettings()
+    configure_logging(settings.log_level, "forwarder")
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port,
+                log_config=None, access_log=True)

@@ -1,0 +1,179 @@
+"""One forward job: make sure the studies are in the bucket, then send what the peer lacks.
+
+Per-instance results live beside the job (`forwards/{job_id}/results.json`) and survive a
+retry: a re-run sends only instances the peer has not acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from dicomiso_common.dicom import accession_key, manifest_key
+from dicomiso_common.errors import DicomError, DicomisoError, NotFound, ObjectMissing, Unavailable
+from dicomiso_common.jobs import JobHandle
+from dicomiso_common.store import Store
+
+from .peers import pacs_peer
+from .send import Item, Outcome, Sender, Transient, plan
+from .settings import ForwarderSettings
+
+log = logging.getLogger(__name__)
+
+DONE = ("acknowledged", "warning")
+
+
+def results_key(job_id: str) -> str:
+    return f"forwards/{job_id}/results.json"
+
+
+class RetrievalFailed(DicomisoError):
+    status = 502
+    title = "Retrieval failed"
+
+
+class Forwarding:
+    def __init__(self, settings: ForwarderSettings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+
+    def run(self, handle: JobHandle) -> dict[str, Any]:
+        request = handle.record.request
+        peer = self.settings.peers[request["destination"]]
+        handle.update(phase="locate", flush=True)
+        items = self._items(request, handle)
+        results = self._previous(handle.id)
+        todo = [i for i in items if results.get(i.sop_uid, {}).get("status") not in DONE]
+        lock = threading.Lock()
+        last_write = [time.monotonic()]
+
+        def count() -> None:
+            statuses = [results.get(i.sop_uid, {}).get("status") for i in items]
+            handle.set_counts(
+                instances=len(items), sent=sum(s is not None for s in statuses),
+                acknowledged=statuses.count("acknowledged"), warning=statuses.count("warning"),
+                failed=statuses.count("failed"), pending=statuses.count(None),
+                transcoded=sum(1 for r in results.values() if r.get("transcoded")))
+
+        def on_result(item: Item, outcome: Outcome) -> None:
+            with lock:
+                results[item.sop_uid] = {k: v for k, v in vars(outcome).items()
+                                         if v not in (None, False)}
+                count()
+                if time.monotonic() - last_write[0] > self.settings.job_heartbeat:
+                    self._save(handle.id, results)
+                    last_write[0] = time.monotonic()
+            handle.check()
+
+        count()
+        handle.update(phase="send", flush=True)
+        sender = Sender(self.store, pacs_peer(self.settings, peer), on_result)
+        shards = [todo[i::peer.max_associations] for i in range(peer.max_associations)]
+        try:
+            with ThreadPoolExecutor(peer.max_associations, thread_name_prefix="send") as pool:
+                for future in [pool.submit(self._send_shard, sender, shard, results, lock)
+                               for shard in shards if shard]:
+                    future.result()
+        finally:
+            with lock:
+                self._save(handle.id, results)
+                count()
+        failed = [i for i in items if results.get(i.sop_uid, {}).get("status") not in DONE]
+        if failed:
+            raise DicomError(f"{len(failed)} of {len(items)} instances were not accepted by "
+                             f"{request['destination']} ({peer.aet})")
+        return {"destination": request["destination"], "instances": len(items),
+                "results_key": results_key(handle.id)}
+
+    def _send_shard(self, sender: Sender, shard: list[Item], results: dict[str, Any],
+                    lock: threading.Lock) -> None:
+        """Send one shard, retrying what is left after a transient failure, with backoff."""
+        s = self.settings
+        for attempt in range(1, s.send_attempts + 1):
+            with lock:
+                left = [i for i in shard if results.get(i.sop_uid, {}).get("status") not in DONE
+                        and results.get(i.sop_uid, {}).get("status") != "failed"]
+            if not left:
+                return
+            try:
+                for batch in plan(left):
+                    sender.send_batch(batch)
+                return
+            except (Transient, DicomError) as exc:
+                if attempt == s.send_attempts:
+                    raise DicomError(f"peer {sender.peer.aet}: {exc} (after {attempt} "
+                                     "attempts)") from exc
+                delay = s.send_backoff * 2 ** (attempt - 1)
+                log.warning("send retry", extra={"attempt": attempt, "delay": delay,
+                                                 "error": type(exc).__name__})
+                time.sleep(delay)
+
+    def _previous(self, job_id: str) -> dict[str, Any]:
+        try:
+            data, _ = self.store.get_json(results_key(job_id))
+        except ObjectMissing:
+            return {}
+        return dict(data) if isinstance(data, dict) else {}
+
+    def _save(self, job_id: str, results: dict[str, Any]) -> None:
+        try:
+            self.store.put_json(results_key(job_id), results)
+        except DicomisoError:
+            log.warning("results not saved", extra={"job_id": job_id})
+
+    # -- finding the instances -----------------------------------------------------------
+
+    def _items(self, request: dict[str, Any], handle: JobHandle) -> list[Item]:
+        uids = self._study_uids(request)
+        if uids is None or not all(self.store.exists(manifest_key(u)) for u in uids):
+            handle.update(phase="retrieve", flush=True)
+            self._retrieve(request)
+            uids = self._study_uids(request)
+            if uids is None:
+                raise NotFound("retrieval finished but the studies are not in the bucket")
+        items: list[Item] = []
+        for uid in uids:
+            manifest, _ = self.store.get_json(manifest_key(uid))
+            items += [Item(i["key"], i["sop_uid"], i["sop_class_uid"], i["transfer_syntax"])
+                      for i in manifest["instances"]]
+        return items
+
+    def _study_uids(self, request: dict[str, Any]) -> list[str] | None:
+        uids = list(request.get("study_uids", []))
+        for accession in request.get("accession_numbers", []):
+            try:
+                index, _ = self.store.get_json(accession_key(accession))
+            except ObjectMissing:
+                return None
+            uids += index["study_uids"]
+        return sorted(set(uids))
+
+    def _retrieve(self, request: dict[str, Any]) -> None:
+        """Ask the retriever (the mkiso2 relay) and wait for its job."""
+        s = self.settings
+        body = {k: request[k] for k in ("accession_numbers", "study_uids") if request.get(k)}
+        headers = {"Authorization": f"Bearer {s.outgoing_token()}"} if s.outgoing_token() \
+            else {}
+        deadline = time.monotonic() + s.retrieve_wait
+        try:
+            with httpx.Client(base_url=s.retriever_url, headers=headers, timeout=30) as http:
+                started = http.post("/v1/retrievals", json=body)
+                if started.status_code != 202:
+                    raise RetrievalFailed(f"retriever answered {started.status_code}: "
+                                          f"{started.json().get('detail', '')}")
+                url = f"/v1/retrievals/{started.json()['id']}"
+                while time.monotonic() < deadline:
+                    status = http.get(url).json()
+                    if status["state"] == "succeeded":
+                        return
+                    if status["state"] == "failed":
+                        raise RetrievalFailed(f"retrieval failed: {status.get('error')}")
+                    time.sleep(1.0)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"retriever unreachable: {type(exc).__name__}") from exc
+        raise RetrievalFailed("retrieval did not finish in time")

@@ -1,0 +1,43 @@
+"""Configured peers: what may be named, and whether each answers a C-ECHO."""
+
+from __future__ import annotations
+
+import logging
+
+from dicomiso_common.errors import DicomError, InvalidInput
+from dicomiso_common.pacs import PacsPeer, associate, make_ae
+
+from .settings import ForwarderSettings, Peer
+
+log = logging.getLogger(__name__)
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def pacs_peer(settings: ForwarderSettings, peer: Peer) -> PacsPeer:
+    return PacsPeer(aet=peer.aet, host=peer.host, port=peer.port,
+                    calling_aet=settings.calling_aet, acse_timeout=settings.dicom_acse_timeout,
+                    dimse_timeout=settings.dicom_dimse_timeout,
+                    network_timeout=settings.dicom_network_timeout)
+
+
+def resolve(settings: ForwarderSettings, name: object) -> Peer:
+    """The configured peer of that name, or InvalidInput (422) listing what may be named."""
+    if not isinstance(name, str) or name not in settings.peers:
+        known = ", ".join(sorted(settings.peers)) or "none configured"
+        raise InvalidInput(f"destination must be a configured peer ({known})")
+    return settings.peers[name]
+
+
+def echo(settings: ForwarderSettings, peer: Peer) -> str | None:
+    """C-ECHO the peer; None when it answers, else the reason."""
+    target = pacs_peer(settings, peer)
+    ae = make_ae(target)
+    ae.add_requested_context(VERIFICATION)
+    try:
+        with associate(target, ae) as assoc:
+            status = assoc.send_c_echo()
+            code = int(status.Status) if "Status" in status else None
+            return None if code == 0 else f"C-ECHO status {code}"
+    except DicomError as exc:
+        return str(exc)

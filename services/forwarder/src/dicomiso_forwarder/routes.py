@@ -1,0 +1,105 @@
+"""HTTP API of the forwarder: start a forward, read its state, list the peers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from dicomiso_common.dicom import validate_accession, validate_uid
+from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput, ObjectMissing
+from dicomiso_common.jobs import JobRecord, Jobs, validate_job_id
+from dicomiso_common.store import Store
+
+from . import peers
+from .forward import results_key
+from .settings import ForwarderSettings
+
+MAX_KEYS = 50
+
+
+class ForwardRequest(BaseModel):
+    """Exactly one of `accession_numbers` or `study_uids`, and a configured peer's name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accession_numbers: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
+    study_uids: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
+    destination: Any
+
+
+class JobAccepted(BaseModel):
+    id: str
+    state: str
+    status_url: str
+
+
+class ForwardStatus(BaseModel):
+    id: str
+    state: str
+    phase: str | None
+    attempt: int
+    counts: dict[str, int]
+    error: str | None
+    result: dict[str, Any]
+    instances: dict[str, Any] | None = None
+
+
+class PeerView(BaseModel):
+    name: str
+    aet: str
+    max_associations: int
+    reachable: bool
+    reason: str | None
+
+
+def canonical(body: ForwardRequest, settings: ForwarderSettings) -> dict[str, Any]:
+    peers.resolve(settings, body.destination)
+    if bool(body.accession_numbers) == bool(body.study_uids):
+        raise InvalidInput("give either accession_numbers or study_uids (one non-empty list)")
+    return {"accession_numbers": sorted({validate_accession(a) for a in body.accession_numbers}),
+            "study_uids": sorted({validate_uid(u, "StudyInstanceUID") for u in body.study_uids}),
+            "destination": body.destination}
+
+
+def _status(record: JobRecord, store: Store, with_instances: bool) -> ForwardStatus:
+    status = ForwardStatus(**record.model_dump(include=set(ForwardStatus.model_fields)))
+    if with_instances:
+        try:
+            status.instances, _ = store.get_json(results_key(record.id))
+        except ObjectMissing:
+            status.instances = {}
+    return status
+
+
+def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: Any) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], tags=["forwards"],
+                       responses=PROBLEM_RESPONSES)
+
+    @router.post("/forwards", status_code=202, response_model=JobAccepted,
+                 summary="Send studies (by accession number or Study UID) to a configured peer")
+    def create(body: ForwardRequest, request: Request, response: Response) -> JobAccepted:
+        record = jobs.submit(canonical(body, settings))
+        url = str(request.url_for("forward_status", job_id=record.id))
+        response.headers["Location"] = url
+        return JobAccepted(id=record.id, state=record.state, status_url=url)
+
+    @router.get("/forwards/{job_id}", response_model=ForwardStatus, name="forward_status",
+                summary="State and counts of a forward; per-instance results on request")
+    def status(job_id: str, instances: bool = False) -> ForwardStatus:
+        return _status(jobs.get(validate_job_id(job_id)), store, instances)
+
+    @router.get("/peers", response_model=list[PeerView],
+                summary="Configured peers and whether each answers a C-ECHO")
+    async def list_peers() -> list[PeerView]:
+        views = []
+        for name, peer in sorted(settings.peers.items()):
+            reason = await run_in_threadpool(peers.echo, settings, peer)
+            views.append(PeerView(name=name, aet=peer.aet,
+                                  max_associations=peer.max_associations,
+                                  reachable=reason is None, reason=reason))
+        return views
+
+    return router

@@ -1,0 +1,152 @@
+"""C-STORE of bucket instances to one peer: contexts from what is there, split, retried.
+
+Presentation contexts are built from the SOP classes and transfer syntaxes actually present
+(one context per pair, plus Explicit VR Little Endian per SOP class as the fallback), packed
+into associations of at most 128 contexts (PS3.8 9.3.2.2). Each instance is spooled from S3
+to a temporary file and sent from disk, so memory does not grow with instance or study size.
+When the peer accepted only the fallback for an instance's SOP class, the instance is
+decompressed to Explicit VR Little Endian and the result says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+from pydicom.uid import UID
+from pynetdicom import _config
+from pynetdicom.association import Association
+
+from dicomiso_common.pacs import PacsPeer, associate, make_ae
+from dicomiso_common.store import Store
+
+log = logging.getLogger(__name__)
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+MAX_CONTEXTS = 128
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Item:
+    """One instance to send, from the study manifest."""
+
+    key: str
+    sop_uid: str
+    sop_class: str
+    transfer_syntax: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str                 # acknowledged | warning | failed
+    code: int | None = None     # the peer's C-STORE status
+    transcoded: bool = False
+    reason: str | None = None
+
+
+class Transient(Exception):
+    """Worth another try later: association lost, peer out of resources (0xA7xx)."""
+
+
+def contexts_for(items: list[Item]) -> list[tuple[str, str]]:
+    """(SOP class, transfer syntax) pairs to propose, fallbacks included, in a stable order."""
+    pairs: dict[tuple[str, str], None] = {}
+    for item in items:
+        pairs[(item.sop_class, item.transfer_syntax)] = None
+        pairs[(item.sop_class, EXPLICIT_LE)] = None
+    return list(pairs)
+
+
+def plan(items: list[Item], limit: int = MAX_CONTEXTS) -> list[list[Item]]:
+    """Split items into batches whose contexts fit one association, keeping SOP classes whole."""
+    by_class: dict[str, list[Item]] = {}
+    for item in items:
+        by_class.setdefault(item.sop_class, []).append(item)
+    batches: list[list[Item]] = []
+    current: list[Item] = []
+    for group in by_class.values():
+        if current and len(contexts_for(current + group)) > limit:
+            batches.append(current)
+            current = []
+        current = current + group
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _classify(code: int) -> Outcome | None:
+    """Map a C-STORE status (PS3.4 B.2.3); None means transient (retry the instance)."""
+    if code == 0x0000:
+        return Outcome("acknowledged", code)
+    if code in (0xB000, 0xB006, 0xB007):
+        return Outcome("warning", code)
+    if 0xA700 <= code <= 0xA7FF:
+        return None
+    return Outcome("failed", code, reason=f"peer answered 0x{code:04X}")
+
+
+class Sender:
+    """Sends batches to one peer; `on_result` is called after each instance."""
+
+    def __init__(self, store: Store, peer: PacsPeer,
+                 on_result: Callable[[Item, Outcome], None]) -> None:
+        _config.STORE_SEND_CHUNKED_DATASET = True  # send from the file, never load it whole
+        self.store = store
+        self.peer = peer
+        self.on_result = on_result
+
+    def send_batch(self, batch: list[Item]) -> None:
+        """One association for the batch; raises Transient (or DicomError) to be retried."""
+        ae = make_ae(self.peer)
+        for sop_class, ts in contexts_for(batch):
+            ae.add_requested_context(sop_class, [ts])
+        with associate(self.peer, ae) as assoc:
+            accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                        for cx in assoc.accepted_contexts}
+            for item in batch:
+                self.on_result(item, self._send_one(assoc, accepted, item))
+
+    def _send_one(self, assoc: Association, accepted: set[tuple[str, str]],
+                  item: Item) -> Outcome:
+        with tempfile.NamedTemporaryFile(suffix=".dcm") as spool:
+            with self.store.open(item.key) as body:
+                while chunk := body.read(_CHUNK):
+                    spool.write(chunk)
+            spool.flush()
+            transcoded = False
+            if (item.sop_class, item.transfer_syntax) in accepted:
+                payload: Any = spool.name
+            elif (item.sop_class, EXPLICIT_LE) in accepted \
+                    and UID(item.transfer_syntax).is_compressed:
+                payload = self._decompressed(spool.name)
+                if payload is None:
+                    return Outcome("failed", reason="cannot decompress for the peer")
+                transcoded = True
+            else:
+                return Outcome("failed", reason="peer accepted no transfer syntax for the "
+                                                "SOP class")
+            if not assoc.is_established:
+                raise Transient("association lost")
+            status = assoc.send_c_store(payload)
+        if "Status" not in status:
+            raise Transient("no C-STORE response (association aborted or timed out)")
+        outcome = _classify(int(status.Status))
+        if outcome is None:
+            raise Transient(f"peer out of resources (0x{int(status.Status):04X})")
+        return Outcome(outcome.status, outcome.code, transcoded, outcome.reason)
+
+    @staticmethod
+    def _decompressed(path: str) -> pydicom.Dataset | None:
+        """Decode to Explicit VR Little Endian (pydicom + pylibjpeg plugins); None if not."""
+        try:
+            ds = pydicom.dcmread(path)
+            ds.decompress(generate_instance_uid=False)  # same instance, only re-encoded
+        except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+            log.warning("decompression failed", exc_info=True)
+            return None
+        return ds
