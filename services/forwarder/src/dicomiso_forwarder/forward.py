@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,7 +20,7 @@ from dicomiso_common.errors import DicomError, DicomisoError, NotFound, ObjectMi
 from dicomiso_common.jobs import JobHandle
 from dicomiso_common.store import Store
 
-from .peers import pacs_peer
+from .peers import pacs_peer, resolve
 from .send import Item, Outcome, Sender, Transient, plan
 from .settings import ForwarderSettings
 
@@ -44,7 +45,7 @@ class Forwarding:
 
     def run(self, handle: JobHandle) -> dict[str, Any]:
         request = handle.record.request
-        peer = self.settings.peers[request["destination"]]
+        peer = resolve(self.settings, request["destination"])  # config may have changed
         handle.update(phase="locate", flush=True)
         items = self._items(request, handle)
         results = self._previous(handle.id)
@@ -52,18 +53,27 @@ class Forwarding:
         lock = threading.Lock()
         last_write = [time.monotonic()]
 
+        wanted = {i.sop_uid for i in items}
+        tally = Counter(r.get("status") for sop, r in results.items() if sop in wanted)
+        transcoded = Counter(sop for sop, r in results.items() if r.get("transcoded"))
+
         def count() -> None:
-            statuses = [results.get(i.sop_uid, {}).get("status") for i in items]
             handle.set_counts(
-                instances=len(items), sent=sum(s is not None for s in statuses),
-                acknowledged=statuses.count("acknowledged"), warning=statuses.count("warning"),
-                failed=statuses.count("failed"), pending=statuses.count(None),
-                transcoded=sum(1 for r in results.values() if r.get("transcoded")))
+                instances=len(items), sent=sum(tally.values()),
+                acknowledged=tally["acknowledged"], warning=tally["warning"],
+                failed=tally["failed"], pending=len(items) - sum(tally.values()),
+                transcoded=len(transcoded))
 
         def on_result(item: Item, outcome: Outcome) -> None:
             with lock:
+                before = results.get(item.sop_uid)
+                if before is not None:
+                    tally[before.get("status")] -= 1
                 results[item.sop_uid] = {k: v for k, v in vars(outcome).items()
                                          if v not in (None, False)}
+                tally[outcome.status] += 1
+                if outcome.transcoded:
+                    transcoded[item.sop_uid] = 1
                 count()
                 if time.monotonic() - last_write[0] > self.settings.job_heartbeat:
                     self._save(handle.id, results)
