@@ -20,8 +20,11 @@ def test_free_text_is_kept_whole() -> None:
         ("Dewi Anggraini, S.Kom.", "Dewi Anggraini, S.Kom.", None)
 
 
-def test_ideographic_groups_are_not_in_the_display() -> None:
-    assert person_name("Yamada^Tarou=山田^太郎").display == "Tarou Yamada"
+def test_all_groups_are_kept_and_the_first_non_empty_one_is_displayed() -> None:
+    both = person_name("Yamada^Tarou=山田^太郎")
+    assert (both.display, both.original) == ("Tarou Yamada", "Yamada^Tarou=山田^太郎")
+    only_ideographic = person_name("=山田^太郎")
+    assert (only_ideographic.family, only_ideographic.display) == ("山田", "太郎 山田")
 
 
 @pytest.mark.parametrize(("text", "reduced"), [

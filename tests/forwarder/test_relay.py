@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
+from dicomiso_common import serve
 from dicomiso_retriever.app import create_app as create_retriever
 from dicomiso_retriever.settings import RetrieverSettings
 from support.dcmtk import StoreSCP
@@ -26,8 +26,7 @@ def retriever_url(s3_bucket: Any, orthanc: Any) -> Iterator[str]:
         pacs_aet=orthanc.aet, pacs_port=orthanc.dicom_port, scp_port=free_port(),
         http_port=free_port(), api_token="relay-token", replica_id="relay-retriever")
     orthanc.register_modality(settings.scp_aet, "127.0.0.1", settings.scp_port)
-    server = uvicorn.Server(uvicorn.Config(create_retriever(settings), host="127.0.0.1",
-                                           port=settings.http_port, log_config=None))
+    server = serve.server(create_retriever(settings), settings)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{settings.http_port}"

@@ -20,7 +20,8 @@ def test_known_accession_gives_the_seeded_patient(lookup: TestClient) -> None:
     assert r.json() == {
         "accession_number": "MR.001", "patient_id": "RM000001", "medrec_id": "RM000001",
         "reg_id": "REG-1001", "source": "his",
-        "patient_name": {"display": "Budi Santoso", "family": "Budi Santoso", "given": None,
+        "patient_name": {"original": "Budi Santoso", "display": "Budi Santoso",
+                         "family": "Budi Santoso", "given": None,
                          "middle": None, "prefix": None, "suffix": None}}
 
 
@@ -172,3 +173,41 @@ def test_without_a_his_the_patient_comes_from_the_pacs(make_lookup: Any, orthanc
     orthanc.mark()
     assert client.get("/v1/accessions/A%2A").status_code == 422
     assert orthanc.find_requests() == 0
+
+
+def test_a_real_server_logs_routes_not_accession_numbers(his_db: HisDb,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Under uvicorn (as `dicomiso-lookup` runs), request lines name the route template."""
+    import threading
+
+    import httpx
+
+    from dicomiso_common import serve
+    from dicomiso_lookup.app import create_app
+    from dicomiso_lookup.settings import LookupSettings
+    from support.net import free_port
+
+    caplog.set_level(logging.DEBUG)
+    settings = LookupSettings(his_url=SecretStr(his_db.url()), http_port=free_port(),
+                              his_accession_db=his_db.accession_db,
+                              his_patient_db=his_db.patient_db)
+    server = serve.server(create_app(settings), settings)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{settings.http_port}"
+        assert httpx.get(f"{base}/v1/accessions/MR.001").status_code == 200
+        assert httpx.get(f"{base}/v1/accessions/NOPE.404").status_code == 404
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+    ours = [r for r in caplog.records if r.levelno >= logging.INFO
+            and not r.name.startswith("httpx")]
+    assert any(getattr(r, "route", None) == "/v1/accessions/{accession}" for r in ours)
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in ours)
+    for secret in ("MR.001", "NOPE.404", "Budi", "RM000001"):
+        assert secret not in text

@@ -21,6 +21,7 @@ _TRANSLIT = str.maketrans({"Æ": "AE", "æ": "ae", "Ø": "O", "ø": "o", "Œ": "
 
 @dataclass(frozen=True)
 class PersonName:
+    original: str            # exactly as the source gave it (all PN groups included)
     display: str
     family: str | None = None
     given: str | None = None
@@ -38,15 +39,17 @@ def person_name(raw: str) -> PersonName:
     A DICOM PN's alphabetic group is split at `^`; free text has no reliable parts, so it is
     kept whole as `family` (HL7's convention for unparsed names) and as `display`.
     """
-    text = raw.split("=", 1)[0].strip() if "^" in raw else raw.strip()
-    if "^" not in text:
-        return PersonName(display=text, family=text or None)
+    raw = raw.strip()
+    if "^" not in raw and "=" not in raw:
+        return PersonName(raw, display=raw, family=raw or None)
+    # PS3.5 6.2.1.2: alphabetic=ideographic=phonetic; the first non-empty group is shown.
+    text = next((g.strip() for g in raw.split("=") if g.strip()), "")
     parts = [p.strip() or None for p in text.split("^")] + [None] * 5
     family, given, middle, prefix, suffix = parts[:5]
     display = " ".join(p for p in (prefix, given, middle, family) if p)
     if suffix:
         display = f"{display}, {suffix}"
-    return PersonName(display, family, given, middle, prefix, suffix)
+    return PersonName(raw, display, family, given, middle, prefix, suffix)
 
 
 def ascii_filename_part(text: str) -> str:

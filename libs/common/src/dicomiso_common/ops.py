@@ -22,6 +22,7 @@ from .errors import DicomisoError, problem
 log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], None]
+_QUIET = {"/healthz", "/readyz", "/metrics"}  # probes every few seconds: not worth a line
 
 
 class Metrics:
@@ -46,8 +47,13 @@ def add_ops_routes(app: FastAPI, service: str, checks: dict[str, ReadyCheck]) ->
         started = time.perf_counter()
         response = await call_next(request)
         route = getattr(request.scope.get("route"), "path", "unmatched")
+        seconds = time.perf_counter() - started
         metrics.requests.labels(service, request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(service, route).observe(time.perf_counter() - started)
+        metrics.latency.labels(service, route).observe(seconds)
+        if route not in _QUIET:  # the route template, never the path: paths hold accessions
+            log.info("request", extra={"method": request.method, "route": route,
+                                       "status": response.status_code,
+                                       "ms": round(seconds * 1000, 1)})
         return response
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")

@@ -6,9 +6,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from fastapi import FastAPI
 
+from dicomiso_common import serve
 from dicomiso_common.auth import bearer_guard
 from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.jobs import Jobs
@@ -51,5 +51,4 @@ def main() -> None:
     """Entry point `dicomiso-forwarder`: configuration only from DICOMISO_* variables."""
     settings = ForwarderSettings()
     configure_logging(settings.log_level, "forwarder")
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port,
-                log_config=None, access_log=True)
+    serve.run(create_app(settings), settings)

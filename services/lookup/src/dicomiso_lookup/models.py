@@ -8,8 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Name(BaseModel):
-    """A patient's name in full (`display`) and, where the source has them, its parts."""
+    """A patient's name as the source gave it, readable (`display`), and in parts."""
 
+    original: str
     display: str
     family: str | None = None
     given: str | None = None

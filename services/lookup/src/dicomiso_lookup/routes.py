@@ -49,13 +49,20 @@ class Resolver:
                          medrec_id=found.medrec_id, reg_id=found.reg_id, source="his")
 
     def _from_pacs(self, accession: str) -> Accession:
-        answers = pacs.find_studies_by_accession(self.peer, accession)
-        patients = {(a.patient_id or "", a.patient_name or "") for a in answers}
+        answers = sorted(pacs.find_studies_by_accession(self.peer, accession),
+                         key=lambda a: a.study_uid)
         if not answers:
             raise AccessionUnknown(f"accession {accession} is not in PACS {self.peer.aet}")
-        if len({pid for pid, _ in patients}) > 1:
+        ids = {(a.patient_id or "").strip() for a in answers}
+        if "" in ids:
+            raise Conflict(f"accession {accession}: the PACS gives no Patient ID, so its "
+                           "patient cannot be told apart from others")
+        if len(ids) > 1:
             raise Conflict(f"accession {accession} matches studies of more than one patient")
-        patient_id, name = patients.pop()
+        patient_id = ids.pop()
+        # Studies of one patient may spell the name differently (accents, case); the first
+        # study in UID order decides, so the answer does not change from call to call.
+        name = answers[0].patient_name or ""
         return Accession(accession_number=accession, patient_id=patient_id,
                          patient_name=Name(**person_name(name).as_dict()),
                          medrec_id=None, reg_id=None, source="pacs")
@@ -63,7 +70,7 @@ class Resolver:
     def resolve(self, accessions: list[Any]) -> Resolved:
         checked = list(dict.fromkeys(validate_accession(a) for a in accessions))
         found = [self.find(a) for a in checked]
-        same = len({f.patient_id for f in found}) == 1
+        same = len({f.patient_id.strip().casefold() for f in found}) == 1
         log.info("accessions resolved", extra={"count": len(found), "same_patient": same,
                                                "source": found[0].source})
         return Resolved(accessions=found, same_patient=same)

@@ -29,6 +29,7 @@ class LookupSettings(CommonSettings):
     his_pool_size: Annotated[int, Field(ge=1)] = 4
     his_connect_timeout: Annotated[float, Field(gt=0)] = 3.0
     his_read_timeout: Annotated[float, Field(gt=0)] = 5.0
+    his_ssl_ca: str | None = None           # CA file: connect to the HIS over TLS
 
     pacs_aet: str = "ABPACS"
     pacs_host: str = "127.0.0.1"
@@ -48,9 +49,26 @@ class LookupSettings(CommonSettings):
     def _mysql_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and value.get_secret_value():
             parts = urlsplit(value.get_secret_value())
+            try:
+                parts.port  # noqa: B018 - raises on a port out of range
+            except ValueError:
+                raise ValueError("DICOMISO_HIS_URL has an invalid port") from None
             if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
                 raise ValueError("DICOMISO_HIS_URL must look like mysql://user:pass@host:port")
         return value if value is not None and value.get_secret_value() else None
+
+    @field_validator("his_accession_query", "his_patient_query")
+    @classmethod
+    def _one_parameter(cls, value: str) -> str:
+        """Exactly one %s and no other %: the value is always bound by the driver."""
+        if value.count("%s") != 1 or value.count("%") != 1:
+            raise ValueError("a HIS query needs exactly one %s placeholder and no other '%'")
+        try:
+            value.format(accession_db="x", patient_db="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"a HIS query may use only {{accession_db}} and {{patient_db}}: "
+                             f"{exc}") from None
+        return value
 
     def his_connection(self) -> dict[str, object]:
         """pymysql.connect() arguments from DICOMISO_HIS_URL (None values left out)."""
