@@ -211,3 +211,51 @@ def test_a_real_server_logs_routes_not_accession_numbers(his_db: HisDb,
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in ours)
     for secret in ("MR.001", "NOPE.404", "Budi", "RM000001"):
         assert secret not in text
+
+
+def _his_client(make_lookup: Any, his_db: HisDb, **overrides: Any) -> TestClient:
+    return make_lookup(his_url=SecretStr(his_db.url()),  # type: ignore[no-any-return]
+                       his_accession_db=his_db.accession_db,
+                       his_patient_db=his_db.patient_db, **overrides)
+
+
+def test_misconfigured_query_is_500_without_retry_after(make_lookup: Any,
+                                                        his_db: HisDb) -> None:
+    client = _his_client(make_lookup, his_db, his_accession_query=(
+        "SELECT MEDRECID, RegID FROM `{accession_db}`.no_such_table WHERE AccessionNumber = %s"))
+    r = client.get("/v1/accessions/MR.001")
+    assert r.status_code == 500 and "retry-after" not in r.headers
+    assert r.json()["title"] == "HIS lookup misconfigured"
+
+
+def test_query_settings_are_checked_at_startup() -> None:
+    from dicomiso_lookup.settings import LookupSettings
+
+    for bad in ("SELECT 1", "SELECT %s, %s", "SELECT '%' WHERE a = %s", "SELECT {x} %s"):
+        with pytest.raises(ValueError):
+            LookupSettings(his_accession_query=bad)
+    with pytest.raises(ValueError):
+        LookupSettings(his_url=SecretStr("mysql://u:p@127.0.0.1:99999"))
+
+
+def test_untrustworthy_his_rows_are_502(make_lookup: Any, his_db: HisDb) -> None:
+    """An empty name, or an accession whose rows name two records, never becomes an answer."""
+    root_sql(f"INSERT INTO `{his_db.patient_db}`.pasien VALUES ('RM000009', '  ')")
+    root_sql(f"INSERT INTO `{his_db.accession_db}`.accessions VALUES ('XR.9', 'RM000009', NULL)")
+    client = _his_client(make_lookup, his_db)
+    assert client.get("/v1/accessions/XR.9").status_code == 502
+    twofold = _his_client(make_lookup, his_db, his_accession_query=(
+        "SELECT MEDRECID, RegID FROM `{accession_db}`.accessions "
+        "WHERE AccessionNumber = %s OR AccessionNumber = 'CT.100'"))
+    r = twofold.get("/v1/accessions/MR.001")
+    assert r.status_code == 502 and "more than one patient" in r.json()["detail"]
+
+
+def test_a_connection_killed_by_the_server_is_replaced_not_reported(make_lookup: Any,
+                                                                    his_db: HisDb) -> None:
+    client = _his_client(make_lookup, his_db, his_pool_size=1)
+    assert client.get("/v1/accessions/MR.001").status_code == 200
+    for row in root_sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s",
+                        (his_db.user,)):
+        root_sql(f"KILL CONNECTION {int(row['ID'])}")
+    assert client.get("/v1/accessions/MR.001").status_code == 200
