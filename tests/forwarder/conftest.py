@@ -75,7 +75,8 @@ def make_forwarder(s3_bucket: Any, store: Store) -> Iterator[Any]:
         values: dict[str, Any] = {
             "s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name,
             "peers": peers, "send_backoff": 0.05, "job_heartbeat": 0.5,
-            "job_stale_after": 5.0, "dicom_acse_timeout": 5, "replica_id": "fwd-test"}
+            "job_stale_after": 5.0, "dicom_acse_timeout": 5, "dicom_dimse_timeout": 15,
+            "dicom_network_timeout": 15, "replica_id": "fwd-test"}
         values.update(overrides)
         client = TestClient(create_app(ForwarderSettings(**values)),
                             raise_server_exceptions=False)

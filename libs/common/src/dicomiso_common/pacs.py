@@ -73,6 +73,7 @@ def make_ae(peer: PacsPeer) -> AE:
     ae.acse_timeout = peer.acse_timeout
     ae.dimse_timeout = peer.dimse_timeout
     ae.network_timeout = peer.network_timeout
+    ae.connection_timeout = peer.acse_timeout  # TCP connect; pynetdicom's default waits forever
     ae.maximum_pdu_size = peer.max_pdu
     return ae
 

@@ -91,12 +91,16 @@ class Forwarding:
                     future.result()
         finally:
             with lock:
-                self._save(handle.id, results)
+                if not handle.lost:  # a replica that lost the job must not overwrite results
+                    self._save(handle.id, results)
                 count()
         failed = [i for i in items if results.get(i.sop_uid, {}).get("status") not in DONE]
         if failed:
+            reasons = sorted({str(results[i.sop_uid].get("reason") or results[i.sop_uid].get(
+                "code")) for i in failed if i.sop_uid in results})
             raise DicomError(f"{len(failed)} of {len(items)} instances were not accepted by "
-                             f"{request['destination']} ({peer.aet})")
+                             f"{request['destination']} ({peer.aet}): "
+                             f"{'; '.join(reasons[:3]) or 'not sent'}")
         return {"destination": request["destination"], "instances": len(items),
                 "results_key": results_key(handle.id)}
 
@@ -174,16 +178,29 @@ class Forwarding:
             with httpx.Client(base_url=s.retriever_url, headers=headers, timeout=30) as http:
                 started = http.post("/v1/retrievals", json=body)
                 if started.status_code != 202:
-                    raise RetrievalFailed(f"retriever answered {started.status_code}: "
-                                          f"{started.json().get('detail', '')}")
+                    raise RetrievalFailed(f"retriever answered {started.status_code}")
                 url = f"/v1/retrievals/{started.json()['id']}"
+                misses = 0
                 while time.monotonic() < deadline:
-                    status = http.get(url).json()
+                    time.sleep(1.0)
+                    try:
+                        reply = http.get(url)
+                    except httpx.TransportError:
+                        reply = None
+                    if reply is None or reply.status_code >= 500:
+                        misses += 1  # a restarting retriever: the job lives in the bucket
+                        if misses > 30:
+                            raise Unavailable("retriever stopped answering")
+                        continue
+                    if reply.status_code != 200:
+                        raise RetrievalFailed(f"retriever answered {reply.status_code}")
+                    status = reply.json()
                     if status["state"] == "succeeded":
                         return
                     if status["state"] == "failed":
                         raise RetrievalFailed(f"retrieval failed: {status.get('error')}")
-                    time.sleep(1.0)
         except httpx.HTTPError as exc:
             raise Unavailable(f"retriever unreachable: {type(exc).__name__}") from exc
+        except ValueError as exc:  # a reply that is not JSON
+            raise RetrievalFailed("retriever gave an unreadable answer") from exc
         raise RetrievalFailed("retrieval did not finish in time")

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
+from botocore.exceptions import BotoCoreError
 from pydicom.uid import UID
 from pynetdicom import _config
 from pynetdicom.association import Association
 
+from dicomiso_common.errors import ObjectMissing, StoreError
 from dicomiso_common.pacs import PacsPeer, associate, make_ae
 from dicomiso_common.store import Store
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 MAX_CONTEXTS = 128
+LOSSY = {UID(u) for u in ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
+                          "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91")}
 _CHUNK = 1024 * 1024
 
 
@@ -79,11 +83,17 @@ def plan(items: list[Item], limit: int = MAX_CONTEXTS) -> list[list[Item]]:
     return batches
 
 
+WARNINGS = {0x0001, 0x0107, 0x0116}  # PS3.7 C.4 general warnings; 0xBxxx: PS3.4 B.2.3
+
+
 def _classify(code: int) -> Outcome | None:
-    """Map a C-STORE status (PS3.4 B.2.3); None means transient (retry the instance)."""
+    """Map a C-STORE status (PS3.4 B.2.3); None means transient (retry the instance).
+
+    A warning means the peer stored the instance (perhaps coerced): it counts as delivered.
+    """
     if code == 0x0000:
         return Outcome("acknowledged", code)
-    if code in (0xB000, 0xB006, 0xB007):
+    if code in WARNINGS or 0xB000 <= code <= 0xBFFF:
         return Outcome("warning", code)
     if 0xA700 <= code <= 0xA7FF:
         return None
@@ -114,18 +124,23 @@ class Sender:
     def _send_one(self, assoc: Association, accepted: set[tuple[str, str]],
                   item: Item) -> Outcome:
         with tempfile.NamedTemporaryFile(suffix=".dcm") as spool:
-            with self.store.open(item.key) as body:
-                while chunk := body.read(_CHUNK):
-                    spool.write(chunk)
+            try:
+                with self.store.open(item.key) as body:
+                    while chunk := body.read(_CHUNK):
+                        spool.write(chunk)
+            except ObjectMissing:
+                return Outcome("failed", reason="instance missing from the bucket")
+            except (StoreError, BotoCoreError, OSError) as exc:
+                raise Transient(f"reading the instance from S3 failed: {type(exc).__name__}"
+                                ) from exc
             spool.flush()
             transcoded = False
             if (item.sop_class, item.transfer_syntax) in accepted:
                 payload: Any = spool.name
-            elif (item.sop_class, EXPLICIT_LE) in accepted \
-                    and UID(item.transfer_syntax).is_compressed:
-                payload = self._decompressed(spool.name)
+            elif (item.sop_class, EXPLICIT_LE) in accepted:
+                payload = self._as_explicit_le(spool.name)
                 if payload is None:
-                    return Outcome("failed", reason="cannot decompress for the peer")
+                    return Outcome("failed", reason="cannot re-encode for the peer")
                 transcoded = True
             else:
                 return Outcome("failed", reason="peer accepted no transfer syntax for the "
@@ -141,12 +156,22 @@ class Sender:
         return Outcome(outcome.status, outcome.code, transcoded, outcome.reason)
 
     @staticmethod
-    def _decompressed(path: str) -> pydicom.Dataset | None:
-        """Decode to Explicit VR Little Endian (pydicom + pylibjpeg plugins); None if not."""
+    def _as_explicit_le(path: str) -> pydicom.Dataset | None:
+        """Re-encode as Explicit VR Little Endian (decompressing with pydicom + pylibjpeg).
+
+        The SOP Instance UID stays: decoding adds no loss, and only a lossy step calls for a
+        new instance (PS3.3 C.7.6.1.1.5). A lossy source keeps saying so in Lossy Image
+        Compression, which decompression would otherwise lose. None when it cannot be done.
+        """
         try:
             ds = pydicom.dcmread(path)
-            ds.decompress(generate_instance_uid=False)  # same instance, only re-encoded
-        except (ValueError, RuntimeError, NotImplementedError, AttributeError):
-            log.warning("decompression failed", exc_info=True)
+            source = UID(ds.file_meta.TransferSyntaxUID)
+            if source.is_compressed:
+                ds.decompress(generate_instance_uid=False)
+                if source in LOSSY:
+                    ds.LossyImageCompression = "01"
+            ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
+        except Exception:  # any decoder failure: this instance fails, the study goes on
+            log.warning("re-encoding failed", exc_info=True)
             return None
         return ds
