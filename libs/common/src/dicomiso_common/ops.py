@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +16,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import DicomisoError, problem
 
@@ -37,24 +38,49 @@ class Metrics:
         self.service = service
 
 
+class _Observe:
+    """Plain ASGI middleware: request metrics and one log line per request.
+
+    (Starlette's `@app.middleware("http")` costs a task and a stream per request; this does
+    not. Measured in docs/benchmarks.md, Lookup.) The line names the route template, never
+    the path: paths hold accession numbers.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
+            m = self.metrics
+            m.requests.labels(m.service, scope["method"], route, str(status)).inc()
+            m.latency.labels(m.service, route).observe(seconds)
+            if route not in _QUIET:
+                log.info("request", extra={"method": scope["method"], "route": route,
+                                           "status": status, "ms": round(seconds * 1000, 1)})
+
+
 def add_ops_routes(app: FastAPI, service: str, checks: dict[str, ReadyCheck]) -> Metrics:
     """Serve liveness, readiness (each check must not raise) and Prometheus metrics."""
     metrics = Metrics(service)
 
-    @app.middleware("http")
-    async def _count(request: Request,
-                     call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        seconds = time.perf_counter() - started
-        metrics.requests.labels(service, request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(service, route).observe(seconds)
-        if route not in _QUIET:  # the route template, never the path: paths hold accessions
-            log.info("request", extra={"method": request.method, "route": route,
-                                       "status": response.status_code,
-                                       "ms": round(seconds * 1000, 1)})
-        return response
+    app.add_middleware(_Observe, metrics=metrics)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
