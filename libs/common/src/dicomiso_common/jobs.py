@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Any, Literal
 
+from fastapi import Request, Response
 from pydantic import BaseModel, Field
 
 from .errors import DicomisoError, InvalidInput, NotFound, ObjectMissing, PreconditionFailed
@@ -333,3 +334,19 @@ class Jobs:
                 log.warning("job sweep failed", extra={"kind": self.kind})
             except Exception:  # the sweeper thread's edge
                 log.exception("job sweep crashed", extra={"kind": self.kind})
+
+
+class JobAccepted(BaseModel):
+    """The 202 answer to a POST that starts (or finds) a job."""
+
+    id: str
+    state: str
+    status_url: str
+
+
+def accepted(record: JobRecord, request: Request, response: Response,
+             status_route: str) -> JobAccepted:
+    """Point the client at the job's status route (body and Location header)."""
+    url = str(request.url_for(status_route, job_id=record.id))
+    response.headers["Location"] = url
+    return JobAccepted(id=record.id, state=record.state, status_url=url)

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput, ObjectMissing
-from dicomiso_common.jobs import JobRecord, Jobs, validate_job_id
+from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, accepted, validate_job_id
 from dicomiso_common.store import Store
 
 from . import peers
@@ -28,12 +28,6 @@ class ForwardRequest(BaseModel):
     accession_numbers: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
     study_uids: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
     destination: Any
-
-
-class JobAccepted(BaseModel):
-    id: str
-    state: str
-    status_url: str
 
 
 class ForwardStatus(BaseModel):
@@ -81,10 +75,7 @@ def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: An
     @router.post("/forwards", status_code=202, response_model=JobAccepted,
                  summary="Send studies (by accession number or Study UID) to a configured peer")
     def create(body: ForwardRequest, request: Request, response: Response) -> JobAccepted:
-        record = jobs.submit(canonical(body, settings))
-        url = str(request.url_for("forward_status", job_id=record.id))
-        response.headers["Location"] = url
-        return JobAccepted(id=record.id, state=record.state, status_url=url)
+        return accepted(jobs.submit(canonical(body, settings)), request, response, "forward_status")
 
     @router.get("/forwards/{job_id}", response_model=ForwardStatus, name="forward_status",
                 summary="State and counts of a forward; per-instance results on request")

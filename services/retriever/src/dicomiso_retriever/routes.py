@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput
-from dicomiso_common.jobs import JobRecord, Jobs, validate_job_id
+from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, accepted, validate_job_id
 
 MAX_KEYS = 50
 
@@ -22,12 +22,6 @@ class RetrievalRequest(BaseModel):
     accession_numbers: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
     study_uids: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
     method: Literal["move", "get"] | None = None
-
-
-class JobAccepted(BaseModel):
-    id: str
-    state: str
-    status_url: str
 
 
 class RetrievalStatus(BaseModel):
@@ -65,9 +59,7 @@ def make_router(jobs: Jobs, default_method: str, guard: Any) -> APIRouter:
                  summary="Retrieve studies by accession number or Study Instance UID")
     def create(body: RetrievalRequest, request: Request, response: Response) -> JobAccepted:
         record = jobs.submit(canonical(body, default_method))
-        url = str(request.url_for("retrieval_status", job_id=record.id))
-        response.headers["Location"] = url
-        return JobAccepted(id=record.id, state=record.state, status_url=url)
+        return accepted(record, request, response, "retrieval_status")
 
     @router.get("/retrievals/{job_id}", response_model=RetrievalStatus,
                 name="retrieval_status", summary="State, counts and result of a retrieval")
