@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from fastapi import Request, Response
 from pydantic import BaseModel, Field
@@ -350,3 +350,22 @@ def accepted(record: JobRecord, request: Request, response: Response,
     url = str(request.url_for(status_route, job_id=record.id))
     response.headers["Location"] = url
     return JobAccepted(id=record.id, state=record.state, status_url=url)
+
+
+class JobStatus(BaseModel):
+    """What GET on a job's status URL shows (services add their own fields)."""
+
+    id: str
+    state: str
+    phase: str | None
+    attempt: int
+    counts: dict[str, int]
+    error: str | None
+    result: dict[str, Any]
+    created_at: float
+    updated_at: float
+    heartbeat_at: float
+
+    @classmethod
+    def of(cls, record: JobRecord) -> Self:
+        return cls(**record.model_dump(include=set(cls.model_fields)))

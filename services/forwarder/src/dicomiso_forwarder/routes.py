@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput, ObjectMissing
-from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, accepted, validate_job_id
+from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, JobStatus, accepted, validate_job_id
 from dicomiso_common.store import Store
 
 from . import peers
@@ -30,14 +30,9 @@ class ForwardRequest(BaseModel):
     destination: Any
 
 
-class ForwardStatus(BaseModel):
-    id: str
-    state: str
-    phase: str | None
-    attempt: int
-    counts: dict[str, int]
-    error: str | None
-    result: dict[str, Any]
+class ForwardStatus(JobStatus):
+    """State, counts, and with `?instances=true` each instance's result."""
+
     instances: dict[str, Any] | None = None
 
 
@@ -59,7 +54,7 @@ def canonical(body: ForwardRequest, settings: ForwarderSettings) -> dict[str, An
 
 
 def _status(record: JobRecord, store: Store, with_instances: bool) -> ForwardStatus:
-    status = ForwardStatus(**record.model_dump(include=set(ForwardStatus.model_fields)))
+    status = ForwardStatus.of(record)
     if with_instances:
         try:
             status.instances, _ = store.get_json(results_key(record.id))

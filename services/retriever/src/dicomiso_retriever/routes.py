@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput
-from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, accepted, validate_job_id
+from dicomiso_common.jobs import JobAccepted, Jobs, JobStatus, accepted, validate_job_id
 
 MAX_KEYS = 50
 
@@ -24,17 +24,8 @@ class RetrievalRequest(BaseModel):
     method: Literal["move", "get"] | None = None
 
 
-class RetrievalStatus(BaseModel):
-    id: str
-    state: str
-    phase: str | None
-    attempt: int
-    counts: dict[str, int]
-    error: str | None
-    result: dict[str, Any]
-    created_at: float
-    updated_at: float
-    heartbeat_at: float
+class RetrievalStatus(JobStatus):
+    """State, counts (expected, received, failed, warnings, reused) and the result."""
 
 
 def canonical(body: RetrievalRequest, default_method: str) -> dict[str, Any]:
@@ -45,10 +36,6 @@ def canonical(body: RetrievalRequest, default_method: str) -> dict[str, Any]:
     studies = sorted({validate_uid(u, "StudyInstanceUID") for u in body.study_uids})
     return {"accession_numbers": accessions, "study_uids": studies,
             "method": body.method or default_method}
-
-
-def _status(record: JobRecord) -> RetrievalStatus:
-    return RetrievalStatus(**record.model_dump(include=set(RetrievalStatus.model_fields)))
 
 
 def make_router(jobs: Jobs, default_method: str, guard: Any) -> APIRouter:
@@ -64,6 +51,6 @@ def make_router(jobs: Jobs, default_method: str, guard: Any) -> APIRouter:
     @router.get("/retrievals/{job_id}", response_model=RetrievalStatus,
                 name="retrieval_status", summary="State, counts and result of a retrieval")
     def status(job_id: str) -> RetrievalStatus:
-        return _status(jobs.get(validate_job_id(job_id)))
+        return RetrievalStatus.of(jobs.get(validate_job_id(job_id)))
 
     return router
