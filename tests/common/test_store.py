@@ -73,3 +73,23 @@ def test_unreachable_endpoint_becomes_a_store_error() -> None:
     with pytest.raises(StoreError):
         dead.ping()
 
+
+
+def test_expiry_rule_is_set_once_and_keeps_other_rules(store: Store) -> None:
+    """packages/ expires by a lifecycle rule; running it again replaces ours, keeps the rest.
+
+    moto stores the rule but never applies it: whether objects really vanish is proven only
+    against MinIO or S3 (docs/media.md says so).
+    """
+    other = {"ID": "someone-else", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+             "Expiration": {"Days": 30}}
+    store.client.put_bucket_lifecycle_configuration(
+        Bucket=store.bucket, LifecycleConfiguration={"Rules": [other]})
+    store.ensure_expiry("packages/", 7)
+    store.ensure_expiry("packages/", 3)
+    rules = store.client.get_bucket_lifecycle_configuration(Bucket=store.bucket)["Rules"]
+    ours = [r for r in rules if r["ID"] == "dicomiso-expire-packages"]
+    assert [r["ID"] for r in rules if r["ID"] == "someone-else"] == ["someone-else"]
+    assert len(ours) == 1 and ours[0]["Expiration"]["Days"] == 3
+    assert ours[0]["Filter"]["Prefix"] == "packages/"
+    assert ours[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1

@@ -1,0 +1,10 @@
+"""Typed HTTP clients for the four dicom-iso services (used by the services and by users)."""
+
+from .http import ServiceClient, ServiceUnreachable, UpstreamError
+from .jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
+from .lookup import LookupClient
+from .models import AccessionInfo, JobView, Resolved
+
+__all__ = ["AccessionInfo", "ForwarderClient", "JobClient", "JobView", "LookupClient",
+           "PackagerClient", "Resolved", "RetrieverClient", "ServiceClient",
+           "ServiceUnreachable", "UpstreamError"]

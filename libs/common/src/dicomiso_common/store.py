@@ -193,6 +193,29 @@ class Store:
         return cast(str, self._public.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in))
 
+    def ensure_expiry(self, prefix: str, days: int) -> None:
+        """Make objects under `prefix` expire after `days`, and abort stale multipart uploads.
+
+        The bucket's other lifecycle rules are kept; ours is replaced by its ID. (moto
+        stores the rule but never applies it: expiry itself is proven only on MinIO/S3.)
+        """
+        rule_id = f"dicomiso-expire-{prefix.strip('/').replace('/', '-')}"
+        rule = {"ID": rule_id, "Status": "Enabled", "Filter": {"Prefix": prefix},
+                "Expiration": {"Days": days},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
+        with _translated("reading lifecycle of", self.bucket):
+            try:
+                rules = self.client.get_bucket_lifecycle_configuration(
+                    Bucket=self.bucket).get("Rules", [])
+            except ClientError as exc:
+                if _code(exc) != "NoSuchLifecycleConfiguration":
+                    raise
+                rules = []
+        kept = [r for r in rules if r.get("ID") != rule_id]
+        with _translated("setting lifecycle of", self.bucket):
+            self.client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": [*kept, rule]})
+
     def ping(self) -> None:
         """Raise StoreError unless the bucket answers (used by /readyz)."""
         try:

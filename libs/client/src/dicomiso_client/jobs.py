@@ -1,0 +1,81 @@
+"""Clients of the job-running services: start a job, read it, wait for it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dicomiso_common.errors import Unavailable
+
+from .http import ServiceClient, UpstreamError
+from .models import JobView
+
+Progress = Callable[[JobView], None]
+
+
+class JobClient(ServiceClient):
+    """A service whose POST starts a job at `collection` and whose GET reads it."""
+
+    collection = "/v1/jobs"
+
+    def start(self, body: dict[str, Any]) -> JobView:
+        data = self.json("POST", self.collection, json=body, expect=(202,))
+        return JobView.model_validate({"state": "queued", **data})
+
+    def status(self, job_id: str) -> JobView:
+        return JobView.model_validate(self.json("GET", f"{self.collection}/{job_id}"))
+
+    def wait(self, job_id: str, *, timeout: float, poll: float = 1.0,
+             on_progress: Progress | None = None, outage: float = 60.0) -> JobView:
+        """Poll until the job ends and return its last view.
+
+        A service that restarts (rolling update) is waited for up to `outage` seconds: the
+        job lives in the bucket, so the next replica answers for it.
+
+        Raises:
+            Unavailable: the service stayed away longer than `outage`.
+            UpstreamError: the job did not end within `timeout`.
+        """
+        deadline = time.monotonic() + timeout
+        away_since: float | None = None
+        while True:
+            try:
+                view = self.status(job_id)
+                away_since = None
+            except Unavailable:
+                now = time.monotonic()
+                away_since = away_since or now
+                if now - away_since > outage:
+                    raise
+                view = None
+            if view is not None:
+                if on_progress is not None:
+                    on_progress(view)
+                if view.done:
+                    return view
+            if time.monotonic() > deadline:
+                raise UpstreamError(f"{self.service} job {job_id} did not finish in "
+                                    f"{timeout:.0f} s")
+            time.sleep(poll)
+
+
+class RetrieverClient(JobClient):
+    service = "retriever"
+    collection = "/v1/retrievals"
+
+    def retrieve(self, accession_numbers: list[str], method: str | None = None) -> JobView:
+        body: dict[str, Any] = {"accession_numbers": accession_numbers}
+        if method:
+            body["method"] = method
+        return self.start(body)
+
+
+class ForwarderClient(JobClient):
+    service = "forwarder"
+    collection = "/v1/forwards"
+
+
+class PackagerClient(JobClient):
+    service = "packager"
+    collection = "/v1/packages"

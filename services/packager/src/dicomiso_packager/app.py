@@ -1,0 +1,69 @@
+"""The packager service (`dicomiso-packager`): accession numbers in, a disc image link out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from dicomiso_common.auth import bearer_guard
+from dicomiso_common.errors import DicomisoError, add_problem_handlers
+from dicomiso_common.jobs import Jobs
+from dicomiso_common.logs import configure_logging
+from dicomiso_common.ops import add_ops_routes
+from dicomiso_common.serve import run as serve_run
+from dicomiso_common.store import Store
+
+from .packaging import Packaging
+from .routes import make_router
+from .settings import PackagerSettings
+
+log = logging.getLogger(__name__)
+
+PACKAGES_PREFIX = "packages/"
+
+
+def ensure_lifecycle(store: Store, settings: PackagerSettings) -> None:
+    """Put the expiry rule for packages/ on the bucket (best effort: may lack the right)."""
+    if not settings.manage_lifecycle:
+        return
+    try:
+        store.ensure_expiry(PACKAGES_PREFIX, settings.package_expiry_days)
+    except DicomisoError as exc:
+        log.warning("lifecycle rule not set; set it on the bucket yourself",
+                    extra={"error": str(exc)})
+
+
+def create_app(settings: PackagerSettings | None = None, store: Store | None = None) -> FastAPI:
+    """Wire the packager; the job sweeper runs for the app's lifetime."""
+    settings = settings or PackagerSettings()
+    store = store or Store.from_settings(settings)
+    packaging = Packaging(settings, store)
+    jobs = Jobs(store, "package", settings, packaging.run, packaging.is_current)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ensure_lifecycle(store, settings)
+        jobs.start_sweeper()
+        try:
+            yield
+        finally:
+            jobs.shutdown()
+
+    app = FastAPI(title="dicom-iso packager", version="0.1.0", lifespan=lifespan,
+                  description="Builds DICOM media images (ISO 9660 + DICOMDIR + IHE PDI, or "
+                              "ZIP) of one patient's studies and hands out presigned links.")
+    app.state.settings, app.state.store, app.state.jobs = settings, store, jobs
+    add_problem_handlers(app)
+    add_ops_routes(app, "packager", {"s3": store.ping})
+    app.include_router(make_router(jobs, packaging, settings, store, bearer_guard(settings)))
+    return app
+
+
+def main() -> None:
+    """Entry point `dicomiso-packager`: configuration only from DICOMISO_* variables."""
+    settings = PackagerSettings()
+    configure_logging(settings.log_level, "packager")
+    serve_run(create_app(settings), settings)

@@ -1,0 +1,228 @@
+"""Assemble the tree of a disc from study manifests: what goes where, and where it comes from.
+
+Nothing here holds a study in memory. Instances that go on the disc byte-exact are opened
+from S3 only when the image writer reaches them; instances whose transfer syntax the
+profile does not allow are transcoded first into the build directory; DICOMDIR, README.TXT
+and the web pages are generated; the few headers the DICOMDIR needs beyond the manifest
+(non-image leaves) come from ranged GETs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from dicomiso_common.jobs import JobHandle
+from dicomiso_common.store import Store
+
+from . import media, pdi
+from .iso import DiscFile
+from .settings import PackagerSettings
+
+log = logging.getLogger(__name__)
+
+HEADER_PROBE = 256 * 1024  # one ranged GET holds the header of nearly every instance
+_SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+
+@dataclass
+class Disc:
+    files: list[DiscFile]
+    volume_id: str
+    instances: int
+    transcoded: list[str] = field(default_factory=list)  # SOP Instance UIDs
+    joliet: bool = False
+
+
+def volume_id(package_id: str) -> str:
+    """File-set ID and ISO volume identifier: 16 d-characters (PS3.10 8.5, ECMA-119 7.4.1)."""
+    return f"DICOMISO{package_id[:8].upper()}"
+
+
+def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
+    shutil.copyfileobj(src, dst, 1024 * 1024)
+
+
+def read_header(store: Store, key: str) -> Dataset:
+    """An instance's header (no pixel data) from S3: a ranged GET, or the whole object when
+    the header is longer than the probe (large SR, big private groups)."""
+    data, _ = store.get_bytes(key, byte_range=(0, HEADER_PROBE - 1))
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        ds.SOPInstanceUID  # noqa: B018 - force parsing to the end of the probe's header
+        return ds
+    except (InvalidDicomError, EOFError, AttributeError, ValueError, OSError):
+        with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY) as spool, store.open(key) as body:
+            _copy(body, spool)
+            spool.seek(0)
+            return pydicom.dcmread(spool, stop_before_pixels=True)
+
+
+class _Assembler:
+    def __init__(self, store: Store, manifests: list[dict[str, Any]], profile: media.Profile,
+                 settings: PackagerSettings, tmp: Path, handle: JobHandle) -> None:
+        self.store, self.manifests, self.profile = store, manifests, profile
+        self.settings, self.tmp, self.handle = settings, tmp, handle
+        self.entries = [e for m in manifests for e in m["instances"]]
+        self.local: dict[str, Path] = {}        # sop_uid -> transcoded file in tmp
+        self.final_syntax: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def run(self) -> Disc:
+        file_ids = media.assign_file_ids(self.manifests)
+        with ThreadPoolExecutor(self.settings.build_workers,
+                                thread_name_prefix="build") as pool:
+            todo = [e for e in self.entries
+                    if media.needs_transcode(self.profile, e["transfer_syntax"])]
+            self.handle.set_counts(instances=len(self.entries), to_transcode=len(todo))
+            for entry, syntax in zip(todo, pool.map(self._transcode, todo), strict=True):
+                self.final_syntax[entry["sop_uid"]] = syntax
+            self.handle.check()
+            for e in self.entries:
+                self.final_syntax.setdefault(e["sop_uid"], e["transfer_syntax"])
+            previews = self._previews(pool)
+            headers = self._headers(pool)
+        self.handle.check()
+        vid = volume_id(self.handle.id)
+        dicomdir = media.build_dicomdir(self.manifests, file_ids, self.final_syntax,
+                                        lambda e: headers[e["sop_uid"]], vid)
+        now = datetime.now(UTC)
+        viewer = self._viewer()
+        viewer_name = "VIEWER" if viewer else None
+        generated: list[tuple[tuple[str, ...], bytes]] = [
+            (("DICOMDIR",), dicomdir),
+            (("README.TXT",), pdi.readme_text(
+                self.manifests, institution=self.settings.institution_name,
+                profile=self.profile.name, created_at=now, viewer=viewer_name)),
+            *pdi.web_pages(self.manifests, institution=self.settings.institution_name,
+                           previews={s: p for s, (p, _) in previews.items()}, created_at=now,
+                           viewer=viewer_name),
+            *[(path, jpeg) for path, jpeg in previews.values()],
+        ]
+        files = [DiscFile(path, len(data), _bytes_opener(data)) for path, data in generated]
+        files += [self._instance_file(e, file_ids[e["sop_uid"]]) for e in self.entries]
+        files += viewer
+        self.handle.set_counts(files=len(files), files_written=0)
+        return Disc(files, vid, len(self.entries), sorted(self.local), joliet=bool(viewer))
+
+    # -- instances -------------------------------------------------------------------------
+
+    def _instance_file(self, entry: dict[str, Any], file_id: tuple[str, ...]) -> DiscFile:
+        sop = entry["sop_uid"]
+        local = self.local.get(sop)
+        if local is not None:
+            return DiscFile(file_id, local.stat().st_size, self._counted(local.open, "rb"))
+        return DiscFile(file_id, int(entry["size"]),
+                        self._counted(self.store.open, entry["key"]))
+
+    def _counted(self, opener: Callable[[Any], IO[bytes]], arg: Any) -> Callable[[], IO[bytes]]:
+        """An opener that counts progress and stops the build when the job was lost."""
+        def open_() -> IO[bytes]:
+            self.handle.check()
+            self._bump("files_written")
+            return opener(arg)
+        return open_
+
+    def _transcode(self, entry: dict[str, Any]) -> str:
+        sop = entry["sop_uid"]
+        target = self.tmp / f"{sop}.dcm"  # a validated UID: digits and dots
+        with tempfile.TemporaryFile(dir=self.tmp) as src:
+            with self.store.open(entry["key"]) as body:
+                _copy(body, src)
+            src.seek(0)
+            with target.open("wb") as dst:
+                syntax = media.transcode(src, dst)
+        with self._lock:
+            self.local[sop] = target
+        self._bump("transcoded")
+        return syntax
+
+    def _bump(self, name: str) -> None:
+        with self._lock:
+            self.handle.set_counts(**{name: self.handle.record.counts.get(name, 0) + 1})
+
+    def _open_instance(self, entry: dict[str, Any]) -> IO[bytes]:
+        local = self.local.get(entry["sop_uid"])
+        return local.open("rb") if local is not None else self.store.open(entry["key"])
+
+    # -- what the DICOMDIR and the web pages need --------------------------------------------
+
+    def _headers(self, pool: ThreadPoolExecutor) -> dict[str, Dataset]:
+        wanted = [e for m in self.manifests for e in m["instances"]
+                  if media.needs_header(e["sop_class_uid"],
+                                        (m["series"].get(e["series_uid"]) or {}).get("modality"))]
+
+        def one(entry: dict[str, Any]) -> Dataset:
+            local = self.local.get(entry["sop_uid"])
+            if local is not None:
+                return pydicom.dcmread(local, stop_before_pixels=True)
+            return read_header(self.store, entry["key"])
+
+        return {e["sop_uid"]: ds for e, ds in zip(wanted, pool.map(one, wanted), strict=True)}
+
+    def _previews(self, pool: ThreadPoolExecutor) -> dict[str, tuple[tuple[str, ...], bytes]]:
+        """One JPEG per image series, from its middle instance (series without: none)."""
+        picks = [(uid, c) for m in self.manifests for uid in sorted(m["series"])
+                 if (c := pdi.preview_candidate(m, uid)) is not None]
+
+        def one(entry: dict[str, Any]) -> bytes | None:
+            with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=str(self.tmp)) as spool:
+                with self._open_instance(entry) as body:
+                    _copy(body, spool)
+                spool.seek(0)
+                return pdi.series_preview(spool)
+
+        out: dict[str, tuple[tuple[str, ...], bytes]] = {}
+        for (uid, _), jpeg in zip(picks, pool.map(one, [c for _, c in picks]), strict=True):
+            if jpeg is not None:
+                out[uid] = (("IHE_PDI", f"SER{len(out) + 1:05d}.JPG"), jpeg)
+        return out
+
+    def _viewer(self) -> list[DiscFile]:
+        """The configured viewer bundle under VIEWER/: 8.3 names on the Level 1 tree, its
+        own names in the Joliet tree (and the ZIP), never inside DICOM/ or IHE_PDI/."""
+        root = self.settings.viewer_dir
+        if root is None:
+            return []
+        files: list[DiscFile] = []
+        dirs: dict[tuple[str, ...], tuple[str, ...]] = {(): ("VIEWER",)}
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            rel = path.relative_to(root).parts
+            short = dirs[()]
+            for depth in range(1, len(rel)):
+                key = rel[:depth]
+                if key not in dirs:
+                    dirs[key] = (*dirs[key[:-1]], f"D{len(dirs):07d}")
+                short = dirs[key]
+            ext = "".join(c for c in path.suffix[1:].upper() if c.isalnum())[:3]
+            name = f"F{len(files):07d}" + (f".{ext}" if ext else "")
+            files.append(DiscFile((*short, name), path.stat().st_size,
+                                  _path_opener(path), long_path=("VIEWER", *rel)))
+        return files
+
+
+def _bytes_opener(data: bytes) -> Callable[[], IO[bytes]]:
+    return lambda: io.BytesIO(data)
+
+
+def _path_opener(path: Path) -> Callable[[], IO[bytes]]:
+    return lambda: path.open("rb")
+
+
+def assemble(store: Store, manifests: list[dict[str, Any]], profile: media.Profile,
+             settings: PackagerSettings, tmp: Path, handle: JobHandle) -> Disc:
+    """Plan the disc: every file with its size and a lazy opener; transcodes done in `tmp`."""
+    return _Assembler(store, manifests, profile, settings, tmp, handle).run()

@@ -1,0 +1,210 @@
+"""One package job: lookup, retrieval, the image, upload, link, e-mail.
+
+Every step can run again after a take-over: the lookup and the retrieval are idempotent,
+the image is rebuilt in a private temporary directory, and the objects under
+`packages/{id}/` are written whole (the image by a multipart upload that appears only when
+complete, then its manifest). The job record turns `succeeded` only after both exist, so a
+package is never shown as complete while any part of it is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dicomiso_client import LookupClient, RetrieverClient
+from dicomiso_client.models import JobView, Resolved
+from dicomiso_common.dicom import manifest_key
+from dicomiso_common.errors import Conflict, DicomisoError, ObjectMissing
+from dicomiso_common.jobs import JobHandle, JobRecord
+from dicomiso_common.names import ascii_filename_part
+from dicomiso_common.store import Store
+
+from . import disc, iso, mail, media
+from .settings import PackagerSettings
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1024 * 1024
+CONTENT_TYPES = {"iso": "application/x-iso9660-image", "zip": "application/zip"}
+
+
+class RetrievalFailed(DicomisoError):
+    status = 502
+    title = "Retrieval failed"
+
+
+class TooLarge(DicomisoError):
+    status = 413
+    title = "Image too large for the medium"
+
+
+def image_key(package_id: str, fmt: str) -> str:
+    return f"packages/{package_id}/{package_id}.{fmt}"
+
+
+def manifest_key_of(package_id: str) -> str:
+    return f"packages/{package_id}/{package_id}.json"
+
+
+def package_filename(accessions: list[str], patient_name: str, fmt: str) -> str:
+    """The legacy rule (DESIGN.md Packaging 2): `{ACC}.iso`, or `{NAME}-{ACCS}.iso`.
+
+    Both parts are reduced to ASCII letters and digits; a name with no Latin letters at all
+    reduces to nothing, and then the accessions alone name the file.
+    """
+    accs = "".join(ascii_filename_part(a) for a in accessions)
+    if len(accessions) == 1:
+        return f"{accs}.{fmt}"
+    name = ascii_filename_part(patient_name)
+    return f"{name}-{accs}.{fmt}" if name else f"{accs}.{fmt}"
+
+
+def one_patient(resolved: Resolved) -> None:
+    """Refuse accession numbers of more than one patient (never two patients on one disc)."""
+    if not resolved.same_patient:
+        patients = len({a.patient_id.strip().casefold() for a in resolved.accessions})
+        raise Conflict(f"the accession numbers belong to {patients} different patients; "
+                       "a disc holds the studies of one patient only")
+
+
+class Packaging:
+    def __init__(self, settings: PackagerSettings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+
+    def lookup(self) -> LookupClient:
+        return LookupClient(self.settings.lookup_url, self.settings.outgoing_token())
+
+    def is_current(self, record: JobRecord) -> bool:
+        """A succeeded package stays the answer while its image exists (lifecycle expiry)."""
+        key = record.result.get("key")
+        return isinstance(key, str) and self.store.exists(key)
+
+    def run(self, handle: JobHandle) -> dict[str, Any]:
+        request = handle.record.request
+        accessions: list[str] = request["accession_numbers"]
+        handle.update(phase="lookup", flush=True)
+        with self.lookup() as lookup:
+            resolved = lookup.resolve(accessions)
+        one_patient(resolved)
+        filename = package_filename(accessions, resolved.accessions[0].patient_name.original,
+                                    request["format"])
+        handle.update(phase="retrieve", flush=True)
+        retrieval = self._retrieve(handle, accessions)
+        manifests = self._manifests(retrieval)
+        workdir = self.settings.work_dir
+        with tempfile.TemporaryDirectory(prefix="package-", dir=workdir) as tmp:
+            result = self._build_and_upload(handle, manifests, Path(tmp), filename)
+        self._finish(handle, result)
+        return result
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _retrieve(self, handle: JobHandle, accessions: list[str]) -> JobView:
+        s = self.settings
+
+        def progress(view: JobView) -> None:
+            handle.set_counts(expected=view.counts.get("expected", 0),
+                              received=view.counts.get("received", 0)
+                              + view.counts.get("reused", 0))
+            handle.check()
+
+        with RetrieverClient(s.retriever_url, s.outgoing_token()) as retriever:
+            started = retriever.retrieve(accessions, s.retrieve_method)
+            handle.update(result={"retrieval_id": started.id})
+            view = retriever.wait(started.id, timeout=s.retrieve_wait, poll=0.5,
+                                  on_progress=progress)
+        if view.state != "succeeded":
+            raise RetrievalFailed(f"retrieval failed: {view.error or 'no reason given'}")
+        return view
+
+    def _manifests(self, retrieval: JobView) -> list[dict[str, Any]]:
+        uids = sorted({st["study_uid"] for st in retrieval.result.get("studies", [])})
+        if not uids:
+            raise RetrievalFailed("retrieval found no studies")
+        manifests = []
+        for uid in uids:
+            try:
+                data, _ = self.store.get_json(manifest_key(uid))
+            except ObjectMissing as exc:
+                raise RetrievalFailed(f"study {uid} is no longer complete in the bucket; "
+                                      "ask again") from exc
+            manifests.append(data)
+        ids = {str((m.get("patient") or {}).get("id") or "").strip() for m in manifests}
+        if len(ids) > 1:
+            raise Conflict(f"the studies carry {len(ids)} different Patient IDs in the PACS; "
+                           "a disc holds the studies of one patient only")
+        return manifests
+
+    def _build_and_upload(self, handle: JobHandle, manifests: list[dict[str, Any]],
+                          tmp: Path, filename: str) -> dict[str, Any]:
+        request = handle.record.request
+        profile = media.PROFILES[request["profile"]]
+        fmt = request["format"]
+        handle.update(phase="build", flush=True)
+        image = disc.assemble(self.store, manifests, profile, self.settings, tmp, handle)
+        size_limit = profile.capacity
+        path = tmp / f"image.{fmt}"
+        with path.open("w+b") as out:
+            if fmt == "iso":
+                iso.write_iso(image.files, out, image.volume_id, joliet=image.joliet)
+            else:
+                iso.write_zip(image.files, out)
+            size = out.tell()
+        handle.check()
+        if fmt == "iso" and size > size_limit:
+            raise TooLarge(f"the image is {size / 1e6:.0f} MB, more than a {profile.medium} "
+                           f"holds ({size_limit / 1e6:.0f} MB); use a DVD profile or ZIP")
+        sha256 = _sha256(path)
+        handle.update(phase="upload", flush=True)
+        handle.set_counts(image_bytes=size)
+        key = image_key(handle.id, fmt)
+        # The friendly name travels as the object's Content-Disposition: neither the key nor
+        # the signed URL holds it (URLs end up in proxy logs and mail archives).
+        with path.open("rb") as body:
+            self.store.upload(key, body, content_type=CONTENT_TYPES[fmt],
+                              content_disposition=f'attachment; filename="{filename}"',
+                              metadata={"sha256": sha256})
+        return {"key": key, "filename": filename, "size": size, "sha256": sha256, "format": fmt,
+                "profile": profile.name, "medium": profile.medium,
+                "fits_medium": size <= size_limit, "studies": len(manifests),
+                "instances": image.instances, "transcoded": image.transcoded,
+                "files": len(image.files), "volume_id": image.volume_id}
+
+    def _finish(self, handle: JobHandle, result: dict[str, Any]) -> None:
+        ttl = int(handle.record.request.get("expires_in") or self.settings.link_ttl)
+        now = time.time()
+        result["download_url"] = self.store.presign_get(result["key"], ttl)
+        result["expires_at"] = datetime.fromtimestamp(now + ttl, UTC).isoformat()
+        email = handle.record.request.get("email")
+        result["email"] = self._mail(email, result) if email else {"state": "not_requested"}
+        self.store.put_json(manifest_key_of(handle.id), {
+            k: v for k, v in result.items() if k not in ("download_url",)})
+
+    def _mail(self, to: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Send the link; a failure is reported in the status and never fails the package."""
+        if not mail.mail_enabled(self.settings):
+            return {"state": "failed", "error": "e-mail is not configured (DICOMISO_SMTP_URL)"}
+        expires = datetime.fromisoformat(result["expires_at"])
+        msg = mail.compose(self.settings, to, result["download_url"], expires,
+                           result["filename"], result["size"])
+        try:
+            mail.send(self.settings, msg)
+        except DicomisoError as exc:
+            log.warning("link not mailed", extra={"error": str(exc)})
+            return {"state": "failed", "error": str(exc)}
+        return {"state": "sent", "sent_at": datetime.now(UTC).isoformat()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,129 @@
+"""HTTP API of the packager: order a disc, follow it, download it; the legacy /mkiso entry."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from dicomiso_common.dicom import validate_accession
+from dicomiso_common.errors import PROBLEM_RESPONSES, Conflict, InvalidInput
+from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, JobStatus, accepted, validate_job_id
+from dicomiso_common.store import MAX_LINK_TTL, Store
+
+from .packaging import Packaging, one_patient
+from .settings import PackagerSettings, Profile
+
+MAX_ACCESSIONS = 50
+# A deliberately plain address check (no quoted local parts, no IP literals): the value goes
+# into an SMTP envelope, so anything exotic is refused rather than interpreted.
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}"
+                    r"(\.[A-Za-z0-9-]{1,63})+")
+
+
+class PackageRequest(BaseModel):
+    """What to put on the disc and how to deliver it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accession_numbers: list[Any] = Field(min_length=1, max_length=MAX_ACCESSIONS)
+    email: str | None = Field(default=None, max_length=254)
+    profile: Profile | None = None
+    format: Literal["iso", "zip"] = "iso"
+    expires_in: int | None = Field(default=None, ge=60, le=MAX_LINK_TTL)
+
+
+class EmailState(BaseModel):
+    state: str
+    error: str | None = None
+    sent_at: str | None = None
+
+
+class PackageStatus(JobStatus):
+    """Job state and progress; when done, the link and what it points at."""
+
+    download_url: str | None = None
+    expires_at: str | None = None
+    filename: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    email: EmailState | None = None
+
+    @classmethod
+    def of_package(cls, record: JobRecord) -> PackageStatus:
+        status = cls.of(record)
+        if record.state == "succeeded":
+            r = record.result
+            status.download_url, status.expires_at = r.get("download_url"), r.get("expires_at")
+            status.filename, status.size, status.sha256 = \
+                r.get("filename"), r.get("size"), r.get("sha256")
+            status.email = EmailState(**r["email"]) if r.get("email") else None
+        return status
+
+
+def canonical(body: PackageRequest, settings: PackagerSettings) -> dict[str, Any]:
+    """Validate every value; the result names the job (same request -> same package).
+
+    The accession numbers keep the order given (it names the file), duplicates dropped.
+    """
+    accessions = list(dict.fromkeys(validate_accession(a) for a in body.accession_numbers))
+    email = body.email.strip() if body.email else None
+    if email is not None and not _EMAIL.fullmatch(email):
+        raise InvalidInput("email is not a plain address like name@example.org")
+    return {"accession_numbers": accessions, "email": email,
+            "profile": body.profile or settings.default_profile, "format": body.format,
+            "expires_in": body.expires_in}
+
+
+def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, store: Store,
+                guard: Any) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(guard)], tags=["packages"],
+                       responses=PROBLEM_RESPONSES)
+
+    def submit(body: PackageRequest) -> JobRecord:
+        request = canonical(body, settings)
+        # Who the accessions belong to is checked before anything is retrieved: a mixed
+        # request is a 409 here, and no job, retrieval or C-MOVE starts.
+        with packaging.lookup() as lookup:
+            one_patient(lookup.resolve(request["accession_numbers"]))
+        return jobs.submit(request)
+
+    @router.post("/v1/packages", status_code=202, response_model=JobAccepted,
+                 responses={409: PROBLEM_RESPONSES[422] | {
+                     "description": "The accession numbers belong to more than one patient"}},
+                 summary="Make a disc image of one patient's studies, by accession number")
+    def create(body: PackageRequest, request: Request, response: Response) -> JobAccepted:
+        return accepted(submit(body), request, response, "package_status")
+
+    @router.get("/v1/packages/{job_id}", response_model=PackageStatus, name="package_status",
+                summary="State and progress of a package; the link when it is done")
+    def status(job_id: str) -> PackageStatus:
+        return PackageStatus.of_package(jobs.get(validate_job_id(job_id)))
+
+    @router.get("/v1/packages/{job_id}/download", status_code=307,
+                response_class=RedirectResponse, name="package_download",
+                summary="Redirect to a freshly signed link to the image")
+    def download(job_id: str) -> RedirectResponse:
+        record = jobs.get(validate_job_id(job_id))
+        if record.state != "succeeded":
+            raise Conflict(f"package {record.id} is {record.state}, not ready for download")
+        ttl = int(record.request.get("expires_in") or settings.link_ttl)
+        return RedirectResponse(store.presign_get(record.result["key"], ttl), status_code=307)
+
+    @router.get("/mkiso", status_code=303, response_class=RedirectResponse,
+                summary="Legacy entry of mkiso.php / mkiso_multiple.php bookmarks")
+    def legacy(request: Request,
+               accession_number: str = Query(max_length=MAX_ACCESSIONS * 17)) -> RedirectResponse:
+        """`?accession_number=A,B` starts or finds the package, then sends the browser on:
+        to the download once it is ready, else to its status."""
+        accessions = [a.strip() for a in accession_number.split(",") if a.strip()]
+        if not accessions:
+            raise InvalidInput("accession_number is empty")
+        record = submit(PackageRequest(accession_numbers=accessions))
+        route = "package_download" if record.state == "succeeded" else "package_status"
+        return RedirectResponse(str(request.url_for(route, job_id=record.id)), status_code=303)
+
+    return router

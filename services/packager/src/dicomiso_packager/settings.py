@@ -1,0 +1,37 @@
+"""Packager configuration, read from DICOMISO_* variables (README.md has the table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr
+
+from dicomiso_common.settings import CommonSettings
+from dicomiso_common.store import MAX_LINK_TTL
+
+Profile = Literal["STD-GEN-DVD-JPEG", "STD-GEN-CD", "STD-GEN-DVD-J2K"]
+
+
+class PackagerSettings(CommonSettings):
+    """Where the other services are, how links and mails look, where images are built."""
+
+    http_port: int = 8003
+    lookup_url: str = "http://127.0.0.1:8001"
+    retriever_url: str = "http://127.0.0.1:8002"
+    retrieve_method: Literal["move", "get"] | None = None  # None: the retriever's default
+    retrieve_wait: Annotated[float, Field(gt=0)] = 3600.0  # seconds to wait for a retrieval
+    link_ttl: Annotated[int, Field(ge=60, le=MAX_LINK_TTL)] = 259_200
+    package_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 7  # lifecycle on packages/
+    manage_lifecycle: bool = True           # put the lifecycle rule on the bucket at start-up
+    default_profile: Profile = "STD-GEN-DVD-JPEG"
+    work_dir: Path | None = None            # temporary image files; None = the system's TMPDIR
+    institution_name: str = "dicom-iso demo hospital"
+    viewer_dir: Path | None = None          # a DICOM viewer copied onto every disc
+    build_workers: Annotated[int, Field(ge=1, le=32)] = 4  # parallel S3 reads while building
+
+    smtp_url: SecretStr | None = None       # smtp://user:pass@host:port or smtps://...
+    smtp_starttls: bool = True              # smtp:// upgrades with STARTTLS (refuses if absent)
+    smtp_ca_file: Path | None = None        # extra CA to trust (self-signed relay, tests)
+    smtp_timeout: Annotated[float, Field(gt=0)] = 20.0
+    mail_from: str = "dicom-iso@localhost"
