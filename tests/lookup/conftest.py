@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,28 +11,14 @@ from pydantic import SecretStr
 
 from dicomiso_lookup.app import create_app
 from dicomiso_lookup.settings import LookupSettings
-from support.mariadb import MARIADB_PORT, HisDb, root_sql
-
-ROOT = Path(__file__).resolve().parents[2]
+from support.mariadb import HisDb, his_database
 
 
 @pytest.fixture
 def his_db() -> Iterator[HisDb]:
     """schema.sql + seed.sql under fresh database names, read through a SELECT-only user."""
-    tag = uuid.uuid4().hex[:10]
-    db = HisDb(f"t{tag}_his", f"t{tag}_pat", f"ro_{tag}", uuid.uuid4().hex)
-    sql = "\n".join((ROOT / "services/lookup" / f).read_text(encoding="utf-8")
-                    for f in ("schema.sql", "seed.sql"))
-    sql = sql.replace("pacsdb_his", db.accession_db).replace("rsabt201107", db.patient_db)
-    subprocess.run(["mariadb", "-h127.0.0.1", f"-P{MARIADB_PORT}", "-uroot",
-                    "--default-character-set=utf8mb4"], input=sql.encode(), check=True)
-    root_sql(f"CREATE USER '{db.user}'@'127.0.0.1' IDENTIFIED BY %s", (db.password,))
-    for name in (db.accession_db, db.patient_db):
-        root_sql(f"GRANT SELECT ON `{name}`.* TO '{db.user}'@'127.0.0.1'")
-    yield db
-    root_sql(f"DROP USER IF EXISTS '{db.user}'@'127.0.0.1'")
-    for name in (db.accession_db, db.patient_db):
-        root_sql(f"DROP DATABASE IF EXISTS `{name}`")
+    with his_database() as db:
+        yield db
 
 
 @pytest.fixture

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -34,3 +39,36 @@ class HisDb:
 
     def url(self, port: int = MARIADB_PORT) -> str:
         return f"mysql://{self.user}:{self.password}@127.0.0.1:{port}"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def his_database() -> Iterator[HisDb]:
+    """schema.sql + seed.sql under fresh database names, read through a SELECT-only user."""
+    tag = uuid.uuid4().hex[:10]
+    db = HisDb(f"t{tag}_his", f"t{tag}_pat", f"ro_{tag}", uuid.uuid4().hex)
+    sql = "\n".join((ROOT / "services/lookup" / f).read_text(encoding="utf-8")
+                    for f in ("schema.sql", "seed.sql"))
+    sql = sql.replace("pacsdb_his", db.accession_db).replace("rsabt201107", db.patient_db)
+    subprocess.run(["mariadb", "-h127.0.0.1", f"-P{MARIADB_PORT}", "-uroot",
+                    "--default-character-set=utf8mb4"], input=sql.encode(), check=True)
+    root_sql(f"CREATE USER '{db.user}'@'127.0.0.1' IDENTIFIED BY %s", (db.password,))
+    for name in (db.accession_db, db.patient_db):
+        root_sql(f"GRANT SELECT ON `{name}`.* TO '{db.user}'@'127.0.0.1'")
+    try:
+        yield db
+    finally:
+        root_sql(f"DROP USER IF EXISTS '{db.user}'@'127.0.0.1'")
+        for name in (db.accession_db, db.patient_db):
+            root_sql(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def add_patient(db: HisDb, medrec_id: str, name: str, accessions: list[str]) -> None:
+    """Register a synthetic patient and their accession numbers in a test's HIS."""
+    root_sql(f"INSERT INTO `{db.patient_db}`.pasien (MEDRECID, Nama) VALUES (%s, %s)",
+             (medrec_id, name))
+    for i, acc in enumerate(accessions):
+        root_sql(f"INSERT INTO `{db.accession_db}`.accessions (AccessionNumber, MEDRECID, "
+                 "RegID) VALUES (%s, %s, %s)", (acc, medrec_id, f"REG-{medrec_id}-{i}"))

@@ -1,0 +1,360 @@
+"""The non-DICOM part of a patient disc: README.TXT, the web pages and their JPEG previews.
+
+IHE RAD PDI (RAD TF-1 15, RAD TF-3 4.47.4.1.2) puts next to DICOMDIR a README.TXT at the root
+and, with web content, INDEX.HTM at the root and everything else under IHE_PDI/. Every name is
+an ISO 9660 Level 1 8.3 upper-case name (RAD TF-3 4.47.4.1.2; PS3.12 F.3.1). The pages are
+XHTML 1.0 Strict and JPEG only, with relative links, no scripts or other active content and no
+external resource, so INDEX.HTM works from the disc in any browser without a server or network.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import logging
+import posixpath
+import re
+import textwrap
+import unicodedata
+from collections.abc import Iterable
+from datetime import datetime
+from importlib import metadata
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+from dicomiso_common.names import person_name
+
+log = logging.getLogger(__name__)
+
+# SR (PS3.4 B.5: ...88.x), Presentation States (...11.x) and Key Objects (88.59) hold no pixels.
+_NON_IMAGE_PREFIXES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.")
+_NAME_83 = re.compile(r"^[A-Z0-9_]{1,8}(\.[A-Z0-9_]{1,3})?$")  # ISO 9660 Level 1 d-characters
+_CRLF = "\r\n"
+_WIDTH = 76
+_DECODE_ERRORS = (InvalidDicomError, ValueError, TypeError, KeyError, AttributeError,
+                  NotImplementedError, RuntimeError, OSError, EOFError)
+_STYLE = ("body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse}"
+          "th,td{border:1px solid #999;padding:.2em .5em;text-align:left;vertical-align:top}"
+          "p.note{font-size:90%}img{max-width:100%}")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("dicomiso-packager")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _is_image(entry: dict[str, Any]) -> bool:
+    sop_class = str(entry.get("sop_class_uid") or "")
+    return bool(entry.get("rows") and entry.get("columns")) and \
+        not sop_class.startswith(_NON_IMAGE_PREFIXES)
+
+
+def _series_of(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+    """(series_uid, series attributes, image count) in Series Number order.
+
+    Images are instances with pixels; an SR, KO or PR series is listed with 0 images.
+    """
+    counts: dict[str, int] = {}
+    for entry in manifest.get("instances") or []:
+        uid = str(entry.get("series_uid") or "")
+        counts[uid] = counts.get(uid, 0) + _is_image(entry)
+    described: dict[str, Any] = manifest.get("series") or {}
+    uids = dict.fromkeys([*described, *counts])
+    rows = [(uid, described.get(uid) or {}, counts.get(uid, 0)) for uid in uids]
+    return sorted(rows, key=lambda r: (r[1].get("number") is None, r[1].get("number") or 0, r[0]))
+
+
+def _modalities(manifest: dict[str, Any]) -> str:
+    found = {str(s.get("modality")) for _, s, _ in _series_of(manifest) if s.get("modality")}
+    return ", ".join(sorted(found))
+
+
+def _sorted_studies(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(manifests, key=lambda m: (str((m.get("study") or {}).get("date") or ""),
+                                            str(m.get("study_uid") or "")))
+
+
+def _date(value: Any) -> str:
+    """DICOM DA (PS3.5 6.2) YYYYMMDD as YYYY-MM-DD; anything else is shown as given."""
+    text = str(value or "").strip()
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if re.fullmatch(r"\d{8}", text) else text
+
+
+def _patient(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The disc holds one patient (DESIGN.md Packaging 2); the first complete record wins."""
+    return next((m["patient"] for m in manifests if m.get("patient")), {})
+
+
+# -- README.TXT ------------------------------------------------------------------------------
+
+def _ascii(text: str) -> str:
+    """Fold text to printable ASCII: accents dropped (PS3.12 default repertoire ISO 646)."""
+    folded = unicodedata.normalize("NFKD", text)
+    kept = (c for c in folded if not unicodedata.combining(c))
+    return "".join(c if " " <= c <= "~" else "?" for c in kept)
+
+
+def readme_text(manifests: list[dict[str, Any]], *, institution: str, profile: str,
+                created_at: datetime, viewer: str | None, contact: str | None = None) -> bytes:
+    """Return README.TXT: what the disc is, how to open it, who made it, what it holds.
+
+    RAD TF-3 4.47.4.1.2 asks for contact information of the creator, the creating application
+    and its version, general information on the organisation of the media (explicitly not
+    specific to the patient data) and, with a viewer, what it needs. So the file names no
+    patient: the disc label and INDEX.HTM identify the patient, and a file that must stay
+    ASCII could not spell most names right anyway. Plain ASCII with CRLF lines reads the same
+    in every editor; README.TXT is also what DICOM calls a File-set Descriptor File, whose
+    default repertoire is ISO 646 (PS3.3 F.3.2.1, (0004,1142) absent). No diagnosis, ever.
+    """
+    instances = [e for m in manifests for e in (m.get("instances") or [])]
+    images = sum(1 for e in instances if _is_image(e))
+    series = sum(len(_series_of(m)) for m in manifests)
+    modalities = sorted({x for m in manifests for x in _modalities(m).split(", ") if x})
+    who = _ascii(institution).strip() or "the hospital"
+    paragraphs = [
+        "MEDICAL IMAGES ON THIS DISC",
+        f"This disc holds medical images (DICOM format) of one patient. It was created by {who}"
+        f" on {created_at:%Y-%m-%d} with dicom-iso {_version()}.",
+        f"Contents: {len(manifests)} {'study' if len(manifests) == 1 else 'studies'}, {series} "
+        f"series, {images} images ({len(instances)} DICOM files in all). Modalities: "
+        f"{', '.join(modalities) or 'none'}. DICOM media profile: {_ascii(profile)}.",
+        "HOW TO OPEN IT",
+        "1. For a quick look, open INDEX.HTM (in the top folder of this disc) with any web "
+        "browser. It lists the studies and shows reduced preview pictures. It works without "
+        "an internet connection. The previews are not of diagnostic quality.",
+        "2. For the full images use DICOM viewing software: open the DICOMDIR file in the top "
+        "folder, which indexes every image on the disc. Hospitals can import the disc from "
+        "DICOMDIR into their own systems.",
+    ]
+    if viewer:
+        paragraphs.append(f"3. A DICOM viewer is included in the {_ascii(viewer)} folder. Start "
+                          "it yourself from there: this disc does not rely on autorun.")
+    else:
+        paragraphs.append("3. No viewer program is included. Nothing on this disc starts "
+                          "automatically (no autorun).")
+    paragraphs += [
+        "PRIVACY",
+        "This disc contains personal health information. Keep it safe and give it only to "
+        "people you want to see it.",
+        "This file and the web pages contain no diagnosis. For the report on these images, "
+        f"ask your doctor or {who}.",
+        "CONTACT",
+        f"{who}" + (f": {_ascii(contact)}" if contact else ""),
+    ]
+    lines: list[str] = []
+    for paragraph in paragraphs:
+        lines += textwrap.wrap(paragraph, _WIDTH, subsequent_indent="   "
+                               if paragraph[:2] in ("1.", "2.", "3.") else "") + [""]
+    return _CRLF.join(lines).encode("ascii")
+
+
+# -- web content -----------------------------------------------------------------------------
+
+def _e(value: Any) -> str:
+    """Escape for XHTML text and attribute values (quotes included)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _href(page: tuple[str, ...], target: tuple[str, ...]) -> str:
+    """Relative link from one page to a file, both given as path components on the disc."""
+    for part in target:
+        if not _NAME_83.fullmatch(part):
+            raise ValueError(f"not an ISO 9660 8.3 name: {part!r}")
+    start = posixpath.join(".", *page[:-1])
+    return posixpath.relpath(posixpath.join(".", *target), start)
+
+
+def _page(title: str, body: Iterable[str]) -> bytes:
+    """An XHTML 1.0 Strict page that also parses as HTML (XHTML 1.0 Appendix C).
+
+    Non-ASCII characters become character references, so the bytes are ASCII and show right
+    whatever charset a browser guesses for a file:// page; the meta still declares UTF-8.
+    """
+    text = "\n".join([
+        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
+        '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">',
+        '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">',
+        "<head>",
+        '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />',
+        f"<title>{_e(title)}</title>",
+        f'<style type="text/css">{_STYLE}</style>',
+        "</head>", "<body>", *body, "</body>", "</html>", "",
+    ])
+    return text.encode("ascii", "xmlcharrefreplace")
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A table; head is plain text, cells are XHTML fragments already escaped."""
+    out = ["<table>", "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
+    return [*out, "</table>"]
+
+
+def _header(institution: str, created_at: datetime) -> list[str]:
+    """The informative header RAD TF-3 4.47.4.1.2 asks of INDEX.HTM, with the privacy note."""
+    return [f"<p>Created by {_e(institution)} on {created_at:%Y-%m-%d} with dicom-iso "
+            f"{_e(_version())}.</p>",
+            '<p class="note">This disc contains personal health information. The pictures on '
+            "these pages are reduced previews, not of diagnostic quality; the complete images "
+            "are in DICOM format (see DICOMDIR) and need a DICOM viewer. These pages contain "
+            "no diagnosis.</p>"]
+
+
+def _patient_block(patient: dict[str, Any]) -> list[str]:
+    name = person_name(str(patient.get("name") or "")).display
+    return _table(["Patient", "Patient ID", "Birth date", "Sex"],
+                  [[_e(name), _e(patient.get("id")), _e(_date(patient.get("birth_date"))),
+                    _e(patient.get("sex"))]])
+
+
+def _study_page(manifest: dict[str, Any], page: tuple[str, ...], institution: str,
+                previews: dict[str, tuple[str, ...]], created_at: datetime) -> bytes:
+    study = manifest.get("study") or {}
+    title = " ".join(x for x in (_date(study.get("date")), str(study.get("description") or ""))
+                     if x) or "Study"
+    rows = []
+    for uid, series, count in _series_of(manifest):
+        number = series.get("number")
+        preview = previews.get(uid)
+        cell = (f'<img src="{_e(_href(page, preview))}" alt="Preview of series '
+                f'{_e(number if number is not None else "")}" />' if preview else "no preview")
+        rows.append([_e(number), _e(series.get("modality")), _e(series.get("description")),
+                     _e(count), cell])
+    body = [f'<p><a href="{_e(_href(page, ("INDEX.HTM",)))}">Back to the list of studies</a>'
+            "</p>", f"<h1>{_e(title)}</h1>", *_header(institution, created_at),
+            *_patient_block(manifest.get("patient") or {}),
+            f"<p>Accession number: {_e(study.get('accession_number'))}. Modalities: "
+            f"{_e(_modalities(manifest))}.</p>",
+            *_table(["Series", "Modality", "Description", "Images", "Preview"], rows)]
+    return _page(title, body)
+
+
+def web_pages(manifests: list[dict[str, Any]], *, institution: str,
+              previews: dict[str, tuple[str, ...]], created_at: datetime,
+              viewer: str | None = None) -> list[tuple[tuple[str, ...], bytes]]:
+    """Return INDEX.HTM and one IHE_PDI/STUDYnnn.HTM per study, as (path, bytes).
+
+    INDEX.HTM carries what RAD TF-3 4.47.4.1.2 lists: the creating institution, a privacy
+    note, a link to README.TXT (written by readme_text), the manifest of the importable DICOM
+    content and the viewer's place. It shows the patient's name, ID and birth date: the disc
+    is the patient's own. `previews` maps a series UID to its JPEG's path on the disc; links
+    are relative to each page. Everything shown comes through html.escape.
+
+    Raises:
+        ValueError: More than 999 studies, or a preview path that is not 8.3 upper case.
+    """
+    studies = _sorted_studies(manifests)
+    if len(studies) > 999:
+        raise ValueError(f"{len(studies)} studies: STUDYnnn.HTM names run out at 999")
+    index = ("INDEX.HTM",)
+    pages: list[tuple[tuple[str, ...], bytes]] = []
+    rows = []
+    for number, manifest in enumerate(studies, start=1):
+        path = ("IHE_PDI", f"STUDY{number:03d}.HTM")
+        pages.append((path, _study_page(manifest, path, institution, previews, created_at)))
+        study = manifest.get("study") or {}
+        series = _series_of(manifest)
+        rows.append([_e(_date(study.get("date"))), _e(study.get("description")),
+                     _e(_modalities(manifest)), _e(study.get("accession_number")),
+                     _e(len(series)), _e(sum(c for _, _, c in series)),
+                     f'<a href="{_e(_href(index, path))}">Open</a>'])
+    viewer_note = (f"<p>A DICOM viewer is in the {_e(viewer)} folder of this disc; start it "
+                   "from there (nothing starts automatically).</p>" if viewer else "")
+    body = ["<h1>Medical images</h1>", *_header(institution, created_at),
+            *_patient_block(_patient(studies)), "<h2>Studies on this disc</h2>",
+            *_table(["Date", "Description", "Modalities", "Accession", "Series", "Images",
+                     "Details"], rows),
+            f'<p>About this disc: <a href="{_e(_href(index, ("README.TXT",)))}">README.TXT</a>'
+            "</p>", viewer_note]
+    return [(index, _page(f"Medical images - {institution}", body)), *pages]
+
+
+# -- previews --------------------------------------------------------------------------------
+
+def preview_candidate(manifest: dict[str, Any], series_uid: str) -> dict[str, Any] | None:
+    """The series' middle image instance by Instance Number, or None without one."""
+    images = [e for e in manifest.get("instances") or []
+              if e.get("series_uid") == series_uid and _is_image(e)]
+    images.sort(key=lambda e: (e.get("instance_number") is None, e.get("instance_number") or 0,
+                               str(e.get("sop_uid") or "")))
+    return images[len(images) // 2] if images else None
+
+
+def _first(value: Any) -> float:
+    """The first of a multi-valued window attribute (PS3.3 C.11.2.1.2: pairs, first default)."""
+    return float(value[0] if isinstance(value, MultiValue | list | tuple) else value)
+
+
+def _scaled(arr: np.ndarray, low: float, high: float) -> np.ndarray:
+    span = high - low
+    out = (arr.astype(np.float64) - low) / span if span > 0 else np.zeros(arr.shape)
+    return np.asarray(np.clip(out, 0.0, 1.0) * 255.0 + 0.5, dtype=np.uint8)
+
+
+def _grayscale(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Modality LUT, then window (PS3.3 C.11.2.1.2.1) or VOI LUT, else min-max; 8 bits out."""
+    values = apply_modality_lut(arr, ds).astype(np.float64)
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        if width >= 1:
+            return _scaled(values, center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2)
+    if "VOILUTSequence" in ds:
+        values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64)
+    finite = values[np.isfinite(values)]
+    return _scaled(values, float(finite.min()), float(finite.max())) if finite.size \
+        else np.zeros(values.shape, np.uint8)
+
+
+def _color(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """RGB at 8 bits; pydicom has already converted YBR to RGB (PS3.3 C.7.6.3.1.2)."""
+    bits = int(ds.get("BitsStored", 8))
+    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)  # 8 or 16 bit entries (PS3.3 C.7.6.3.1.5)
+        bits = arr.dtype.itemsize * 8
+    return np.asarray(arr >> (bits - 8) if bits > 8 else arr, dtype=np.uint8)
+
+
+def _render(ds: Dataset) -> Image.Image:
+    frames = int(ds.get("NumberOfFrames") or 1)
+    ds.pixel_array_options(index=frames // 2 if frames > 1 else None)
+    arr = ds.pixel_array
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR" or int(ds.get("SamplesPerPixel", 1)) == 3:
+        return Image.fromarray(_color(arr, ds), "RGB")
+    gray = _grayscale(arr, ds)
+    if photometric == "MONOCHROME1":  # minimum value is white (PS3.3 C.7.6.3.1.2)
+        gray = 255 - gray
+    return Image.fromarray(gray, "L")
+
+
+def series_preview(fileobj: IO[bytes], max_size: int = 512) -> bytes | None:
+    """A baseline JPEG of one Part 10 instance's (middle) frame, longest side <= max_size.
+
+    Returns None for instances without pixel data (SR, KO, PR...) and for pixel data that
+    the installed decoders cannot read; the latter is logged with the SOP Instance UID only.
+    Only this instance, and only its middle frame decoded, is held in memory.
+    """
+    sop_uid: str | None = None
+    try:
+        ds = dcmread(fileobj)
+        sop_uid = str(ds.get("SOPInstanceUID", "")) or None
+        if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            return None
+        image = _render(ds)
+    except _DECODE_ERRORS as exc:
+        log.warning("no preview: pixel data not decodable",
+                    extra={"sop_uid": sop_uid, "error": type(exc).__name__})
+        return None
+    image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85, progressive=False, optimize=False)
+    return out.getvalue()
