@@ -30,8 +30,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
-    JPEGLSLossless,
     JPEGLosslessSV1,
+    JPEGLSLossless,
     RLELossless,
     generate_uid,
 )
@@ -94,6 +94,26 @@ def lay_out(manifests: list[dict[str, Any]], root: Path,
     return path, data
 
 
+def walk(ds: Dataset) -> list[Dataset]:
+    """Follow the record offsets from the root (PS3.3 F.3.2.1); return the leaves in order."""
+    by_offset = {r.seq_item_tell: r for r in ds.DirectoryRecordSequence}
+    leaves: list[Dataset] = []
+
+    def level(offset: int) -> None:
+        while offset:
+            record = by_offset[offset]
+            if record.OffsetOfReferencedLowerLevelDirectoryEntity:
+                level(record.OffsetOfReferencedLowerLevelDirectoryEntity)
+            else:
+                leaves.append(record)
+            offset = record.OffsetOfTheNextDirectoryRecord
+
+    level(ds.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity)
+    last = ds.OffsetOfTheLastDirectoryRecordOfTheRootDirectoryEntity
+    assert by_offset[last].OffsetOfTheNextDirectoryRecord == 0
+    return leaves
+
+
 def assert_valid_dicomdir(dicomdir: Path) -> None:
     """dciodvfy/dcentvfy report no error, dcmdump parses it and every referenced file exists."""
     vfy = subprocess.run(["dciodvfy", str(dicomdir)], capture_output=True, text=True)
@@ -104,7 +124,9 @@ def assert_valid_dicomdir(dicomdir: Path) -> None:
     assert ent.returncode == 0 and "Error" not in ent.stdout + ent.stderr, ent.stderr
     dump = subprocess.run([dcmtk_bin("dcmdump"), str(dicomdir)], capture_output=True, text=True)
     assert dump.returncode == 0, dump.stderr
-    fs = FileSet(dcmread(dicomdir))  # pydicom follows the offsets to find each record
+    leaves = walk(dcmread(dicomdir))
+    fs = FileSet(dcmread(dicomdir))  # pydicom's reader follows the offsets as well
+    assert len(fs) == len(leaves) == len({r.ReferencedSOPInstanceUIDInFile for r in leaves})
     for instance in fs:
         assert Path(instance.path).is_file()
         assert dcmread(instance.path, stop_before_pixels=True).SOPInstanceUID == \
@@ -315,12 +337,12 @@ def test_cd_file_set_of_transcoded_files_passes_dcmmkdir(
     assert len(dcmread(tmp_path / "DCMTKDIR").DirectoryRecordSequence) == len(records)
 
 
-def test_dicomdir_for_2000_instances_is_fast() -> None:
+def test_dicomdir_for_2000_instances_is_fast(tmp_path: Path) -> None:
     """A 2,000-instance DICOMDIR (images: no header reads) builds in well under two seconds."""
     study_uid = generate_uid()
     series = {generate_uid(): {"modality": "CT", "number": n, "description": None}
               for n in range(1, 5)}
-    instances = [{"key": "", "size": 1, "sha256": "", "transfer_syntax": ELE,
+    instances: list[dict[str, Any]] = [{"key": "", "size": 1, "sha256": "", "transfer_syntax": ELE,
                   "sop_class_uid": CT_IMAGE, "sop_uid": generate_uid(), "series_uid": uid,
                   "instance_number": i, "rows": 512, "columns": 512, "frames": None}
                  for uid in series for i in range(1, 501)]
@@ -340,5 +362,6 @@ def test_dicomdir_for_2000_instances_is_fast() -> None:
                                 no_reads, "BIG")
     elapsed = time.perf_counter() - started
     assert elapsed < 2.0, f"{elapsed:.2f} s"
-    fs = FileSet(dcmread(io.BytesIO(data)))
-    assert len(fs) == 2000
+    leaves = walk(dcmread(io.BytesIO(data)))
+    assert [r.ReferencedSOPInstanceUIDInFile for r in leaves] == [e["sop_uid"] for e in instances]
+    assert list(leaves[-1].ReferencedFileID)[-2:] == ["SER00004", "00000500"]

@@ -64,7 +64,8 @@ def test_one_accession_becomes_a_valid_disc_behind_a_link(
     assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["3600"]
     image = tmp_path / "disc.iso"
     response = _fetch(url, image)
-    assert response.headers["content-disposition"] == f'attachment; filename="{study.accession}.iso"'
+    disposition = response.headers["content-disposition"]
+    assert disposition == f'attachment; filename="{study.accession}.iso"'
     assert image.stat().st_size == status["size"]
     assert hashlib.sha256(image.read_bytes()).hexdigest() == status["sha256"]
 

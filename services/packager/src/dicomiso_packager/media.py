@@ -12,7 +12,7 @@ import re
 import struct
 from collections.abc import Callable, Iterator, MutableSequence
 from dataclasses import dataclass, field
-from typing import IO, Any, ClassVar
+from typing import IO, Any
 
 import numpy as np
 import pydicom
@@ -47,8 +47,8 @@ class TranscodeError(DicomisoError):
 class FileSetError(DicomisoError):
     """The instances cannot be laid out or indexed as one DICOM file-set."""
 
-    status: ClassVar[int] = 422
-    title: ClassVar[str] = "Cannot build file-set"
+    status = 422
+    title = "Cannot build file-set"
 
 
 @dataclass(frozen=True)
@@ -471,11 +471,11 @@ def _link(nodes: list[_Node]) -> None:
 _FILESET_ID = re.compile(r"[A-Z0-9_ ]{0,16}")
 
 
-def _file_head(fileset_id: str, first: int, last: int) -> bytes:
+def _file_head(fileset_id: str, instance_uid: str, first: int, last: int) -> bytes:
     """Preamble, file meta and the File-set Identification elements before the records."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MEDIA_STORAGE_DIRECTORY
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[fileset_id, str(last)])
+    meta.MediaStorageSOPInstanceUID = UID(instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
@@ -511,7 +511,8 @@ def build_dicomdir(manifests: list[dict[str, Any]], file_ids: dict[str, tuple[st
     nodes = list(_preorder(roots))
     # Offsets count from the first byte of the file (PS3.10 7.2): the sequence value starts
     # after its 12-byte explicit VR header, each record after its 8-byte item tag and length.
-    start = len(_file_head(fileset_id, 0, 0)) + 12
+    uid = generate_uid(entropy_srcs=[fileset_id, *sorted(file_ids)])  # same content, same UID
+    start = len(_file_head(fileset_id, uid, 0, 0)) + 12
     offset = start
     for node in nodes:
         node.offset = offset
@@ -520,7 +521,7 @@ def build_dicomdir(manifests: list[dict[str, Any]], file_ids: dict[str, tuple[st
     first, last = (roots[0].offset, roots[-1].offset) if roots else (0, 0)
     items = b"".join(struct.pack("<HHI", 0xFFFE, 0xE000, len(n.body)) + n.body for n in nodes)
     sequence = struct.pack("<HH2sHI", 0x0004, 0x1220, b"SQ", 0, len(items))
-    data = _file_head(fileset_id, first, last) + sequence + items
+    data = _file_head(fileset_id, uid, first, last) + sequence + items
     if len(data) != offset:
         raise FileSetError(f"DICOMDIR encodes to {len(data)} bytes, offsets assumed {offset}")
     log.info("dicomdir built", extra={"records": len(nodes), "bytes": len(data)})
