@@ -6,7 +6,8 @@ test:
 
 lint:
 	uv run --frozen ruff check libs services tests bench
-	uv run --frozen mypy libs/common/src services/retriever/src services/lookup/src services/forwarder/src
+	uv run --frozen mypy libs/common/src libs/client/src services/retriever/src services/lookup/src \
+	  services/forwarder/src services/packager/src
 
 bench-retrieve:
 	uv run --frozen python bench/retrieve.py

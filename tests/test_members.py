@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
     (["libs/common", "services/retriever"], "dicomiso_retriever.app"),
     (["libs/common", "services/lookup"], "dicomiso_lookup.app"),
     (["libs/common", "services/forwarder"], "dicomiso_forwarder.app"),
+    (["libs/common", "libs/client"], "dicomiso_client"),
+    (["libs/common", "libs/client", "services/packager"], "dicomiso_packager.app"),
 ])
 def test_member_installs_and_imports_alone(members: list[str], module: str,
                                            tmp_path: Path) -> None:
