@@ -40,7 +40,8 @@ def configure_logging(level: str = "INFO", service: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+    # httpx logs every request URL at INFO: ours can carry accession numbers.
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from .dicom import quiet_pydicom, quiet_pynetdicom
 

@@ -171,11 +171,28 @@ class Packaging:
             self.store.upload(key, body, content_type=CONTENT_TYPES[fmt],
                               content_disposition=f'attachment; filename="{filename}"',
                               metadata={"sha256": sha256})
-        return {"key": key, "filename": filename, "size": size, "sha256": sha256, "format": fmt,
-                "profile": profile.name, "medium": profile.medium,
-                "fits_medium": size <= size_limit, "studies": len(manifests),
-                "instances": image.instances, "transcoded": image.transcoded,
-                "files": len(image.files), "volume_id": image.volume_id}
+        result = {"key": key, "filename": filename, "size": size, "sha256": sha256,
+                  "format": fmt, "profile": profile.name, "medium": profile.medium,
+                  "fits_medium": size <= size_limit, "studies": len(manifests),
+                  "study_uids": [m["study_uid"] for m in manifests],
+                  "instances": image.instances, "transcoded": image.transcoded,
+                  "files": len(image.files), "volume_id": image.volume_id}
+        # The package manifest (beside the image, written after it): what is on the disc.
+        # Without it the image is not a package: it is removed again, never left looking done.
+        try:
+            self.store.put_json(manifest_key_of(handle.id), {
+                **result, "job_id": handle.id, "created_at": datetime.now(UTC).isoformat(),
+                "tree": [{"path": "/".join(f.path), "size": f.size} for f in image.files]})
+        except DicomisoError:
+            self._discard(key)
+            raise
+        return result
+
+    def _discard(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except DicomisoError:
+            log.warning("incomplete package not removed", extra={"key": key})
 
     def _finish(self, handle: JobHandle, result: dict[str, Any]) -> None:
         ttl = int(handle.record.request.get("expires_in") or self.settings.link_ttl)
@@ -184,8 +201,6 @@ class Packaging:
         result["expires_at"] = datetime.fromtimestamp(now + ttl, UTC).isoformat()
         email = handle.record.request.get("email")
         result["email"] = self._mail(email, result) if email else {"state": "not_requested"}
-        self.store.put_json(manifest_key_of(handle.id), {
-            k: v for k, v in result.items() if k not in ("download_url",)})
 
     def _mail(self, to: str, result: dict[str, Any]) -> dict[str, Any]:
         """Send the link; a failure is reported in the status and never fails the package."""
