@@ -36,7 +36,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from dicomiso_packager import media
+from dicomiso_packager import dicomdir, media
 from dicomiso_retriever.manifest import describe
 from support.dcmtk import dcmtk_bin
 from support.studies import CT_IMAGE, Study
@@ -77,7 +77,7 @@ class HeaderReader:
 def lay_out(manifests: list[dict[str, Any]], root: Path,
             write: Callable[[Path, Path], str] | None = None) -> tuple[Path, bytes]:
     """Place every instance under its file ID, write the DICOMDIR; return it and its bytes."""
-    ids = media.assign_file_ids(manifests)
+    ids = dicomdir.assign_file_ids(manifests)
     final: dict[str, str] = {}
     for m in manifests:
         for e in m["instances"]:
@@ -88,7 +88,7 @@ def lay_out(manifests: list[dict[str, Any]], root: Path,
                 final[e["sop_uid"]] = e["transfer_syntax"]
             else:
                 final[e["sop_uid"]] = write(Path(e["key"]), dst)
-    data = media.build_dicomdir(manifests, ids, final, HeaderReader(), "DICOMISO_TEST")
+    data = dicomdir.build_dicomdir(manifests, ids, final, HeaderReader(), "DICOMISO_TEST")
     path = root / "DICOMDIR"
     path.write_bytes(data)
     return path, data
@@ -155,14 +155,14 @@ def test_file_ids_are_legal_and_deterministic(study_factory: Callable[..., Study
     """File IDs are PS3.10 legal, unique, and independent of the manifests' order."""
     studies = [manifest_of(study_factory(patient_id="P1").files),
                manifest_of(study_factory(patient_id="P2", ct=2, mr=0).files)]
-    ids = media.assign_file_ids(studies)
+    ids = dicomdir.assign_file_ids(studies)
     assert len(ids) == len(set(ids.values())) == sum(len(m["instances"]) for m in studies)
     for components in ids.values():
         assert 1 <= len(components) <= 8 and components[0] == "DICOM"
         assert all(_COMPONENT.fullmatch(c) for c in components), components
     shuffled = [dict(m, instances=random.sample(m["instances"], len(m["instances"])))
                 for m in reversed(studies)]
-    assert media.assign_file_ids(shuffled) == ids
+    assert dicomdir.assign_file_ids(shuffled) == ids
     ct = sorted((e for e in studies[0]["instances"] if e["sop_class_uid"] == CT_IMAGE),
                 key=lambda e: e["instance_number"])
     assert [ids[e["sop_uid"]][-1] for e in ct] == ["00000001", "00000002", "00000003"]
@@ -171,9 +171,9 @@ def test_file_ids_are_legal_and_deterministic(study_factory: Callable[..., Study
 def test_file_ids_refuse_to_overflow(monkeypatch: pytest.MonkeyPatch,
                                      study_factory: Callable[..., Study]) -> None:
     """Beyond what 8 characters can number, assignment fails instead of colliding."""
-    monkeypatch.setattr(media, "MAX_IMAGES", 2)
-    with pytest.raises(media.FileSetError, match="instances of one series"):
-        media.assign_file_ids([manifest_of(study_factory(ct=3, mr=0).files)])
+    monkeypatch.setattr(dicomdir, "MAX_IMAGES", 2)
+    with pytest.raises(dicomdir.FileSetError, match="instances of one series"):
+        dicomdir.assign_file_ids([manifest_of(study_factory(ct=3, mr=0).files)])
 
 
 @pytest.mark.parametrize("name", ["Doe^Jane", "Müller^Jürgen"])
@@ -183,13 +183,13 @@ def test_dicomdir_of_a_mixed_study_is_valid(study_factory: Callable[..., Study],
     study = study_factory(patient_name=name)
     manifest = manifest_of(study.files)
     reader = HeaderReader()
-    ids = media.assign_file_ids([manifest])
+    ids = dicomdir.assign_file_ids([manifest])
     final = {e["sop_uid"]: e["transfer_syntax"] for e in manifest["instances"]}
     for e in manifest["instances"]:
         dst = tmp_path.joinpath("fs", *ids[e["sop_uid"]])
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(e["key"], dst)
-    data = media.build_dicomdir([manifest], ids, final, reader, "DICOMISO_TEST")
+    data = dicomdir.build_dicomdir([manifest], ids, final, reader, "DICOMISO_TEST")
     (tmp_path / "fs" / "DICOMDIR").write_bytes(data)
 
     assert_valid_dicomdir(tmp_path / "fs" / "DICOMDIR")
@@ -357,8 +357,8 @@ def test_dicomdir_for_2000_instances_is_fast(tmp_path: Path) -> None:
         raise AssertionError("no header needed for images")
 
     started = time.perf_counter()
-    ids = media.assign_file_ids([manifest])
-    data = media.build_dicomdir([manifest], ids, {e["sop_uid"]: ELE for e in instances},
+    ids = dicomdir.assign_file_ids([manifest])
+    data = dicomdir.build_dicomdir([manifest], ids, {e["sop_uid"]: ELE for e in instances},
                                 no_reads, "BIG")
     elapsed = time.perf_counter() - started
     assert elapsed < 2.0, f"{elapsed:.2f} s"

@@ -28,7 +28,7 @@ from pydicom.errors import InvalidDicomError
 from dicomiso_common.jobs import JobHandle
 from dicomiso_common.store import Store
 
-from . import media, pdi
+from . import dicomdir, media, pdi
 from .iso import DiscFile
 from .settings import PackagerSettings
 
@@ -82,7 +82,7 @@ class _Assembler:
         self._lock = threading.Lock()
 
     def run(self) -> Disc:
-        file_ids = media.assign_file_ids(self.manifests)
+        file_ids = dicomdir.assign_file_ids(self.manifests)
         with ThreadPoolExecutor(self.settings.build_workers,
                                 thread_name_prefix="build") as pool:
             todo = [e for e in self.entries
@@ -97,13 +97,13 @@ class _Assembler:
             headers = self._headers(pool)
         self.handle.check()
         vid = volume_id(self.handle.id)
-        dicomdir = media.build_dicomdir(self.manifests, file_ids, self.final_syntax,
+        directory = dicomdir.build_dicomdir(self.manifests, file_ids, self.final_syntax,
                                         lambda e: headers[e["sop_uid"]], vid)
         now = datetime.now(UTC)
         viewer = self._viewer()
         viewer_name = "VIEWER" if viewer else None
         generated: list[tuple[tuple[str, ...], bytes]] = [
-            (("DICOMDIR",), dicomdir),
+            (("DICOMDIR",), directory),
             (("README.TXT",), pdi.readme_text(
                 self.manifests, institution=self.settings.institution_name,
                 profile=self.profile.name, created_at=now, viewer=viewer_name)),
@@ -162,7 +162,7 @@ class _Assembler:
 
     def _headers(self, pool: ThreadPoolExecutor) -> dict[str, Dataset]:
         wanted = [e for m in self.manifests for e in m["instances"]
-                  if media.needs_header(e["sop_class_uid"],
+                  if dicomdir.needs_header(e["sop_class_uid"],
                                         (m["series"].get(e["series_uid"]) or {}).get("modality"))]
 
         def one(entry: dict[str, Any]) -> Dataset:
