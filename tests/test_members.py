@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
     (["libs/common"], "dicomiso_common.jobs"),
     (["libs/common", "services/retriever"], "dicomiso_retriever.app"),
     (["libs/common", "services/lookup"], "dicomiso_lookup.app"),
-    (["libs/common", "services/forwarder"], "dicomiso_forwarder.app"),
+    (["libs/common", "libs/client", "services/forwarder"], "dicomiso_forwarder.app"),
     (["libs/common", "libs/client"], "dicomiso_client"),
     (["libs/common", "libs/client", "services/packager"], "dicomiso_packager.app"),
 ])

@@ -13,10 +13,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
-
+from dicomiso_client import RetrieverClient
 from dicomiso_common.dicom import accession_key, manifest_key
-from dicomiso_common.errors import DicomError, DicomisoError, NotFound, ObjectMissing, Unavailable
+from dicomiso_common.errors import DicomError, DicomisoError, NotFound, ObjectMissing
 from dicomiso_common.jobs import JobHandle
 from dicomiso_common.store import Store
 
@@ -168,39 +167,15 @@ class Forwarding:
         return sorted(set(uids))
 
     def _retrieve(self, request: dict[str, Any]) -> None:
-        """Ask the retriever (the mkiso2 relay) and wait for its job."""
+        """Ask the retriever (the mkiso2 relay) and wait for its job.
+
+        The client waits out a restarting retriever (the job lives in the bucket) for up to
+        30 s; anything else it cannot pass on is one of our errors, naming the retriever.
+        """
         s = self.settings
         body = {k: request[k] for k in ("accession_numbers", "study_uids") if request.get(k)}
-        headers = {"Authorization": f"Bearer {s.outgoing_token()}"} if s.outgoing_token() \
-            else {}
-        deadline = time.monotonic() + s.retrieve_wait
-        try:
-            with httpx.Client(base_url=s.retriever_url, headers=headers, timeout=30) as http:
-                started = http.post("/v1/retrievals", json=body)
-                if started.status_code != 202:
-                    raise RetrievalFailed(f"retriever answered {started.status_code}")
-                url = f"/v1/retrievals/{started.json()['id']}"
-                misses = 0
-                while time.monotonic() < deadline:
-                    time.sleep(1.0)
-                    try:
-                        reply = http.get(url)
-                    except httpx.TransportError:
-                        reply = None
-                    if reply is None or reply.status_code >= 500:
-                        misses += 1  # a restarting retriever: the job lives in the bucket
-                        if misses > 30:
-                            raise Unavailable("retriever stopped answering")
-                        continue
-                    if reply.status_code != 200:
-                        raise RetrievalFailed(f"retriever answered {reply.status_code}")
-                    status = reply.json()
-                    if status["state"] == "succeeded":
-                        return
-                    if status["state"] == "failed":
-                        raise RetrievalFailed(f"retrieval failed: {status.get('error')}")
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"retriever unreachable: {type(exc).__name__}") from exc
-        except ValueError as exc:  # a reply that is not JSON
-            raise RetrievalFailed("retriever gave an unreadable answer") from exc
-        raise RetrievalFailed("retrieval did not finish in time")
+        with RetrieverClient(s.retriever_url, s.outgoing_token()) as retriever:
+            started = retriever.start(body)
+            view = retriever.wait(started.id, timeout=s.retrieve_wait, outage=30.0)
+        if view.state != "succeeded":
+            raise RetrievalFailed(f"retrieval failed: {view.error or 'no reason given'}")
