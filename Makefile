@@ -1,5 +1,10 @@
-# The two commands README.md promises. `make test` is what .ci/run calls.
-.PHONY: test lint bench-retrieve
+# The two commands README.md promises: `make run` (the whole system locally, on embedded
+# defaults) and `make test` (what .ci/run calls).
+.PHONY: run test lint bench-retrieve
+
+run:
+	bash scripts/setup
+	PATH="$$PATH:$$HOME/.local/bin" uv run --frozen dicom-iso dev
 
 test:
 	uv run --frozen pytest
