@@ -6,6 +6,7 @@ import io
 import os
 import re
 import subprocess
+import threading
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -29,19 +30,22 @@ class Sources:
     opens: Counter[tuple[str, ...]] = field(default_factory=Counter)
     open_now: int = 0
     max_open: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)  # prefetch opens in threads
 
     def opener(self, path: tuple[str, ...], src: Path,
                wrap: Callable[[IO[bytes]], IO[bytes]] | None = None) -> Callable[[], IO[bytes]]:
         def open_() -> IO[bytes]:
-            self.opens[path] += 1
-            self.open_now += 1
-            self.max_open = max(self.max_open, self.open_now)
+            with self.lock:
+                self.opens[path] += 1
+                self.open_now += 1
+                self.max_open = max(self.max_open, self.open_now)
             sources = self
 
             class Tracked(io.FileIO):
                 def close(self) -> None:
                     if not self.closed:
-                        sources.open_now -= 1
+                        with sources.lock:
+                            sources.open_now -= 1
                     super().close()
 
             fp: IO[bytes] = Tracked(src, "rb")
@@ -284,3 +288,30 @@ def test_zip_holds_the_same_tree_stored(tree: Tree, tmp_path: Path) -> None:
             assert infos[name].compress_type == zipfile.ZIP_STORED
             assert not infos[name].flag_bits & 0x1  # no encryption
             assert zf.read(name) == blob, name
+
+
+@pytest.mark.parametrize("fmt", ["iso", "zip"])
+def test_prefetch_opens_each_source_once_a_few_ahead(tree: Tree, tmp_path: Path,
+                                                     fmt: str) -> None:
+    """With prefetch the sources are opened ahead (at most 1 + depth at once), each once,
+    all closed at the end, and the image is the same as without."""
+    fds = _fds()
+    plain, ahead = tmp_path / f"plain.{fmt}", tmp_path / f"ahead.{fmt}"
+    write = (lambda f, out, **kw: write_iso(f, out, VOLUME_ID, **kw)) if fmt == "iso" \
+        else write_zip
+    with plain.open("wb") as out:
+        write(tree.files, out)
+    tree.sources.opens.clear()
+    tree.sources.max_open = 0
+    with ahead.open("wb") as out:
+        write(tree.files, out, prefetch=3)
+
+    assert _fds() == fds and tree.sources.open_now == 0
+    assert tree.sources.opens == Counter({f.path: 1 for f in tree.files})
+    assert 1 < tree.sources.max_open <= 4
+    if fmt == "iso":
+        assert plain.read_bytes() == ahead.read_bytes()
+    else:
+        with zipfile.ZipFile(ahead) as zf:
+            assert {tuple(i.filename.split("/")): zf.read(i) for i in zf.infolist()} == {
+                f.long_path or f.path: tree.data[f.path] for f in tree.files}

