@@ -1,0 +1,429 @@
+"""`dicom-iso`: order discs, retrievals and forwards, look up accessions, verify images.
+
+A thin layer over the typed clients: every service error is one of ours (http.py), and this
+module turns each into one line on stderr and an exit code, never a traceback. `--json`
+writes one JSON document on stdout; progress bars appear only when stdout is a terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from email.message import Message
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+from dicomiso_common.errors import Conflict, DicomisoError, InvalidInput, NotFound, Unavailable
+
+from .http import ServiceUnreachable
+from .jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
+from .lookup import LookupClient
+from .models import JobView
+from .settings import ClientSettings
+from .verify import verify as verify_medium
+
+OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
+
+EPILOG = (
+    "Exit codes: 0 ok; 1 the job failed, verify found problems, or a service answered with "
+    "an error; 2 usage or input error (invalid value 422, unknown accession 404, accessions "
+    "of two patients 409); 3 a service is unreachable or unavailable.\n\n"
+    "Environment: DICOMISO_LOOKUP_URL, DICOMISO_RETRIEVER_URL, DICOMISO_PACKAGER_URL, "
+    "DICOMISO_FORWARDER_URL (default http://127.0.0.1:8001-8004), DICOMISO_CALL_TOKEN or "
+    "DICOMISO_API_TOKEN (bearer token), DICOMISO_POLL_INTERVAL (seconds).")
+
+app = typer.Typer(name="dicom-iso", help="Get imaging studies out of the PACS: discs, "
+                  "retrievals, forwards.", epilog=EPILOG, no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _root(ctx: typer.Context, as_json: Annotated[bool, typer.Option(
+        "--json", help="Every command: one JSON document on stdout, no bars.")] = False) -> None:
+    ctx.obj = as_json
+
+
+class Format(StrEnum):
+    iso = "iso"
+    zip = "zip"
+
+
+class Method(StrEnum):
+    move = "move"
+    get = "get"
+
+
+class Service(StrEnum):
+    packager = "packager"
+    retriever = "retriever"
+    forwarder = "forwarder"
+
+
+Json = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, no bars.")]
+Wait = Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")]
+Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the job.")]
+Accessions = Annotated[str, typer.Argument(metavar="ACC[,ACC...]",
+                                           help="Accession numbers, comma-separated.")]
+LookupUrl = Annotated[str | None, typer.Option("--lookup-url", help="[env DICOMISO_LOOKUP_URL]")]
+RetrieverUrl = Annotated[str | None, typer.Option("--retriever-url",
+                                                  help="[env DICOMISO_RETRIEVER_URL]")]
+PackagerUrl = Annotated[str | None, typer.Option("--packager-url",
+                                                 help="[env DICOMISO_PACKAGER_URL]")]
+ForwarderUrl = Annotated[str | None, typer.Option("--forwarder-url",
+                                                  help="[env DICOMISO_FORWARDER_URL]")]
+
+# What each service's bars show: (label, count done, count of the total).
+_BARS: dict[str, list[tuple[str, str, str]]] = {
+    "packager": [("instances received", "received", "expected"),
+                 ("files written", "files_written", "files")],
+    "retriever": [("instances received", "received", "expected")],
+    "forwarder": [("instances acknowledged", "acknowledged", "instances")],
+}
+
+
+class Output:
+    """Where results and errors go: text or one JSON document on stdout, errors on stderr."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+        self.console = Console(highlight=False)
+
+    @property
+    def live(self) -> bool:
+        """Progress bars only on a terminal, never with --json."""
+        return not self.json and self.console.is_terminal
+
+    def done(self, doc: dict[str, Any], text: str, code: int = OK) -> NoReturn:
+        typer.echo(json.dumps(doc, indent=2, default=str) if self.json else text)
+        raise typer.Exit(code)
+
+    def fail(self, message: str, code: int, doc: dict[str, Any] | None = None) -> NoReturn:
+        line = " ".join(message.split())
+        typer.echo(f"error: {line}", err=True)
+        if self.json:
+            typer.echo(json.dumps({**(doc or {}), "error": line, "exit_code": code},
+                                  indent=2, default=str))
+        raise typer.Exit(code)
+
+
+@contextmanager
+def _errors(out: Output, service: str) -> Iterator[None]:
+    """Our errors -> one line on stderr and the exit code of the epilog."""
+    try:
+        yield
+    except ServiceUnreachable as exc:
+        out.fail(f"{exc} — is the stack running? (dicom-iso dev)", UNREACHABLE)
+    except Unavailable as exc:
+        out.fail(str(exc), UNREACHABLE)
+    except (InvalidInput, NotFound, Conflict) as exc:
+        out.fail(f"{service}: {exc}", USAGE)
+    except DicomisoError as exc:
+        out.fail(str(exc) or exc.title, FAILED)
+    except ValidationError:
+        out.fail(f"{service} gave an answer this client does not understand", FAILED)
+    except KeyboardInterrupt:
+        out.fail("interrupted; a started job keeps running (dicom-iso status JOB)", 130)
+
+
+def _settings(out: Output, **urls: str | None) -> ClientSettings:
+    try:
+        overrides: dict[str, Any] = {k: v.rstrip("/") for k, v in urls.items() if v}
+        return ClientSettings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"DICOMISO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        out.fail(f"bad setting: {problems}", USAGE)
+
+
+def _accessions(value: str, out: Output) -> list[str]:
+    accessions = [a.strip() for a in value.split(",") if a.strip()]
+    if not accessions:
+        out.fail("no accession number given", USAGE)
+    return accessions
+
+
+@contextmanager
+def _progress(out: Output, service: str) -> Iterator[Callable[[JobView], None]]:
+    """A callback for JobClient.wait: rich bars on a terminal, silence otherwise."""
+    if not out.live:
+        yield lambda _view: None
+        return
+    bars = _BARS.get(service, [])
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=out.console, transient=False) as progress:
+        phase = progress.add_task(f"{service}: starting", total=None)
+        tasks: list[TaskID] = [progress.add_task(label, total=None, visible=False)
+                               for label, _, _ in bars]
+        upload = progress.add_task("upload", total=1, visible=False)
+
+        def show(view: JobView) -> None:
+            progress.update(phase, description=f"{service}: {view.state}, phase {view.phase}")
+            for task, (_, done, total) in zip(tasks, bars, strict=True):
+                if total in view.counts:
+                    progress.update(task, completed=view.counts.get(done, 0),
+                                    total=view.counts[total], visible=True)
+            if service == "packager" and view.phase in ("upload", "done"):
+                progress.update(upload, visible=True, completed=int(view.phase == "done"))
+        yield show
+
+
+def _follow(client: JobClient, job: JobView, out: Output, timeout: float,
+            poll: float) -> JobView:
+    with _progress(out, client.service) as show:
+        return client.wait(job.id, timeout=timeout, poll=poll, on_progress=show)
+
+
+def _counts(view: JobView) -> str:
+    return ", ".join(f"{k} {v}" for k, v in view.counts.items()) or "no counts yet"
+
+
+def _job_doc(view: JobView, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**(raw or {}), **view.model_dump()}
+
+
+# -- package and download ----------------------------------------------------------------------
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+
+
+def _disposition_name(header: str | None) -> str | None:
+    """The file name of a Content-Disposition header, if it is a plain, safe name."""
+    if not header:
+        return None
+    msg = Message()
+    msg["content-disposition"] = header
+    name = msg.get_filename()
+    return name if name and _SAFE_NAME.fullmatch(name) else None
+
+
+def _target(path: Path, out: Output) -> Path:
+    """Check --download before anything starts: an existing directory or a new file's path."""
+    if path.is_dir():
+        return path
+    if not path.parent.is_dir():
+        out.fail(f"--download: directory {path.parent} does not exist", USAGE)
+    return path
+
+
+def _download(url: str, target: Path, pkg: dict[str, Any], out: Output) -> tuple[Path, int]:
+    """Stream the image to `target` (a directory: the server's file name) in 1 MiB chunks.
+
+    The bytes go to a `.part` file first and are checked against the size and SHA-256 the
+    packager recorded, so a broken transfer never leaves something that looks like a disc.
+    """
+    where = httpx.URL(url).copy_with(query=None, fragment=None)  # never print the signature
+    fallback = pkg.get("filename") or f"{pkg.get('id', 'package')}.iso"
+    try:
+        with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True,
+                          trust_env=False) as http, http.stream("GET", url) as response:
+            if response.status_code != 200:
+                out.fail(f"download from {where} answered {response.status_code} (link "
+                         "expired? dicom-iso package again gives a fresh one)", FAILED)
+            name = _disposition_name(response.headers.get("content-disposition")) or fallback
+            dest = target / name if target.is_dir() else target
+            size = _save(response, dest, pkg, out)
+    except httpx.TransportError as exc:
+        out.fail(f"download unreachable at {where} ({type(exc).__name__})", UNREACHABLE)
+    return dest, size
+
+
+def _save(response: httpx.Response, dest: Path, pkg: dict[str, Any], out: Output) -> int:
+    part = dest.with_name(f".{dest.name}.part")
+    digest, size = hashlib.sha256(), 0
+    total = int(response.headers.get("content-length") or pkg.get("size") or 0) or None
+    try:
+        with Progress(disable=not out.live, console=out.console) as progress, \
+                part.open("wb") as fp:
+            task = progress.add_task(f"download {dest.name}", total=total)
+            for chunk in response.iter_bytes(1 << 20):
+                fp.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                progress.update(task, completed=size)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    expected_sha, expected_size = pkg.get("sha256"), pkg.get("size")
+    if (expected_size is not None and size != expected_size) or \
+            (expected_sha and digest.hexdigest() != expected_sha):
+        part.unlink()
+        out.fail(f"download of {dest.name} is damaged ({size} bytes, sha256 differs from the "
+                 "packager's); run the command again", FAILED)
+    part.replace(dest)
+    return size
+
+
+@app.command()
+def package(ctx: typer.Context, accessions: Accessions,
+            email: Annotated[str | None, typer.Option(help="Mail the link here.")] = None,
+            profile: Annotated[str | None, typer.Option(
+                help="STD-GEN-DVD-JPEG (default), STD-GEN-CD or STD-GEN-DVD-J2K.")] = None,
+            fmt: Annotated[Format, typer.Option("--format")] = Format.iso,
+            wait: Wait = False,
+            download: Annotated[Path | None, typer.Option(
+                metavar="PATH", help="Wait, then save the image here (file or directory).")
+                ] = None,
+            timeout: Timeout = 7200.0, packager_url: PackagerUrl = None,
+            as_json: Json = False) -> None:
+    """Make a disc image of one patient's studies; optionally wait and download it."""
+    out = Output(as_json or bool(ctx.obj))
+    body: dict[str, Any] = {"accession_numbers": _accessions(accessions, out),
+                            "format": fmt.value}
+    body |= {k: v for k, v in (("email", email), ("profile", profile)) if v}
+    target = _target(download, out) if download is not None else None
+    settings = _settings(out, packager_url=packager_url)
+    with _errors(out, "packager"), PackagerClient(settings.packager_url, settings.token(),
+                                                  timeout=settings.http_timeout) as client:
+        job = client.start(body)
+        if not wait and target is None:
+            out.done(_job_doc(job), f"package {job.id} {job.state}; follow it with: "
+                                    f"dicom-iso status {job.id}")
+        view = _follow(client, job, out, timeout, settings.poll_interval)
+        pkg = client.json("GET", f"{client.collection}/{job.id}")
+        if view.state != "succeeded":
+            out.fail(f"package {job.id} failed: {view.error}", FAILED, _job_doc(view, pkg))
+        url = str(pkg.get("download_url") or "")
+        if target is None or not url:
+            out.done(_job_doc(view, pkg), f"package {job.id} ready: {pkg.get('filename')} "
+                     f"({pkg.get('size')} bytes), link until {pkg.get('expires_at')}:\n{url}")
+    path, size = _download(url, target, pkg, out)
+    out.done({**_job_doc(view, pkg), "saved_to": str(path.resolve()), "saved_bytes": size},
+             f"disc saved: {path.resolve()} ({size} bytes, sha256 checked)")
+
+
+# -- retrieve, forward, status, lookup ---------------------------------------------------------
+
+def _finish(out: Output, client: JobClient, job: JobView, wait: bool, timeout: float,
+            poll: float, what: str) -> NoReturn:
+    if not wait:
+        out.done(_job_doc(job), f"{what} {job.id} {job.state}; follow it with: dicom-iso "
+                                f"status {job.id} --service {client.service}")
+    view = _follow(client, job, out, timeout, poll)
+    if view.state != "succeeded":
+        out.fail(f"{what} {view.id} failed: {view.error}", FAILED, _job_doc(view))
+    out.done(_job_doc(view), f"{what} {view.id} succeeded: {_counts(view)}")
+
+
+@app.command()
+def retrieve(ctx: typer.Context, accessions: Accessions,
+             method: Annotated[Method | None, typer.Option(
+                 help="C-MOVE (the PACS must know our AE) or C-GET.")] = None,
+             wait: Wait = False, timeout: Timeout = 7200.0,
+             retriever_url: RetrieverUrl = None, as_json: Json = False) -> None:
+    """Pull studies from the PACS into the bucket."""
+    out = Output(as_json or bool(ctx.obj))
+    accs = _accessions(accessions, out)
+    settings = _settings(out, retriever_url=retriever_url)
+    with _errors(out, "retriever"), RetrieverClient(settings.retriever_url, settings.token(),
+                                                    timeout=settings.http_timeout) as client:
+        job = client.retrieve(accs, method.value if method else None)
+        _finish(out, client, job, wait, timeout, settings.poll_interval, "retrieval")
+
+
+@app.command()
+def forward(ctx: typer.Context, accessions: Accessions,
+            to: Annotated[str, typer.Option("--to", metavar="PEER",
+                                            help="A configured peer (GET /v1/peers).")],
+            wait: Wait = False, timeout: Timeout = 7200.0,
+            forwarder_url: ForwarderUrl = None, as_json: Json = False) -> None:
+    """Send studies to a configured peer PACS (C-STORE)."""
+    out = Output(as_json or bool(ctx.obj))
+    body = {"accession_numbers": _accessions(accessions, out), "destination": to}
+    settings = _settings(out, forwarder_url=forwarder_url)
+    with _errors(out, "forwarder"), ForwarderClient(settings.forwarder_url, settings.token(),
+                                                    timeout=settings.http_timeout) as client:
+        _finish(out, client, client.start(body), wait, timeout, settings.poll_interval,
+                "forward")
+
+
+_CLIENTS: dict[Service, type[JobClient]] = {
+    Service.packager: PackagerClient, Service.retriever: RetrieverClient,
+    Service.forwarder: ForwarderClient}
+
+
+@app.command()
+def status(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="JOB")],
+           service: Annotated[Service, typer.Option(help="Whose job it is.")] = Service.packager,
+           packager_url: PackagerUrl = None, retriever_url: RetrieverUrl = None,
+           forwarder_url: ForwarderUrl = None, as_json: Json = False) -> None:
+    """Show the state of a job (exit 1 if it failed)."""
+    out = Output(as_json or bool(ctx.obj))
+    settings = _settings(out, packager_url=packager_url, retriever_url=retriever_url,
+                         forwarder_url=forwarder_url)
+    url = str(getattr(settings, f"{service.value}_url"))
+    with _errors(out, service.value), \
+            _CLIENTS[service](url, settings.token(), timeout=settings.http_timeout) as client:
+        raw = client.json("GET", f"{client.collection}/{job_id}")
+        view = JobView.model_validate(raw)
+    lines = [f"{service.value} job {view.id}: {view.state}, phase {view.phase}",
+             f"counts: {_counts(view)}"]
+    if view.error:
+        lines.append(f"error: {view.error}")
+    if raw.get("download_url"):
+        lines.append(f"{raw.get('filename')} until {raw.get('expires_at')}: "
+                     f"{raw['download_url']}")
+    out.done(_job_doc(view, raw), "\n".join(lines), FAILED if view.state == "failed" else OK)
+
+
+@app.command()
+def lookup(ctx: typer.Context, accessions: Accessions, lookup_url: LookupUrl = None,
+           as_json: Json = False) -> None:
+    """Show whose accession numbers these are (several: and whether they are one patient)."""
+    out = Output(as_json or bool(ctx.obj))
+    accs = _accessions(accessions, out)
+    settings = _settings(out, lookup_url=lookup_url)
+    with _errors(out, "lookup"), LookupClient(settings.lookup_url, settings.token(),
+                                              timeout=settings.http_timeout) as client:
+        infos = [client.accession(accs[0])] if len(accs) == 1 else client.resolve(accs).accessions
+    same = len({i.patient_id for i in infos}) == 1
+    lines = [f"{i.accession_number}: {i.patient_name.display} (patient ID {i.patient_id}, "
+             f"from {i.source})" for i in infos]
+    if len(infos) > 1:
+        lines.append("one patient" if same else "more than one patient: not one disc")
+    out.done({"accessions": [i.model_dump() for i in infos], "same_patient": same},
+             "\n".join(lines))
+
+
+# -- verify, dev -------------------------------------------------------------------------------
+
+@app.command()
+def verify(ctx: typer.Context,
+           file: Annotated[Path, typer.Argument(metavar="FILE.iso|FILE.zip", exists=True,
+                                                dir_okay=False, readable=True)],
+           as_json: Json = False) -> None:
+    """Check a disc image or ZIP: DICOMDIR, file IDs, references, PDI files, ISO names."""
+    out = Output(as_json or bool(ctx.obj))
+    report = verify_medium(file)
+    if report.ok:
+        out.done(report.as_dict(), f"{file}: ok ({report.kind}, {report.files} files, "
+                                   f"{report.referenced} instances referenced by DICOMDIR)")
+    lines = [f"{file}: {len(report.problems)} problem(s)"] + [f"  {p}" for p in report.problems]
+    out.done(report.as_dict(), "\n".join(lines), FAILED)
+
+
+@app.command()
+def dev(no_his: Annotated[bool, typer.Option("--no-his", help="Names from the PACS, no HIS.")
+                          ] = False,
+        port_base: Annotated[int, typer.Option(help="Offset added to every standard port.")
+                             ] = 0,
+        state_dir: Annotated[Path | None, typer.Option(
+            help="Where the stack keeps its data [default ./.dicom-iso-dev].")] = None) -> None:
+    """Run the local stack (PACS, S3, HIS, the four services) until Ctrl-C."""
+    from .dev import run as dev_run
+
+    raise typer.Exit(dev_run(no_his=no_his, port_base=port_base, state_dir=state_dir))
+
+
+def main() -> None:
+    """Entry point `dicom-iso`."""
+    app()
