@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -88,7 +89,8 @@ class Stack:
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, cwd=self.state,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # our Ctrl-C handling stops it
+                                start_new_session=True,  # our Ctrl-C handling stops it
+                                preexec_fn=_die_with_parent)
         child = Child(name, proc)
         assert proc.stdout is not None  # noqa: S101 - stdout=PIPE above
         child.pump = threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True)
@@ -239,9 +241,24 @@ _print_lock = threading.Lock()
 
 
 def say(name: str, text: str) -> None:
+    """One line of the stream; a closed terminal or pipe (`| tee` ended) is not an error."""
     with _print_lock:
         colour = _COLOURS.get(name, "white")
-        console.print(f"[{colour}]{name:>9}[/] | {escape(text)}", soft_wrap=True)
+        try:
+            console.print(f"[{colour}]{name:>9}[/] | {escape(text)}", soft_wrap=True)
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when `dicom-iso dev` dies, even by SIGKILL
+    (Linux prctl PR_SET_PDEATHSIG), so no part of the stack outlives it."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 _NOT_SHOWN = {"ts", "level", "event", "logger", "color_message", "service"}
@@ -259,9 +276,16 @@ def readable(line: str) -> str:
     return f"{str(record.get('level', '')).upper():7} {record['event']} {extras}".rstrip()
 
 
+# moto's server logs every request (werkzeug access log); only its failures are worth a line.
+_S3_ACCESS = re.compile(r'" [1-4]\d\d -?$')
+
+
 def _pump(name: str, stream: IO[bytes]) -> None:
     for raw in iter(stream.readline, b""):
-        say(name, readable(raw.decode("utf-8", "replace").rstrip()))
+        line = raw.decode("utf-8", "replace").rstrip()
+        if name == "s3" and _S3_ACCESS.search(line):
+            continue
+        say(name, readable(line))
 
 
 def _statements(sql: str) -> list[str]:
@@ -334,7 +358,7 @@ def _banner(stack: Stack) -> None:
         f"S3 (moto) http://127.0.0.1:{p.s3} bucket {BUCKET}; demo PACS ABPACS@127.0.0.1:"
         f"{p.pacs} (http :{p.pacs_http})", stack.his_note,
         f"demo accessions: {accessions}",
-        f"try: dicom-iso package MR.001,CT.002 --download {stack.state / 'discs'}",
+        f"try: uv run dicom-iso package MR.001,CT.002 --download {stack.state / 'discs'}",
         "Ctrl-C stops everything started here"):
         say("dev", line)
 
@@ -356,7 +380,8 @@ def run(no_his: bool = False, port_base: int = 0, state_dir: Path | None = None)
     def on_signal(_signum: int, _frame: Any) -> None:
         stopping.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     code = 0
     try:
         stack.start_s3()
@@ -377,9 +402,8 @@ def run(no_his: bool = False, port_base: int = 0, state_dir: Path | None = None)
         say("dev", f"error: {type(exc).__name__}: {exc}")
         code = 1
     finally:
-        say("dev", "stopping")
-        stack.stop()
+        stack.stop()  # first: nothing below may keep a child alive
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        say("dev", "stopped")
+        say("dev", "stopped every process it started")
     return code

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -115,6 +115,7 @@ class _Assembler:
         files = [DiscFile(path, len(data), _bytes_opener(data)) for path, data in generated]
         files += [self._instance_file(e, file_ids[e["sop_uid"]]) for e in self.entries]
         files += viewer
+        files = [replace(f, opener=self._counted(_call, f.opener)) for f in files]
         self.handle.set_counts(files=len(files), files_written=0)
         return Disc(files, vid, len(self.entries), sorted(self.local), joliet=bool(viewer))
 
@@ -124,9 +125,9 @@ class _Assembler:
         sop = entry["sop_uid"]
         local = self.local.get(sop)
         if local is not None:
-            return DiscFile(file_id, local.stat().st_size, self._counted(local.open, "rb"))
-        return DiscFile(file_id, int(entry["size"]),
-                        self._counted(self.store.open, entry["key"]))
+            return DiscFile(file_id, local.stat().st_size, _path_opener(local))
+        key = entry["key"]
+        return DiscFile(file_id, int(entry["size"]), lambda: self.store.open(key))
 
     def _counted(self, opener: Callable[[Any], IO[bytes]], arg: Any) -> Callable[[], IO[bytes]]:
         """An opener that counts progress and stops the build when the job was lost."""
@@ -212,6 +213,10 @@ class _Assembler:
             files.append(DiscFile((*short, name), path.stat().st_size,
                                   _path_opener(path), long_path=("VIEWER", *rel)))
         return files
+
+
+def _call(opener: Callable[[], IO[bytes]]) -> IO[bytes]:
+    return opener()
 
 
 def _bytes_opener(data: bytes) -> Callable[[], IO[bytes]]:
