@@ -16,6 +16,7 @@ from dicomiso_common.ops import add_ops_routes
 from dicomiso_common.serve import run as serve_run
 from dicomiso_common.store import Store
 
+from . import web
 from .packaging import Packaging
 from .routes import make_router
 from .settings import PackagerSettings
@@ -58,7 +59,9 @@ def create_app(settings: PackagerSettings | None = None, store: Store | None = N
     app.state.settings, app.state.store, app.state.jobs = settings, store, jobs
     add_problem_handlers(app)
     add_ops_routes(app, "packager", {"s3": store.ping})
-    app.include_router(make_router(jobs, packaging, settings, store, bearer_guard(settings)))
+    guard = bearer_guard(settings)
+    app.include_router(make_router(jobs, packaging, settings, store, guard))
+    web.include(app, jobs, packaging, settings, store, guard)
     return app
 
 

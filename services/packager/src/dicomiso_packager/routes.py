@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -16,12 +15,9 @@ from dicomiso_common.store import MAX_LINK_TTL, Store
 
 from .packaging import Packaging, one_patient
 from .settings import PackagerSettings, Profile
+from .web import audit, check_email, page, wants_html
 
 MAX_ACCESSIONS = 50
-# A deliberately plain address check (no quoted local parts, no IP literals): the value goes
-# into an SMTP envelope, so anything exotic is refused rather than interpreted.
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}"
-                    r"(\.[A-Za-z0-9-]{1,63})+")
 
 
 class PackageRequest(BaseModel):
@@ -70,9 +66,7 @@ def canonical(body: PackageRequest, settings: PackagerSettings) -> dict[str, Any
     The accession numbers keep the order given (it names the file), duplicates dropped.
     """
     accessions = list(dict.fromkeys(validate_accession(a) for a in body.accession_numbers))
-    email = body.email.strip() if body.email else None
-    if email is not None and not _EMAIL.fullmatch(email):
-        raise InvalidInput("email is not a plain address like name@example.org")
+    email = check_email(body.email) if body.email and body.email.strip() else None
     return {"accession_numbers": accessions, "email": email,
             "profile": body.profile or settings.default_profile, "format": body.format,
             "expires_in": body.expires_in}
@@ -80,8 +74,9 @@ def canonical(body: PackageRequest, settings: PackagerSettings) -> dict[str, Any
 
 def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, store: Store,
                 guard: Any) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(guard)], tags=["packages"],
-                       responses=PROBLEM_RESPONSES)
+    # The guard is per route: /mkiso shows the staff page to a browser without a token.
+    guarded = [Depends(guard)]
+    router = APIRouter(tags=["packages"], responses=PROBLEM_RESPONSES)
 
     def submit(body: PackageRequest) -> JobRecord:
         request = canonical(body, settings)
@@ -92,19 +87,24 @@ def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, st
         return jobs.submit(request)
 
     @router.post("/v1/packages", status_code=202, response_model=JobAccepted,
+                 dependencies=guarded,
                  responses={409: PROBLEM_RESPONSES[422] | {
                      "description": "The accession numbers belong to more than one patient"}},
                  summary="Make a disc image of one patient's studies, by accession number")
     def create(body: PackageRequest, request: Request, response: Response) -> JobAccepted:
-        return accepted(submit(body), request, response, "package_status")
+        record = submit(body)
+        audit(store, settings, request, "package", job_id=record.id,
+              accession_numbers=record.request["accession_numbers"])
+        return accepted(record, request, response, "package_status")
 
     @router.get("/v1/packages/{job_id}", response_model=PackageStatus, name="package_status",
+                dependencies=guarded,
                 summary="State and progress of a package; the link when it is done")
     def status(job_id: str) -> PackageStatus:
         return PackageStatus.of_package(jobs.get(validate_job_id(job_id)))
 
     @router.get("/v1/packages/{job_id}/download", status_code=307,
-                response_class=RedirectResponse, name="package_download",
+                response_class=RedirectResponse, name="package_download", dependencies=guarded,
                 summary="Redirect to a freshly signed link to the image")
     def download(job_id: str) -> RedirectResponse:
         record = jobs.get(validate_job_id(job_id))
@@ -116,9 +116,13 @@ def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, st
     @router.get("/mkiso", status_code=303, response_class=RedirectResponse,
                 summary="Legacy entry of mkiso.php / mkiso_multiple.php bookmarks")
     def legacy(request: Request,
-               accession_number: str = Query(max_length=MAX_ACCESSIONS * 17)) -> RedirectResponse:
-        """`?accession_number=A,B` starts or finds the package, then sends the browser on:
-        to the download once it is ready, else to its status."""
+               accession_number: str = Query(max_length=MAX_ACCESSIONS * 17)) -> Response:
+        """A browser gets the staff page with the numbers filled in (nothing starts before
+        the clerk confirms the patient). A script with the token: `?accession_number=A,B`
+        starts or finds the package, then 303 to the download once ready, else its status."""
+        if wants_html(request):
+            return page(settings, accession_number)
+        guard(request)
         accessions = [a.strip() for a in accession_number.split(",") if a.strip()]
         if not accessions:
             raise InvalidInput("accession_number is empty")

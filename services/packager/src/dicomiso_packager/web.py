@@ -1,0 +1,313 @@
+"""The staff page at `/` and the few JSON endpoints only it needs.
+
+The page (HTML, CSS, plain JavaScript; no build step) is served without a token: it holds no
+data. Everything it shows comes from `/v1/...` calls that need the bearer token like any API
+call: entered once on the page (kept in sessionStorage), or put on every request by the
+hospital's reverse proxy, which also names the staff member in `DICOMISO_USER_HEADER`. That
+name is trusted only on requests that carried the valid token, and goes into the audit events.
+The page's URLs hold job ids only; patient data travels in request and response bodies.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import string
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from dicomiso_client import ForwarderClient
+from dicomiso_common.dicom import accession_key, manifest_key, validate_accession
+from dicomiso_common.errors import (
+    PROBLEM_RESPONSES,
+    Conflict,
+    DicomisoError,
+    InvalidInput,
+    NotFound,
+)
+from dicomiso_common.jobs import JobRecord, Jobs, validate_job_id
+from dicomiso_common.store import Store
+
+from . import mail
+from .packaging import Packaging
+from .settings import PackagerSettings
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+RECENT = 20
+RECENT_SCAN = 1000        # job records read to find the newest (the bucket listing has no dates)
+MAX_ACCESSIONS = 50
+# A deliberately plain address check (no quoted local parts, no IP literals): the value goes
+# into an SMTP envelope, so anything exotic is refused rather than interpreted.
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}"
+                    r"(\.[A-Za-z0-9-]{1,63})+")
+_USER = re.compile(r"[^\w.@+ -]")
+# Everything the page loads is its own; data is rendered with textContent, never as markup.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self'; connect-src 'self'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store"}
+
+
+def check_email(value: str) -> str:
+    """Return the trimmed address, or raise InvalidInput (the reason never repeats it)."""
+    email = value.strip()
+    if not _EMAIL.fullmatch(email) or len(email) > 254:
+        raise InvalidInput("email is not a plain address like name@example.org")
+    return email
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+def wants_html(request: Request) -> bool:
+    """A browser navigating (Accept: text/html), not a script or API client."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def page(settings: PackagerSettings, prefill: str = "") -> HTMLResponse:
+    """The staff page; `prefill` (the legacy URL's numbers) goes into the form, escaped."""
+    template = string.Template((HERE / "templates" / "index.html").read_text("utf-8"))
+    body = template.substitute(institution=html.escape(settings.institution_name),
+                               prefill=html.escape(prefill.replace(",", "\n")))
+    return HTMLResponse(body, headers=SECURITY_HEADERS)
+
+
+def page_router(settings: PackagerSettings) -> APIRouter:
+    """`/` and its static files: public, they hold no data."""
+    router = APIRouter(tags=["page"])
+
+    @router.get("/", response_class=HTMLResponse, summary="The staff page")
+    def index() -> HTMLResponse:
+        return page(settings)
+
+    @router.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> FileResponse:
+        if name not in STATIC:
+            raise NotFound("no such file")
+        return FileResponse(HERE / "static" / name, media_type=STATIC[name],
+                            headers={"Cache-Control": "no-cache",
+                                     "X-Content-Type-Options": "nosniff"})
+
+    return router
+
+
+# -- who asked: the audit trail ----------------------------------------------------------------
+
+def user_of(request: Request, settings: PackagerSettings) -> str:
+    """The staff member: the proxy's header if configured and given, else how we were called.
+
+    Only ever called behind the bearer guard, so the header came with the valid token.
+    """
+    if settings.user_header:
+        name = _USER.sub("", request.headers.get(settings.user_header, ""))[:128].strip()
+        if name:
+            return name
+    return "api-token" if settings.api_token.get_secret_value() else "anonymous (auth off)"
+
+
+def audit(store: Store, settings: PackagerSettings, request: Request, action: str,
+          **fields: Any) -> None:
+    """Write one event to audit/{yyyy}/{mm}/{dd}/{id}.json (the key names no one)."""
+    now = datetime.now(UTC)
+    event_id = uuid.uuid4().hex
+    client = request.client.host if request.client else None
+    store.put_json(f"audit/{now:%Y/%m/%d}/{event_id}.json", {
+        "id": event_id, "at": now.isoformat(), "service": "packager", "action": action,
+        "user": user_of(request, settings), "client": client, **fields})
+    log.info("audit event", extra={"event_id": event_id, "action": action,
+                                   "job_id": fields.get("job_id")})
+
+
+# -- the JSON endpoints of the page ------------------------------------------------------------
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accession_numbers: list[Any] = Field(min_length=1, max_length=MAX_ACCESSIONS)
+
+
+class EmailRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(max_length=254)
+
+
+class ForwardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accession_numbers: list[Any] = Field(min_length=1, max_length=MAX_ACCESSIONS)
+    destination: str = Field(min_length=1, max_length=64)
+
+
+def _accessions(values: list[Any]) -> list[str]:
+    """Validate each number; the reason says which one by position (never by its value)."""
+    checked = []
+    for i, value in enumerate(values, 1):
+        try:
+            checked.append(validate_accession(value))
+        except InvalidInput as exc:
+            where = f"number {i} of {len(values)}: " if len(values) > 1 else ""
+            raise InvalidInput(f"{where}{exc}") from exc
+    return list(dict.fromkeys(checked))
+
+
+def studies_in_bucket(store: Store, accession: str) -> list[dict[str, Any]] | None:
+    """Dates and descriptions of the accession's studies if they were retrieved before, else None
+    (lookup knows the patient only; the PACS is asked once the clerk confirms)."""
+    try:
+        known, _ = store.get_json(accession_key(accession))
+        studies = []
+        for uid in known.get("study_uids", []):
+            manifest, _ = store.get_json(manifest_key(uid))
+            study = manifest.get("study") or {}
+            modalities = sorted({s.get("modality") or "" for s in
+                                 (manifest.get("series") or {}).values()} - {""})
+            studies.append({"date": study.get("date"), "description": study.get("description"),
+                            "modalities": modalities,
+                            "instances": manifest.get("instance_count")})
+    except DicomisoError:
+        return None
+    return studies
+
+
+def package_summary(record: JobRecord, settings: PackagerSettings) -> dict[str, Any]:
+    """One row of the recent-packages list (the record's own data, nothing re-signed)."""
+    r = record.result
+    created = datetime.fromtimestamp(record.created_at, UTC)
+    return {"id": record.id, "state": record.state, "phase": record.phase,
+            "error": record.error, "accession_numbers": record.request.get("accession_numbers"),
+            "format": record.request.get("format"), "profile": record.request.get("profile"),
+            "created_at": created.isoformat(),
+            "updated_at": datetime.fromtimestamp(record.updated_at, UTC).isoformat(),
+            "filename": r.get("filename"), "size": r.get("size"),
+            "link_expires_at": r.get("expires_at"),
+            "deleted_after": (created + timedelta(days=settings.package_expiry_days)).isoformat(),
+            "email": (r.get("email") or {}).get("state")}
+
+
+def recent_packages(store: Store, settings: PackagerSettings) -> list[JobRecord]:
+    keys = [o.key for o in store.list("jobs/package/")][:RECENT_SCAN]
+
+    def read(key: str) -> JobRecord | None:
+        try:
+            return JobRecord.model_validate(store.get_json(key)[0])
+        except (DicomisoError, ValueError):
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        records = [r for r in pool.map(read, keys) if r is not None]
+    return sorted(records, key=lambda r: r.updated_at, reverse=True)[:RECENT]
+
+
+def _done(jobs: Jobs, job_id: str) -> JobRecord:
+    record = jobs.get(validate_job_id(job_id))
+    if record.state != "succeeded":
+        raise Conflict(f"package {record.id} is {record.state}, not ready")
+    return record
+
+
+def _fresh_link(store: Store, settings: PackagerSettings, record: JobRecord) -> dict[str, Any]:
+    ttl = int(record.request.get("expires_in") or settings.link_ttl)
+    expires = datetime.now(UTC) + timedelta(seconds=ttl)
+    return {"download_url": store.presign_get(record.result["key"], ttl),
+            "expires_at": expires.isoformat(), "filename": record.result.get("filename"),
+            "size": record.result.get("size")}
+
+
+def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, store: Store,
+                    guard: Any) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], tags=["page"],
+                       responses=PROBLEM_RESPONSES)
+
+    def forwarder() -> ForwarderClient:
+        return ForwarderClient(settings.forwarder_url, settings.outgoing_token())
+
+    @router.get("/session", summary="Who is signed in and what this packager offers")
+    def session(request: Request) -> dict[str, Any]:
+        return {"user": user_of(request, settings), "institution": settings.institution_name,
+                "mail": mail.mail_enabled(settings), "default_profile": settings.default_profile,
+                "link_ttl": settings.link_ttl}
+
+    @router.post("/previews", summary="Whom accession numbers belong to; nothing is retrieved")
+    def preview(body: PreviewRequest, request: Request) -> dict[str, Any]:
+        accessions = _accessions(body.accession_numbers)
+        audit(store, settings, request, "preview", accession_numbers=accessions)
+        with packaging.lookup() as lookup:
+            resolved = lookup.resolve(accessions)
+        rows = [{"accession_number": a.accession_number, "patient_id": a.patient_id,
+                 "patient_name": a.patient_name.display, "source": a.source,
+                 "studies": studies_in_bucket(store, a.accession_number)}
+                for a in resolved.accessions]
+        patients = len({a.patient_id.strip().casefold() for a in resolved.accessions})
+        reason = None if resolved.same_patient else (
+            f"these accession numbers belong to {patients} different patients; a disc holds "
+            "the studies of one patient only: remove the ones that are not this patient's")
+        return {"accessions": rows, "same_patient": resolved.same_patient,
+                "patients": patients, "reason": reason}
+
+    @router.get("/packages", summary="The newest packages (from the job records in the bucket)")
+    def recent() -> list[dict[str, Any]]:
+        return [package_summary(r, settings) for r in recent_packages(store, settings)]
+
+    @router.post("/packages/{job_id}/link", summary="A freshly signed link to a finished package")
+    def link(job_id: str, request: Request) -> dict[str, Any]:
+        record = _done(jobs, job_id)
+        audit(store, settings, request, "link", job_id=record.id)
+        return _fresh_link(store, settings, record)
+
+    @router.post("/packages/{job_id}/email", summary="Mail a fresh link to the patient")
+    def email(job_id: str, body: EmailRequest, request: Request) -> dict[str, Any]:
+        to = check_email(body.email)
+        record = _done(jobs, job_id)
+        if not mail.mail_enabled(settings):
+            raise Conflict("e-mail is not configured on this server (DICOMISO_SMTP_URL)")
+        audit(store, settings, request, "email", job_id=record.id, email=to)
+        fresh = _fresh_link(store, settings, record)
+        msg = mail.compose(settings, to, fresh["download_url"],
+                           datetime.fromisoformat(fresh["expires_at"]), fresh["filename"],
+                           int(fresh["size"] or 0))
+        mail.send(settings, msg)
+        return {"state": "sent", "sent_at": datetime.now(UTC).isoformat(),
+                "expires_at": fresh["expires_at"]}
+
+    @router.get("/peers", summary="PACS peers the forwarder can send to (and whether they answer)")
+    def peers() -> Any:
+        with forwarder() as client:
+            return client.json("GET", "/v1/peers")
+
+    @router.post("/forwards", status_code=202, summary="Send the studies to a configured peer")
+    def forward(body: ForwardRequest, request: Request) -> dict[str, Any]:
+        accessions = _accessions(body.accession_numbers)
+        with forwarder() as client:
+            view = client.start({"accession_numbers": accessions,
+                                 "destination": body.destination})
+        audit(store, settings, request, "forward", job_id=view.id,
+              accession_numbers=accessions, destination=body.destination)
+        return {"id": view.id, "state": view.state}
+
+    @router.get("/forwards/{job_id}", summary="State and counts of a forward")
+    def forward_status(job_id: str) -> dict[str, Any]:
+        with forwarder() as client:
+            return client.status(validate_job_id(job_id)).model_dump()
+
+    return router
+
+
+def include(app: FastAPI, jobs: Jobs, packaging: Packaging, settings: PackagerSettings,
+            store: Store, guard: Any) -> None:
+    """Add the page and its endpoints to the packager app."""
+    app.include_router(page_router(settings))
+    app.include_router(make_web_router(jobs, packaging, settings, store, guard))
+

@@ -1,0 +1,201 @@
+"""The staff page against the real stack, in a real browser.
+
+lookup (real MariaDB HIS), retriever (Orthanc as the PACS) and the packager itself all run
+over HTTP on loopback ports, the bucket is the moto server; Debian's `chromium` driven by its
+`chromedriver` through selenium (nothing is downloaded at test time). Each test saves a
+screenshot of every step under artifacts/web/<test>/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dicomiso_common.settings import CommonSettings
+from dicomiso_common.store import Store
+from dicomiso_forwarder.app import create_app as create_forwarder
+from dicomiso_forwarder.settings import ForwarderSettings
+from dicomiso_lookup.app import create_app as create_lookup
+from dicomiso_lookup.settings import LookupSettings
+from dicomiso_packager.app import create_app as create_packager
+from dicomiso_packager.settings import PackagerSettings
+from dicomiso_retriever.app import create_app as create_retriever
+from dicomiso_retriever.settings import RetrieverSettings
+from support.mariadb import HisDb, his_database
+from support.net import free_port
+from support.servers import serving
+
+TOKEN = "web-token"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "web"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@dataclass
+class WebStack:
+    url: str            # the packager, over HTTP
+    store: Store
+    settings: PackagerSettings
+    his: HisDb
+
+    def keys(self, prefix: str) -> list[str]:
+        return [o.key for o in self.store.list(prefix)]
+
+
+@pytest.fixture
+def make_web_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
+    """lookup + retriever + packager, each over real HTTP; all stopped after the test.
+
+    `retriever=` overrides the retriever's settings (e.g. a PACS port nobody listens on),
+    `peers=` starts a forwarder with those peers, the other keywords are the packager's.
+    """
+    with ExitStack() as stack:
+        def make(retriever: dict[str, Any] | None = None,
+                 peers: dict[str, Any] | None = None, **overrides: Any) -> WebStack:
+            his = stack.enter_context(his_database())
+            s3 = {"s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name}
+            lookup_settings = LookupSettings(
+                **s3, http_port=free_port(), api_token=TOKEN, his_url=SecretStr(his.url()),
+                his_accession_db=his.accession_db, his_patient_db=his.patient_db)
+            lookup_url = stack.enter_context(serving(create_lookup(lookup_settings),
+                                                     lookup_settings))
+            retriever_settings = RetrieverSettings(**{
+                **s3, "http_port": free_port(), "api_token": TOKEN, "pacs_aet": orthanc.aet,
+                "pacs_port": orthanc.dicom_port, "scp_port": free_port(),
+                "job_heartbeat": 0.5, "job_stale_after": 5.0, "replica_id": "web-retriever",
+                "dicom_acse_timeout": 5, "dicom_network_timeout": 10, **(retriever or {})})
+            orthanc.register_modality(retriever_settings.scp_aet, "127.0.0.1",
+                                      retriever_settings.scp_port)
+            retriever_url = stack.enter_context(
+                serving(create_retriever(retriever_settings), retriever_settings))
+            forwarder_url = f"http://127.0.0.1:{free_port()}"  # nobody, unless peers are given
+            if peers is not None:
+                forwarder_settings = ForwarderSettings(
+                    **s3, http_port=free_port(), api_token=TOKEN, peers=peers,
+                    retriever_url=retriever_url, send_backoff=0.05, job_heartbeat=0.5,
+                    replica_id="web-forwarder")
+                forwarder_url = stack.enter_context(
+                    serving(create_forwarder(forwarder_settings), forwarder_settings))
+            values: dict[str, Any] = {
+                **s3, "http_port": free_port(), "api_token": TOKEN, "lookup_url": lookup_url,
+                "retriever_url": retriever_url, "forwarder_url": forwarder_url,
+                "job_heartbeat": 0.5, "job_stale_after": 10.0, "work_dir": tmp_path,
+                "replica_id": "web-packager", "institution_name": "Synthetic General Hospital"}
+            values.update(overrides)
+            settings = PackagerSettings(**values)
+            url = stack.enter_context(serving(create_packager(settings), settings))
+            store = Store.from_settings(CommonSettings(**s3))
+            return WebStack(url, store, settings, his)
+
+        yield make
+
+
+@pytest.fixture(scope="session")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    """Headless Debian Chromium with a fresh profile; no network beyond loopback."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.fail("chromium and chromium-driver (Debian packages) are needed for tests/web")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 "--disable-extensions", "--no-proxy-server", "--window-size=1200,1000",
+                 f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    os.environ.setdefault("SE_OFFLINE", "true")   # selenium-manager must not fetch anything
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser.set_page_load_timeout(30)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+@dataclass
+class Page:
+    """The browser on the staff page, with the helpers every test needs."""
+
+    driver: webdriver.Chrome
+    shots: Path
+    downloads: Path
+    step: int = 0
+
+    def open(self, url: str) -> None:
+        self.driver.get(url)
+
+    def el(self, element_id: str) -> WebElement:
+        return self.driver.find_element(By.ID, element_id)
+
+    def wait(self, condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
+                lambda _d: condition())
+        except TimeoutException:
+            self.shot("timeout")
+            raise AssertionError(f"timed out waiting for {what}: message="
+                                 f"{self.el('message').text!r}") from None
+
+    def visible(self, element_id: str, timeout: float = 20.0) -> WebElement:
+        return self.wait(lambda: self.el(element_id).is_displayed() and self.el(element_id),
+                         timeout, f"#{element_id}")
+
+    def message(self, timeout: float = 20.0) -> str:
+        text: str = self.wait(lambda: self.el("message").is_displayed() and self.el("message").text,
+                              timeout, "a message")
+        return text
+
+    def shot(self, name: str) -> Path:
+        self.step += 1
+        path = self.shots / f"{self.step:02d}-{re.sub(r'[^a-z0-9-]', '', name)}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def active_id(self) -> str:
+        return str(self.driver.switch_to.active_element.get_attribute("id") or "")
+
+    def sign_in(self) -> None:
+        """The token form appears on the first API call (401) and is used once per tab."""
+        self.visible("token").send_keys(TOKEN)
+        self.el("auth-form").submit()
+        self.wait(lambda: "Signed in as" in self.el("user").text, what="sign-in")
+
+    def downloaded(self, timeout: float = 60.0) -> Path:
+        def done() -> Path | None:
+            files = [p for p in self.downloads.iterdir()
+                     if not p.name.endswith((".crdownload", ".tmp")) and p.stat().st_size]
+            return files[0] if files else None
+        found: Path = self.wait(done, timeout, "the download")
+        time.sleep(0.2)
+        return found
+
+
+@pytest.fixture
+def page(driver: webdriver.Chrome, request: pytest.FixtureRequest, tmp_path: Path) -> Page:
+    """The session's browser, on a clean slate: screenshots and downloads of this test only."""
+    shots = ARTIFACTS / re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior",
+                           {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.delete_all_cookies()
+    return Page(driver, shots, downloads)
