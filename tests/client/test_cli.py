@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
+from packager import conftest as real_stack
 from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
 from dicomiso_client.cli import app
 from dicomiso_common.settings import CommonSettings
+from dicomiso_forwarder.app import create_app as create_forwarder
+from dicomiso_forwarder.settings import ForwarderSettings
 from dicomiso_lookup.app import create_app as create_lookup
 from dicomiso_lookup.settings import LookupSettings
-from support.mariadb import his_database
+from dicomiso_packager.app import create_app as create_packager
+from support.mariadb import add_patient, his_database
 from support.net import free_port
 from support.servers import serving
 
 IMAGE = b"ISO-IMAGE-BYTES" * 1000
+# The packager's real stack (lookup + MariaDB HIS, retriever + Orthanc, moto S3, SMTP sink).
+make_stack, smtp_sink = real_stack.make_stack, real_stack.smtp_sink
 FAST = {"DICOMISO_POLL_INTERVAL": "0.05"}
 
 
@@ -167,3 +176,84 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run("package", "ACC1", "--format", "tar").exit_code == 2
     assert run("package", "ACC1", "--download", str(tmp_path / "no" / "x.iso")).exit_code == 2
     assert run("verify", str(tmp_path / "absent.iso")).exit_code == 2
+
+
+# -- audit: every action of a real stack, listed by `dicom-iso audit` --------------------------
+
+def test_audit_lists_every_action_of_a_real_stack_oldest_first(
+        make_stack: Any, smtp_sink: Any, orthanc: Any, study_factory: Any, s3_bucket: Any,
+        tmp_path: Path) -> None:
+    """Package (request and outcome), each way of issuing a link, both e-mails and a forward
+    (packager and forwarder) leave an event naming the proxy's user, the job and the
+    accession number (never in a key, never the patient); the CLI lists them oldest first,
+    for a duration and for an ISO date."""
+    study = study_factory(patient_name="Wulandari^Sari", patient_id="RM-AUDIT-1")
+    orthanc.upload(study.files)
+    s3 = {"s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name}
+    token, user = "stack-token", {"X-Forwarded-User": "clerk.ani"}
+    stack = make_stack(api_token=token, user_header="X-Forwarded-User",
+                       forwarder_url=f"http://127.0.0.1:{free_port()}",
+                       smtp_url=f"smtp://relay-user:relay-secret@127.0.0.1:{smtp_sink.port}",
+                       smtp_ca_file=smtp_sink.ca_file)
+    add_patient(stack.his, "RM-AUDIT-1", "Sari Wulandari", [study.accession])
+    stack.packager.headers.update({"Authorization": f"Bearer {token}", **user})
+    forwarder_settings = ForwarderSettings(
+        **s3, http_port=int(stack.settings.forwarder_url.rsplit(":", 1)[1]), api_token=token,
+        retriever_url=stack.retriever_url, job_heartbeat=0.5, replica_id="audit-forwarder",
+        peers={"pacs": {"aet": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}})
+    served = stack.settings.model_copy(update={"http_port": free_port()})
+    with serving(create_forwarder(forwarder_settings), forwarder_settings), \
+            serving(create_packager(served), served) as packager_url:
+        done = stack.run({"accession_numbers": [study.accession], "email": "sari@example.org"})
+        assert done["state"] == "succeeded", done
+        job = done["id"]
+        download = stack.packager.get(f"/v1/packages/{job}/download", follow_redirects=False)
+        assert download.status_code == 307
+        assert stack.packager.post(f"/v1/packages/{job}/link").status_code == 200
+        mailed = stack.packager.post(f"/v1/packages/{job}/email",
+                                     json={"email": "sari@example.org"})
+        assert mailed.status_code == 200, mailed.text
+        fwd = stack.packager.post("/v1/forwards", json={
+            "accession_numbers": [study.accession], "destination": "pacs"})
+        assert fwd.status_code == 202, fwd.text
+        deadline = time.monotonic() + 60
+        while stack.packager.get(f"/v1/forwards/{fwd.json()['id']}").json()["state"] not in \
+                ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # the outcome event is written as the job ends
+
+        env = {"DICOMISO_PACKAGER_URL": packager_url, "DICOMISO_API_TOKEN": token}
+        listed = run("audit", "--since", "1h", "--json", **env)
+        text = run("audit", "--since", f"{datetime.now(UTC):%Y-%m-%d}", **env)
+        refused = run("audit", "--since", "1h", DICOMISO_PACKAGER_URL=packager_url,
+                      DICOMISO_API_TOKEN="wrong")
+        bad = run("audit", "--since", "soon", **env)
+
+    assert listed.exit_code == 0, listed.output
+    events = json.loads(listed.stdout)["events"]
+    seen = {(e["service"], e["action"], e["outcome"], e.get("via")) for e in events}
+    assert seen >= {
+        ("packager", "package", "requested", None), ("packager", "package", "succeeded", None),
+        ("packager", "email", "sent", "package"), ("packager", "link", "issued", "status"),
+        ("packager", "link", "issued", "download"), ("packager", "link", "issued", "page"),
+        ("packager", "email", "requested", None), ("packager", "email", "sent", None),
+        ("packager", "forward", "requested", None), ("forwarder", "forward", "requested", None),
+        ("forwarder", "forward", "succeeded", None)}, seen
+    assert [e["at"] for e in events] == sorted(e["at"] for e in events)
+    requested = [e for e in events if e["outcome"] in ("requested", "issued")]
+    assert {e["user"] for e in requested if e["service"] == "packager"} == {"clerk.ani"}
+    assert {e["user"] for e in events if e["outcome"] == "succeeded"} == {"system (job)"}
+    assert all(e.get("job_id") for e in events)
+    assert all(study.accession in (e.get("accession_numbers") or [])
+               for e in events if e["action"] in ("package", "forward") and
+               e["outcome"] == "requested")
+    raw = json.dumps(events)
+    assert "Wulandari" not in raw and "Sari Wulandari" not in raw and "PixelData" not in raw
+    keys = [o.key for o in stack.store.list("audit/")]
+    assert len(keys) == len(events)
+    assert all(re.fullmatch(r"audit/\d{4}/\d\d/\d\d/[0-9a-f]{32}\.json", k) for k in keys)
+    assert text.exit_code == 0, text.output
+    assert len(text.stdout.splitlines()) == len(events)
+    assert "package succeeded user=system (job)" in text.stdout
+    assert refused.exit_code == 1 and "refused our token" in one_error_line(refused)
+    assert bad.exit_code == 2 and "--since" in one_error_line(bad)

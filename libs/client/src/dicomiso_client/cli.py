@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
+from dicomiso_common.audit import parse_since
 from dicomiso_common.errors import Conflict, DicomisoError, InvalidInput, NotFound, Unavailable
 
 from .http import ServiceUnreachable
@@ -392,6 +393,41 @@ def lookup(ctx: typer.Context, accessions: Accessions, lookup_url: LookupUrl = N
         lines.append("one patient" if same else "more than one patient: not one disc")
     out.done({"accessions": [i.model_dump() for i in infos], "same_patient": same},
              "\n".join(lines))
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+def _event_line(e: dict[str, Any]) -> str:
+    what = ",".join(e.get("accession_numbers") or e.get("study_uids") or [])
+    extra = " ".join(f"{k}={e[k]}" for k in ("via", "destination", "error") if e.get(k))
+    return " ".join(str(part) for part in (
+        e.get("at"), e.get("service"), e.get("action"), e.get("outcome"),
+        f"user={e.get('user')}", f"job={e.get('job_id') or '-'}", what, extra) if part)
+
+
+@app.command()
+def audit(ctx: typer.Context,
+          since: Annotated[str, typer.Option(
+              metavar="DURATION|ISO-DATE",
+              help="How far back: 90s, 30m, 1h, 2d, 1w, or 2024-05-01[T08:00:00Z].")],
+          limit: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
+          packager_url: PackagerUrl = None, as_json: Json = False) -> None:
+    """List the audit trail (packages, links, e-mails, forwards), oldest first."""
+    out = Output(as_json or bool(ctx.obj))
+    try:
+        start = parse_since(since)
+    except InvalidInput as exc:
+        out.fail(f"--since: {exc}", USAGE)
+    settings = _settings(out, packager_url=packager_url)
+    with _errors(out, "packager"), PackagerClient(settings.packager_url, settings.token(),
+                                                  timeout=settings.http_timeout) as client:
+        doc = client.json("GET", "/v1/audit",
+                          params={"since": start.isoformat(), "limit": limit})
+    events = doc.get("events", [])
+    lines = [_event_line(e) for e in events] or [f"no audit events since {doc.get('since')}"]
+    if doc.get("truncated"):
+        lines.append(f"(only the first {limit}; ask with a later --since or a larger --limit)")
+    out.done(doc, "\n".join(lines))
 
 
 # -- verify, dev -------------------------------------------------------------------------------

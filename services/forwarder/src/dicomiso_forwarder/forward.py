@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dicomiso_client import RetrieverClient
+from dicomiso_common import audit
 from dicomiso_common.dicom import accession_key, manifest_key
 from dicomiso_common.errors import DicomError, DicomisoError, NotFound, ObjectMissing
-from dicomiso_common.jobs import JobHandle
+from dicomiso_common.jobs import JobHandle, JobLost
 from dicomiso_common.store import Store
 
 from .peers import pacs_peer, resolve
@@ -43,6 +44,27 @@ class Forwarding:
         self.store = store
 
     def run(self, handle: JobHandle) -> dict[str, Any]:
+        """Forward the studies; the outcome goes into the audit trail (not a lost job's:
+        the replica that took it over reports it)."""
+        request = handle.record.request
+        about = {"job_id": handle.id, "destination": request.get("destination"),
+                 "accession_numbers": request.get("accession_numbers") or None,
+                 "study_uids": request.get("study_uids") or None,
+                 "attempt": handle.record.attempt}
+        try:
+            result = self._run(handle)
+        except JobLost:
+            raise
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, DicomisoError) else type(exc).__name__
+            audit.record_outcome(self.store, "forwarder", "forward", "failed", **about,
+                                 error=reason, counts=dict(handle.record.counts))
+            raise
+        audit.record_outcome(self.store, "forwarder", "forward", "succeeded", **about,
+                             counts=dict(handle.record.counts))
+        return result
+
+    def _run(self, handle: JobHandle) -> dict[str, Any]:
         request = handle.record.request
         peer = resolve(self.settings, request["destination"])  # config may have changed
         handle.update(phase="locate", flush=True)

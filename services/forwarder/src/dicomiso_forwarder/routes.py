@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from dicomiso_common import audit
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput, ObjectMissing
 from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, JobStatus, accepted, validate_job_id
@@ -70,7 +71,13 @@ def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: An
     @router.post("/forwards", status_code=202, response_model=JobAccepted,
                  summary="Send studies (by accession number or Study UID) to a configured peer")
     def create(body: ForwardRequest, request: Request, response: Response) -> JobAccepted:
-        return accepted(jobs.submit(canonical(body, settings)), request, response, "forward_status")
+        wanted = canonical(body, settings)
+        record = jobs.submit(wanted)
+        audit.record(store, settings, "forwarder", request, "forward", job_id=record.id,
+                     state=record.state, destination=wanted["destination"],
+                     accession_numbers=wanted["accession_numbers"] or None,
+                     study_uids=wanted["study_uids"] or None)
+        return accepted(record, request, response, "forward_status")
 
     @router.get("/forwards/{job_id}", response_model=ForwardStatus, name="forward_status",
                 summary="State and counts of a forward; per-instance results on request")

@@ -19,9 +19,10 @@ from typing import Any
 
 from dicomiso_client import LookupClient, RetrieverClient
 from dicomiso_client.models import JobView, Resolved
+from dicomiso_common import audit
 from dicomiso_common.dicom import manifest_key
 from dicomiso_common.errors import Conflict, DicomisoError, ObjectMissing
-from dicomiso_common.jobs import JobHandle, JobRecord
+from dicomiso_common.jobs import JobHandle, JobLost, JobRecord
 from dicomiso_common.names import ascii_filename_part
 from dicomiso_common.store import Store
 
@@ -87,6 +88,25 @@ class Packaging:
         return isinstance(key, str) and self.store.exists(key)
 
     def run(self, handle: JobHandle) -> dict[str, Any]:
+        """Build the package; its outcome goes into the audit trail (a lost job's does not:
+        the replica that took it over reports it)."""
+        about = {"job_id": handle.id, "accession_numbers": handle.record.request.get(
+            "accession_numbers"), "attempt": handle.record.attempt}
+        try:
+            result = self._run(handle)
+        except JobLost:
+            raise
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, DicomisoError) else type(exc).__name__
+            audit.record_outcome(self.store, "packager", "package", "failed", **about,
+                                 error=reason)
+            raise
+        audit.record_outcome(self.store, "packager", "package", "succeeded", **about,
+                             study_uids=result.get("study_uids"), size=result.get("size"),
+                             email_state=(result.get("email") or {}).get("state"))
+        return result
+
+    def _run(self, handle: JobHandle) -> dict[str, Any]:
         request = handle.record.request
         accessions: list[str] = request["accession_numbers"]
         handle.update(phase="lookup", flush=True)
@@ -201,6 +221,10 @@ class Packaging:
         result["expires_at"] = datetime.fromtimestamp(now + ttl, UTC).isoformat()
         email = handle.record.request.get("email")
         result["email"] = self._mail(email, result) if email else {"state": "not_requested"}
+        if email:
+            audit.record_outcome(self.store, "packager", "email", result["email"]["state"],
+                                 job_id=handle.id, email=email, via="package",
+                                 error=result["email"].get("error"))
 
     def _mail(self, to: str, result: dict[str, Any]) -> dict[str, Any]:
         """Send the link; a failure is reported in the status and never fails the package."""

@@ -86,6 +86,15 @@ def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, st
             one_patient(lookup.resolve(request["accession_numbers"]))
         return jobs.submit(request)
 
+    def audited(request: Request, record: JobRecord) -> None:
+        audit(store, settings, request, "package", job_id=record.id, state=record.state,
+              accession_numbers=record.request["accession_numbers"],
+              profile=record.request.get("profile"), format=record.request.get("format"))
+
+    def link_issued(request: Request, record: JobRecord, via: str) -> None:
+        audit(store, settings, request, "link", "issued", job_id=record.id, via=via,
+              accession_numbers=record.request.get("accession_numbers"))
+
     @router.post("/v1/packages", status_code=202, response_model=JobAccepted,
                  dependencies=guarded,
                  responses={409: PROBLEM_RESPONSES[422] | {
@@ -93,23 +102,27 @@ def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, st
                  summary="Make a disc image of one patient's studies, by accession number")
     def create(body: PackageRequest, request: Request, response: Response) -> JobAccepted:
         record = submit(body)
-        audit(store, settings, request, "package", job_id=record.id,
-              accession_numbers=record.request["accession_numbers"])
+        audited(request, record)
         return accepted(record, request, response, "package_status")
 
     @router.get("/v1/packages/{job_id}", response_model=PackageStatus, name="package_status",
                 dependencies=guarded,
                 summary="State and progress of a package; the link when it is done")
-    def status(job_id: str) -> PackageStatus:
-        return PackageStatus.of_package(jobs.get(validate_job_id(job_id)))
+    def status(job_id: str, request: Request) -> PackageStatus:
+        record = jobs.get(validate_job_id(job_id))
+        status = PackageStatus.of_package(record)
+        if status.download_url:  # showing the link is handing it out
+            link_issued(request, record, "status")
+        return status
 
     @router.get("/v1/packages/{job_id}/download", status_code=307,
                 response_class=RedirectResponse, name="package_download", dependencies=guarded,
                 summary="Redirect to a freshly signed link to the image")
-    def download(job_id: str) -> RedirectResponse:
+    def download(job_id: str, request: Request) -> RedirectResponse:
         record = jobs.get(validate_job_id(job_id))
         if record.state != "succeeded":
             raise Conflict(f"package {record.id} is {record.state}, not ready for download")
+        link_issued(request, record, "download")
         ttl = int(record.request.get("expires_in") or settings.link_ttl)
         return RedirectResponse(store.presign_get(record.result["key"], ttl), status_code=307)
 
@@ -127,6 +140,7 @@ def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, st
         if not accessions:
             raise InvalidInput("accession_number is empty")
         record = submit(PackageRequest(accession_numbers=accessions))
+        audited(request, record)
         route = "package_download" if record.state == "succeeded" else "package_status"
         return RedirectResponse(str(request.url_for(route, job_id=record.id)), status_code=303)
 

@@ -14,17 +14,17 @@ import html
 import logging
 import re
 import string
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from dicomiso_client import ForwarderClient
+from dicomiso_common import audit as audit_trail
 from dicomiso_common.dicom import accession_key, manifest_key, validate_accession
 from dicomiso_common.errors import (
     PROBLEM_RESPONSES,
@@ -51,7 +51,6 @@ MAX_ACCESSIONS = 50
 # into an SMTP envelope, so anything exotic is refused rather than interpreted.
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}"
                     r"(\.[A-Za-z0-9-]{1,63})+")
-_USER = re.compile(r"[^\w.@+ -]")
 # Everything the page loads is its own; data is rendered with textContent, never as markup.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -110,24 +109,14 @@ def user_of(request: Request, settings: PackagerSettings) -> str:
 
     Only ever called behind the bearer guard, so the header came with the valid token.
     """
-    if settings.user_header:
-        name = _USER.sub("", request.headers.get(settings.user_header, ""))[:128].strip()
-        if name:
-            return name
-    return "api-token" if settings.api_token.get_secret_value() else "anonymous (auth off)"
+    return audit_trail.requester(request, settings)
 
 
 def audit(store: Store, settings: PackagerSettings, request: Request, action: str,
-          **fields: Any) -> None:
-    """Write one event to audit/{yyyy}/{mm}/{dd}/{id}.json (the key names no one)."""
-    now = datetime.now(UTC)
-    event_id = uuid.uuid4().hex
-    client = request.client.host if request.client else None
-    store.put_json(f"audit/{now:%Y/%m/%d}/{event_id}.json", {
-        "id": event_id, "at": now.isoformat(), "service": "packager", "action": action,
-        "user": user_of(request, settings), "client": client, **fields})
-    log.info("audit event", extra={"event_id": event_id, "action": action,
-                                   "job_id": fields.get("job_id")})
+          outcome: str = "requested", **fields: Any) -> None:
+    """Write one event to audit/{yyyy}/{mm}/{dd}/{id}.json (the key names no one); raises
+    if it cannot be written, so the action does not happen unrecorded."""
+    audit_trail.record(store, settings, "packager", request, action, outcome, **fields)
 
 
 # -- the JSON endpoints of the page ------------------------------------------------------------
@@ -264,7 +253,8 @@ def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings
     @router.post("/packages/{job_id}/link", summary="A freshly signed link to a finished package")
     def link(job_id: str, request: Request) -> dict[str, Any]:
         record = _done(jobs, job_id)
-        audit(store, settings, request, "link", job_id=record.id)
+        audit(store, settings, request, "link", "issued", job_id=record.id, via="page",
+              accession_numbers=record.request.get("accession_numbers"))
         return _fresh_link(store, settings, record)
 
     @router.post("/packages/{job_id}/email", summary="Mail a fresh link to the patient")
@@ -273,12 +263,20 @@ def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings
         record = _done(jobs, job_id)
         if not mail.mail_enabled(settings):
             raise Conflict("e-mail is not configured on this server (DICOMISO_SMTP_URL)")
-        audit(store, settings, request, "email", job_id=record.id, email=to)
+        about: dict[str, Any] = {"job_id": record.id, "email": to, "accession_numbers":
+                                 record.request.get("accession_numbers")}
+        audit(store, settings, request, "email", **about)
         fresh = _fresh_link(store, settings, record)
         msg = mail.compose(settings, to, fresh["download_url"],
                            datetime.fromisoformat(fresh["expires_at"]), fresh["filename"],
                            int(fresh["size"] or 0))
-        mail.send(settings, msg)
+        try:
+            mail.send(settings, msg)
+        except DicomisoError as exc:
+            audit_trail.record_outcome(store, "packager", "email", "failed", **about,
+                                       error=str(exc))
+            raise
+        audit_trail.record_outcome(store, "packager", "email", "sent", **about)
         return {"state": "sent", "sent_at": datetime.now(UTC).isoformat(),
                 "expires_at": fresh["expires_at"]}
 
@@ -296,6 +294,14 @@ def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings
         audit(store, settings, request, "forward", job_id=view.id,
               accession_numbers=accessions, destination=body.destination)
         return {"id": view.id, "state": view.state}
+
+    @router.get("/audit", summary="Audit events since a time, oldest first")
+    def audit_events(since: str = Query(max_length=64, description=(
+            "A duration back from now (90s, 30m, 1h, 2d, 1w) or an ISO date / date-time")),
+            limit: int = Query(1000, ge=1, le=audit_trail.MAX_EVENTS)) -> dict[str, Any]:
+        start = audit_trail.parse_since(since)
+        events, truncated = audit_trail.events_since(store, start, limit=limit)
+        return {"since": start.isoformat(), "events": events, "truncated": truncated}
 
     @router.get("/forwards/{job_id}", summary="State and counts of a forward")
     def forward_status(job_id: str) -> dict[str, Any]:

@@ -1,0 +1,138 @@
+"""The audit trail: who asked for what, when, and how it ended; one bucket object per event.
+
+Keys are `audit/{yyyy}/{mm}/{dd}/{uuid}.json` (UTC): they name a day and a random id, never a
+patient or an accession number; those travel in the body. An event holds ids only (job ids,
+accession numbers, Study UIDs, a peer's name), never pixel data or patient names. Reading
+lists one day prefix after the other from the `since` date, so a query for the last hour
+reads today's objects, not the whole trail.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from fastapi import Request
+
+from .errors import DicomisoError, InvalidInput, ObjectMissing
+from .settings import CommonSettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+PREFIX = "audit/"
+MAX_DAYS = 400            # how far back one query may reach (one listing per day)
+MAX_EVENTS = 10_000
+_USER = re.compile(r"[^\w.@+ -]")
+_DURATION = re.compile(r"(\d{1,6})([smhdw])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def event_key(at: datetime, event_id: str) -> str:
+    """The bucket key of one event: its UTC day and its id, nothing else."""
+    return f"{PREFIX}{at.astimezone(UTC):%Y/%m/%d}/{event_id}.json"
+
+
+def day_prefix(day: date) -> str:
+    return f"{PREFIX}{day:%Y/%m/%d}/"
+
+
+def requester(request: Request, settings: CommonSettings) -> str:
+    """Who asked: the proxy's user header if configured and given, else how we were called.
+
+    Only called behind the bearer guard, so the header came with the valid token. A service
+    without a `user_header` setting names the caller by its credential only.
+    """
+    header = getattr(settings, "user_header", None)
+    if header:
+        name = _USER.sub("", request.headers.get(header, ""))[:128].strip()
+        if name:
+            return name
+    return "api-token" if settings.api_token.get_secret_value() else "anonymous (auth off)"
+
+
+def write(store: Store, service: str, action: str, *, user: str, outcome: str,
+          client: str | None = None, **fields: Any) -> dict[str, Any]:
+    """Write one event and return it; a failed write raises (the caller decides)."""
+    now = datetime.now(UTC)
+    event = {"id": uuid.uuid4().hex, "at": now.isoformat(), "service": service,
+             "action": action, "outcome": outcome, "user": user, "client": client,
+             **{k: v for k, v in fields.items() if v is not None}}
+    store.put_json(event_key(now, event["id"]), event)
+    log.info("audit event", extra={"event_id": event["id"], "action": action,
+                                   "outcome": outcome, "job_id": fields.get("job_id")})
+    return event
+
+
+def record(store: Store, settings: CommonSettings, service: str, request: Request,
+           action: str, outcome: str = "requested", **fields: Any) -> dict[str, Any]:
+    """Audit something a caller asked for; raises if the event cannot be written, so nothing
+    the trail does not show is ever done."""
+    client = request.client.host if request.client else None
+    return write(store, service, action, user=requester(request, settings), outcome=outcome,
+                 client=client, **fields)
+
+
+def record_outcome(store: Store, service: str, action: str, outcome: str,
+                   **fields: Any) -> None:
+    """Audit how a job ended (best effort: the job record holds the outcome too)."""
+    try:
+        write(store, service, action, user="system (job)", outcome=outcome, **fields)
+    except DicomisoError:
+        log.warning("audit event not written", extra={"action": action, "outcome": outcome,
+                                                      "job_id": fields.get("job_id")})
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """`90s`, `30m`, `1h`, `2d`, `1w` back from now, or an ISO date / date-time (UTC if no
+    zone is given)."""
+    now = now or datetime.now(UTC)
+    text = value.strip()
+    if m := _DURATION.fullmatch(text):
+        return now - timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
+    try:
+        since = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidInput("since is neither a duration like 1h, 30m, 2d nor an ISO date "
+                           "like 2024-05-01 or 2024-05-01T08:00:00Z") from exc
+    return since if since.tzinfo else since.replace(tzinfo=UTC)
+
+
+def events_since(store: Store, since: datetime, *, now: datetime | None = None,
+                 limit: int = MAX_EVENTS) -> tuple[list[dict[str, Any]], bool]:
+    """Events at or after `since`, oldest first, and whether `limit` cut the list short.
+
+    Lists one day prefix per day from `since` to today, never the whole trail.
+    """
+    now = now or datetime.now(UTC)
+    since = since.astimezone(UTC)
+    first, last = since.date(), now.astimezone(UTC).date()
+    if (last - first).days > MAX_DAYS:
+        raise InvalidInput(f"since reaches back more than {MAX_DAYS} days; ask for less")
+    keys = [o.key for n in range((last - first).days + 1)
+            for o in store.list(day_prefix(first + timedelta(days=n)))]
+
+    def read(key: str) -> dict[str, Any] | None:
+        try:
+            data, _ = store.get_json(key)
+        except ObjectMissing:  # removed between listing and reading
+            return None
+        return data if isinstance(data, dict) else None
+
+    with ThreadPoolExecutor(8) as pool:
+        events = [e for e in pool.map(read, keys) if e is not None]
+    events = [e for e in events if _at(e) >= since]
+    events.sort(key=lambda e: (_at(e), str(e.get("id"))))
+    return events[:limit], len(events) > limit
+
+
+def _at(event: dict[str, Any]) -> datetime:
+    try:
+        at = datetime.fromisoformat(str(event.get("at")))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
