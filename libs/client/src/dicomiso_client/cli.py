@@ -7,33 +7,26 @@ writes one JSON document on stdout; progress bars appear only when stdout is a t
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from email.message import Message
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from dicomiso_common.audit import parse_since
-from dicomiso_common.errors import Conflict, DicomisoError, InvalidInput, NotFound, Unavailable
+from dicomiso_common.errors import InvalidInput
 
-from .http import ServiceUnreachable
+from .download import download_to, target_of
 from .jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
 from .lookup import LookupClient
 from .models import JobView
+from .output import FAILED, OK, USAGE, Output, errors
 from .settings import ClientSettings
 from .verify import verify as verify_medium
-
-OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 
 EPILOG = (
     "Exit codes: 0 ok; 1 the job failed, verify found problems, or a service answered with "
@@ -92,50 +85,6 @@ _BARS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-class Output:
-    """Where results and errors go: text or one JSON document on stdout, errors on stderr."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.json = as_json
-        self.console = Console(highlight=False)
-
-    @property
-    def live(self) -> bool:
-        """Progress bars only on a terminal, never with --json."""
-        return not self.json and self.console.is_terminal
-
-    def done(self, doc: dict[str, Any], text: str, code: int = OK) -> NoReturn:
-        typer.echo(json.dumps(doc, indent=2, default=str) if self.json else text)
-        raise typer.Exit(code)
-
-    def fail(self, message: str, code: int, doc: dict[str, Any] | None = None) -> NoReturn:
-        line = " ".join(message.split())
-        typer.echo(f"error: {line}", err=True)
-        if self.json:
-            typer.echo(json.dumps({**(doc or {}), "error": line, "exit_code": code},
-                                  indent=2, default=str))
-        raise typer.Exit(code)
-
-
-@contextmanager
-def _errors(out: Output, service: str) -> Iterator[None]:
-    """Our errors -> one line on stderr and the exit code of the epilog."""
-    try:
-        yield
-    except ServiceUnreachable as exc:
-        out.fail(f"{exc} — is the stack running? (dicom-iso dev)", UNREACHABLE)
-    except Unavailable as exc:
-        out.fail(str(exc), UNREACHABLE)
-    except (InvalidInput, NotFound, Conflict) as exc:
-        out.fail(f"{service}: {exc}", USAGE)
-    except DicomisoError as exc:
-        out.fail(str(exc) or exc.title, FAILED)
-    except ValidationError:
-        out.fail(f"{service} gave an answer this client does not understand", FAILED)
-    except KeyboardInterrupt:
-        out.fail("interrupted; a started job keeps running (dicom-iso status JOB)", 130)
-
-
 def _settings(out: Output, **urls: str | None) -> ClientSettings:
     try:
         overrides: dict[str, Any] = {k: v.rstrip("/") for k, v in urls.items() if v}
@@ -192,78 +141,6 @@ def _job_doc(view: JobView, raw: dict[str, Any] | None = None) -> dict[str, Any]
     return {**(raw or {}), **view.model_dump()}
 
 
-# -- package and download ----------------------------------------------------------------------
-
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
-
-
-def _disposition_name(header: str | None) -> str | None:
-    """The file name of a Content-Disposition header, if it is a plain, safe name."""
-    if not header:
-        return None
-    msg = Message()
-    msg["content-disposition"] = header
-    name = msg.get_filename()
-    return name if name and _SAFE_NAME.fullmatch(name) else None
-
-
-def _target(path: Path, out: Output) -> Path:
-    """Check --download before anything starts: an existing directory or a new file's path."""
-    if path.is_dir():
-        return path
-    if not path.parent.is_dir():
-        out.fail(f"--download: directory {path.parent} does not exist", USAGE)
-    return path
-
-
-def _download(url: str, target: Path, pkg: dict[str, Any], out: Output) -> tuple[Path, int]:
-    """Stream the image to `target` (a directory: the server's file name) in 1 MiB chunks.
-
-    The bytes go to a `.part` file first and are checked against the size and SHA-256 the
-    packager recorded, so a broken transfer never leaves something that looks like a disc.
-    """
-    where = httpx.URL(url).copy_with(query=None, fragment=None)  # never print the signature
-    fallback = pkg.get("filename") or f"{pkg.get('id', 'package')}.iso"
-    try:
-        with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True,
-                          trust_env=False) as http, http.stream("GET", url) as response:
-            if response.status_code != 200:
-                out.fail(f"download from {where} answered {response.status_code} (link "
-                         "expired? dicom-iso package again gives a fresh one)", FAILED)
-            name = _disposition_name(response.headers.get("content-disposition")) or fallback
-            dest = target / name if target.is_dir() else target
-            size = _save(response, dest, pkg, out)
-    except httpx.TransportError as exc:
-        out.fail(f"download unreachable at {where} ({type(exc).__name__})", UNREACHABLE)
-    return dest, size
-
-
-def _save(response: httpx.Response, dest: Path, pkg: dict[str, Any], out: Output) -> int:
-    part = dest.with_name(f".{dest.name}.part")
-    digest, size = hashlib.sha256(), 0
-    total = int(response.headers.get("content-length") or pkg.get("size") or 0) or None
-    try:
-        with Progress(disable=not out.live, console=out.console) as progress, \
-                part.open("wb") as fp:
-            task = progress.add_task(f"download {dest.name}", total=total)
-            for chunk in response.iter_bytes(1 << 20):
-                fp.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-                progress.update(task, completed=size)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    expected_sha, expected_size = pkg.get("sha256"), pkg.get("size")
-    if (expected_size is not None and size != expected_size) or \
-            (expected_sha and digest.hexdigest() != expected_sha):
-        part.unlink()
-        out.fail(f"download of {dest.name} is damaged ({size} bytes, sha256 differs from the "
-                 "packager's); run the command again", FAILED)
-    part.replace(dest)
-    return size
-
-
 @app.command()
 def package(ctx: typer.Context, accessions: Accessions,
             email: Annotated[str | None, typer.Option(help="Mail the link here.")] = None,
@@ -281,9 +158,9 @@ def package(ctx: typer.Context, accessions: Accessions,
     body: dict[str, Any] = {"accession_numbers": _accessions(accessions, out),
                             "format": fmt.value}
     body |= {k: v for k, v in (("email", email), ("profile", profile)) if v}
-    target = _target(download, out) if download is not None else None
+    target = target_of(download, out) if download is not None else None
     settings = _settings(out, packager_url=packager_url)
-    with _errors(out, "packager"), PackagerClient(settings.packager_url, settings.token(),
+    with errors(out, "packager"), PackagerClient(settings.packager_url, settings.token(),
                                                   timeout=settings.http_timeout) as client:
         job = client.start(body)
         if not wait and target is None:
@@ -297,7 +174,7 @@ def package(ctx: typer.Context, accessions: Accessions,
         if target is None or not url:
             out.done(_job_doc(view, pkg), f"package {job.id} ready: {pkg.get('filename')} "
                      f"({pkg.get('size')} bytes), link until {pkg.get('expires_at')}:\n{url}")
-    path, size = _download(url, target, pkg, out)
+    path, size = download_to(url, target, pkg, out)
     out.done({**_job_doc(view, pkg), "saved_to": str(path.resolve()), "saved_bytes": size},
              f"disc saved: {path.resolve()} ({size} bytes, sha256 checked)")
 
@@ -325,7 +202,7 @@ def retrieve(ctx: typer.Context, accessions: Accessions,
     out = Output(as_json or bool(ctx.obj))
     accs = _accessions(accessions, out)
     settings = _settings(out, retriever_url=retriever_url)
-    with _errors(out, "retriever"), RetrieverClient(settings.retriever_url, settings.token(),
+    with errors(out, "retriever"), RetrieverClient(settings.retriever_url, settings.token(),
                                                     timeout=settings.http_timeout) as client:
         job = client.retrieve(accs, method.value if method else None)
         _finish(out, client, job, wait, timeout, settings.poll_interval, "retrieval")
@@ -341,7 +218,7 @@ def forward(ctx: typer.Context, accessions: Accessions,
     out = Output(as_json or bool(ctx.obj))
     body = {"accession_numbers": _accessions(accessions, out), "destination": to}
     settings = _settings(out, forwarder_url=forwarder_url)
-    with _errors(out, "forwarder"), ForwarderClient(settings.forwarder_url, settings.token(),
+    with errors(out, "forwarder"), ForwarderClient(settings.forwarder_url, settings.token(),
                                                     timeout=settings.http_timeout) as client:
         _finish(out, client, client.start(body), wait, timeout, settings.poll_interval,
                 "forward")
@@ -362,7 +239,7 @@ def status(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="JO
     settings = _settings(out, packager_url=packager_url, retriever_url=retriever_url,
                          forwarder_url=forwarder_url)
     url = str(getattr(settings, f"{service.value}_url"))
-    with _errors(out, service.value), \
+    with errors(out, service.value), \
             _CLIENTS[service](url, settings.token(), timeout=settings.http_timeout) as client:
         raw = client.json("GET", f"{client.collection}/{job_id}")
         view = JobView.model_validate(raw)
@@ -383,7 +260,7 @@ def lookup(ctx: typer.Context, accessions: Accessions, lookup_url: LookupUrl = N
     out = Output(as_json or bool(ctx.obj))
     accs = _accessions(accessions, out)
     settings = _settings(out, lookup_url=lookup_url)
-    with _errors(out, "lookup"), LookupClient(settings.lookup_url, settings.token(),
+    with errors(out, "lookup"), LookupClient(settings.lookup_url, settings.token(),
                                               timeout=settings.http_timeout) as client:
         infos = [client.accession(accs[0])] if len(accs) == 1 else client.resolve(accs).accessions
     same = len({i.patient_id for i in infos}) == 1
@@ -419,7 +296,7 @@ def audit(ctx: typer.Context,
     except InvalidInput as exc:
         out.fail(f"--since: {exc}", USAGE)
     settings = _settings(out, packager_url=packager_url)
-    with _errors(out, "packager"), PackagerClient(settings.packager_url, settings.token(),
+    with errors(out, "packager"), PackagerClient(settings.packager_url, settings.token(),
                                                   timeout=settings.http_timeout) as client:
         doc = client.json("GET", "/v1/audit",
                           params={"since": start.isoformat(), "limit": limit})
