@@ -166,6 +166,21 @@ class Store:
             self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra,
                                     Config=self._transfer)
 
+    def abort_uploads(self, prefix: str) -> int:
+        """Abort every unfinished multipart upload under `prefix`; return how many."""
+        aborted = 0
+        with _translated("aborting uploads of", prefix):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for upload in page.get("Uploads", ()):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                    aborted += 1
+        if aborted:
+            log.info("stale multipart uploads aborted", extra={"count": aborted})
+        return aborted
+
     def get_bytes(self, key: str, *, byte_range: tuple[int, int] | None = None
                   ) -> tuple[bytes, dict[str, Any]]:
         """Read one (small) object, or a byte range of it; returns (bytes, response headers)."""

@@ -9,6 +9,7 @@ package is never shown as complete while any part of it is missing.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import tempfile
@@ -38,6 +39,13 @@ CONTENT_TYPES = {"iso": "application/x-iso9660-image", "zip": "application/zip"}
 class RetrievalFailed(DicomisoError):
     status = 502
     title = "Retrieval failed"
+
+
+class WorkDirFull(DicomisoError):
+    """The build directory ran out of space (or quota) while the image was being made."""
+
+    status = 507
+    title = "Insufficient storage"
 
 
 class TooLarge(DicomisoError):
@@ -168,16 +176,23 @@ class Packaging:
         profile = media.PROFILES[request["profile"]]
         fmt = request["format"]
         handle.update(phase="build", flush=True)
-        image = disc.assemble(self.store, manifests, profile, self.settings, tmp, handle)
         size_limit = profile.capacity
         path = tmp / f"image.{fmt}"
-        with path.open("w+b") as out:
-            if fmt == "iso":
-                iso.write_iso(image.files, out, image.volume_id, joliet=image.joliet,
-                              prefetch=self.settings.build_prefetch)
-            else:
-                iso.write_zip(image.files, out, prefetch=self.settings.build_prefetch)
-            size = out.tell()
+        try:
+            image = disc.assemble(self.store, manifests, profile, self.settings, tmp, handle)
+            with path.open("w+b") as out:
+                if fmt == "iso":
+                    iso.write_iso(image.files, out, image.volume_id, joliet=image.joliet,
+                                  prefetch=self.settings.build_prefetch)
+                else:
+                    iso.write_zip(image.files, out, prefetch=self.settings.build_prefetch)
+                size = out.tell()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise WorkDirFull("no space left for the image in DICOMISO_WORK_DIR "
+                                  f"({self.settings.work_dir or 'the system temp dir'})"
+                                  ) from exc
+            raise
         handle.check()
         if fmt == "iso" and size > size_limit:
             raise TooLarge(f"the image is {size / 1e6:.0f} MB, more than a {profile.medium} "
@@ -188,6 +203,9 @@ class Packaging:
         key = image_key(handle.id, fmt)
         # The friendly name travels as the object's Content-Disposition: neither the key nor
         # the signed URL holds it (URLs end up in proxy logs and mail archives).
+        # A run that lost S3 mid-upload cannot abort its multipart upload; the key is this
+        # job's, so whoever runs it next clears what is left before uploading again.
+        self.store.abort_uploads(key)
         self.store.upload_path(key, path, content_type=CONTENT_TYPES[fmt],
                                content_disposition=f'attachment; filename="{filename}"',
                                metadata={"sha256": sha256})

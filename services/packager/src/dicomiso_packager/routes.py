@@ -136,7 +136,7 @@ def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, st
         if wants_html(request):
             return page(settings, accession_number)
         guard(request)
-        accessions = [a.strip() for a in accession_number.split(",") if a.strip()]
+        accessions = [a.strip(" ") for a in accession_number.split(",") if a.strip(" ")]
         if not accessions:
             raise InvalidInput("accession_number is empty")
         record = submit(PackageRequest(accession_numbers=accessions))
