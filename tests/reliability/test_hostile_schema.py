@@ -16,8 +16,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
 from reliability.hostile_support import SERVICES, Wired
+from schemathesis import GenerationMode
 
 EXAMPLES = 20  # per operation
 
