@@ -25,6 +25,7 @@ for prefix in ("jobs/retrieve/", "jobs/package/"):
         for obj in page.get("Contents", []):
             rec = json.loads(s3.get_object(Bucket="dicom-iso", Key=obj["Key"])["Body"].read())
             owners[(prefix.split("/")[1], rec.get("owner"))] += 1
-print(json.dumps({  # noqa: T201 - a bench script reports on stdout"retrieval_jobs": jobs, "studies": len(seen),
-                  "moves_per_study": sorted(collections.Counter(moved.values()).items()),
-                  "jobs_per_owner": {f"{k[0]}:{k[1]}": v for k, v in owners.items()}}, indent=1))
+report = {"retrieval_jobs": jobs, "studies": len(seen),
+          "moves_per_study": sorted(collections.Counter(moved.values()).items()),
+          "jobs_per_owner": {f"{k[0]}:{k[1]}": v for k, v in owners.items()}}
+print(json.dumps(report, indent=1))  # noqa: T201 - a bench script reports on stdout

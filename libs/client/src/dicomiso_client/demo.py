@@ -39,6 +39,11 @@ DEMO_STUDIES = (
               "20260201"),
     DemoStudy("MR.300", "RM000004", "Anggraini^Dewi", "MR", 3, "MR brain", "20260220"),
     DemoStudy("CR.400", "RM000005", "Nuñez^José", "OT", 2, "Chest capture", "20260228"),
+    DemoStudy("DX.500", "RM000106", "Wijaya^Agus", "OT", 2, "Hand capture", "20260303"),
+    DemoStudy("CT.600", "RM000107", "Kusuma^Rina", "CT", 3, "CT sinus", "20260305"),
+    DemoStudy("MR.700", "RM000108", "Gunawan^Hendra", "MR", 3, "MR spine", "20260307"),
+    DemoStudy("CT.800", "RM000109", "Lestari^Putri", "CT", 2, "CT wrist", "20260309"),
+    DemoStudy("MR.900", "RM000110", "Habibi^Yusuf", "MR", 2, "MR shoulder", "20260311"),
 )
 _SOP_CLASS = {"CT": CT_IMAGE, "MR": MR_IMAGE, "OT": SECONDARY_CAPTURE}
 
