@@ -1,7 +1,8 @@
 """Load driver (by hand, not CI): concurrent package requests against running packagers.
 
-PARTIAL: this drives a stack that is already running (e.g. `dicom-iso dev`, or two replicas
-of each service started by hand on the same bucket); it does not start the stack itself.
+It drives a stack that is already running: `dicom-iso dev --port-base 200` plus, for two
+replicas, `bash bench/load_second_replica.sh`; afterwards `bench/load_moves.py` tells how
+often each study was moved. The run and its figures: docs/reliability.md, "Load".
 
     uv run --frozen python bench/load.py --packager http://127.0.0.1:8003 \
         --packager http://127.0.0.1:8013 --accessions A1,A2 --accessions A3 ... \
