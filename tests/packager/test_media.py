@@ -37,7 +37,7 @@ from pydicom.uid import (
 )
 
 from dicomiso_packager import dicomdir, media
-from dicomiso_retriever.manifest import describe
+from dicomiso_retriever.manifest import _representative, describe
 from support.dcmtk import dcmtk_bin
 from support.studies import CT_IMAGE, Study
 
@@ -58,8 +58,9 @@ def manifest_of(files: list[Path]) -> dict[str, Any]:
     for e in entries:
         series.setdefault(e["series_uid"], e["series"])
     shared = ("patient", "study", "series", "charset")
-    return {"study_uid": entries[0]["study"]["study_uid"], "patient": entries[0]["patient"],
-            "study": entries[0]["study"], "charset": entries[0]["charset"], "series": series,
+    first = _representative(entries)
+    return {"study_uid": first["study"]["study_uid"], "patient": first["patient"],
+            "study": first["study"], "charset": first["charset"], "series": series,
             "instances": [{k: v for k, v in e.items() if k not in shared} for e in entries]}
 
 

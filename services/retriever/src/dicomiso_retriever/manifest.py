@@ -11,6 +11,7 @@ import io
 import logging
 import tempfile
 import time
+from collections import Counter
 from typing import IO, Any
 
 import pydicom
@@ -111,6 +112,16 @@ def describe_stored(store: Store, obj: ObjectInfo) -> dict[str, Any]:
     return describe(ds, ts, obj.size, sha, obj.key)
 
 
+def _representative(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The entry whose patient/study attributes stand for the study: one carrying the most
+    common PatientName (one workstation's re-encoded spelling must not name the disc)."""
+    if not entries:
+        return {}
+    names = Counter(str((e.get("patient") or {}).get("name")) for e in entries)
+    common = names.most_common(1)[0][0]
+    return next(e for e in entries if str((e.get("patient") or {}).get("name")) == common)
+
+
 def build_manifest(store: Store, study_uid: str, known: dict[str, dict[str, Any]],
                    job_id: str, method: str) -> dict[str, Any]:
     """Assemble the manifest from the bucket listing; entries we hold already are reused."""
@@ -122,7 +133,7 @@ def build_manifest(store: Store, study_uid: str, known: dict[str, dict[str, Any]
             entry = describe_stored(store, obj)
         entries.append(entry)
     entries.sort(key=lambda e: (e["series_uid"], e["instance_number"] or 0, e["sop_uid"]))
-    first = entries[0] if entries else {}
+    first = _representative(entries)
     series: dict[str, Any] = {}
     for e in entries:
         series.setdefault(e["series_uid"], e["series"])
