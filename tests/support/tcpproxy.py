@@ -61,10 +61,18 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def passes(self, data: bytes) -> bool:
+        """Whether a chunk read from one side goes on to the other (False: cut this pipe).
+
+        Subclasses override it to inject a fault at a chosen moment of a protocol.
+        """
+        return True
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if not self.passes(data):
+                    return
                 dst.sendall(data)
         except OSError:
             pass
