@@ -125,8 +125,12 @@ def others_busy() -> list[str]:
             continue
         with contextlib.suppress(OSError):
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if any(m in cmd for m in BUSY_MARKERS) and "--_moto" not in cmd \
-                    and "uv run" not in cmd and not cmd.startswith("timeout "):
+            if (
+                any(m in cmd for m in BUSY_MARKERS)
+                and "--_moto" not in cmd
+                and "uv run" not in cmd
+                and not cmd.startswith("timeout ")
+            ):
                 found.append(cmd.strip()[:120])
     return found
 
@@ -165,10 +169,14 @@ def seed(moto: rb.Moto, files: list[Path], accession: str) -> tuple[str, Any]:
     def one(path: Path) -> str:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         data = path.read_bytes()
-        store.put_bytes(instance_key(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                                     str(ds.SOPInstanceUID)), data,
-                        content_type="application/dicom",
-                        metadata={"sha256": hashlib.sha256(data).hexdigest()})
+        store.put_bytes(
+            instance_key(
+                str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+            ),
+            data,
+            content_type="application/dicom",
+            metadata={"sha256": hashlib.sha256(data).hexdigest()},
+        )
         return str(ds.StudyInstanceUID)
 
     with ThreadPoolExecutor(4) as pool:
@@ -176,10 +184,10 @@ def seed(moto: rb.Moto, files: list[Path], accession: str) -> tuple[str, Any]:
     (study_uid,) = uids
     manifest = build_manifest(store, study_uid, {}, "seed", "bench")
     write_manifest(store, manifest)
-    store.put_json(accession_key(accession), {"accession_number": accession,
-                                              "study_uids": [study_uid]})
-    log(f"seeded {len(files)} instances into s3://{BUCKET} in "
-        f"{time.perf_counter() - started:.1f}s")
+    store.put_json(
+        accession_key(accession), {"accession_number": accession, "study_uids": [study_uid]}
+    )
+    log(f"seeded {len(files)} instances into s3://{BUCKET} in {time.perf_counter() - started:.1f}s")
     return study_uid, client
 
 
@@ -189,35 +197,70 @@ def seed(moto: rb.Moto, files: list[Path], accession: str) -> tuple[str, Any]:
 class ForwarderProc:
     """`.venv/bin/dicomiso-forwarder` as a subprocess, configured by DICOMISO_* variables."""
 
-    def __init__(self, work: Path, moto: rb.Moto, peer_port: int, associations: int, *,
-                 extra_env: dict[str, str], pythonpath: str | None, tag: str,
-                 profile: Path | None = None, py_spy: str | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        moto: rb.Moto,
+        peer_port: int,
+        associations: int,
+        *,
+        extra_env: dict[str, str],
+        pythonpath: str | None,
+        tag: str,
+        profile: Path | None = None,
+        py_spy: str | None = None,
+    ) -> None:
         from support.net import free_port
 
         self.http_port = free_port()
         self.url = f"http://{LOOPBACK}:{self.http_port}"
         env = rb.s3_env()
-        env.update({
-            "DICOMISO_S3_ENDPOINT_URL": moto.url, "DICOMISO_S3_BUCKET": BUCKET,
-            "DICOMISO_HTTP_HOST": LOOPBACK, "DICOMISO_HTTP_PORT": str(self.http_port),
-            "DICOMISO_LOG_LEVEL": "WARNING", "DICOMISO_REPLICA_ID": f"bench-{tag}",
-            "DICOMISO_CALLING_AET": CALLING_AET,
-            "DICOMISO_PEERS": json.dumps({"bench": {
-                "aet": PEER_AET, "host": LOOPBACK, "port": peer_port,
-                "max_associations": associations}}),
-        })
+        env.update(
+            {
+                "DICOMISO_S3_ENDPOINT_URL": moto.url,
+                "DICOMISO_S3_BUCKET": BUCKET,
+                "DICOMISO_HTTP_HOST": LOOPBACK,
+                "DICOMISO_HTTP_PORT": str(self.http_port),
+                "DICOMISO_LOG_LEVEL": "WARNING",
+                "DICOMISO_REPLICA_ID": f"bench-{tag}",
+                "DICOMISO_CALLING_AET": CALLING_AET,
+                "DICOMISO_PEERS": json.dumps(
+                    {
+                        "bench": {
+                            "aet": PEER_AET,
+                            "host": LOOPBACK,
+                            "port": peer_port,
+                            "max_associations": associations,
+                        }
+                    }
+                ),
+            }
+        )
         env.update(extra_env)
         if pythonpath:  # a patched copy of the sources shadows the editable install
             env["PYTHONPATH"] = pythonpath
         cmd = [str(ROOT / ".venv" / "bin" / "dicomiso-forwarder")]
         if profile is not None:
-            cmd = [py_spy or "py-spy", "record", "--rate", "200", "--format", "speedscope",
-                   "--threads", "--nonblocking", "-o", str(profile), "--", *cmd]
+            cmd = [
+                py_spy or "py-spy",
+                "record",
+                "--rate",
+                "200",
+                "--format",
+                "speedscope",
+                "--threads",
+                "--nonblocking",
+                "-o",
+                str(profile),
+                "--",
+                *cmd,
+            ]
         self.profiling = profile is not None
         self.log_path = work / f"forwarder-{tag}.log"
         with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         cwd=work)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work
+            )
         rb.wait_http(f"{self.url}/readyz", timeout=60, proc=self.proc)
 
     @property
@@ -238,8 +281,7 @@ class ForwarderProc:
 
         with httpx.Client(base_url=self.url, timeout=30, trust_env=False) as http:
             started = time.perf_counter()
-            r = http.post("/v1/forwards", json={"study_uids": [study_uid],
-                                                "destination": "bench"})
+            r = http.post("/v1/forwards", json={"study_uids": [study_uid], "destination": "bench"})
             if r.status_code != 202:
                 raise RuntimeError(f"POST /v1/forwards: {r.status_code} {r.text}")
             job = r.json()["id"]
@@ -303,47 +345,74 @@ def forget_jobs(client: Any) -> int:
     same POST would otherwise return the finished job instead of sending again."""
     gone = 0
     for prefix in ("jobs/", "forwards/"):
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
-                                                                      Prefix=prefix):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
             for obj in page.get("Contents", ()):
                 client.delete_object(Bucket=BUCKET, Key=obj["Key"])
                 gone += 1
     return gone
 
 
-def run_forwarder(args: argparse.Namespace, work: Path, moto: rb.Moto, client: Any,
-                  study_uid: str, n: int, associations: int, tag: str,
-                  profile: Path | None = None, variant_env: dict[str, str] | None = None
-                  ) -> dict[str, Any]:
+def run_forwarder(
+    args: argparse.Namespace,
+    work: Path,
+    moto: rb.Moto,
+    client: Any,
+    study_uid: str,
+    n: int,
+    associations: int,
+    tag: str,
+    profile: Path | None = None,
+    variant_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     forget_jobs(client)
     scp = storescp(work, f"fwd-{tag}")
     try:
-        fp = ForwarderProc(work, moto, scp.port, associations,
-                           extra_env={**dict(args.forwarder_env), **(variant_env or {})},
-                           pythonpath=args.forwarder_pythonpath, tag=tag, profile=profile,
-                           py_spy=args.py_spy)
+        fp = ForwarderProc(
+            work,
+            moto,
+            scp.port,
+            associations,
+            extra_env={**dict(args.forwarder_env), **(variant_env or {})},
+            pythonpath=args.forwarder_pythonpath,
+            tag=tag,
+            profile=profile,
+            py_spy=args.py_spy,
+        )
         try:
             sampler = rb.RssSampler(fp.service_pid)
             before = sampler.status()
-            with sampler, Meter({"storescp": scp.pid}, forwarder=fp.service_pid,
-                                moto=moto.proc.pid if moto.proc else None) as cpu:
+            with (
+                sampler,
+                Meter(
+                    {"storescp": scp.pid},
+                    forwarder=fp.service_pid,
+                    moto=moto.proc.pid if moto.proc else None,
+                ) as cpu,
+            ):
                 status = fp.forward(study_uid)
             after = sampler.status()
         finally:
             fp.stop()
         if status["state"] != "succeeded":
-            raise RuntimeError(f"forward {tag}: {status['state']} {status.get('error')}; see "
-                               f"{fp.log_path}")
+            raise RuntimeError(
+                f"forward {tag}: {status['state']} {status.get('error')}; see {fp.log_path}"
+            )
         got = finish_scp(scp, n, f"forward {tag}", cpu)
     finally:
         scp.stop()
-    return {"seconds": status["seconds"], "files": got, "counts": status["counts"],
-            "poll_errors": status["poll_errors"],
-            "associations": associations,
-            "rss_before_kb": before["VmRSS"], "rss_peak_kb": max(sampler.peak_kb,
-                                                                  after["VmRSS"]),
-            "vmhwm_kb": after["VmHWM"], "threads_after": after["Threads"],
-            "rss_samples": sampler.samples, "cpu_s": cpu.used}
+    return {
+        "seconds": status["seconds"],
+        "files": got,
+        "counts": status["counts"],
+        "poll_errors": status["poll_errors"],
+        "associations": associations,
+        "rss_before_kb": before["VmRSS"],
+        "rss_peak_kb": max(sampler.peak_kb, after["VmRSS"]),
+        "vmhwm_kb": after["VmHWM"],
+        "threads_after": after["Threads"],
+        "rss_samples": sampler.samples,
+        "cpu_s": cpu.used,
+    }
 
 
 # -- (b) dcmsend ---------------------------------------------------------------------------
@@ -354,10 +423,17 @@ def run_dcmsend(work: Path, files: list[Path], n: int, i: int) -> dict[str, Any]
 
     scp = storescp(work, f"dcmsend-{i}")
     try:
-        cmd = [dcmtk_bin("dcmsend"), "-aet", CALLING_AET, "-aec", PEER_AET, LOOPBACK,
-               str(scp.port), *map(str, files)]
-        with (work / "dcmsend.log").open("ab") as out, \
-                Meter({"storescp": scp.pid}) as cpu:
+        cmd = [
+            dcmtk_bin("dcmsend"),
+            "-aet",
+            CALLING_AET,
+            "-aec",
+            PEER_AET,
+            LOOPBACK,
+            str(scp.port),
+            *map(str, files),
+        ]
+        with (work / "dcmsend.log").open("ab") as out, Meter({"storescp": scp.pid}) as cpu:
             started = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dcmtk_env())
             _, status, usage = os.wait4(proc.pid, 0)
@@ -369,15 +445,20 @@ def run_dcmsend(work: Path, files: list[Path], n: int, i: int) -> dict[str, Any]
     finally:
         scp.stop()
     cpu.used["dcmsend"] = round(usage.ru_utime + usage.ru_stime, 2)
-    return {"seconds": seconds, "files": got, "cpu_s": cpu.used,
-            "dcmsend_maxrss_kb": usage.ru_maxrss}
+    return {
+        "seconds": seconds,
+        "files": got,
+        "cpu_s": cpu.used,
+        "dcmsend_maxrss_kb": usage.ru_maxrss,
+    }
 
 
 # -- (c) the S3 read ceiling ---------------------------------------------------------------
 
 
-def run_s3_get(moto: rb.Moto, client: Any, keys: list[str], threads: int, spool: bool
-               ) -> dict[str, Any]:
+def run_s3_get(
+    moto: rb.Moto, client: Any, keys: list[str], threads: int, spool: bool
+) -> dict[str, Any]:
     chunk = 1024 * 1024
 
     def get(key: str) -> int:
@@ -444,9 +525,11 @@ def run_plain(work: Path, files: list[Path], n: int, i: int) -> dict[str, Any]:
     try:
         with Meter({"storescp": scp.pid}) as cpu:
             started = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, __file__, "--_plain-scu", str(scp.port),
-                                     str(list_file)], stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--_plain-scu", str(scp.port), str(list_file)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             output = proc.stdout.read() if proc.stdout else b""
             _, status, usage = os.wait4(proc.pid, 0)
             process_s = time.perf_counter() - started
@@ -460,26 +543,37 @@ def run_plain(work: Path, files: list[Path], n: int, i: int) -> dict[str, Any]:
     finally:
         scp.stop()
     cpu.used["scu"] = round(usage.ru_utime + usage.ru_stime, 2)
-    return {"seconds": seconds, "process_s": process_s, "files": got, "cpu_s": cpu.used,
-            "scu_maxrss_kb": usage.ru_maxrss}
+    return {
+        "seconds": seconds,
+        "process_s": process_s,
+        "files": got,
+        "cpu_s": cpu.used,
+        "scu_maxrss_kb": usage.ru_maxrss,
+    }
 
 
 # -- reporting -----------------------------------------------------------------------------
 
 
-def summarise(results: dict[str, list[dict[str, Any]]], total_bytes: int
-              ) -> list[dict[str, Any]]:
+def summarise(results: dict[str, list[dict[str, Any]]], total_bytes: int) -> list[dict[str, Any]]:
     rows = []
     for name, runs in results.items():
         secs = [r["seconds"] for r in runs]
         med = statistics.median(secs)
-        row = {"path": name, "median_s": med, "min_s": min(secs), "max_s": max(secs),
-               "mb_s": total_bytes / med / 1e6, "runs": secs}
+        row = {
+            "path": name,
+            "median_s": med,
+            "min_s": min(secs),
+            "max_s": max(secs),
+            "mb_s": total_bytes / med / 1e6,
+            "runs": secs,
+        }
         if runs and "rss_peak_kb" in runs[0]:
             row["rss_peak_mib"] = max(r["rss_peak_kb"] for r in runs) / 1024
         cpus = [r.get("cpu_s", {}) for r in runs]
-        row["cpu_median"] = {k: statistics.median(c.get(k, 0.0) for c in cpus)
-                             for k in (cpus[0] if cpus else {})}
+        row["cpu_median"] = {
+            k: statistics.median(c.get(k, 0.0) for c in cpus) for k in (cpus[0] if cpus else {})
+        }
         rows.append(row)
     ref = next((r for r in rows if r["path"].startswith("b ")), None)
     for r in rows:
@@ -488,13 +582,17 @@ def summarise(results: dict[str, list[dict[str, Any]]], total_bytes: int
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| path | median s | min-max s | MB/s | throughput vs dcmsend | peak RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| path | median s | min-max s | MB/s | throughput vs dcmsend | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ratio = f"{r['vs_dcmsend']:.2f}x" if r["vs_dcmsend"] is not None else "-"
         rss = f"{r['rss_peak_mib']:.0f}" if "rss_peak_mib" in r else "-"
-        lines.append(f"| {r['path']} | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f}"
-                     f" | {r['mb_s']:.0f} | {ratio} | {rss} |")
+        lines.append(
+            f"| {r['path']} | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f}"
+            f" | {r['mb_s']:.0f} | {ratio} | {rss} |"
+        )
     return "\n".join(lines)
 
 
@@ -503,16 +601,16 @@ def cpu_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| path | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     for r in rows:
         c = r["cpu_median"]
-        lines.append(f"| {r['path']} | " + " | ".join(
-            f"{c[k]:.2f}" if k in c else "-" for k in keys) + " |")
+        lines.append(
+            f"| {r['path']} | " + " | ".join(f"{c[k]:.2f}" if k in c else "-" for k in keys) + " |"
+        )
     return "\n".join(lines)
 
 
 # -- main ----------------------------------------------------------------------------------
 
 
-def repeat(name: str, k: int, fn: Any, mb: float, quiet_wait: float = 0.0
-           ) -> list[dict[str, Any]]:
+def repeat(name: str, k: int, fn: Any, mb: float, quiet_wait: float = 0.0) -> list[dict[str, Any]]:
     runs = []
     for i in range(k):
         waited = wait_quiet(quiet_wait) if quiet_wait > 0 else 0.0
@@ -520,8 +618,10 @@ def repeat(name: str, k: int, fn: Any, mb: float, quiet_wait: float = 0.0
         r["waited_for_quiet_s"] = round(waited, 1)
         r["others_busy_after"] = others_busy()
         extra = f", peak RSS {r['rss_peak_kb'] / 1024:.0f} MiB" if "rss_peak_kb" in r else ""
-        log(f"{name} #{i + 1}: {r['seconds']:.2f}s ({mb / r['seconds']:.0f} MB/s){extra} "
-            f"cpu {r.get('cpu_s')}")
+        log(
+            f"{name} #{i + 1}: {r['seconds']:.2f}s ({mb / r['seconds']:.0f} MB/s){extra} "
+            f"cpu {r.get('cpu_s')}"
+        )
         runs.append(r)
     return runs
 
@@ -536,20 +636,29 @@ def throughput(args: argparse.Namespace) -> None:
         wait_quiet(args.quiet_wait)
     accession = f"BENCH{n}X{args.rows}"[:16]  # the same cache key as bench/retrieve.py
     assocs = [int(a) for a in args.associations.split(",") if a]
-    cache = Path(args.keep_dir).resolve() if args.keep_dir else \
-        Path(tempfile.mkdtemp(prefix="dicomiso-fwd-cache-"))
+    cache = (
+        Path(args.keep_dir).resolve()
+        if args.keep_dir
+        else Path(tempfile.mkdtemp(prefix="dicomiso-fwd-cache-"))
+    )
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="dicomiso-fwd-"))
     moto = rb.Moto(work)
     try:
-        _, files = rb.study_files(cache / f"ct-{n}x{args.rows}x{args.cols}", n, args.rows,
-                                  args.cols, accession)
+        _, files = rb.study_files(
+            cache / f"ct-{n}x{args.rows}x{args.cols}", n, args.rows, args.cols, accession
+        )
         total = sum(f.stat().st_size for f in files)
         mb = total / 1e6
         moto.start()
         study_uid, client = seed(moto, files, accession)
-        keys = [k for p in client.get_paginator("list_objects_v2").paginate(
-            Bucket=BUCKET, Prefix="instances/") for k in (o["Key"] for o in p["Contents"])]
+        keys = [
+            k
+            for p in client.get_paginator("list_objects_v2").paginate(
+                Bucket=BUCKET, Prefix="instances/"
+            )
+            for k in (o["Key"] for o in p["Contents"])
+        ]
         if len(keys) != n:
             raise RuntimeError(f"bucket holds {len(keys)}/{n}")
         # warm the page cache of our files and the dcmtk binaries, untimed
@@ -559,48 +668,81 @@ def throughput(args: argparse.Namespace) -> None:
         skip = set(args.skip)
         if "b" not in skip:
             results["b dcmsend (disk) -> storescp"] = repeat(
-                "dcmsend", k, lambda i: run_dcmsend(work, files, n, i), mb, args.quiet_wait)
+                "dcmsend", k, lambda i: run_dcmsend(work, files, n, i), mb, args.quiet_wait
+            )
         if "a" not in skip:
             for vname, venv in args.variant or [("", {})]:
                 for a in assocs:
                     label = f" [{vname}]" if vname else ""
-                    results[f"a forwarder, {a} association{'s' if a > 1 else ''}{label} "
-                            "(S3 -> storescp, POST to succeeded)"] = repeat(
-                        f"forwarder x{a}{label}", k,
+                    results[
+                        f"a forwarder, {a} association{'s' if a > 1 else ''}{label} "
+                        "(S3 -> storescp, POST to succeeded)"
+                    ] = repeat(
+                        f"forwarder x{a}{label}",
+                        k,
                         lambda i, a=a, vn=vname, ve=venv: run_forwarder(
-                            args, work, moto, client, study_uid, n, a,
-                            f"a{a}{vn and '-' + vn}-{i}", variant_env=ve),
-                        mb, args.quiet_wait)
+                            args,
+                            work,
+                            moto,
+                            client,
+                            study_uid,
+                            n,
+                            a,
+                            f"a{a}{vn and '-' + vn}-{i}",
+                            variant_env=ve,
+                        ),
+                        mb,
+                        args.quiet_wait,
+                    )
         if "d" not in skip:
             results["d plain pynetdicom C-STORE loop (disk) -> storescp, 1 assoc."] = repeat(
-                "plain pynetdicom", k, lambda i: run_plain(work, files, n, i), mb,
-                args.quiet_wait)
+                "plain pynetdicom", k, lambda i: run_plain(work, files, n, i), mb, args.quiet_wait
+            )
         if "c" not in skip:
-            for threads, spool, label in ((1, False, "sequential"), (4, False, "4 threads"),
-                                          (1, True, "sequential, spooled to a temp file")):
+            for threads, spool, label in (
+                (1, False, "sequential"),
+                (4, False, "4 threads"),
+                (1, True, "sequential, spooled to a temp file"),
+            ):
                 results[f"c boto3 get_object <- moto, {label}"] = repeat(
-                    f"s3 get {label}", k,
-                    lambda i, t=threads, s=spool: run_s3_get(moto, client, keys, t, s), mb,
-                    args.quiet_wait)
+                    f"s3 get {label}",
+                    k,
+                    lambda i, t=threads, s=spool: run_s3_get(moto, client, keys, t, s),
+                    mb,
+                    args.quiet_wait,
+                )
         if args.profile:
             prof = OUT_DIR / f"forwarder-{time.strftime('%Y%m%d-%H%M%S')}.speedscope.json"
             OUT_DIR.mkdir(parents=True, exist_ok=True)
             a = assocs[-1] if args.profile_associations is None else args.profile_associations
             r = run_forwarder(args, work, moto, client, study_uid, n, a, "prof", profile=prof)
-            log(f"profiled forward ({a} assoc.): {r['seconds']:.2f}s (py-spy overhead "
-                f"included) -> {prof}")
+            log(
+                f"profiled forward ({a} assoc.): {r['seconds']:.2f}s (py-spy overhead "
+                f"included) -> {prof}"
+            )
         rows = summarise(results, total)
         md, cpu_md = table(rows), cpu_table(rows)
-        print(f"\n{n} instances x {args.rows}x{args.cols} x 16 bit, {mb:.1f} MB, "
-              f"median of {k}\n")
+        print(f"\n{n} instances x {args.rows}x{args.cols} x 16 bit, {mb:.1f} MB, median of {k}\n")
         print(md)
         print("\nCPU seconds per run (medians; storescp includes its forked children)\n")
         print(cpu_md)
-        path = rb.write_json("forward", {
-            "args": vars(args), "machine": rb.machine(), "versions": rb.versions(),
-            "instances": n, "rows": args.rows, "cols": args.cols, "total_bytes": total,
-            "warmup_dcmsend_s": warm, "results": results, "summary": rows, "markdown": md,
-            "cpu_markdown": cpu_md})
+        path = rb.write_json(
+            "forward",
+            {
+                "args": vars(args),
+                "machine": rb.machine(),
+                "versions": rb.versions(),
+                "instances": n,
+                "rows": args.rows,
+                "cols": args.cols,
+                "total_bytes": total,
+                "warmup_dcmsend_s": warm,
+                "results": results,
+                "summary": rows,
+                "markdown": md,
+                "cpu_markdown": cpu_md,
+            },
+        )
         print(f"\nraw numbers: {path.relative_to(ROOT)}")
     finally:
         moto.stop()
@@ -624,36 +766,70 @@ def parse_variant(value: str) -> tuple[str, dict[str, str]]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_plain-scu":
         return plain_scu_main(int(sys.argv[2]), sys.argv[3])
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--instances", type=int, default=1000)
     p.add_argument("--rows", type=int, default=512)
     p.add_argument("--cols", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3, help="K: runs per path (median reported)")
-    p.add_argument("--associations", default="1,2,4",
-                   help="peer max_associations values to run the forwarder with")
-    p.add_argument("--keep-dir", help="cache the generated study here (shared with "
-                                      "bench/retrieve.py's --keep-dir)")
+    p.add_argument(
+        "--associations",
+        default="1,2,4",
+        help="peer max_associations values to run the forwarder with",
+    )
+    p.add_argument(
+        "--keep-dir",
+        help="cache the generated study here (shared with bench/retrieve.py's --keep-dir)",
+    )
     p.add_argument("--keep-work", action="store_true", help="keep logs and work files")
-    p.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d"],
-                   help="paths to leave out")
-    p.add_argument("--quiet-wait", type=float, default=600.0,
-                   help="before each timed run, wait up to this many seconds while another "
-                        "benchmark (bench/lookup.py, bench/retrieve.py) or pytest runs; 0: never")
-    p.add_argument("--profile", action="store_true",
-                   help="one extra forward under py-spy; speedscope JSON in bench/out/")
-    p.add_argument("--profile-associations", type=int, default=None,
-                   help="max_associations of the profiled forward (default: the last value)")
-    p.add_argument("--py-spy", default=shutil.which("py-spy"),
-                   help="py-spy executable, e.g. $(uv run --with py-spy which py-spy)")
-    p.add_argument("--forwarder-env", type=rb.parse_env, action="append", default=[],
-                   metavar="KEY=VALUE", help="extra environment of the forwarder process")
-    p.add_argument("--variant", type=parse_variant, action="append", default=None,
-                   metavar="NAME:KEY=VALUE,...",
-                   help="run path a once per variant, with this extra environment (levers "
-                        "in a patched copy: see --forwarder-pythonpath); repeatable")
-    p.add_argument("--forwarder-pythonpath",
-                   help="PYTHONPATH for the forwarder (a patched copy of the sources)")
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=["a", "b", "c", "d"], help="paths to leave out"
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=600.0,
+        help="before each timed run, wait up to this many seconds while another "
+        "benchmark (bench/lookup.py, bench/retrieve.py) or pytest runs; 0: never",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="one extra forward under py-spy; speedscope JSON in bench/out/",
+    )
+    p.add_argument(
+        "--profile-associations",
+        type=int,
+        default=None,
+        help="max_associations of the profiled forward (default: the last value)",
+    )
+    p.add_argument(
+        "--py-spy",
+        default=shutil.which("py-spy"),
+        help="py-spy executable, e.g. $(uv run --with py-spy which py-spy)",
+    )
+    p.add_argument(
+        "--forwarder-env",
+        type=rb.parse_env,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the forwarder process",
+    )
+    p.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=None,
+        metavar="NAME:KEY=VALUE,...",
+        help="run path a once per variant, with this extra environment (levers "
+        "in a patched copy: see --forwarder-pythonpath); repeatable",
+    )
+    p.add_argument(
+        "--forwarder-pythonpath",
+        help="PYTHONPATH for the forwarder (a patched copy of the sources)",
+    )
     args = p.parse_args()
     throughput(args)
     return None

@@ -42,8 +42,12 @@ def package(url: str, token: str, accessions: list[str], timeout: float) -> dict
             if s.status_code >= 500:
                 errors_5xx += 1
             elif s.json()["state"] in ("succeeded", "failed"):
-                return {"state": s.json()["state"], "job": job, "5xx": errors_5xx,
-                        "seconds": time.monotonic() - start}
+                return {
+                    "state": s.json()["state"],
+                    "job": job,
+                    "5xx": errors_5xx,
+                    "seconds": time.monotonic() - start,
+                }
             time.sleep(0.5)
     return {"state": "timeout", "job": job, "5xx": errors_5xx}
 
@@ -61,8 +65,12 @@ def vm_hwm_kib(pid: int) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packager", action="append", required=True)
-    ap.add_argument("--accessions", action="append", required=True,
-                    help="comma-separated accession numbers of one patient (repeatable)")
+    ap.add_argument(
+        "--accessions",
+        action="append",
+        required=True,
+        help="comma-separated accession numbers of one patient (repeatable)",
+    )
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--pids", default="", help="comma-separated PIDs for VmHWM")
@@ -71,21 +79,32 @@ def main() -> None:
     bodies = [[a for a in acc.split(",") if a] for acc in args.accessions]
     start = time.monotonic()
     with ThreadPoolExecutor(args.requests) as pool:
-        results = list(pool.map(
-            lambda i: package(args.packager[i % len(args.packager)], token,
-                              bodies[i % len(bodies)], args.timeout), range(args.requests)))
+        results = list(
+            pool.map(
+                lambda i: package(
+                    args.packager[i % len(args.packager)],
+                    token,
+                    bodies[i % len(bodies)],
+                    args.timeout,
+                ),
+                range(args.requests),
+            )
+        )
     wall = time.monotonic() - start
     times = sorted(r["seconds"] for r in results if r["state"] == "succeeded")
     report = {
-        "requests": args.requests, "packagers": len(args.packager),
-        "succeeded": len(times), "other": [r["state"] for r in results
-                                           if r["state"] != "succeeded"],
-        "http_5xx": sum(r["5xx"] for r in results), "wall_s": round(wall, 1),
+        "requests": args.requests,
+        "packagers": len(args.packager),
+        "succeeded": len(times),
+        "other": [r["state"] for r in results if r["state"] != "succeeded"],
+        "http_5xx": sum(r["5xx"] for r in results),
+        "wall_s": round(wall, 1),
         "discs_per_minute": round(len(times) / wall * 60, 2) if wall else None,
         "p50_s": round(statistics.median(times), 1) if times else None,
         "p99_s": round(times[min(len(times) - 1, int(len(times) * 0.99))], 1) if times else None,
         "distinct_jobs": len({r.get("job") for r in results if r.get("job")}),
-        "vm_hwm_kib": {p: vm_hwm_kib(int(p)) for p in args.pids.split(",") if p}}
+        "vm_hwm_kib": {p: vm_hwm_kib(int(p)) for p in args.pids.split(",") if p},
+    }
     print(json.dumps(report, indent=2))  # noqa: T201 - a bench script reports on stdout
 
 

@@ -64,12 +64,62 @@ MARIADB_PORT = 3306
 BENCH_USER = "bench_lookup_ro"
 SEED = 20261125
 
-GIVEN = ["Budi", "Siti", "Agus", "Dewi", "Eko", "Sri", "Ahmad", "Nur", "Rina", "Joko", "Wati",
-         "Hendra", "Yuni", "Bambang", "Lestari", "Andi", "Putri", "Rudi", "Fitri", "Dian",
-         "Maria", "Yusuf", "Indah", "Teguh", "Ratna", "Hadi", "Mega", "Surya", "Ayu", "Iwan"]
-FAMILY = ["Santoso", "Wijaya", "Saputra", "Hidayat", "Nugroho", "Kusuma", "Pratama",
-          "Setiawan", "Lestari", "Siregar", "Nasution", "Simanjuntak", "Harahap", "Gunawan",
-          "Susanto", "Halim", "Tanjung", "Purnomo", "Rahman", "Utami", "Wibowo", "Suryadi"]
+GIVEN = [
+    "Budi",
+    "Siti",
+    "Agus",
+    "Dewi",
+    "Eko",
+    "Sri",
+    "Ahmad",
+    "Nur",
+    "Rina",
+    "Joko",
+    "Wati",
+    "Hendra",
+    "Yuni",
+    "Bambang",
+    "Lestari",
+    "Andi",
+    "Putri",
+    "Rudi",
+    "Fitri",
+    "Dian",
+    "Maria",
+    "Yusuf",
+    "Indah",
+    "Teguh",
+    "Ratna",
+    "Hadi",
+    "Mega",
+    "Surya",
+    "Ayu",
+    "Iwan",
+]
+FAMILY = [
+    "Santoso",
+    "Wijaya",
+    "Saputra",
+    "Hidayat",
+    "Nugroho",
+    "Kusuma",
+    "Pratama",
+    "Setiawan",
+    "Lestari",
+    "Siregar",
+    "Nasution",
+    "Simanjuntak",
+    "Harahap",
+    "Gunawan",
+    "Susanto",
+    "Halim",
+    "Tanjung",
+    "Purnomo",
+    "Rahman",
+    "Utami",
+    "Wibowo",
+    "Suryadi",
+]
 
 
 def log(msg: str) -> None:
@@ -90,7 +140,7 @@ def medrec(i: int) -> str:
 def synthetic_name(rng: random.Random) -> str:
     given, family = rng.choice(GIVEN), rng.choice(FAMILY)
     kind = rng.random()
-    if kind < 0.3:                                   # DICOM PN style
+    if kind < 0.3:  # DICOM PN style
         return f"{family}^{given}"
     if kind < 0.4:
         return f"{given} {rng.choice(GIVEN)} {family}, S.Kom."
@@ -107,7 +157,7 @@ def write_tsv(work: Path, rows: int, patients: int) -> tuple[Path, Path]:
     with acc.open("w", encoding="utf-8") as fh:
         chunk: list[str] = []
         for i in range(rows):
-            reg = f"REG-{i:08d}" if i % 10 else "\\N"   # every tenth RegID is NULL
+            reg = f"REG-{i:08d}" if i % 10 else "\\N"  # every tenth RegID is NULL
             chunk.append(f"{accession(i)}\t{medrec(rng.randrange(patients))}\t{reg}\n")
             if len(chunk) >= 100_000:
                 fh.writelines(chunk)
@@ -120,8 +170,15 @@ def write_tsv(work: Path, rows: int, patients: int) -> tuple[Path, Path]:
 
 
 def root_conn(**kw: Any) -> pymysql.connections.Connection[Any]:
-    return pymysql.connect(host=LOOPBACK, port=MARIADB_PORT, user="root", password="",
-                           autocommit=True, charset="utf8mb4", **kw)
+    return pymysql.connect(
+        host=LOOPBACK,
+        port=MARIADB_PORT,
+        user="root",
+        password="",
+        autocommit=True,
+        charset="utf8mb4",
+        **kw,
+    )
 
 
 def root_sql(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -157,8 +214,17 @@ def load_db(args: argparse.Namespace) -> dict[str, Any]:
     drop_dbs(acc_db, pat_db)
     sql = SCHEMA.read_text(encoding="utf-8")
     sql = sql.replace("pacsdb_his", acc_db).replace("rsabt201107", pat_db)
-    subprocess.run(["mariadb", f"-h{LOOPBACK}", f"-P{MARIADB_PORT}", "-uroot",
-                    "--default-character-set=utf8mb4"], input=sql.encode(), check=True)
+    subprocess.run(
+        [
+            "mariadb",
+            f"-h{LOOPBACK}",
+            f"-P{MARIADB_PORT}",
+            "-uroot",
+            "--default-character-set=utf8mb4",
+        ],
+        input=sql.encode(),
+        check=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-lookup-") as tmp:
         t0 = time.perf_counter()
         pat, acc = write_tsv(Path(tmp), args.rows, args.patients)
@@ -169,14 +235,19 @@ def load_db(args: argparse.Namespace) -> dict[str, Any]:
             with conn.cursor() as cur:
                 cur.execute("SET SESSION unique_checks = 0, foreign_key_checks = 0")
                 t1 = time.perf_counter()
-                cur.execute(f"LOAD DATA LOCAL INFILE %s INTO TABLE `{pat_db}`.pasien "
-                            "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' "
-                            "LINES TERMINATED BY '\\n' (MEDRECID, Nama)", (str(pat),))
+                cur.execute(
+                    f"LOAD DATA LOCAL INFILE %s INTO TABLE `{pat_db}`.pasien "
+                    "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' "
+                    "LINES TERMINATED BY '\\n' (MEDRECID, Nama)",
+                    (str(pat),),
+                )
                 t2 = time.perf_counter()
-                cur.execute(f"LOAD DATA LOCAL INFILE %s INTO TABLE `{acc_db}`.accessions "
-                            "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' "
-                            "LINES TERMINATED BY '\\n' (AccessionNumber, MEDRECID, RegID)",
-                            (str(acc),))
+                cur.execute(
+                    f"LOAD DATA LOCAL INFILE %s INTO TABLE `{acc_db}`.accessions "
+                    "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' "
+                    "LINES TERMINATED BY '\\n' (AccessionNumber, MEDRECID, RegID)",
+                    (str(acc),),
+                )
                 t3 = time.perf_counter()
                 cur.execute(f"ANALYZE TABLE `{acc_db}`.accessions, `{pat_db}`.pasien")
                 cur.fetchall()
@@ -186,10 +257,17 @@ def load_db(args: argparse.Namespace) -> dict[str, Any]:
     if counts != (args.rows, args.patients):
         raise RuntimeError(f"loaded {counts}, expected {(args.rows, args.patients)}")
     total = time.perf_counter() - t0
-    log(f"loaded {args.rows:,} accessions + {args.patients:,} patients in {total:.1f} s "
-        f"(generate {t_gen:.1f} s, pasien {t2 - t1:.1f} s, accessions {t3 - t2:.1f} s)")
-    return {"loaded": True, "total_s": round(total, 2), "generate_s": round(t_gen, 2),
-            "load_pasien_s": round(t2 - t1, 2), "load_accessions_s": round(t3 - t2, 2)}
+    log(
+        f"loaded {args.rows:,} accessions + {args.patients:,} patients in {total:.1f} s "
+        f"(generate {t_gen:.1f} s, pasien {t2 - t1:.1f} s, accessions {t3 - t2:.1f} s)"
+    )
+    return {
+        "loaded": True,
+        "total_s": round(total, 2),
+        "generate_s": round(t_gen, 2),
+        "load_pasien_s": round(t2 - t1, 2),
+        "load_accessions_s": round(t3 - t2, 2),
+    }
 
 
 @contextlib.contextmanager
@@ -218,9 +296,16 @@ def pct(sorted_values: list[float], p: float) -> float:
 
 def summary(latencies_s: list[float], wall_s: float) -> dict[str, Any]:
     ms = sorted(v * 1000 for v in latencies_s)
-    return {"n": len(ms), "p50_ms": pct(ms, 50), "p90_ms": pct(ms, 90), "p99_ms": pct(ms, 99),
-            "max_ms": ms[-1], "mean_ms": sum(ms) / len(ms), "wall_s": wall_s,
-            "per_s": len(ms) / wall_s}
+    return {
+        "n": len(ms),
+        "p50_ms": pct(ms, 50),
+        "p90_ms": pct(ms, 90),
+        "p99_ms": pct(ms, 99),
+        "max_ms": ms[-1],
+        "mean_ms": sum(ms) / len(ms),
+        "wall_s": wall_s,
+        "per_s": len(ms) / wall_s,
+    }
 
 
 def cpu_s(pid: int | None) -> float:
@@ -290,10 +375,15 @@ class CpuMeter:
             self.hooked.append(self.hook())
 
 
-def run_threads(n: int, setup: Callable[[int], Any],
-                work: Callable[[Any, int], float | None],
-                teardown: Callable[[Any], None], warmup: int, total: int,
-                meter: CpuMeter | None = None) -> tuple[list[float], float]:
+def run_threads(
+    n: int,
+    setup: Callable[[int], Any],
+    work: Callable[[Any, int], float | None],
+    teardown: Callable[[Any], None],
+    warmup: int,
+    total: int,
+    meter: CpuMeter | None = None,
+) -> tuple[list[float], float]:
     """n threads; each does `warmup` untimed calls, then all start together and do
     total/n timed calls. Returns (latencies, wall seconds of the timed part); `meter`
     spans the timed part only. A call that returns a float reports its own latency (the
@@ -310,7 +400,7 @@ def run_threads(n: int, setup: Callable[[int], Any],
         try:
             state = setup(t)
             for _ in range(warmup):
-                work(state, -1)   # k < 0: a warm-up call
+                work(state, -1)  # k < 0: a warm-up call
             barrier.wait()
             lat = results[t]
             for k in range(per):
@@ -345,17 +435,25 @@ def run_threads(n: int, setup: Callable[[int], Any],
 
 def raw_connect(user: str, password: str) -> pymysql.connections.Connection[Any]:
     """The service's own connection options (his.His._connect)."""
-    return pymysql.connect(host=LOOPBACK, port=MARIADB_PORT, user=user, password=password,
-                           connect_timeout=3.0, read_timeout=5.0, write_timeout=5.0,
-                           charset="utf8mb4", autocommit=True,
-                           cursorclass=pymysql.cursors.DictCursor,
-                           init_command="SET SESSION TRANSACTION READ ONLY")
+    return pymysql.connect(
+        host=LOOPBACK,
+        port=MARIADB_PORT,
+        user=user,
+        password=password,
+        connect_timeout=3.0,
+        read_timeout=5.0,
+        write_timeout=5.0,
+        charset="utf8mb4",
+        autocommit=True,
+        cursorclass=pymysql.cursors.DictCursor,
+        init_command="SET SESSION TRANSACTION READ ONLY",
+    )
 
 
-def raw_lookups(args: argparse.Namespace, user: str, password: str, threads: int,
-                total: int) -> dict[str, Any]:
-    q1 = (f"SELECT MEDRECID, RegID FROM `{args.accession_db}`.accessions "
-          "WHERE AccessionNumber = %s")
+def raw_lookups(
+    args: argparse.Namespace, user: str, password: str, threads: int, total: int
+) -> dict[str, Any]:
+    q1 = f"SELECT MEDRECID, RegID FROM `{args.accession_db}`.accessions WHERE AccessionNumber = %s"
     q2 = f"SELECT Nama FROM `{args.patient_db}`.pasien WHERE MEDRECID = %s"
 
     def setup(t: int) -> tuple[Any, random.Random]:
@@ -371,55 +469,79 @@ def raw_lookups(args: argparse.Namespace, user: str, password: str, threads: int
                 raise RuntimeError("patient missing")
 
     meter = CpuMeter(bench=[os.getpid()], mariadb=[mariadb_pid() or 0])
-    lat, wall = run_threads(threads, setup, work, lambda s: s[0].close(),
-                            warmup=max(50, args.warmup // threads), total=total, meter=meter)
+    lat, wall = run_threads(
+        threads,
+        setup,
+        work,
+        lambda s: s[0].close(),
+        warmup=max(50, args.warmup // threads),
+        total=total,
+        meter=meter,
+    )
     return {**summary(lat, wall), **meter.used, "threads": threads}
 
 
 class Service:
     """The lookup service as a subprocess on a free loopback port; stopped by PID."""
 
-    def __init__(self, args: argparse.Namespace, user: str, password: str, pool: int,
-                 log_path: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, user: str, password: str, pool: int, log_path: Path
+    ) -> None:
         with contextlib.closing(__import__("socket").socket()) as s:
             s.bind((LOOPBACK, 0))
             self.port = s.getsockname()[1]
         self.url = f"http://{LOOPBACK}:{self.port}"
-        env = {**os.environ, "DICOMISO_HTTP_HOST": LOOPBACK,
-               "DICOMISO_HTTP_PORT": str(self.port),
-               "DICOMISO_HIS_URL": f"mysql://{user}:{password}@{LOOPBACK}:{MARIADB_PORT}",
-               "DICOMISO_HIS_ACCESSION_DB": args.accession_db,
-               "DICOMISO_HIS_PATIENT_DB": args.patient_db,
-               "DICOMISO_HIS_POOL_SIZE": str(pool), "DICOMISO_LOG_LEVEL": "WARNING",
-               "DICOMISO_API_TOKEN": ""}
+        env = {
+            **os.environ,
+            "DICOMISO_HTTP_HOST": LOOPBACK,
+            "DICOMISO_HTTP_PORT": str(self.port),
+            "DICOMISO_HIS_URL": f"mysql://{user}:{password}@{LOOPBACK}:{MARIADB_PORT}",
+            "DICOMISO_HIS_ACCESSION_DB": args.accession_db,
+            "DICOMISO_HIS_PATIENT_DB": args.patient_db,
+            "DICOMISO_HIS_POOL_SIZE": str(pool),
+            "DICOMISO_LOG_LEVEL": "WARNING",
+            "DICOMISO_API_TOKEN": "",
+        }
         if args.service_pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(
-                [args.service_pythonpath, *filter(None, [os.environ.get("PYTHONPATH")])])
+                [args.service_pythonpath, *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
         venv = ROOT / ".venv" / "bin"
         if args.workers > 1:
-            cmd = [str(venv / "python"), "-m", "uvicorn", "--factory",
-                   "dicomiso_lookup.app:create_app", "--host", LOOPBACK, "--port",
-                   str(self.port), "--workers", str(args.workers), "--log-level", "warning",
-                   "--no-access-log"]
+            cmd = [
+                str(venv / "python"),
+                "-m",
+                "uvicorn",
+                "--factory",
+                "dicomiso_lookup.app:create_app",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
         else:
             cmd = [str(venv / "dicomiso-lookup")]
         self.cmd = cmd
         self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited with {self.proc.returncode}; "
-                                   f"see {log_path}")
+                raise RuntimeError(f"service exited with {self.proc.returncode}; see {log_path}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/readyz", timeout=2.0,
-                             trust_env=False).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=2.0, trust_env=False).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise TimeoutError("service not ready in 60 s")
             time.sleep(0.1)
-        if args.workers > 1:   # all workers up: each answers readyz on its own
+        if args.workers > 1:  # all workers up: each answers readyz on its own
             time.sleep(2.0)
 
     def pids(self) -> list[int]:
@@ -448,17 +570,21 @@ class Service:
         self._log.close()
 
 
-def http_lookups(args: argparse.Namespace, svc: Service, clients: int, total: int,
-                 warmup: int, rate: float = 0.0) -> dict[str, Any]:
+def http_lookups(
+    args: argparse.Namespace, svc: Service, clients: int, total: int, warmup: int, rate: float = 0.0
+) -> dict[str, Any]:
     """Closed loop (each client sends its next request when the last one is answered), or
     with `rate` > 0 open loop: request i of client t is due at start + (t + i*clients)/rate,
     and its latency counts from that due time (no coordinated omission)."""
+
     def setup(t: int) -> dict[str, Any]:
-        client = httpx.Client(base_url=svc.url, trust_env=False, timeout=30.0,
-                              limits=httpx.Limits(max_connections=1,
-                                                  max_keepalive_connections=1))
-        return {"client": client, "rng": random.Random(SEED + 2000 + t), "t": t,
-                "start": None}
+        client = httpx.Client(
+            base_url=svc.url,
+            trust_env=False,
+            timeout=30.0,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+        return {"client": client, "rng": random.Random(SEED + 2000 + t), "t": t, "start": None}
 
     def get(state: dict[str, Any]) -> None:
         acc = accession(state["rng"].randrange(args.rows))
@@ -467,7 +593,7 @@ def http_lookups(args: argparse.Namespace, svc: Service, clients: int, total: in
             raise RuntimeError(f"GET {acc}: HTTP {r.status_code} {r.text[:200]}")
 
     def work(state: dict[str, Any], k: int) -> float | None:
-        if rate <= 0 or k < 0:   # closed loop, or a warm-up call
+        if rate <= 0 or k < 0:  # closed loop, or a warm-up call
             get(state)
             return None
         if state["start"] is None:
@@ -479,23 +605,31 @@ def http_lookups(args: argparse.Namespace, svc: Service, clients: int, total: in
         get(state)
         return float(time.perf_counter() - due)
 
-    meter = CpuMeter(hook=svc.server_stats, service=svc.pids(), bench=[os.getpid()],
-                     mariadb=[mariadb_pid() or 0])
-    lat, wall = run_threads(clients, setup, work, lambda s: s["client"].close(),
-                            warmup=warmup, total=total, meter=meter)
+    meter = CpuMeter(
+        hook=svc.server_stats, service=svc.pids(), bench=[os.getpid()], mariadb=[mariadb_pid() or 0]
+    )
+    lat, wall = run_threads(
+        clients, setup, work, lambda s: s["client"].close(), warmup=warmup, total=total, meter=meter
+    )
     (c0, s0), (c1, s1) = meter.hooked
     # with several workers each answers /metrics from its own registry: no usable delta
     server_mean = (s1 - s0) / (c1 - c0) * 1000 if c1 > c0 and args.workers == 1 else None
-    return {**summary(lat, wall), **meter.used, "clients": clients,
-            "server_mean_ms": server_mean, "rate": rate or None}
+    return {
+        **summary(lat, wall),
+        **meter.used,
+        "clients": clients,
+        "server_mean_ms": server_mean,
+        "rate": rate or None,
+    }
 
 
 def check_answer(args: argparse.Namespace, svc: Service) -> dict[str, Any]:
     """One GET compared with the row in the database (the bench measures real answers)."""
     acc = accession(args.rows // 2)
     body = httpx.get(f"{svc.url}/v1/accessions/{acc}", trust_env=False).json()
-    medrec_id = root_sql(f"SELECT MEDRECID FROM `{args.accession_db}`.accessions "
-                         "WHERE AccessionNumber = %s", (acc,))[0][0]
+    medrec_id = root_sql(
+        f"SELECT MEDRECID FROM `{args.accession_db}`.accessions WHERE AccessionNumber = %s", (acc,)
+    )[0][0]
     if body.get("medrec_id") != medrec_id or body.get("source") != "his":
         raise RuntimeError(f"unexpected answer for {acc}: {body}")
     missing = httpx.get(f"{svc.url}/v1/accessions/X{acc}", trust_env=False).status_code
@@ -509,13 +643,20 @@ def service_runtime(args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
     if args.service_pythonpath:
         env["PYTHONPATH"] = args.service_pythonpath
-    code = ("import importlib.util as u, uvicorn, fastapi, pydantic, pymysql, starlette;"
-            "print(uvicorn.__version__, fastapi.__version__, pydantic.__version__,"
-            " pymysql.__version__, starlette.__version__,"
-            " 'httptools' if u.find_spec('httptools') else 'h11',"
-            " 'uvloop' if u.find_spec('uvloop') else 'asyncio')")
-    out = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], env=env,
-                         capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import importlib.util as u, uvicorn, fastapi, pydantic, pymysql, starlette;"
+        "print(uvicorn.__version__, fastapi.__version__, pydantic.__version__,"
+        " pymysql.__version__, starlette.__version__,"
+        " 'httptools' if u.find_spec('httptools') else 'h11',"
+        " 'uvloop' if u.find_spec('uvloop') else 'asyncio')"
+    )
+    out = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     keys = ["uvicorn", "fastapi", "pydantic", "pymysql", "starlette", "http", "loop"]
     return dict(zip(keys, out, strict=True))
 
@@ -532,51 +673,90 @@ def machine() -> dict[str, Any]:
                 break
     version = root_sql("SELECT VERSION()")[0][0]
     bp = root_sql("SELECT @@innodb_buffer_pool_size")[0][0]
-    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-            "python": platform.python_version(), "loadavg": os.getloadavg(),
-            "mariadb": version, "innodb_buffer_pool_mib": int(bp) // 2**20}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg": os.getloadavg(),
+        "mariadb": version,
+        "innodb_buffer_pool_mib": int(bp) // 2**20,
+    }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| path | concurrency | n | p50 ms | p90 ms | p99 ms | max ms | req/s "
-             "| server mean ms | CPU s: service / bench / mariadb | busy CPUs |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| path | concurrency | n | p50 ms | p90 ms | p99 ms | max ms | req/s "
+        "| server mean ms | CPU s: service / bench / mariadb | busy CPUs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         conc = r.get("clients", r.get("threads"))
-        cpu = (f"{r.get('service_cpu_s', '-')} / {r.get('bench_cpu_s', '-')} / "
-               f"{r.get('mariadb_cpu_s', '-')}")
+        cpu = (
+            f"{r.get('service_cpu_s', '-')} / {r.get('bench_cpu_s', '-')} / "
+            f"{r.get('mariadb_cpu_s', '-')}"
+        )
         server = r.get("server_mean_ms")
         server_ms = "-" if server is None else f"{server:.2f}"
-        lines.append(f"| {r['path']} | {conc} | {r['n']:,} | {r['p50_ms']:.2f} "
-                     f"| {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} "
-                     f"| {r['per_s']:,.0f} | {server_ms} | {cpu} | {r['machine_busy']:.2f} |")
+        lines.append(
+            f"| {r['path']} | {conc} | {r['n']:,} | {r['p50_ms']:.2f} "
+            f"| {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} "
+            f"| {r['per_s']:,.0f} | {server_ms} | {cpu} | {r['machine_busy']:.2f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="accessions to load")
-    p.add_argument("--patients", type=int, default=None,
-                   help="patients to load (default rows * 0.3)")
+    p.add_argument(
+        "--patients", type=int, default=None, help="patients to load (default rows * 0.3)"
+    )
     p.add_argument("--clients", type=int, default=20, help="concurrent HTTP clients/threads")
     p.add_argument("--requests", type=int, default=20_000, help="timed requests in total")
     p.add_argument("--warmup", type=int, default=2_000, help="untimed requests in total")
-    p.add_argument("--single", type=int, default=2_000,
-                   help="timed requests from one client (0 = skip)")
-    p.add_argument("--raw-sequential", type=int, default=5_000,
-                   help="raw pymysql lookups on one connection")
-    p.add_argument("--rate", type=float, nargs="*", default=[],
-                   help="extra open-loop runs at these total request rates (req/s)")
-    p.add_argument("--rate-seconds", type=float, default=15.0,
-                   help="length of each open-loop run (capped at --requests)")
-    p.add_argument("--pool-size", type=int, nargs="+", default=[4],
-                   help="DICOMISO_HIS_POOL_SIZE; several values = one service run each")
-    p.add_argument("--workers", type=int, default=1,
-                   help="> 1: uvicorn --factory --workers N instead of dicomiso-lookup")
-    p.add_argument("--service-pythonpath", default=None,
-                   help="prepend to the service's PYTHONPATH (e.g. httptools + uvloop)")
-    p.add_argument("--keep-db", action="store_true",
-                   help="reuse the bench tables when their row counts match; keep them")
+    p.add_argument(
+        "--single", type=int, default=2_000, help="timed requests from one client (0 = skip)"
+    )
+    p.add_argument(
+        "--raw-sequential", type=int, default=5_000, help="raw pymysql lookups on one connection"
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        nargs="*",
+        default=[],
+        help="extra open-loop runs at these total request rates (req/s)",
+    )
+    p.add_argument(
+        "--rate-seconds",
+        type=float,
+        default=15.0,
+        help="length of each open-loop run (capped at --requests)",
+    )
+    p.add_argument(
+        "--pool-size",
+        type=int,
+        nargs="+",
+        default=[4],
+        help="DICOMISO_HIS_POOL_SIZE; several values = one service run each",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="> 1: uvicorn --factory --workers N instead of dicomiso-lookup",
+    )
+    p.add_argument(
+        "--service-pythonpath",
+        default=None,
+        help="prepend to the service's PYTHONPATH (e.g. httptools + uvloop)",
+    )
+    p.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="reuse the bench tables when their row counts match; keep them",
+    )
     p.add_argument("--accession-db", default="bench_his")
     p.add_argument("--patient-db", default="bench_pat")
     p.add_argument("--label", default="", help="free text stored in the JSON")
@@ -584,9 +764,12 @@ def main() -> None:
     if args.patients is None:
         args.patients = max(1, int(args.rows * 0.3))
 
-    info: dict[str, Any] = {"machine": machine(), "args": vars(args),
-                            "runtime": service_runtime(args),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    info: dict[str, Any] = {
+        "machine": machine(),
+        "args": vars(args),
+        "runtime": service_runtime(args),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     log(f"machine {info['machine']}; service runtime {info['runtime']}")
     info["load"] = load_db(args)
     rows: list[dict[str, Any]] = []
@@ -603,24 +786,36 @@ def main() -> None:
                 OUT_DIR.mkdir(parents=True, exist_ok=True)
                 svc = Service(args, user, password, pool, log_path)
                 try:
-                    log(f"service pid {svc.proc.pid} on {svc.url} (pool {pool}, "
-                        f"workers {args.workers})")
+                    log(
+                        f"service pid {svc.proc.pid} on {svc.url} (pool {pool}, "
+                        f"workers {args.workers})"
+                    )
                     info.setdefault("checks", []).append(check_answer(args, svc))
-                    tag = f"HTTP pool {pool}" + (f", {args.workers} workers"
-                                                 if args.workers > 1 else "")
+                    tag = f"HTTP pool {pool}" + (
+                        f", {args.workers} workers" if args.workers > 1 else ""
+                    )
                     if args.single:
                         r = http_lookups(args, svc, 1, args.single, warmup=200)
                         rows.append({"path": f"{tag}, 1 client", "pool": pool, **r})
-                    r = http_lookups(args, svc, args.clients, args.requests,
-                                     warmup=max(1, args.warmup // args.clients))
-                    rows.append({"path": f"{tag}, {args.clients} clients", "pool": pool,
-                                 **r})
+                    r = http_lookups(
+                        args,
+                        svc,
+                        args.clients,
+                        args.requests,
+                        warmup=max(1, args.warmup // args.clients),
+                    )
+                    rows.append({"path": f"{tag}, {args.clients} clients", "pool": pool, **r})
                     log(f"pool {pool}: p99 {r['p99_ms']:.2f} ms, {r['per_s']:.0f} req/s")
                     for rate in args.rate:
                         n = min(args.requests, int(rate * args.rate_seconds))
                         r = http_lookups(args, svc, args.clients, n, warmup=10, rate=rate)
-                        rows.append({"path": f"{tag}, {args.clients} clients, open loop "
-                                     f"{rate:g}/s", "pool": pool, **r})
+                        rows.append(
+                            {
+                                "path": f"{tag}, {args.clients} clients, open loop {rate:g}/s",
+                                "pool": pool,
+                                **r,
+                            }
+                        )
                         log(f"pool {pool} @ {rate:g}/s: p99 {r['p99_ms']:.2f} ms")
                 finally:
                     svc.stop()
@@ -633,18 +828,25 @@ def main() -> None:
     goals = []
     for r in rows:
         if r["path"].startswith("HTTP") and r["clients"] > 1 and not r.get("rate"):
-            goals.append({"path": r["path"], "p99_ms": r["p99_ms"],
-                          "under_10ms": r["p99_ms"] < 10,
-                          "vs_raw_concurrent_p99": r["p99_ms"] / raw_conc["p99_ms"],
-                          "vs_raw_sequential_p99": r["p99_ms"] / raw_seq["p99_ms"]})
+            goals.append(
+                {
+                    "path": r["path"],
+                    "p99_ms": r["p99_ms"],
+                    "under_10ms": r["p99_ms"] < 10,
+                    "vs_raw_concurrent_p99": r["p99_ms"] / raw_conc["p99_ms"],
+                    "vs_raw_sequential_p99": r["p99_ms"] / raw_seq["p99_ms"],
+                }
+            )
     info.update(results=rows, goals=goals, machine_end={"loadavg": os.getloadavg()})
     print(table(rows))
     print()
     for g in goals:
-        print(f"* {g['path']}: p99 {g['p99_ms']:.2f} ms (goal < 10 ms: "
-              f"{'met' if g['under_10ms'] else 'MISSED'}); "
-              f"{g['vs_raw_concurrent_p99']:.2f}x raw p99 at the same concurrency, "
-              f"{g['vs_raw_sequential_p99']:.1f}x raw sequential p99 (goal <= 2x)")
+        print(
+            f"* {g['path']}: p99 {g['p99_ms']:.2f} ms (goal < 10 ms: "
+            f"{'met' if g['under_10ms'] else 'MISSED'}); "
+            f"{g['vs_raw_concurrent_p99']:.2f}x raw p99 at the same concurrency, "
+            f"{g['vs_raw_sequential_p99']:.1f}x raw sequential p99 (goal <= 2x)"
+        )
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / f"lookup-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(info, indent=2, default=str))

@@ -158,20 +158,36 @@ def build_main(spec_path: str, out_path: str) -> None:
     jobs = Jobs(store, "package", settings, run, pk.is_current)
     before = vm_status()
     started = time.perf_counter()
-    record = jobs.submit({"accession_numbers": [spec["accession"]], "profile": PROFILE,
-                          "format": "iso", "email": None, "expires_in": None,
-                          "bench_run": spec["tag"]})
+    record = jobs.submit(
+        {
+            "accession_numbers": [spec["accession"]],
+            "profile": PROFILE,
+            "format": "iso",
+            "email": None,
+            "expires_in": None,
+            "bench_run": spec["tag"],
+        }
+    )
     while (record := jobs.get(record.id)).state not in ("succeeded", "failed"):
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     jobs.shutdown()
     after = vm_status()
-    Path(out_path).write_text(json.dumps({
-        "seconds": seconds, "state": record.state, "error": record.error,
-        "result": {k: v for k, v in record.result.items() if k != "download_url"},
-        "counts": record.counts, "rss_before_kb": before["VmRSS"],
-        "vmhwm_kb": after["VmHWM"], "breakdown_s": dict(timers.seconds),
-        "calls": dict(timers.calls)}))
+    Path(out_path).write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "state": record.state,
+                "error": record.error,
+                "result": {k: v for k, v in record.result.items() if k != "download_url"},
+                "counts": record.counts,
+                "rss_before_kb": before["VmRSS"],
+                "vmhwm_kb": after["VmHWM"],
+                "breakdown_s": dict(timers.seconds),
+                "calls": dict(timers.calls),
+            }
+        )
+    )
 
 
 # -- seeding -------------------------------------------------------------------------------
@@ -187,20 +203,27 @@ def seed(store: Any, files: list[Path], accession: str) -> str:
     def one(path: Path) -> str:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         data = path.read_bytes()
-        store.put_bytes(instance_key(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                                     str(ds.SOPInstanceUID)), data,
-                        content_type="application/dicom",
-                        metadata={"sha256": hashlib.sha256(data).hexdigest()})
+        store.put_bytes(
+            instance_key(
+                str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+            ),
+            data,
+            content_type="application/dicom",
+            metadata={"sha256": hashlib.sha256(data).hexdigest()},
+        )
         return str(ds.StudyInstanceUID)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(4) as pool:
         (study_uid,) = set(pool.map(one, files))
     write_manifest(store, build_manifest(store, study_uid, {}, "seed", "bench"))
-    store.put_json(accession_key(accession), {"accession_number": accession,
-                                              "study_uids": [study_uid]})
-    log(f"seeded {len(files)} instances into s3://{store.bucket} in "
-        f"{time.perf_counter() - started:.1f}s")
+    store.put_json(
+        accession_key(accession), {"accession_number": accession, "study_uids": [study_uid]}
+    )
+    log(
+        f"seeded {len(files)} instances into s3://{store.bucket} in "
+        f"{time.perf_counter() - started:.1f}s"
+    )
     return study_uid
 
 
@@ -215,23 +238,41 @@ def make_store(moto: rb.Moto, bucket: str) -> Any:
 # -- (a) the packager ----------------------------------------------------------------------
 
 
-def run_packager(args: argparse.Namespace, work: Path, moto: rb.Moto, store: Any,
-                 accession: str, tag: str, timers: bool = True,
-                 extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_packager(
+    args: argparse.Namespace,
+    work: Path,
+    moto: rb.Moto,
+    store: Any,
+    accession: str,
+    tag: str,
+    timers: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     spec, out = work / f"spec-{tag}.json", work / f"result-{tag}.json"
     spec.write_text(json.dumps({"accession": accession, "tag": tag, "timers": timers}))
     env = rb.s3_env()
-    env.update({"DICOMISO_S3_ENDPOINT_URL": moto.url, "DICOMISO_S3_BUCKET": store.bucket,
-                "DICOMISO_LOG_LEVEL": "WARNING", "DICOMISO_REPLICA_ID": f"bench-{tag}",
-                "DICOMISO_WORK_DIR": str(work)})
+    env.update(
+        {
+            "DICOMISO_S3_ENDPOINT_URL": moto.url,
+            "DICOMISO_S3_BUCKET": store.bucket,
+            "DICOMISO_LOG_LEVEL": "WARNING",
+            "DICOMISO_REPLICA_ID": f"bench-{tag}",
+            "DICOMISO_WORK_DIR": str(work),
+        }
+    )
     env.update(dict(args.packager_env))
     env.update(extra_env or {})
     if args.packager_pythonpath:
         env["PYTHONPATH"] = args.packager_pythonpath
     t0 = time.perf_counter()
     with (work / f"packager-{tag}.log").open("ab") as logf:
-        proc = subprocess.Popen([sys.executable, __file__, "--_build", str(spec), str(out)],
-                                stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=work)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--_build", str(spec), str(out)],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=work,
+        )
         try:
             with rb.CpuMeter(moto=moto.proc.pid if moto.proc else None) as cpu:
                 _, status, usage = os.wait4(proc.pid, 0)
@@ -245,8 +286,12 @@ def run_packager(args: argparse.Namespace, work: Path, moto: rb.Moto, store: Any
     r = json.loads(out.read_text())
     if r["state"] != "succeeded":
         raise RuntimeError(f"build {tag}: {r['state']}: {r['error']}")
-    r.update(process_s=round(process_s, 2), ru_maxrss_kb=usage.ru_maxrss,
-             packager_cpu_s=round(usage.ru_utime + usage.ru_stime, 2), cpu_s=cpu.used)
+    r.update(
+        process_s=round(process_s, 2),
+        ru_maxrss_kb=usage.ru_maxrss,
+        packager_cpu_s=round(usage.ru_utime + usage.ru_stime, 2),
+        cpu_s=cpu.used,
+    )
     key = r["result"]["key"]
     head = store.head(key)
     if head is None or int(head["ContentLength"]) != r["result"]["size"]:
@@ -287,16 +332,24 @@ def run_native(root: Path, work: Path, n: int) -> dict[str, Any]:
     iso_path = work / "native.iso"
     t0 = time.perf_counter()
     with rb.CpuMeter() as cpu:
-        subprocess.run([dcmtk_bin("dcmmkdir"), "+r", "DICOM"], cwd=root, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [dcmtk_bin("dcmmkdir"), "+r", "DICOM"], cwd=root, check=True, stdout=subprocess.DEVNULL
+        )
         t1 = time.perf_counter()
-        subprocess.run(["genisoimage", "-quiet", "-V", VOLID, "-o", str(iso_path), str(root)],
-                       check=True)
+        subprocess.run(
+            ["genisoimage", "-quiet", "-V", VOLID, "-o", str(iso_path), str(root)], check=True
+        )
         t2 = time.perf_counter()
     size = iso_path.stat().st_size
     iso_path.unlink()
-    return {"seconds": t2 - t0, "dcmmkdir_s": t1 - t0, "genisoimage_s": t2 - t1,
-            "iso_bytes": size, "instances": n, "cpu_s": cpu.used}
+    return {
+        "seconds": t2 - t0,
+        "dcmmkdir_s": t1 - t0,
+        "genisoimage_s": t2 - t1,
+        "iso_bytes": size,
+        "instances": n,
+        "cpu_s": cpu.used,
+    }
 
 
 def tree_files(root: Path) -> list[tuple[tuple[str, ...], Path]]:
@@ -331,8 +384,9 @@ def run_write_iso(root: Path, work: Path) -> dict[str, Any]:
     def opener(p: Path) -> Callable[[], Any]:
         return lambda: p.open("rb")
 
-    files = [iso.DiscFile(parts, path.stat().st_size, opener(path))
-             for parts, path in tree_files(root)]
+    files = [
+        iso.DiscFile(parts, path.stat().st_size, opener(path)) for parts, path in tree_files(root)
+    ]
     out = work / "write_iso.iso"
     t0 = time.perf_counter()
     with out.open("w+b") as fh:
@@ -378,8 +432,10 @@ def run_s3_upload(moto: rb.Moto, store: Any, work: Path, size: int, i: int) -> d
     svc = Store.from_settings(CommonSettings(s3_endpoint_url=moto.url, s3_bucket=store.bucket))
     key = f"packages/upload-{i}/upload-{i}.iso"
     t0 = time.perf_counter()
-    with rb.CpuMeter(client=os.getpid(), moto=moto.proc.pid if moto.proc else None) as cpu, \
-            blob.open("rb") as body:
+    with (
+        rb.CpuMeter(client=os.getpid(), moto=moto.proc.pid if moto.proc else None) as cpu,
+        blob.open("rb") as body,
+    ):
         svc.upload(key, body, content_type="application/x-iso9660-image")
     seconds = time.perf_counter() - t0
     store.delete(key)
@@ -389,17 +445,23 @@ def run_s3_upload(moto: rb.Moto, store: Any, work: Path, size: int, i: int) -> d
 # -- reporting -----------------------------------------------------------------------------
 
 
-def repeat(name: str, k: int, fn: Callable[[int], dict[str, Any]], mb: float,
-           quiet_wait: float = 0.0) -> list[dict[str, Any]]:
+def repeat(
+    name: str, k: int, fn: Callable[[int], dict[str, Any]], mb: float, quiet_wait: float = 0.0
+) -> list[dict[str, Any]]:
     runs = []
     for i in range(k):
         waited = fb.wait_quiet(quiet_wait) if quiet_wait else 0.0
         load = os.getloadavg()[0]
         r = fn(i)
-        r.update(waited_for_quiet_s=round(waited, 1), loadavg_1m_before=load,
-                 others_busy_after=fb.others_busy())
-        log(f"{name} #{i + 1}: {r['seconds']:.2f}s ({mb / r['seconds']:.0f} MB/s)"
-            + (f" [busy: {r['others_busy_after'][0][:60]}]" if r["others_busy_after"] else ""))
+        r.update(
+            waited_for_quiet_s=round(waited, 1),
+            loadavg_1m_before=load,
+            others_busy_after=fb.others_busy(),
+        )
+        log(
+            f"{name} #{i + 1}: {r['seconds']:.2f}s ({mb / r['seconds']:.0f} MB/s)"
+            + (f" [busy: {r['others_busy_after'][0][:60]}]" if r["others_busy_after"] else "")
+        )
         runs.append(r)
     return runs
 
@@ -409,10 +471,18 @@ def summarise(results: dict[str, list[dict[str, Any]]], total: int) -> list[dict
     for name, runs in results.items():
         secs = [r["seconds"] for r in runs]
         med = statistics.median(secs)
-        rows.append({"path": name, "median_s": med, "min_s": min(secs), "max_s": max(secs),
-                     "mb_s": total / med / 1e6, "runs": secs,
-                     "vmhwm_mib": max((r["vmhwm_kb"] for r in runs if "vmhwm_kb" in r),
-                                      default=0) / 1024})
+        rows.append(
+            {
+                "path": name,
+                "median_s": med,
+                "min_s": min(secs),
+                "max_s": max(secs),
+                "mb_s": total / med / 1e6,
+                "runs": secs,
+                "vmhwm_mib": max((r["vmhwm_kb"] for r in runs if "vmhwm_kb" in r), default=0)
+                / 1024,
+            }
+        )
     ref = next((r for r in rows if r["path"].startswith("b ")), None)
     for r in rows:
         r["vs_native"] = r["mb_s"] / ref["mb_s"] if ref else None
@@ -420,13 +490,17 @@ def summarise(results: dict[str, list[dict[str, Any]]], total: int) -> list[dict
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| path | median s | min-max s | MB/s | throughput vs native pair "
-             "| peak RSS (VmHWM) MiB |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| path | median s | min-max s | MB/s | throughput vs native pair | peak RSS (VmHWM) MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ratio = f"{r['vs_native']:.2f}x" if r["vs_native"] is not None else "-"
         peak = f"{r['vmhwm_mib']:.0f}" if r["vmhwm_mib"] else "-"
-        lines.append(f"| {r['path']} | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f}"
-                     f" | {r['mb_s']:.0f} | {ratio} | {peak} |")
+        lines.append(
+            f"| {r['path']} | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f}"
+            f" | {r['mb_s']:.0f} | {ratio} | {peak} |"
+        )
     return "\n".join(lines)
 
 
@@ -438,11 +512,15 @@ def breakdown_table(runs: list[dict[str, Any]]) -> str:
     for name in names:
         s = statistics.median(r["breakdown_s"].get(name, 0.0) for r in runs)
         lines.append(f"| {name} | {s:.2f} | {s / med:.0%} |")
-    wi = statistics.median(r["breakdown_s"]["write_iso (total)"]
-                           - r["breakdown_s"]["write_iso: source reads (S3 open + body)"]
-                           for r in runs)
-    lines.append(f"| write_iso minus source reads (pycdlib: records + output writes) | "
-                 f"{wi:.2f} | {wi / med:.0%} |")
+    wi = statistics.median(
+        r["breakdown_s"]["write_iso (total)"]
+        - r["breakdown_s"]["write_iso: source reads (S3 open + body)"]
+        for r in runs
+    )
+    lines.append(
+        f"| write_iso minus source reads (pycdlib: records + output writes) | "
+        f"{wi:.2f} | {wi / med:.0%} |"
+    )
     return "\n".join(lines)
 
 
@@ -478,8 +556,9 @@ def versions() -> dict[str, str]:
 
         out["pycdlib"] = version("pycdlib")
     with contextlib.suppress(Exception):
-        out["genisoimage"] = subprocess.run(["genisoimage", "--version"], capture_output=True,
-                                            text=True, check=False).stdout.strip()
+        out["genisoimage"] = subprocess.run(
+            ["genisoimage", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     return out
 
 
@@ -487,8 +566,9 @@ def throughput_mode(args: argparse.Namespace) -> None:
     n, k = args.instances, args.repeat
     accession = f"BENCH{n}X{args.rows}"[:16]  # bench/retrieve.py's study and cache
     with environment(args) as (work, cache, moto):
-        _, files = rb.study_files(cache / f"ct-{n}x{args.rows}x{args.cols}", n, args.rows,
-                                  args.cols, accession)
+        _, files = rb.study_files(
+            cache / f"ct-{n}x{args.rows}x{args.cols}", n, args.rows, args.cols, accession
+        )
         total = sum(f.stat().st_size for f in files)
         mb = total / 1e6
         store = make_store(moto, "bench-package")
@@ -501,45 +581,68 @@ def throughput_mode(args: argparse.Namespace) -> None:
         results: dict[str, list[dict[str, Any]]] = {}
         if "b" not in skip:
             results["b native: dcmmkdir + genisoimage (local disk)"] = repeat(
-                "native", k, lambda i: run_native(root, work, n), mb, args.quiet_wait)
+                "native", k, lambda i: run_native(root, work, n), mb, args.quiet_wait
+            )
         if "a" not in skip:
             results[PACKAGER] = repeat(
-                "packager", k,
-                lambda i: run_packager(args, work, moto, store, accession, f"a{i}"), mb,
-                args.quiet_wait)
+                "packager",
+                k,
+                lambda i: run_packager(args, work, moto, store, accession, f"a{i}"),
+                mb,
+                args.quiet_wait,
+            )
         if "c" not in skip:
             results["c pycdlib alone (local files)"] = repeat(
-                "pycdlib", k, lambda i: run_pycdlib(root, work), mb, args.quiet_wait)
+                "pycdlib", k, lambda i: run_pycdlib(root, work), mb, args.quiet_wait
+            )
         if "d" not in skip:
             results["d packager iso.write_iso (local files)"] = repeat(
-                "write_iso", k, lambda i: run_write_iso(root, work), mb, args.quiet_wait)
+                "write_iso", k, lambda i: run_write_iso(root, work), mb, args.quiet_wait
+            )
         if "e" not in skip:
             for t in (1, 4):
                 label = "sequential" if t == 1 else f"{t} threads"
                 results[f"e S3 read: get_object of every instance, {label}"] = repeat(
-                    f"s3 read {label}", k, lambda i, t=t: run_s3_read(moto, store, t), mb,
-                    args.quiet_wait)
+                    f"s3 read {label}",
+                    k,
+                    lambda i, t=t: run_s3_read(moto, store, t),
+                    mb,
+                    args.quiet_wait,
+                )
         pk = results.get(PACKAGER)
         if "f" not in skip and pk:
             size = pk[0]["result"]["size"]
             results["f S3 upload alone: Store.upload of an image-sized file"] = repeat(
-                "s3 upload", k, lambda i: run_s3_upload(moto, store, work, size, i), mb,
-                args.quiet_wait)
+                "s3 upload",
+                k,
+                lambda i: run_s3_upload(moto, store, work, size, i),
+                mb,
+                args.quiet_wait,
+            )
         for label, env in args.variant:
             results[f"a packager, variant {label}"] = repeat(
-                f"packager {label}", k,
+                f"packager {label}",
+                k,
                 lambda i, label=label, env=env: run_packager(
-                    args, work, moto, store, accession, f"v{label}{i}", extra_env=env),
-                mb, args.quiet_wait)
+                    args, work, moto, store, accession, f"v{label}{i}", extra_env=env
+                ),
+                mb,
+                args.quiet_wait,
+            )
         if "a" not in skip and args.untimed:
             results["a' packager without step timers"] = repeat(
-                "packager (no timers)", k,
+                "packager (no timers)",
+                k,
                 lambda i: run_packager(args, work, moto, store, accession, f"u{i}", False),
-                mb, args.quiet_wait)
+                mb,
+                args.quiet_wait,
+            )
         rows = summarise(results, total)
         md = table(rows)
-        print(f"\n{n} instances x {args.rows}x{args.cols} x 16 bit, {mb:.1f} MB, "
-              f"median of {k}\n\n{md}")
+        print(
+            f"\n{n} instances x {args.rows}x{args.cols} x 16 bit, {mb:.1f} MB, "
+            f"median of {k}\n\n{md}"
+        )
         extra = ""
         if pk:
             extra = breakdown_table(pk)
@@ -547,13 +650,27 @@ def throughput_mode(args: argparse.Namespace) -> None:
             print(f"\npackager VmHWM: {max(r['vmhwm_kb'] for r in pk) / 1024:.0f} MiB")
         nat = results.get("b native: dcmmkdir + genisoimage (local disk)")
         if nat:
-            print(f"\nnative: dcmmkdir {statistics.median(r['dcmmkdir_s'] for r in nat):.2f}s"
-                  f" + genisoimage {statistics.median(r['genisoimage_s'] for r in nat):.2f}s")
-        path = rb.write_json("package", {
-            "mode": "throughput", "args": vars(args), "machine": rb.machine(),
-            "versions": versions(), "instances": n, "rows": args.rows, "cols": args.cols,
-            "total_bytes": total, "results": results, "summary": rows, "markdown": md,
-            "breakdown_markdown": extra})
+            print(
+                f"\nnative: dcmmkdir {statistics.median(r['dcmmkdir_s'] for r in nat):.2f}s"
+                f" + genisoimage {statistics.median(r['genisoimage_s'] for r in nat):.2f}s"
+            )
+        path = rb.write_json(
+            "package",
+            {
+                "mode": "throughput",
+                "args": vars(args),
+                "machine": rb.machine(),
+                "versions": versions(),
+                "instances": n,
+                "rows": args.rows,
+                "cols": args.cols,
+                "total_bytes": total,
+                "results": results,
+                "summary": rows,
+                "markdown": md,
+                "breakdown_markdown": extra,
+            },
+        )
         print(f"\nraw numbers: {path.relative_to(ROOT)}")
 
 
@@ -574,12 +691,17 @@ def memory_mode(args: argparse.Namespace) -> None:
             for i in range(args.memory_repeat or args.repeat):
                 r = run_packager(args, work, moto, store, accession, f"m{n}-{i}")
                 r.update(instances=n, total_bytes=total)
-                log(f"memory {n}: {r['seconds']:.2f}s, RSS before {r['rss_before_kb'] / 1024:.0f}"
+                log(
+                    f"memory {n}: {r['seconds']:.2f}s, RSS before {r['rss_before_kb'] / 1024:.0f}"
                     f" MiB, VmHWM {r['vmhwm_kb'] / 1024:.0f} MiB, ru_maxrss "
-                    f"{r['ru_maxrss_kb'] / 1024:.0f} MiB")
+                    f"{r['ru_maxrss_kb'] / 1024:.0f} MiB"
+                )
                 out.append(r)
-    lines = ["| instances | study MB | image MB | seconds | RSS before submit MiB "
-             "| VmHWM MiB | ru_maxrss MiB |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| instances | study MB | image MB | seconds | RSS before submit MiB "
+        "| VmHWM MiB | ru_maxrss MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for n in sizes:
         runs = [r for r in out if r["instances"] == n]
         med = statistics.median
@@ -588,12 +710,21 @@ def memory_mode(args: argparse.Namespace) -> None:
             f"{runs[0]['result']['size'] / 1e6:.1f} | {med(r['seconds'] for r in runs):.2f}"
             f" | {med(r['rss_before_kb'] for r in runs) / 1024:.0f}"
             f" | {max(r['vmhwm_kb'] for r in runs) / 1024:.0f}"
-            f" | {max(r['ru_maxrss_kb'] for r in runs) / 1024:.0f} |")
+            f" | {max(r['ru_maxrss_kb'] for r in runs) / 1024:.0f} |"
+        )
     md = "\n".join(lines)
     print(f"\npackager build memory, {px}x{px} CT\n\n{md}")
-    path = rb.write_json("package-memory", {
-        "mode": "memory", "args": vars(args), "machine": rb.machine(), "versions": versions(),
-        "runs": out, "markdown": md})
+    path = rb.write_json(
+        "package-memory",
+        {
+            "mode": "memory",
+            "args": vars(args),
+            "machine": rb.machine(),
+            "versions": versions(),
+            "runs": out,
+            "markdown": md,
+        },
+    )
     print(f"\nraw numbers: {path.relative_to(ROOT)}")
 
 
@@ -607,8 +738,9 @@ def main() -> None:
         return rb.moto_main(int(sys.argv[2]))
     if len(sys.argv) > 1 and sys.argv[1] == "--_build":
         return build_main(sys.argv[2], sys.argv[3])
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--instances", type=int, default=1000)
     p.add_argument("--rows", type=int, default=512)
     p.add_argument("--cols", type=int, default=512)
@@ -616,20 +748,40 @@ def main() -> None:
     p.add_argument("--keep-dir", help="cache generated studies here (shared with retrieve.py)")
     p.add_argument("--keep-work", action="store_true", help="keep logs and work files")
     p.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e", "f"])
-    p.add_argument("--untimed", action="store_true",
-                   help="also run the packager K times without step timers (their overhead)")
-    p.add_argument("--quiet-wait", type=float, default=20.0,
-                   help="before each run, wait up to this many s for other benches/pytest")
+    p.add_argument(
+        "--untimed",
+        action="store_true",
+        help="also run the packager K times without step timers (their overhead)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="before each run, wait up to this many s for other benches/pytest",
+    )
     p.add_argument("--memory", action="store_true", help="instead: peak RSS of the build")
     p.add_argument("--memory-sizes", default="200,2000")
     p.add_argument("--memory-rows", type=int, default=128, help="rows = cols in --memory")
     p.add_argument("--memory-repeat", type=int, default=None, help="default: --repeat")
-    p.add_argument("--packager-env", type=rb.parse_env, action="append", default=[],
-                   metavar="KEY=VALUE", help="extra environment of the build subprocess")
-    p.add_argument("--variant", type=parse_variant, action="append", default=[],
-                   metavar="LABEL:K=V,K=V", help="extra packager runs with this environment")
-    p.add_argument("--packager-pythonpath",
-                   help="PYTHONPATH for the build (a patched copy of the sources)")
+    p.add_argument(
+        "--packager-env",
+        type=rb.parse_env,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the build subprocess",
+    )
+    p.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="LABEL:K=V,K=V",
+        help="extra packager runs with this environment",
+    )
+    p.add_argument(
+        "--packager-pythonpath", help="PYTHONPATH for the build (a patched copy of the sources)"
+    )
     args = p.parse_args()
     if args.memory:
         memory_mode(args)

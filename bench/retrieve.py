@@ -73,8 +73,7 @@ def stop_pid(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
     terminate(proc, timeout)
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None
-              ) -> None:
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -202,8 +201,12 @@ class Moto:
 
     def start(self) -> None:
         with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, __file__, "--_moto", str(self.port)],
-                                         stdout=out, stderr=subprocess.STDOUT, env=s3_env())
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--_moto", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=s3_env(),
+            )
         wait_http(f"{self.url}/moto-api/", proc=self.proc)
 
     def stop(self) -> None:
@@ -232,8 +235,9 @@ class Moto:
 
 def s3_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-               AWS_DEFAULT_REGION="us-east-1")
+    env.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+    )
     for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
         env.pop(proxy, None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -250,8 +254,9 @@ def count_objects(client: Any, bucket: str, prefix: str) -> int:
 # -- the PACS ------------------------------------------------------------------------------
 
 
-def study_files(cache: Path, n: int, rows: int, cols: int, accession: str
-                ) -> tuple[str, list[Path]]:
+def study_files(
+    cache: Path, n: int, rows: int, cols: int, accession: str
+) -> tuple[str, list[Path]]:
     """Generate (or reuse) one CT series; returns (study uid, files)."""
     from support.studies import make_ct_series
 
@@ -265,8 +270,15 @@ def study_files(cache: Path, n: int, rows: int, cols: int, accession: str
         shutil.rmtree(cache)
     log(f"generating {n} x {rows}x{cols} CT instances in {cache}")
     study = make_ct_series(cache, n, rows=rows, cols=cols, accession=accession)
-    meta.write_text(json.dumps({"study_uid": study.study_uid, "accession": accession,
-                                "files": [p.name for p in study.files]}))
+    meta.write_text(
+        json.dumps(
+            {
+                "study_uid": study.study_uid,
+                "accession": accession,
+                "files": [p.name for p in study.files],
+            }
+        )
+    )
     return study.study_uid, study.files
 
 
@@ -280,8 +292,12 @@ def load_pacs(orthanc: Any, study_uid: str, files: list[Path]) -> float:
     started = time.monotonic()
 
     def one(path: Path) -> None:
-        r = orthanc.http.post("/instances", content=path.read_bytes(),
-                              headers={"Content-Type": "application/dicom"}, timeout=120)
+        r = orthanc.http.post(
+            "/instances",
+            content=path.read_bytes(),
+            headers={"Content-Type": "application/dicom"},
+            timeout=120,
+        )
         r.raise_for_status()
         if r.json().get("Status") not in ("Success", "AlreadyStored"):
             raise RuntimeError(f"Orthanc refused {path}")
@@ -292,8 +308,10 @@ def load_pacs(orthanc: Any, study_uid: str, files: list[Path]) -> float:
     have = len(orthanc.instance_ids_of_study(study_uid))
     if have != len(files):
         raise RuntimeError(f"Orthanc holds {have} of {len(files)} instances")
-    log(f"loaded in {seconds:.1f}s ({sum(f.stat().st_size for f in files) / seconds / 1e6:.1f}"
-        " MB/s)")
+    log(
+        f"loaded in {seconds:.1f}s ({sum(f.stat().st_size for f in files) / seconds / 1e6:.1f}"
+        " MB/s)"
+    )
     return seconds
 
 
@@ -303,35 +321,65 @@ def load_pacs(orthanc: Any, study_uid: str, files: list[Path]) -> float:
 class RetrieverProc:
     """`.venv/bin/dicomiso-retriever` as a subprocess, configured by DICOMISO_* variables."""
 
-    def __init__(self, work: Path, moto: Moto, orthanc: Any, bucket: str, *,
-                 extra_env: dict[str, str], pythonpath: str | None, profile: Path | None,
-                 tag: str, py_spy: str | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        moto: Moto,
+        orthanc: Any,
+        bucket: str,
+        *,
+        extra_env: dict[str, str],
+        pythonpath: str | None,
+        profile: Path | None,
+        tag: str,
+        py_spy: str | None = None,
+    ) -> None:
         from support.net import free_port
 
         self.http_port, self.scp_port = free_port(), free_port()
         self.url = f"http://{LOOPBACK}:{self.http_port}"
         env = s3_env()
-        env.update({
-            "DICOMISO_S3_ENDPOINT_URL": moto.url, "DICOMISO_S3_BUCKET": bucket,
-            "DICOMISO_PACS_AET": orthanc.aet, "DICOMISO_PACS_HOST": LOOPBACK,
-            "DICOMISO_PACS_PORT": str(orthanc.dicom_port),
-            "DICOMISO_SCP_AET": RETRIEVER_AET, "DICOMISO_SCP_HOST": LOOPBACK,
-            "DICOMISO_SCP_PORT": str(self.scp_port),
-            "DICOMISO_HTTP_HOST": LOOPBACK, "DICOMISO_HTTP_PORT": str(self.http_port),
-            "DICOMISO_LOG_LEVEL": "WARNING", "DICOMISO_REPLICA_ID": f"bench-{tag}",
-        })
+        env.update(
+            {
+                "DICOMISO_S3_ENDPOINT_URL": moto.url,
+                "DICOMISO_S3_BUCKET": bucket,
+                "DICOMISO_PACS_AET": orthanc.aet,
+                "DICOMISO_PACS_HOST": LOOPBACK,
+                "DICOMISO_PACS_PORT": str(orthanc.dicom_port),
+                "DICOMISO_SCP_AET": RETRIEVER_AET,
+                "DICOMISO_SCP_HOST": LOOPBACK,
+                "DICOMISO_SCP_PORT": str(self.scp_port),
+                "DICOMISO_HTTP_HOST": LOOPBACK,
+                "DICOMISO_HTTP_PORT": str(self.http_port),
+                "DICOMISO_LOG_LEVEL": "WARNING",
+                "DICOMISO_REPLICA_ID": f"bench-{tag}",
+            }
+        )
         env.update(extra_env)
         if pythonpath:  # a patched copy of the sources shadows the editable install
             env["PYTHONPATH"] = pythonpath
         cmd = [str(ROOT / ".venv" / "bin" / "dicomiso-retriever")]
         if profile is not None:  # py-spy starts the retriever and samples it until it exits
-            cmd = [py_spy or "py-spy", "record", "--rate", "200", "--format", "speedscope",
-                   "--threads", "--nonblocking", "-o", str(profile), "--", *cmd]
+            cmd = [
+                py_spy or "py-spy",
+                "record",
+                "--rate",
+                "200",
+                "--format",
+                "speedscope",
+                "--threads",
+                "--nonblocking",
+                "-o",
+                str(profile),
+                "--",
+                *cmd,
+            ]
         self.log_path = work / f"retriever-{tag}.log"
         self.profiling = profile is not None
         with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         cwd=work)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work
+            )
         orthanc.register_modality(RETRIEVER_AET, LOOPBACK, self.scp_port)
         wait_http(f"{self.url}/readyz", timeout=60, proc=self.proc)
 
@@ -378,32 +426,61 @@ class RetrieverProc:
             stop_pid(self.proc)
 
 
-def run_retriever(args: argparse.Namespace, work: Path, moto: Moto, orthanc: Any,
-                  accession: str, n: int, tag: str, profile: Path | None = None
-                  ) -> dict[str, Any]:
+def run_retriever(
+    args: argparse.Namespace,
+    work: Path,
+    moto: Moto,
+    orthanc: Any,
+    accession: str,
+    n: int,
+    tag: str,
+    profile: Path | None = None,
+) -> dict[str, Any]:
     bucket = f"bench-{tag}".lower().replace("_", "-")
     client = moto.fresh_bucket(bucket)
-    rp = RetrieverProc(work, moto, orthanc, bucket, extra_env=dict(args.retriever_env),
-                       pythonpath=args.retriever_pythonpath, profile=profile, tag=tag,
-                       py_spy=args.py_spy)
+    rp = RetrieverProc(
+        work,
+        moto,
+        orthanc,
+        bucket,
+        extra_env=dict(args.retriever_env),
+        pythonpath=args.retriever_pythonpath,
+        profile=profile,
+        tag=tag,
+        py_spy=args.py_spy,
+    )
     try:
         sampler = RssSampler(rp.service_pid)
         before = sampler.status()
-        with sampler, CpuMeter(retriever=rp.service_pid, moto=moto.proc.pid if moto.proc
-                               else None, orthanc=orthanc.pid) as cpu:
+        with (
+            sampler,
+            CpuMeter(
+                retriever=rp.service_pid,
+                moto=moto.proc.pid if moto.proc else None,
+                orthanc=orthanc.pid,
+            ) as cpu,
+        ):
             status = rp.retrieve(accession)
         after = sampler.status()
     finally:
         rp.stop()
     stored = count_objects(client, bucket, "instances/")
     if status["state"] != "succeeded" or stored != n:
-        raise RuntimeError(f"retrieval {tag}: {status['state']} {status.get('error')}, "
-                           f"{stored}/{n} objects; see {rp.log_path}")
-    return {"seconds": status["seconds"], "objects": stored, "counts": status["counts"],
-            "rss_before_kb": before["VmRSS"], "rss_peak_kb": max(sampler.peak_kb,
-                                                                  after["VmRSS"]),
-            "vmhwm_kb": after["VmHWM"], "threads_after": after["Threads"],
-            "rss_samples": sampler.samples, "cpu_s": cpu.used}
+        raise RuntimeError(
+            f"retrieval {tag}: {status['state']} {status.get('error')}, "
+            f"{stored}/{n} objects; see {rp.log_path}"
+        )
+    return {
+        "seconds": status["seconds"],
+        "objects": stored,
+        "counts": status["counts"],
+        "rss_before_kb": before["VmRSS"],
+        "rss_peak_kb": max(sampler.peak_kb, after["VmRSS"]),
+        "vmhwm_kb": after["VmHWM"],
+        "threads_after": after["Threads"],
+        "rss_samples": sampler.samples,
+        "cpu_s": cpu.used,
+    }
 
 
 # -- (b) dcmtk, (d) plain pynetdicom -------------------------------------------------------
@@ -412,13 +489,27 @@ def run_retriever(args: argparse.Namespace, work: Path, moto: Moto, orthanc: Any
 def movescu(orthanc: Any, dest_aet: str, study_uid: str, log_path: Path) -> float:
     from support.dcmtk import dcmtk_bin, dcmtk_env
 
-    cmd = [dcmtk_bin("movescu"), "-aet", MOVESCU_AET, "-aec", orthanc.aet, "-aem", dest_aet,
-           "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
-           LOOPBACK, str(orthanc.dicom_port)]
+    cmd = [
+        dcmtk_bin("movescu"),
+        "-aet",
+        MOVESCU_AET,
+        "-aec",
+        orthanc.aet,
+        "-aem",
+        dest_aet,
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={study_uid}",
+        LOOPBACK,
+        str(orthanc.dicom_port),
+    ]
     started = time.perf_counter()
     with log_path.open("ab") as out:
-        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=dcmtk_env(),
-                            check=False).returncode
+        rc = subprocess.run(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=dcmtk_env(), check=False
+        ).returncode
     seconds = time.perf_counter() - started
     if rc != 0:
         raise RuntimeError(f"movescu exited {rc}; see {log_path}")
@@ -462,16 +553,18 @@ def plain_scp_main(port: int, out_dir: str, max_pdu: int) -> None:
     ae.maximum_pdu_size = max_pdu
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-    server = ae.start_server((LOOPBACK, port), block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = ae.start_server(
+        (LOOPBACK, port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     done.wait()
     server.shutdown()
 
 
-def run_plain(work: Path, orthanc: Any, study_uid: str, n: int, i: int, max_pdu: int
-              ) -> dict[str, Any]:
+def run_plain(
+    work: Path, orthanc: Any, study_uid: str, n: int, i: int, max_pdu: int
+) -> dict[str, Any]:
     from support.net import free_port, wait_for_port
 
     out = work / f"plain-{i}"
@@ -479,9 +572,12 @@ def run_plain(work: Path, orthanc: Any, study_uid: str, n: int, i: int, max_pdu:
     port = free_port()
     env = dict(os.environ, TMPDIR=str(out))  # spool on the same file system as the target
     with (work / "plain-scp.log").open("ab") as logf:
-        proc = subprocess.Popen([sys.executable, __file__, "--_plain-scp", str(port),
-                                 str(out), str(max_pdu)], stdout=logf,
-                                stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--_plain-scp", str(port), str(out), str(max_pdu)],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         wait_for_port(LOOPBACK, port, timeout=30)
         orthanc.register_modality(PLAIN_SCP_AET, LOOPBACK, port)
@@ -505,9 +601,14 @@ def run_s3(moto: Moto, files: list[Path], threads: int, i: int) -> dict[str, Any
 
     def put(path: Path) -> None:
         with path.open("rb") as fh:
-            client.put_object(Bucket=bucket, Key=f"instances/{path.name}", Body=fh,
-                              ContentType="application/dicom", IfNoneMatch="*",
-                              Metadata={"transfer-syntax": "1.2.840.10008.1.2.1"})
+            client.put_object(
+                Bucket=bucket,
+                Key=f"instances/{path.name}",
+                Body=fh,
+                ContentType="application/dicom",
+                IfNoneMatch="*",
+                Metadata={"transfer-syntax": "1.2.840.10008.1.2.1"},
+            )
 
     started = time.perf_counter()
     with CpuMeter(client=os.getpid(), moto=moto.proc.pid if moto.proc else None) as cpu:
@@ -539,9 +640,14 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"nproc": os.cpu_count(), "mem_gib": round(mem_kb / 1024**2, 1),
-            "loadavg": os.getloadavg(),
-            "kernel": platform.release(), "cpu": cpu, "python": platform.python_version()}
+    return {
+        "nproc": os.cpu_count(),
+        "mem_gib": round(mem_kb / 1024**2, 1),
+        "loadavg": os.getloadavg(),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -550,29 +656,42 @@ def versions() -> dict[str, str]:
     import pydicom
     import pynetdicom
 
-    out = {"pydicom": pydicom.__version__, "pynetdicom": pynetdicom.__version__,
-           "boto3": boto3.__version__, "moto": moto.__version__}
+    out = {
+        "pydicom": pydicom.__version__,
+        "pynetdicom": pynetdicom.__version__,
+        "boto3": boto3.__version__,
+        "moto": moto.__version__,
+    }
     with contextlib.suppress(Exception):
         from support.dcmtk import dcmtk_bin
 
-        text = subprocess.run([dcmtk_bin("movescu"), "--version"], capture_output=True,
-                              text=True, check=False).stdout
+        text = subprocess.run(
+            [dcmtk_bin("movescu"), "--version"], capture_output=True, text=True, check=False
+        ).stdout
         out["dcmtk"] = text.split("\n")[0].strip()
     with contextlib.suppress(Exception):
-        text = subprocess.run(["/usr/sbin/Orthanc", "--version"], capture_output=True,
-                              text=True, check=False).stdout
+        text = subprocess.run(
+            ["/usr/sbin/Orthanc", "--version"], capture_output=True, text=True, check=False
+        ).stdout
         out["orthanc"] = text.split("\n")[0].strip()
     return out
 
 
-def summarise(results: dict[str, list[dict[str, Any]]], total_bytes: int
-              ) -> list[dict[str, Any]]:
+def summarise(results: dict[str, list[dict[str, Any]]], total_bytes: int) -> list[dict[str, Any]]:
     rows = []
     for name, runs in results.items():
         secs = [r["seconds"] for r in runs]
         med = statistics.median(secs)
-        rows.append({"path": name, "median_s": med, "min_s": min(secs), "max_s": max(secs),
-                     "mb_s": total_bytes / med / 1e6, "runs": secs})
+        rows.append(
+            {
+                "path": name,
+                "median_s": med,
+                "min_s": min(secs),
+                "max_s": max(secs),
+                "mb_s": total_bytes / med / 1e6,
+                "runs": secs,
+            }
+        )
     ref = next((r for r in rows if r["path"].startswith("b ")), None)
     for r in rows:
         r["vs_dcmtk"] = r["mb_s"] / ref["mb_s"] if ref else None
@@ -580,12 +699,16 @@ def summarise(results: dict[str, list[dict[str, Any]]], total_bytes: int
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| path | median s | min-max s | MB/s | throughput vs dcmtk |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| path | median s | min-max s | MB/s | throughput vs dcmtk |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ratio = f"{r['vs_dcmtk']:.2f}x" if r["vs_dcmtk"] is not None else "-"
-        lines.append(f"| {r['path']} | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f}"
-                     f" | {r['mb_s']:.0f} | {ratio} |")
+        lines.append(
+            f"| {r['path']} | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f}"
+            f" | {r['mb_s']:.0f} | {ratio} |"
+        )
     return "\n".join(lines)
 
 
@@ -610,8 +733,11 @@ def environment(args: argparse.Namespace) -> Iterator[tuple[Path, Path, Any, Mot
     else:
         cache = Path(tempfile.mkdtemp(prefix="dicomiso-bench-cache-"))
     work = Path(tempfile.mkdtemp(prefix="dicomiso-bench-"))
-    orthanc = Orthanc(cache / "orthanc", aet="ABPACS",
-                      extra_config={k: json.loads(v) for k, v in args.orthanc_config})
+    orthanc = Orthanc(
+        cache / "orthanc",
+        aet="ABPACS",
+        extra_config={k: json.loads(v) for k, v in args.orthanc_config},
+    )
     moto = Moto(work)
     try:
         orthanc.start(timeout=120)
@@ -629,13 +755,16 @@ def environment(args: argparse.Namespace) -> Iterator[tuple[Path, Path, Any, Mot
             shutil.rmtree(cache, ignore_errors=True)
 
 
-def repeat(name: str, k: int, fn: Callable[[int], dict[str, Any]], mb: float
-           ) -> list[dict[str, Any]]:
+def repeat(
+    name: str, k: int, fn: Callable[[int], dict[str, Any]], mb: float
+) -> list[dict[str, Any]]:
     runs = []
     for i in range(k):
         r = fn(i)
-        log(f"{name} #{i + 1}: {r['seconds']:.2f}s ({mb / r['seconds']:.0f} MB/s) "
-            f"cpu {r.get('cpu_s')}")
+        log(
+            f"{name} #{i + 1}: {r['seconds']:.2f}s ({mb / r['seconds']:.0f} MB/s) "
+            f"cpu {r.get('cpu_s')}"
+        )
         runs.append(r)
     return runs
 
@@ -644,8 +773,9 @@ def throughput_mode(args: argparse.Namespace) -> None:
     n, k = args.instances, args.repeat
     accession = f"BENCH{n}X{args.rows}"[:16]
     with environment(args) as (work, cache, orthanc, moto):
-        study_uid, files = study_files(cache / f"ct-{n}x{args.rows}x{args.cols}", n,
-                                       args.rows, args.cols, accession)
+        study_uid, files = study_files(
+            cache / f"ct-{n}x{args.rows}x{args.cols}", n, args.rows, args.cols, accession
+        )
         total = sum(f.stat().st_size for f in files)
         mb = total / 1e6
         load_s = load_pacs(orthanc, study_uid, files)
@@ -656,20 +786,28 @@ def throughput_mode(args: argparse.Namespace) -> None:
         skip = set(args.skip)
         if "b" not in skip:
             results["b dcmtk movescu -> storescp (disk)"] = repeat(
-                "dcmtk", k, lambda i: run_dcmtk(work, orthanc, study_uid, n, i), mb)
+                "dcmtk", k, lambda i: run_dcmtk(work, orthanc, study_uid, n, i), mb
+            )
         if "a" not in skip:
             results["a retriever (C-MOVE -> SCP -> S3 PUT, POST to succeeded)"] = repeat(
-                "retriever", k,
-                lambda i: run_retriever(args, work, moto, orthanc, accession, n, f"a{i}"), mb)
+                "retriever",
+                k,
+                lambda i: run_retriever(args, work, moto, orthanc, accession, n, f"a{i}"),
+                mb,
+            )
         if "d" not in skip:
             results["d plain pynetdicom SCP (disk, no S3)"] = repeat(
-                "plain pynetdicom", k,
-                lambda i: run_plain(work, orthanc, study_uid, n, i, args.plain_max_pdu), mb)
+                "plain pynetdicom",
+                k,
+                lambda i: run_plain(work, orthanc, study_uid, n, i, args.plain_max_pdu),
+                mb,
+            )
         if "c" not in skip:
             for threads in (1, 4, 8):
                 label = "sequential" if threads == 1 else f"{threads} threads"
                 results[f"c boto3 put_object -> moto, {label}"] = repeat(
-                    f"s3 {label}", k, lambda i, t=threads: run_s3(moto, files, t, i), mb)
+                    f"s3 {label}", k, lambda i, t=threads: run_s3(moto, files, t, i), mb
+                )
         if args.profile:
             prof = OUT_DIR / f"retriever-{time.strftime('%Y%m%d-%H%M%S')}.speedscope.json"
             OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -677,18 +815,30 @@ def throughput_mode(args: argparse.Namespace) -> None:
             log(f"profiled retrieval: {r['seconds']:.2f}s (py-spy overhead included) -> {prof}")
         rows = summarise(results, total)
         md = table(rows)
-        print(f"\n{n} instances x {args.rows}x{args.cols} x 16 bit, {mb:.1f} MB, "
-              f"median of {k}\n")
+        print(f"\n{n} instances x {args.rows}x{args.cols} x 16 bit, {mb:.1f} MB, median of {k}\n")
         print(md)
         ret = results.get("a retriever (C-MOVE -> SCP -> S3 PUT, POST to succeeded)")
         if ret:
             peak = max(r["rss_peak_kb"] for r in ret) / 1024
             print(f"\nretriever peak RSS while receiving: {peak:.0f} MiB")
-        path = write_json("retrieve", {
-            "mode": "throughput", "args": vars(args), "machine": machine(),
-            "versions": versions(), "instances": n, "rows": args.rows, "cols": args.cols,
-            "total_bytes": total, "orthanc_load_s": load_s, "warmup_move_s": movescu_warm,
-            "results": results, "summary": rows, "markdown": md})
+        path = write_json(
+            "retrieve",
+            {
+                "mode": "throughput",
+                "args": vars(args),
+                "machine": machine(),
+                "versions": versions(),
+                "instances": n,
+                "rows": args.rows,
+                "cols": args.cols,
+                "total_bytes": total,
+                "orthanc_load_s": load_s,
+                "warmup_move_s": movescu_warm,
+                "results": results,
+                "summary": rows,
+                "markdown": md,
+            },
+        )
         print(f"\nraw numbers: {path.relative_to(ROOT)}")
 
 
@@ -700,8 +850,9 @@ def memory_mode(args: argparse.Namespace) -> None:
         studies = {}
         for n in sizes:
             accession = f"MEM{n}X{rows_px}"[:16]
-            uid, files = study_files(cache / f"ct-{n}x{rows_px}x{rows_px}", n, rows_px,
-                                     rows_px, accession)
+            uid, files = study_files(
+                cache / f"ct-{n}x{rows_px}x{rows_px}", n, rows_px, rows_px, accession
+            )
             load_pacs(orthanc, uid, files)
             studies[n] = (accession, sum(f.stat().st_size for f in files))
         for n in sizes:
@@ -709,12 +860,17 @@ def memory_mode(args: argparse.Namespace) -> None:
             for i in range(args.repeat if args.memory_repeat is None else args.memory_repeat):
                 r = run_retriever(args, work, moto, orthanc, accession, n, f"m{n}-{i}")
                 r.update(instances=n, total_bytes=total)
-                log(f"memory {n}: {r['seconds']:.2f}s, RSS {r['rss_before_kb'] / 1024:.0f} -> "
+                log(
+                    f"memory {n}: {r['seconds']:.2f}s, RSS {r['rss_before_kb'] / 1024:.0f} -> "
                     f"peak {r['rss_peak_kb'] / 1024:.0f} MiB (VmHWM "
-                    f"{r['vmhwm_kb'] / 1024:.0f} MiB)")
+                    f"{r['vmhwm_kb'] / 1024:.0f} MiB)"
+                )
                 out.append(r)
-    lines = ["| instances | study MB | seconds | RSS before POST MiB | peak RSS MiB "
-             "| growth MiB | VmHWM MiB |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| instances | study MB | seconds | RSS before POST MiB | peak RSS MiB "
+        "| growth MiB | VmHWM MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for n in sizes:
         runs = [r for r in out if r["instances"] == n]
         med = statistics.median
@@ -723,12 +879,22 @@ def memory_mode(args: argparse.Namespace) -> None:
             f" | {med(r['rss_before_kb'] for r in runs) / 1024:.0f}"
             f" | {max(r['rss_peak_kb'] for r in runs) / 1024:.0f}"
             f" | {max(r['rss_peak_kb'] - r['rss_before_kb'] for r in runs) / 1024:.0f}"
-            f" | {max(r['vmhwm_kb'] for r in runs) / 1024:.0f} |")
+            f" | {max(r['vmhwm_kb'] for r in runs) / 1024:.0f} |"
+        )
     md = "\n".join(lines)
     print(f"\nretriever memory, {rows_px}x{rows_px} CT, RSS sampled every 10 ms\n")
     print(md)
-    path = write_json("memory", {"mode": "memory", "args": vars(args), "machine": machine(),
-                                 "versions": versions(), "runs": out, "markdown": md})
+    path = write_json(
+        "memory",
+        {
+            "mode": "memory",
+            "args": vars(args),
+            "machine": machine(),
+            "versions": versions(),
+            "runs": out,
+            "markdown": md,
+        },
+    )
     print(f"\nraw numbers: {path.relative_to(ROOT)}")
 
 
@@ -744,32 +910,59 @@ def main() -> None:
         return moto_main(int(sys.argv[2]))
     if len(sys.argv) > 1 and sys.argv[1] == "--_plain-scp":
         return plain_scp_main(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--instances", type=int, default=1000)
     p.add_argument("--rows", type=int, default=512)
     p.add_argument("--cols", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3, help="K: runs per path (median reported)")
-    p.add_argument("--keep-dir", help="cache generated studies and Orthanc's database here "
-                                      "(reused by the next run)")
+    p.add_argument(
+        "--keep-dir",
+        help="cache generated studies and Orthanc's database here (reused by the next run)",
+    )
     p.add_argument("--keep-work", action="store_true", help="keep logs and work files")
-    p.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d"],
-                   help="paths to leave out")
-    p.add_argument("--memory", action="store_true",
-                   help="instead: retriever peak RSS for --memory-sizes instances")
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=["a", "b", "c", "d"], help="paths to leave out"
+    )
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="instead: retriever peak RSS for --memory-sizes instances",
+    )
     p.add_argument("--memory-sizes", default="200,2000")
     p.add_argument("--memory-rows", type=int, default=128, help="rows = cols in --memory")
     p.add_argument("--memory-repeat", type=int, default=None, help="default: --repeat")
-    p.add_argument("--profile", action="store_true",
-                   help="one extra retrieval under py-spy; speedscope JSON in bench/out/")
-    p.add_argument("--py-spy", default=shutil.which("py-spy"),
-                   help="py-spy executable, e.g. $(uv run --with py-spy which py-spy)")
-    p.add_argument("--retriever-env", type=parse_env, action="append", default=[],
-                   metavar="KEY=VALUE", help="extra environment of the retriever process")
-    p.add_argument("--retriever-pythonpath",
-                   help="PYTHONPATH for the retriever (a patched copy of the sources)")
-    p.add_argument("--orthanc-config", type=parse_env, action="append", default=[],
-                   metavar="KEY=JSON", help="extra Orthanc option, e.g. MaximumPduLength=131072")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="one extra retrieval under py-spy; speedscope JSON in bench/out/",
+    )
+    p.add_argument(
+        "--py-spy",
+        default=shutil.which("py-spy"),
+        help="py-spy executable, e.g. $(uv run --with py-spy which py-spy)",
+    )
+    p.add_argument(
+        "--retriever-env",
+        type=parse_env,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the retriever process",
+    )
+    p.add_argument(
+        "--retriever-pythonpath",
+        help="PYTHONPATH for the retriever (a patched copy of the sources)",
+    )
+    p.add_argument(
+        "--orthanc-config",
+        type=parse_env,
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="extra Orthanc option, e.g. MaximumPduLength=131072",
+    )
     p.add_argument("--plain-max-pdu", type=int, default=1_048_576)
     args = p.parse_args()
     if args.memory:

@@ -26,8 +26,10 @@ def init_bucket(settings: PackagerSettings) -> None:
     store = Store.from_settings(settings)
     store.ensure_bucket()
     store.ensure_expiry(PACKAGES_PREFIX, settings.package_expiry_days)
-    log.info("bucket ready", extra={"bucket": settings.s3_bucket,
-                                    "expiry_days": settings.package_expiry_days})
+    log.info(
+        "bucket ready",
+        extra={"bucket": settings.s3_bucket, "expiry_days": settings.package_expiry_days},
+    )
 
 
 def main(attempts: int = 30, delay: float = 2.0) -> int:
@@ -40,8 +42,7 @@ def main(attempts: int = 30, delay: float = 2.0) -> int:
         except DicomisoError as exc:  # S3 not up yet: try again
             log.warning("bucket not ready", extra={"attempt": attempt, "error": str(exc)})
         except Exception as exc:  # noqa: BLE001 - botocore's own errors: report and retry
-            log.warning("bucket not ready", extra={"attempt": attempt,
-                                                   "error": type(exc).__name__})
+            log.warning("bucket not ready", extra={"attempt": attempt, "error": type(exc).__name__})
         time.sleep(delay)
     return 1
 

@@ -11,8 +11,12 @@ import sys
 import urllib.request
 from pathlib import Path
 
-DEFAULT_PORTS = {"dicomiso-lookup": 8001, "dicomiso-retriever": 8002,
-                 "dicomiso-packager": 8003, "dicomiso-forwarder": 8004}
+DEFAULT_PORTS = {
+    "dicomiso-lookup": 8001,
+    "dicomiso-retriever": 8002,
+    "dicomiso-packager": 8003,
+    "dicomiso-forwarder": 8004,
+}
 
 
 def service_port(environ: dict[str, str], cmdline: str) -> int:

@@ -44,8 +44,11 @@ class S3Server:
         variables) so tests cannot leak settings into each other or reach AWS.
         """
         client: S3Client = boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=S3_REGION,
-            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY,
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=S3_REGION,
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_KEY,
             config=Config(retries={"max_attempts": 2}, proxies={}),
         )
         return client
@@ -151,9 +154,13 @@ def _s3_credentials() -> Iterator[None]:
 
     Shared credential files are pointed at nothing, so no test can pick up a real profile.
     """
-    values = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_KEY,
-              "AWS_DEFAULT_REGION": S3_REGION, "AWS_CONFIG_FILE": "/dev/null",
-              "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    values = {
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_KEY,
+        "AWS_DEFAULT_REGION": S3_REGION,
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     yield

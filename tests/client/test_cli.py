@@ -50,15 +50,22 @@ def one_error_line(result: Result) -> str:
 def lookup_url() -> Iterator[str]:
     """The real lookup service over HTTP, reading the seeded HIS in the real MariaDB."""
     with his_database() as db:
-        settings = LookupSettings(http_port=free_port(), his_url=SecretStr(db.url()),
-                                  his_accession_db=db.accession_db, his_patient_db=db.patient_db)
+        settings = LookupSettings(
+            http_port=free_port(),
+            his_url=SecretStr(db.url()),
+            his_accession_db=db.accession_db,
+            his_patient_db=db.patient_db,
+        )
         with serving(create_lookup(settings), settings) as url:
             yield url
 
 
 def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"title": "t", "status": status, "detail": detail}, status,
-                        media_type="application/problem+json")
+    return JSONResponse(
+        {"title": "t", "status": status, "detail": detail},
+        status,
+        media_type="application/problem+json",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,20 +92,29 @@ def jobs_url() -> Iterator[str]:
         polls[job_id] = polls.get(job_id, 0) + 1
         done = polls[job_id] > 2
         state = ("failed" if job_id.startswith("f") else "succeeded") if done else "running"
-        view: dict[str, Any] = {"id": job_id, "state": state, "phase": "retrieve",
-                                "counts": {"expected": 4, "received": min(polls[job_id], 4)},
-                                "error": "PACS ABPACS refused association" if
-                                state == "failed" else None}
+        view: dict[str, Any] = {
+            "id": job_id,
+            "state": state,
+            "phase": "retrieve",
+            "counts": {"expected": 4, "received": min(polls[job_id], 4)},
+            "error": "PACS ABPACS refused association" if state == "failed" else None,
+        }
         if state == "succeeded" and kind == "packages":
-            view |= {"download_url": f"http://127.0.0.1:{port}/bucket/x?X-Amz-Signature=s",
-                     "filename": "Doe-ACC1.iso", "size": len(IMAGE),
-                     "sha256": hashlib.sha256(IMAGE).hexdigest()}
+            view |= {
+                "download_url": f"http://127.0.0.1:{port}/bucket/x?X-Amz-Signature=s",
+                "filename": "Doe-ACC1.iso",
+                "size": len(IMAGE),
+                "sha256": hashlib.sha256(IMAGE).hexdigest(),
+            }
         return view
 
     @fake.get("/bucket/x")
     def image() -> Response:
-        return Response(IMAGE, media_type="application/octet-stream",
-                        headers={"Content-Disposition": 'attachment; filename="JaneDoe-ACC1.iso"'})
+        return Response(
+            IMAGE,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": 'attachment; filename="JaneDoe-ACC1.iso"'},
+        )
 
     settings = CommonSettings(http_port=port)
     with serving(fake, settings) as url:
@@ -132,14 +148,18 @@ def test_unknown_and_invalid_accessions_are_one_line_and_exit_2(lookup_url: str)
 def test_a_stopped_stack_is_one_line_naming_the_service_and_exit_3() -> None:
     """Nothing listens: every command names its service and URL once, and exits 3."""
     url = f"http://127.0.0.1:{free_port()}"
-    for command, service in (("package", "packager"), ("retrieve", "retriever"),
-                             ("lookup", "lookup")):
+    for command, service in (
+        ("package", "packager"),
+        ("retrieve", "retriever"),
+        ("lookup", "lookup"),
+    ):
         result = run(command, "ACC1", **{f"DICOMISO_{service.upper()}_URL": url})
         assert result.exit_code == 3
-        assert one_error_line(result) == (f"error: {service} unreachable at {url} "
-                                          "(ConnectError) — is the stack running? (dicom-iso dev)")
-    result = run("--json", "status", "a" * 32, "--service", "forwarder",
-                 "--forwarder-url", url)
+        assert one_error_line(result) == (
+            f"error: {service} unreachable at {url} "
+            "(ConnectError) — is the stack running? (dicom-iso dev)"
+        )
+    result = run("--json", "status", "a" * 32, "--service", "forwarder", "--forwarder-url", url)
     assert result.exit_code == 3 and json.loads(result.stdout)["exit_code"] == 3
     assert "forwarder unreachable" in one_error_line(result)
 
@@ -147,15 +167,16 @@ def test_a_stopped_stack_is_one_line_naming_the_service_and_exit_3() -> None:
 def test_mixed_patients_are_refused_with_exit_2(jobs_url: str) -> None:
     result = run("package", "ACC1,MIXED", "--packager-url", jobs_url)
     assert result.exit_code == 2
-    assert one_error_line(result) == "error: packager: the accession numbers belong to 2 " \
-                                     "patients"
+    assert one_error_line(result) == "error: packager: the accession numbers belong to 2 patients"
 
 
-def test_package_download_saves_the_disc_under_its_served_name(jobs_url: str,
-                                                               tmp_path: Path) -> None:
+def test_package_download_saves_the_disc_under_its_served_name(
+    jobs_url: str, tmp_path: Path
+) -> None:
     """--download DIR: waits, streams the image, names it from Content-Disposition."""
-    result = run("package", "ACC1", "--download", str(tmp_path), "--json",
-                 "--packager-url", jobs_url)
+    result = run(
+        "package", "ACC1", "--download", str(tmp_path), "--json", "--packager-url", jobs_url
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     saved = tmp_path / "JaneDoe-ACC1.iso"
@@ -180,9 +201,15 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 # -- audit: every action of a real stack, listed by `dicom-iso audit` --------------------------
 
+
 def test_audit_lists_every_action_of_a_real_stack_oldest_first(
-        make_stack: Any, smtp_sink: Any, orthanc: Any, study_factory: Any, s3_bucket: Any,
-        tmp_path: Path) -> None:
+    make_stack: Any,
+    smtp_sink: Any,
+    orthanc: Any,
+    study_factory: Any,
+    s3_bucket: Any,
+    tmp_path: Path,
+) -> None:
     """Package (request and outcome), each way of issuing a link, both e-mails and a forward
     (packager and forwarder) leave an event naming the proxy's user, the job and the
     accession number (never in a key, never the patient); the CLI lists them oldest first,
@@ -191,62 +218,86 @@ def test_audit_lists_every_action_of_a_real_stack_oldest_first(
     orthanc.upload(study.files)
     s3 = {"s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name}
     token, user = "stack-token", {"X-Forwarded-User": "clerk.ani"}
-    stack = make_stack(api_token=token, user_header="X-Forwarded-User",
-                       forwarder_url=f"http://127.0.0.1:{free_port()}",
-                       smtp_url=f"smtp://relay-user:relay-secret@127.0.0.1:{smtp_sink.port}",
-                       smtp_ca_file=smtp_sink.ca_file)
+    stack = make_stack(
+        api_token=token,
+        user_header="X-Forwarded-User",
+        forwarder_url=f"http://127.0.0.1:{free_port()}",
+        smtp_url=f"smtp://relay-user:relay-secret@127.0.0.1:{smtp_sink.port}",
+        smtp_ca_file=smtp_sink.ca_file,
+    )
     add_patient(stack.his, "RM-AUDIT-1", "Sari Wulandari", [study.accession])
     stack.packager.headers.update({"Authorization": f"Bearer {token}", **user})
     forwarder_settings = ForwarderSettings(
-        **s3, http_port=int(stack.settings.forwarder_url.rsplit(":", 1)[1]), api_token=token,
-        retriever_url=stack.retriever_url, job_heartbeat=0.5, replica_id="audit-forwarder",
-        peers={"pacs": {"aet": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}})
+        **s3,
+        http_port=int(stack.settings.forwarder_url.rsplit(":", 1)[1]),
+        api_token=token,
+        retriever_url=stack.retriever_url,
+        job_heartbeat=0.5,
+        replica_id="audit-forwarder",
+        peers={"pacs": {"aet": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}},
+    )
     served = stack.settings.model_copy(update={"http_port": free_port()})
-    with serving(create_forwarder(forwarder_settings), forwarder_settings), \
-            serving(create_packager(served), served) as packager_url:
+    with (
+        serving(create_forwarder(forwarder_settings), forwarder_settings),
+        serving(create_packager(served), served) as packager_url,
+    ):
         done = stack.run({"accession_numbers": [study.accession], "email": "sari@example.org"})
         assert done["state"] == "succeeded", done
         job = done["id"]
         download = stack.packager.get(f"/v1/packages/{job}/download", follow_redirects=False)
         assert download.status_code == 307
         assert stack.packager.post(f"/v1/packages/{job}/link").status_code == 200
-        mailed = stack.packager.post(f"/v1/packages/{job}/email",
-                                     json={"email": "sari@example.org"})
+        mailed = stack.packager.post(
+            f"/v1/packages/{job}/email", json={"email": "sari@example.org"}
+        )
         assert mailed.status_code == 200, mailed.text
-        fwd = stack.packager.post("/v1/forwards", json={
-            "accession_numbers": [study.accession], "destination": "pacs"})
+        fwd = stack.packager.post(
+            "/v1/forwards", json={"accession_numbers": [study.accession], "destination": "pacs"}
+        )
         assert fwd.status_code == 202, fwd.text
         deadline = time.monotonic() + 60
-        while stack.packager.get(f"/v1/forwards/{fwd.json()['id']}").json()["state"] not in \
-                ("succeeded", "failed") and time.monotonic() < deadline:
+        while (
+            stack.packager.get(f"/v1/forwards/{fwd.json()['id']}").json()["state"]
+            not in ("succeeded", "failed")
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.2)
         time.sleep(0.5)  # the outcome event is written as the job ends
 
         env = {"DICOMISO_PACKAGER_URL": packager_url, "DICOMISO_API_TOKEN": token}
         listed = run("audit", "--since", "1h", "--json", **env)
         text = run("audit", "--since", f"{datetime.now(UTC):%Y-%m-%d}", **env)
-        refused = run("audit", "--since", "1h", DICOMISO_PACKAGER_URL=packager_url,
-                      DICOMISO_API_TOKEN="wrong")
+        refused = run(
+            "audit", "--since", "1h", DICOMISO_PACKAGER_URL=packager_url, DICOMISO_API_TOKEN="wrong"
+        )
         bad = run("audit", "--since", "soon", **env)
 
     assert listed.exit_code == 0, listed.output
     events = json.loads(listed.stdout)["events"]
     seen = {(e["service"], e["action"], e["outcome"], e.get("via")) for e in events}
     assert seen >= {
-        ("packager", "package", "requested", None), ("packager", "package", "succeeded", None),
-        ("packager", "email", "sent", "package"), ("packager", "link", "issued", "status"),
-        ("packager", "link", "issued", "download"), ("packager", "link", "issued", "page"),
-        ("packager", "email", "requested", None), ("packager", "email", "sent", None),
-        ("packager", "forward", "requested", None), ("forwarder", "forward", "requested", None),
-        ("forwarder", "forward", "succeeded", None)}, seen
+        ("packager", "package", "requested", None),
+        ("packager", "package", "succeeded", None),
+        ("packager", "email", "sent", "package"),
+        ("packager", "link", "issued", "status"),
+        ("packager", "link", "issued", "download"),
+        ("packager", "link", "issued", "page"),
+        ("packager", "email", "requested", None),
+        ("packager", "email", "sent", None),
+        ("packager", "forward", "requested", None),
+        ("forwarder", "forward", "requested", None),
+        ("forwarder", "forward", "succeeded", None),
+    }, seen
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
     requested = [e for e in events if e["outcome"] in ("requested", "issued")]
     assert {e["user"] for e in requested if e["service"] == "packager"} == {"clerk.ani"}
     assert {e["user"] for e in events if e["outcome"] == "succeeded"} == {"system (job)"}
     assert all(e.get("job_id") for e in events)
-    assert all(study.accession in (e.get("accession_numbers") or [])
-               for e in events if e["action"] in ("package", "forward") and
-               e["outcome"] == "requested")
+    assert all(
+        study.accession in (e.get("accession_numbers") or [])
+        for e in events
+        if e["action"] in ("package", "forward") and e["outcome"] == "requested"
+    )
     raw = json.dumps(events)
     assert "Wulandari" not in raw and "Sari Wulandari" not in raw and "PixelData" not in raw
     keys = [o.key for o in stack.store.list("audit/")]

@@ -17,8 +17,11 @@ from support.servers import serving
 
 
 def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"title": "t", "status": status, "detail": detail}, status,
-                        media_type="application/problem+json")
+    return JSONResponse(
+        {"title": "t", "status": status, "detail": detail},
+        status,
+        media_type="application/problem+json",
+    )
 
 
 @pytest.fixture
@@ -29,12 +32,15 @@ def fake_service() -> Iterator[str]:
 
     @app.get("/v1/accessions/{case}")
     def accession(case: str) -> Any:
-        codes = {"gone": 404, "mixed": 409, "bad": 422, "token": 401, "down": 503,
-                 "boom": 500}
+        codes = {"gone": 404, "mixed": 409, "bad": 422, "token": 401, "down": 503, "boom": 500}
         if case in codes:
             return _problem(codes[case], f"case {case}")
-        return {"accession_number": case, "patient_id": "P1", "source": "his",
-                "patient_name": {"original": "Doe^Jane", "display": "Jane Doe"}}
+        return {
+            "accession_number": case,
+            "patient_id": "P1",
+            "source": "his",
+            "patient_name": {"original": "Doe^Jane", "display": "Jane Doe"},
+        }
 
     @app.post("/v1/retrievals", status_code=202)
     def start() -> dict[str, str]:
@@ -56,9 +62,14 @@ def fake_service() -> Iterator[str]:
 def test_answers_become_our_errors(fake_service: str) -> None:
     with LookupClient(fake_service, "tok") as lookup:
         assert lookup.accession("MR.1").patient_name.display == "Jane Doe"
-        for case, error in [("gone", NotFound), ("mixed", Conflict), ("bad", InvalidInput),
-                            ("token", UpstreamError), ("down", Unavailable),
-                            ("boom", UpstreamError)]:
+        for case, error in [
+            ("gone", NotFound),
+            ("mixed", Conflict),
+            ("bad", InvalidInput),
+            ("token", UpstreamError),
+            ("down", Unavailable),
+            ("boom", UpstreamError),
+        ]:
             with pytest.raises(error) as raised:
                 lookup.accession(case)
             assert error is UpstreamError or f"case {case}" in str(raised.value)
@@ -75,7 +86,8 @@ def test_wait_rides_out_a_restart_and_reports_progress(fake_service: str) -> Non
     seen: list[int] = []
     with RetrieverClient(fake_service) as retriever:
         job = retriever.retrieve(["MR.1"])
-        view = retriever.wait(job.id, timeout=10, poll=0.05,
-                              on_progress=lambda v: seen.append(v.counts["received"]))
+        view = retriever.wait(
+            job.id, timeout=10, poll=0.05, on_progress=lambda v: seen.append(v.counts["received"])
+        )
     assert view.state == "succeeded" and view.done
     assert seen == [2, 3]

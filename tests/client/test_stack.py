@@ -65,14 +65,23 @@ class DevStack:
 
     def env(self) -> dict[str, str]:
         p = self.ports
-        return {**os.environ, "DICOMISO_PACKAGER_URL": f"http://127.0.0.1:{p.packager}",
-                "DICOMISO_LOOKUP_URL": f"http://127.0.0.1:{p.lookup}",
-                "DICOMISO_RETRIEVER_URL": f"http://127.0.0.1:{p.retriever}",
-                "DICOMISO_FORWARDER_URL": f"http://127.0.0.1:{p.forwarder}"}
+        return {
+            **os.environ,
+            "DICOMISO_PACKAGER_URL": f"http://127.0.0.1:{p.packager}",
+            "DICOMISO_LOOKUP_URL": f"http://127.0.0.1:{p.lookup}",
+            "DICOMISO_RETRIEVER_URL": f"http://127.0.0.1:{p.retriever}",
+            "DICOMISO_FORWARDER_URL": f"http://127.0.0.1:{p.forwarder}",
+        }
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "dicom-iso"), *args], capture_output=True,
-                              text=True, env=self.env(), timeout=timeout, check=False)
+        return subprocess.run(
+            [str(BIN / "dicom-iso"), *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            check=False,
+        )
 
 
 def _free_base() -> int:
@@ -86,9 +95,20 @@ def _free_base() -> int:
 @pytest.fixture
 def dev_stack(tmp_path: Path) -> Iterator[DevStack]:
     base = _free_base()
-    proc = subprocess.Popen([str(BIN / "dicom-iso"), "dev", "--port-base", str(base),
-                             "--state-dir", str(tmp_path / "state")], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "dicom-iso"),
+            "dev",
+            "--port-base",
+            str(base),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     stack = DevStack(proc, Ports.standard(base))
     ready = threading.Event()
 
@@ -119,7 +139,7 @@ def _corrupt_dicomdir(image: Path, target: Path) -> None:
     start, length = record.extent_location() * 2048, record.get_data_length()
     iso.close()
     data = bytearray(image.read_bytes())
-    region = bytes(data[start:start + length])
+    region = bytes(data[start : start + length])
     tag = region.index(b"\x04\x00\x11\x15UI")  # (0004,1511) Referenced SOP Instance UID
     pos = start + tag + 8 + 30  # a digit past the UID root
     assert chr(data[pos]).isdigit()

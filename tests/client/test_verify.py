@@ -31,14 +31,19 @@ def manifest_of(study: Study) -> dict[str, Any]:
     for path in study.files:
         ds = dcmread(path, stop_before_pixels=True)
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        entries.append(describe(ds, str(ds.file_meta.TransferSyntaxUID), path.stat().st_size,
-                                sha, str(path)))
+        entries.append(
+            describe(ds, str(ds.file_meta.TransferSyntaxUID), path.stat().st_size, sha, str(path))
+        )
     entries.sort(key=lambda e: (e["series_uid"], e["instance_number"] or 0, e["sop_uid"]))
     shared = ("patient", "study", "series", "charset")
-    return {"study_uid": entries[0]["study"]["study_uid"], "patient": entries[0]["patient"],
-            "study": entries[0]["study"], "charset": entries[0]["charset"],
-            "series": {e["series_uid"]: e["series"] for e in entries},
-            "instances": [{k: v for k, v in e.items() if k not in shared} for e in entries]}
+    return {
+        "study_uid": entries[0]["study"]["study_uid"],
+        "patient": entries[0]["patient"],
+        "study": entries[0]["study"],
+        "charset": entries[0]["charset"],
+        "series": {e["series_uid"]: e["series"] for e in entries},
+        "instances": [{k: v for k, v in e.items() if k not in shared} for e in entries],
+    }
 
 
 def _opener(data: bytes) -> Callable[[], IO[bytes]]:
@@ -53,20 +58,28 @@ def _file(path: tuple[str, ...], data: bytes) -> DiscFile:
 def disc_files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     """Every file of a disc of two small synthetic studies, as the packager lays it out."""
     root = tmp_path_factory.mktemp("studies")
-    studies = [make_study(root / "a", "ACC1", ct=2, mr=1),
-               make_study(root / "b", "ACC2", ct=1, mr=0, with_ko=False, with_pr=False)]
+    studies = [
+        make_study(root / "a", "ACC1", ct=2, mr=1),
+        make_study(root / "b", "ACC2", ct=1, mr=0, with_ko=False, with_pr=False),
+    ]
     manifests = [manifest_of(s) for s in studies]
     ids = dicomdir.assign_file_ids(manifests)
     entries = [e for m in manifests for e in m["instances"]]
     final = {e["sop_uid"]: e["transfer_syntax"] for e in entries}
-    data = dicomdir.build_dicomdir(manifests, ids, final,
-                                   lambda e: dcmread(e["key"], stop_before_pixels=True),
-                                   "DICOMISO_TEST")
+    data = dicomdir.build_dicomdir(
+        manifests, ids, final, lambda e: dcmread(e["key"], stop_before_pixels=True), "DICOMISO_TEST"
+    )
     now = datetime.now(UTC)
-    generated = [(("DICOMDIR",), data),
-                 (("README.TXT",), pdi.readme_text(manifests, institution="Test", viewer=None,
-                                                   profile="STD-GEN-CD", created_at=now)),
-                 *pdi.web_pages(manifests, institution="Test", previews={}, created_at=now)]
+    generated = [
+        (("DICOMDIR",), data),
+        (
+            ("README.TXT",),
+            pdi.readme_text(
+                manifests, institution="Test", viewer=None, profile="STD-GEN-CD", created_at=now
+            ),
+        ),
+        *pdi.web_pages(manifests, institution="Test", previews={}, created_at=now),
+    ]
     files = [_file(path, body) for path, body in generated]
     files += [_file(ids[e["sop_uid"]], Path(e["key"]).read_bytes()) for e in entries]
     return files
@@ -105,8 +118,9 @@ def test_a_disc_as_the_packager_builds_it_is_clean(disc_files: Files, tmp_path: 
     assert json.loads(result.stdout)["ok"] is True
 
 
-def test_a_flipped_uid_byte_names_the_file_and_the_record(disc_files: Files,
-                                                          tmp_path: Path) -> None:
+def test_a_flipped_uid_byte_names_the_file_and_the_record(
+    disc_files: Files, tmp_path: Path
+) -> None:
     """One digit of a ReferencedSOPInstanceUIDInFile changed: that file is named, exit 1."""
     data = bytearray(_dicomdir(disc_files))
     ds = dcmread(io.BytesIO(bytes(data)))
@@ -142,17 +156,19 @@ def test_a_broken_offset_is_named(disc_files: Files, tmp_path: Path) -> None:
 def test_missing_files_are_named(disc_files: Files, tmp_path: Path) -> None:
     """A referenced instance, README.TXT and INDEX.HTM left off; a stray file added."""
     gone = next(f for f in disc_files if f.path[0] == "DICOM")
-    kept = [f for f in disc_files if f is not gone and f.path not in (("README.TXT",),
-                                                                      ("INDEX.HTM",))]
+    kept = [
+        f for f in disc_files if f is not gone and f.path not in (("README.TXT",), ("INDEX.HTM",))
+    ]
     kept.append(_file((*gone.path[:-1], "STRAY"), b"not referenced"))
     problems = _problems(_iso(kept, tmp_path / "bad.iso"))
 
     assert "README.TXT: missing at the root" in problems
     assert "INDEX.HTM: missing at the root" in problems
-    assert any(p.endswith(f"references {gone.label}, which is not on the medium")
-               for p in problems)
-    assert f"{'/'.join((*gone.path[:-1], 'STRAY'))}: in the DICOM tree but not referenced " \
-           "by the DICOMDIR" in problems
+    assert any(p.endswith(f"references {gone.label}, which is not on the medium") for p in problems)
+    assert (
+        f"{'/'.join((*gone.path[:-1], 'STRAY'))}: in the DICOM tree but not referenced "
+        "by the DICOMDIR" in problems
+    )
 
 
 def test_a_file_that_is_not_an_image_is_a_problem(tmp_path: Path) -> None:

@@ -15,15 +15,24 @@ NOW = datetime(2024, 5, 3, 12, 0, tzinfo=UTC)
 
 
 def _put(store: Store, at: datetime, event_id: str, **fields: Any) -> None:
-    store.put_json(audit.event_key(at, event_id),
-                   {"id": event_id, "at": at.isoformat(), "action": "package", **fields})
+    store.put_json(
+        audit.event_key(at, event_id),
+        {"id": event_id, "at": at.isoformat(), "action": "package", **fields},
+    )
 
 
-def test_an_event_key_is_a_day_and_an_id_and_the_body_holds_the_accessions(
-        store: Store) -> None:
+def test_an_event_key_is_a_day_and_an_id_and_the_body_holds_the_accessions(store: Store) -> None:
     """The key is audit/yyyy/mm/dd/{uuid}.json; accession numbers only in the body."""
-    event = audit.write(store, "packager", "package", user="clerk.ani", outcome="requested",
-                        job_id="a" * 32, accession_numbers=["CT.2024.1"], email=None)
+    event = audit.write(
+        store,
+        "packager",
+        "package",
+        user="clerk.ani",
+        outcome="requested",
+        job_id="a" * 32,
+        accession_numbers=["CT.2024.1"],
+        email=None,
+    )
 
     keys = [o.key for o in store.list("audit/")]
     day = datetime.fromisoformat(event["at"])
@@ -34,12 +43,19 @@ def test_an_event_key_is_a_day_and_an_id_and_the_body_holds_the_accessions(
     assert body["outcome"] == "requested" and "email" not in body
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("90s", NOW - timedelta(seconds=90)), ("30m", NOW - timedelta(minutes=30)),
-    ("1h", NOW - timedelta(hours=1)), ("2d", NOW - timedelta(days=2)),
-    ("1w", NOW - timedelta(weeks=1)), ("2024-05-01", datetime(2024, 5, 1, tzinfo=UTC)),
-    ("2024-05-01T08:00:00Z", datetime(2024, 5, 1, 8, tzinfo=UTC)),
-    ("2024-05-01T10:00:00+02:00", datetime(2024, 5, 1, 8, tzinfo=UTC))])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("90s", NOW - timedelta(seconds=90)),
+        ("30m", NOW - timedelta(minutes=30)),
+        ("1h", NOW - timedelta(hours=1)),
+        ("2d", NOW - timedelta(days=2)),
+        ("1w", NOW - timedelta(weeks=1)),
+        ("2024-05-01", datetime(2024, 5, 1, tzinfo=UTC)),
+        ("2024-05-01T08:00:00Z", datetime(2024, 5, 1, 8, tzinfo=UTC)),
+        ("2024-05-01T10:00:00+02:00", datetime(2024, 5, 1, 8, tzinfo=UTC)),
+    ],
+)
 def test_since_is_a_duration_or_an_iso_date(value: str, expected: datetime) -> None:
     assert audit.parse_since(value, NOW) == expected
 
@@ -50,8 +66,9 @@ def test_a_since_that_is_neither_is_invalid_input(value: str) -> None:
         audit.parse_since(value, NOW)
 
 
-def test_events_since_reads_only_the_days_asked_for_oldest_first(store: Store,
-                                                                  monkeypatch: Any) -> None:
+def test_events_since_reads_only_the_days_asked_for_oldest_first(
+    store: Store, monkeypatch: Any
+) -> None:
     """Three days of events; asking from day 2, 06:00 lists two day prefixes, drops the
     earlier events of day 2 and returns the rest in time order."""
     _put(store, datetime(2024, 5, 1, 9, tzinfo=UTC), "e1")

@@ -14,8 +14,9 @@ from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 
 
-def _wait(jobs: Jobs, jid: str, states: tuple[str, ...] = ("succeeded", "failed"),
-          timeout: float = 10.0) -> JobRecord:
+def _wait(
+    jobs: Jobs, jid: str, states: tuple[str, ...] = ("succeeded", "failed"), timeout: float = 10.0
+) -> JobRecord:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = jobs.get(jid)
@@ -63,8 +64,9 @@ def test_same_request_twice_is_one_job_run_once(make_jobs: Any, calls: list[str]
     assert calls == [first.id]
 
 
-def test_failed_job_runs_again_on_the_next_identical_request(make_jobs: Any,
-                                                              calls: list[str]) -> None:
+def test_failed_job_runs_again_on_the_next_identical_request(
+    make_jobs: Any, calls: list[str]
+) -> None:
     def run(handle: JobHandle) -> dict[str, Any]:
         calls.append(handle.id)
         if len(calls) == 1:
@@ -93,15 +95,26 @@ def test_unexpected_error_fails_the_job_without_leaking_details(make_jobs: Any) 
     assert "KeyError" in (record.error or "") and "Doe" not in (record.error or "")
 
 
-def test_stale_job_of_a_dead_replica_is_taken_over(store: Store, make_jobs: Any,
-                                                    calls: list[str]) -> None:
+def test_stale_job_of_a_dead_replica_is_taken_over(
+    store: Store, make_jobs: Any, calls: list[str]
+) -> None:
     """A record whose heartbeat stopped is claimed on GET and by the sweep, then completed."""
     request = {"k": "orphan"}
     jid = job_id("test", request)
     old = time.time() - 60
-    store.put_json(f"jobs/test/{jid}.json", JobRecord(
-        id=jid, kind="test", request=request, state="running", created_at=old, updated_at=old,
-        heartbeat_at=old, owner="dead-replica").model_dump())
+    store.put_json(
+        f"jobs/test/{jid}.json",
+        JobRecord(
+            id=jid,
+            kind="test",
+            request=request,
+            state="running",
+            created_at=old,
+            updated_at=old,
+            heartbeat_at=old,
+            owner="dead-replica",
+        ).model_dump(),
+    )
 
     def run(handle: JobHandle) -> dict[str, Any]:
         calls.append(handle.record.owner or "")

@@ -21,12 +21,20 @@ CALLING = "LOOKUP"
 def peer(orthanc: Orthanc) -> PacsPeer:
     """The session PACS, which knows our calling AE (it refuses unknown AEs' C-FIND)."""
     orthanc.register_modality(CALLING, LOOPBACK, free_port())
-    return PacsPeer(aet=orthanc.aet, host=LOOPBACK, port=orthanc.dicom_port,
-                    calling_aet=CALLING, acse_timeout=5, dimse_timeout=10, network_timeout=10)
+    return PacsPeer(
+        aet=orthanc.aet,
+        host=LOOPBACK,
+        port=orthanc.dicom_port,
+        calling_aet=CALLING,
+        acse_timeout=5,
+        dimse_timeout=10,
+        network_timeout=10,
+    )
 
 
-def test_accession_finds_study_with_patient(peer: PacsPeer, orthanc: Orthanc,
-                                            study_factory: StudyFactory) -> None:
+def test_accession_finds_study_with_patient(
+    peer: PacsPeer, orthanc: Orthanc, study_factory: StudyFactory
+) -> None:
     """An exact accession returns its one study, with the patient and study details."""
     study = study_factory(patient_id="PID-PACS-1", patient_name="Doe^Jane")
     orthanc.upload(study.files)
@@ -45,8 +53,9 @@ def test_accession_finds_study_with_patient(peer: PacsPeer, orthanc: Orthanc,
     assert find_study_by_uid(peer, study.study_uid) == answers
 
 
-def test_non_ascii_patient_name_round_trips(peer: PacsPeer, orthanc: Orthanc,
-                                            study_factory: StudyFactory) -> None:
+def test_non_ascii_patient_name_round_trips(
+    peer: PacsPeer, orthanc: Orthanc, study_factory: StudyFactory
+) -> None:
     """A name stored under ISO_IR 192 comes back decoded, not as mojibake."""
     study = study_factory(patient_name="Nuñez^José")
     orthanc.upload(study.files)
@@ -78,8 +87,9 @@ def test_wildcard_never_reaches_pacs(peer: PacsPeer, orthanc: Orthanc, accession
 def test_closed_port_is_unreachable() -> None:
     """Nothing listening is reported as unreachable, not as a refusal."""
     port = free_port()
-    peer = PacsPeer(host=LOOPBACK, port=port, calling_aet=CALLING, acse_timeout=2,
-                    network_timeout=2)
+    peer = PacsPeer(
+        host=LOOPBACK, port=port, calling_aet=CALLING, acse_timeout=2, network_timeout=2
+    )
 
     with pytest.raises(DicomError, match=f"PACS ABPACS at {LOOPBACK}:{port} unreachable"):
         find_studies_by_accession(peer, "ACC001")

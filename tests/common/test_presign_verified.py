@@ -29,8 +29,9 @@ from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import MAX_LINK_TTL, Store
 from support.net import LOOPBACK, free_port
 
-LOCALSTACK_PYTHON = os.environ.get("DICOMISO_TEST_LOCALSTACK_PYTHON",
-                                   "/opt/dicomiso-localstack/bin/python")
+LOCALSTACK_PYTHON = os.environ.get(
+    "DICOMISO_TEST_LOCALSTACK_PYTHON", "/opt/dicomiso-localstack/bin/python"
+)
 VERIFIED_SECRET = "test"  # LocalStack's secret for access keys it has not issued itself
 KEY = "packages/p1/p1.iso"
 OTHER_KEY = "packages/p2/p2.iso"
@@ -57,23 +58,36 @@ class VerifyingS3:
 def verifying_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VerifyingS3]:
     """LocalStack's S3 alone, on a free loopback port, with signature checks on."""
     if not Path(LOCALSTACK_PYTHON).exists():
-        pytest.fail(f"{LOCALSTACK_PYTHON} missing: install LocalStack as "
-                    "tests/common/PRESIGN_ENDPOINT.md says")
+        pytest.fail(
+            f"{LOCALSTACK_PYTHON} missing: install LocalStack as "
+            "tests/common/PRESIGN_ENDPOINT.md says"
+        )
     home = tmp_path_factory.mktemp("localstack")
     port = free_port()
     env = {
-        "PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "TMPDIR": str(home),
         "LOCALSTACK_VOLUME_DIR": str(home / "volume"),
-        "GATEWAY_LISTEN": f"{LOOPBACK}:{port}", "SERVICES": "s3", "EAGER_SERVICE_LOADING": "1",
+        "GATEWAY_LISTEN": f"{LOOPBACK}:{port}",
+        "SERVICES": "s3",
+        "EAGER_SERVICE_LOADING": "1",
         "S3_SKIP_SIGNATURE_VALIDATION": "0",
         # no analytics, no certificate download, no DNS server, no pinging Docker bridges
-        "DISABLE_EVENTS": "1", "SKIP_SSL_CERT_DOWNLOAD": "1", "DNS_ADDRESS": "0",
+        "DISABLE_EVENTS": "1",
+        "SKIP_SSL_CERT_DOWNLOAD": "1",
+        "DNS_ADDRESS": "0",
         "DOCKER_BRIDGE_IP": LOOPBACK,
     }
     log_path = home / "localstack.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([LOCALSTACK_PYTHON, "-c", _BOOT], env=env, cwd=home,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [LOCALSTACK_PYTHON, "-c", _BOOT],
+            env=env,
+            cwd=home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     endpoint = f"http://{LOOPBACK}:{port}"
     try:
         _wait_until_ready(proc, endpoint, log_path)
@@ -83,8 +97,9 @@ def verifying_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verifying
         proc.wait(timeout=30)
 
 
-def _wait_until_ready(proc: subprocess.Popen[bytes], endpoint: str, log_path: Path,
-                      timeout: float = 90.0) -> None:
+def _wait_until_ready(
+    proc: subprocess.Popen[bytes], endpoint: str, log_path: Path, timeout: float = 90.0
+) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(trust_env=False, timeout=2) as http:
         while time.monotonic() < deadline:
@@ -107,15 +122,17 @@ def _store(s3: VerifyingS3, bucket: str, monkeypatch: pytest.MonkeyPatch, secret
     # boto3's default session keeps the credentials it first read: start a fresh one
     # (monkeypatch puts the suite's session back afterwards).
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-    return Store.from_settings(CommonSettings(s3_endpoint_url=s3.endpoint_url,
-                                              s3_bucket=bucket, s3_public_url=s3.public_url))
+    return Store.from_settings(
+        CommonSettings(
+            s3_endpoint_url=s3.endpoint_url, s3_bucket=bucket, s3_public_url=s3.public_url
+        )
+    )
 
 
 @pytest.fixture
 def store(verifying_s3: VerifyingS3, monkeypatch: pytest.MonkeyPatch) -> Store:
     """A fresh bucket holding two small packages."""
-    store = _store(verifying_s3, f"dicom-iso-{uuid.uuid4().hex[:20]}", monkeypatch,
-                   VERIFIED_SECRET)
+    store = _store(verifying_s3, f"dicom-iso-{uuid.uuid4().hex[:20]}", monkeypatch, VERIFIED_SECRET)
     store.ensure_bucket()
     store.put_bytes(KEY, b"iso-bytes-1")
     store.put_bytes(OTHER_KEY, b"iso-bytes-2")
@@ -132,8 +149,9 @@ def _error_code(resp: httpx.Response) -> str:
     return resp.text.split("<Code>", 1)[-1].split("</Code>", 1)[0]
 
 
-def test_correct_link_downloads_from_the_public_host(store: Store, http: httpx.Client,
-                                                     verifying_s3: VerifyingS3) -> None:
+def test_correct_link_downloads_from_the_public_host(
+    store: Store, http: httpx.Client, verifying_s3: VerifyingS3
+) -> None:
     url = store.presign_get(KEY, 3600)
 
     assert url.startswith(f"{verifying_s3.public_url}/")
@@ -143,7 +161,8 @@ def test_correct_link_downloads_from_the_public_host(store: Store, http: httpx.C
 
 
 def test_a_link_of_exactly_seven_days_downloads_and_a_longer_one_cannot_be_made(
-        store: Store, http: httpx.Client) -> None:
+    store: Store, http: httpx.Client
+) -> None:
     assert http.get(store.presign_get(KEY, MAX_LINK_TTL)).status_code == 200
     with pytest.raises(ValueError):
         store.presign_get(KEY, MAX_LINK_TTL + 1)
@@ -153,18 +172,23 @@ def test_a_link_of_exactly_seven_days_downloads_and_a_longer_one_cannot_be_made(
 
 def _flip_one_signature_char(url: str) -> str:
     start = url.index("X-Amz-Signature=") + len("X-Amz-Signature=") + 10
-    return url[:start] + ("1" if url[start] == "0" else "0") + url[start + 1:]
+    return url[:start] + ("1" if url[start] == "0" else "0") + url[start + 1 :]
 
 
-@pytest.mark.parametrize("tamper", [
-    pytest.param(_flip_one_signature_char, id="signature-one-char"),
-    pytest.param(lambda url: url.replace(KEY, OTHER_KEY), id="key-of-another-object"),
-    pytest.param(lambda url: url.replace("X-Amz-Expires=3600", "X-Amz-Expires=7200"),
-                 id="longer-expires"),
-    pytest.param(lambda url: url.replace("//localhost:", f"//{LOOPBACK}:"), id="other-host"),
-])
-def test_tampered_link_is_refused(store: Store, http: httpx.Client,
-                                  tamper: Callable[[str], str]) -> None:
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(_flip_one_signature_char, id="signature-one-char"),
+        pytest.param(lambda url: url.replace(KEY, OTHER_KEY), id="key-of-another-object"),
+        pytest.param(
+            lambda url: url.replace("X-Amz-Expires=3600", "X-Amz-Expires=7200"), id="longer-expires"
+        ),
+        pytest.param(lambda url: url.replace("//localhost:", f"//{LOOPBACK}:"), id="other-host"),
+    ],
+)
+def test_tampered_link_is_refused(
+    store: Store, http: httpx.Client, tamper: Callable[[str], str]
+) -> None:
     """One changed byte, another existing key, a longer life or another host: 403."""
     url = store.presign_get(KEY, 3600)
     tampered = tamper(url)
@@ -176,9 +200,9 @@ def test_tampered_link_is_refused(store: Store, http: httpx.Client,
     assert http.get(url).status_code == 200  # the untouched link still works
 
 
-def test_link_signed_with_another_secret_is_refused(store: Store, http: httpx.Client,
-                                                    verifying_s3: VerifyingS3,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_link_signed_with_another_secret_is_refused(
+    store: Store, http: httpx.Client, verifying_s3: VerifyingS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The endpoint checks the HMAC with the real secret, not just the link's own shape."""
     forged = _store(verifying_s3, store.bucket, monkeypatch, "testing")
 

@@ -30,12 +30,20 @@ def test_conditional_update_fails_on_a_stale_etag(store: Store) -> None:
 
 def test_multipart_upload_streams_and_round_trips(store: Store) -> None:
     """Objects above the threshold go up in parts and come back byte-identical."""
-    small = Store(store.client, store.bucket,
-                  transfer=__import__("boto3").s3.transfer.TransferConfig(
-                      multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024))
+    small = Store(
+        store.client,
+        store.bucket,
+        transfer=__import__("boto3").s3.transfer.TransferConfig(
+            multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024
+        ),
+    )
     data = os.urandom(12 * 1024 * 1024 + 7)
-    small.upload("packages/p/p.iso", io.BytesIO(data), content_type="application/x-iso9660-image",
-                 content_disposition='attachment; filename="X.iso"')
+    small.upload(
+        "packages/p/p.iso",
+        io.BytesIO(data),
+        content_type="application/x-iso9660-image",
+        content_disposition='attachment; filename="X.iso"',
+    )
     head = store.head("packages/p/p.iso")
     assert head is not None and head["ContentLength"] == len(data)
     assert "-" in head["ETag"]  # a multipart ETag: "<md5 of part md5s>-<parts>"
@@ -74,17 +82,21 @@ def test_unreachable_endpoint_becomes_a_store_error() -> None:
         dead.ping()
 
 
-
 def test_expiry_rule_is_set_once_and_keeps_other_rules(store: Store) -> None:
     """packages/ expires by a lifecycle rule; running it again replaces ours, keeps the rest.
 
     moto stores the rule but never applies it: whether objects really vanish is proven only
     against MinIO or S3 (docs/media.md says so).
     """
-    other = {"ID": "someone-else", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
-             "Expiration": {"Days": 30}}
+    other = {
+        "ID": "someone-else",
+        "Status": "Enabled",
+        "Filter": {"Prefix": "logs/"},
+        "Expiration": {"Days": 30},
+    }
     store.client.put_bucket_lifecycle_configuration(
-        Bucket=store.bucket, LifecycleConfiguration={"Rules": [other]})
+        Bucket=store.bucket, LifecycleConfiguration={"Rules": [other]}
+    )
     store.ensure_expiry("packages/", 7)
     store.ensure_expiry("packages/", 3)
     rules = store.client.get_bucket_lifecycle_configuration(Bucket=store.bucket)["Rules"]

@@ -53,8 +53,9 @@ def test_non_string_accession_is_refused() -> None:
         validate_accession(12345)
 
 
-@pytest.mark.parametrize("value", ["", "1..2", ".1", "1.", "1.2.a", "1/2", "../1",
-                                   "1." + "2" * 63, "1.2 ", "*"])
+@pytest.mark.parametrize(
+    "value", ["", "1..2", ".1", "1.", "1.2.a", "1/2", "../1", "1." + "2" * 63, "1.2 ", "*"]
+)
 def test_bad_uid_is_refused(value: str) -> None:
     with pytest.raises(InvalidInput):
         validate_uid(value)

@@ -26,19 +26,26 @@ SCP_PORT = 10104
 
 def tool(name: str) -> str:
     """Path of a command-line tool from the project venv or PATH; fail loudly if absent."""
-    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                     os.environ.get("PATH", "")]))
+    found = shutil.which(
+        name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
     if found is None:
-        pytest.fail(f"{name} is not installed (see docs/deploy.md, 'Checks'): "
-                    "this test must run, not skip")
+        pytest.fail(
+            f"{name} is not installed (see docs/deploy.md, 'Checks'): this test must run, not skip"
+        )
     return found
 
 
 def render(overlay: str) -> str:
     """`kubectl kustomize` of one overlay, as YAML text."""
     path = DEPLOY / "k8s" / "overlays" / overlay
-    proc = subprocess.run([tool("kubectl"), "kustomize", str(path)], capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [tool("kubectl"), "kustomize", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, f"kubectl kustomize {overlay} failed:\n{proc.stderr}"
     return proc.stdout
 
@@ -51,8 +58,9 @@ def rendered_text() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def rendered(rendered_text: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     """Every object of every overlay, parsed."""
-    return {name: [d for d in yaml.safe_load_all(text) if d]
-            for name, text in rendered_text.items()}
+    return {
+        name: [d for d in yaml.safe_load_all(text) if d] for name, text in rendered_text.items()
+    }
 
 
 def base_deployment(service: str) -> dict[str, Any]:

@@ -50,8 +50,13 @@ def args() -> dict[str, str]:
 
 def test_hadolint_passes() -> None:
     """hadolint (the PyPI wheel ships the binary) reports nothing at its default threshold."""
-    proc = subprocess.run([tool("hadolint"), "--no-color", str(DOCKERFILE)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [tool("hadolint"), "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -94,12 +99,28 @@ def test_dependencies_are_locked_and_non_dev() -> None:
 
 def test_locked_runtime_set_holds_no_dev_tool() -> None:
     """What `uv sync --frozen --no-dev --all-packages` installs (from uv.lock, offline)."""
-    proc = subprocess.run([tool("uv"), "export", "--frozen", "--no-dev", "--all-packages",
-                           "--no-hashes", "--offline"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [
+            tool("uv"),
+            "export",
+            "--frozen",
+            "--no-dev",
+            "--all-packages",
+            "--no-hashes",
+            "--offline",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
-    names = {re.split(r"[=<>\[ ;]", line, maxsplit=1)[0].lower()
-             for line in proc.stdout.splitlines() if line and line[0].isalnum()}
+    names = {
+        re.split(r"[=<>\[ ;]", line, maxsplit=1)[0].lower()
+        for line in proc.stdout.splitlines()
+        if line and line[0].isalnum()
+    }
     assert {"fastapi", "uvicorn", "boto3", "pynetdicom", "pymysql"} <= names
     assert not names & set(DEV_ONLY), names & set(DEV_ONLY)
 
@@ -129,10 +150,14 @@ def ignored(path: str, patterns: list[str]) -> bool:
             result = not negate
     return result
 
+
 def test_every_copy_source_is_in_the_build_context() -> None:
     """Each COPY source exists at the repo root and survives Dockerfile.dockerignore."""
-    patterns = [line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text()
-                .splitlines() if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for word, arguments in instructions():
         if word != "COPY" or "--from=" in arguments:
             continue
@@ -149,11 +174,14 @@ def test_every_copy_source_is_in_the_build_context() -> None:
         assert ignored(unwanted, patterns), unwanted
 
 
-@pytest.mark.parametrize(("environ", "cmdline", "port"), [
-    ({"DICOMISO_HTTP_PORT": "9999"}, "dicomiso-lookup", 9999),
-    ({}, "/app/.venv/bin/python /app/.venv/bin/dicomiso-retriever", 8002),
-    ({}, "dicomiso-forwarder", 8004),
-])
+@pytest.mark.parametrize(
+    ("environ", "cmdline", "port"),
+    [
+        ({"DICOMISO_HTTP_PORT": "9999"}, "dicomiso-lookup", 9999),
+        ({}, "/app/.venv/bin/python /app/.venv/bin/dicomiso-retriever", 8002),
+        ({}, "dicomiso-forwarder", 8004),
+    ],
+)
 def test_healthcheck_port(environ: dict[str, str], cmdline: str, port: int) -> None:
     """The HEALTHCHECK probes the setting, else the default port of the service PID 1 runs."""
     spec = importlib.util.spec_from_file_location("healthcheck", DEPLOY / "healthcheck.py")
@@ -161,4 +189,3 @@ def test_healthcheck_port(environ: dict[str, str], cmdline: str, port: int) -> N
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.service_port(environ, cmdline) == port
-

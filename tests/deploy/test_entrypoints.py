@@ -40,42 +40,48 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
 MIB = {"Mi": 1, "Gi": 1024}
 
 
 def service_env(s3_bucket, tmp_path: Path, port: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """The process environment: the pod's PATH order, loopback instead of 0.0.0.0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMISO_")}
-    env.update({
-        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "DICOMISO_HTTP_HOST": LOOPBACK,
-        "DICOMISO_HTTP_PORT": str(port),
-        "DICOMISO_S3_ENDPOINT_URL": s3_bucket.endpoint_url,
-        "DICOMISO_S3_BUCKET": s3_bucket.name,
-        "DICOMISO_SCP_HOST": LOOPBACK,
-        "DICOMISO_SCP_PORT": str(free_port()),
-        "DICOMISO_PACS_HOST": LOOPBACK,
-        "DICOMISO_PACS_PORT": str(free_port()),  # nothing listens: not needed to be healthy
-        "DICOMISO_WORK_DIR": str(tmp_path),
-        "DICOMISO_MANAGE_LIFECYCLE": "false",
-        "TMPDIR": str(tmp_path),
-        "NO_PROXY": "*",
-    })
+    env.update(
+        {
+            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "DICOMISO_HTTP_HOST": LOOPBACK,
+            "DICOMISO_HTTP_PORT": str(port),
+            "DICOMISO_S3_ENDPOINT_URL": s3_bucket.endpoint_url,
+            "DICOMISO_S3_BUCKET": s3_bucket.name,
+            "DICOMISO_SCP_HOST": LOOPBACK,
+            "DICOMISO_SCP_PORT": str(free_port()),
+            "DICOMISO_PACS_HOST": LOOPBACK,
+            "DICOMISO_PACS_PORT": str(free_port()),  # nothing listens: not needed to be healthy
+            "DICOMISO_WORK_DIR": str(tmp_path),
+            "DICOMISO_MANAGE_LIFECYCLE": "false",
+            "TMPDIR": str(tmp_path),
+            "NO_PROXY": "*",
+        }
+    )
     return env
 
 
 @pytest.fixture
-def started(request: pytest.FixtureRequest, s3_bucket, tmp_path: Path  # type: ignore[no-untyped-def]
-            ) -> Iterator[tuple[subprocess.Popen[bytes], str, dict[str, str]]]:
+def started(
+    request: pytest.FixtureRequest,
+    s3_bucket,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> Iterator[tuple[subprocess.Popen[bytes], str, dict[str, str]]]:
     """One service process, started with its Deployment's command; stopped by PID after."""
     name = request.param
     command = base_deployment(name)["spec"]["template"]["spec"]["containers"][0]["command"]
     port = free_port()
     env = service_env(s3_bucket, tmp_path, port)
     log = (tmp_path / f"{name}.log").open("wb")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=tmp_path)
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         yield proc, f"http://{LOOPBACK}:{port}", env
     finally:
@@ -108,8 +114,8 @@ def rss_mib(pid: int) -> float:
 
 @pytest.mark.parametrize("started", list(SERVICES), indirect=True)
 def test_service_starts_with_its_manifest_command(
-        started: tuple[subprocess.Popen[bytes], str, dict[str, str]],
-        request: pytest.FixtureRequest) -> None:
+    started: tuple[subprocess.Popen[bytes], str, dict[str, str]], request: pytest.FixtureRequest
+) -> None:
     """Healthy and ready on S3 (lookup without a HIS: PACS mode), the HEALTHCHECK script
     agrees, idle RSS is below the memory request, and SIGTERM stops it within the grace
     period."""
@@ -120,8 +126,14 @@ def test_service_starts_with_its_manifest_command(
         ready = client.get(f"{url}/readyz")
     assert ready.status_code == 200, ready.text
 
-    check = subprocess.run([sys.executable, str(DEPLOY / "healthcheck.py")], env=env,
-                           capture_output=True, text=True, timeout=10, check=False)
+    check = subprocess.run(
+        [sys.executable, str(DEPLOY / "healthcheck.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     assert check.returncode == 0, check.stderr
 
     pod = base_deployment(name)["spec"]["template"]["spec"]
@@ -138,8 +150,14 @@ def test_service_starts_with_its_manifest_command(
 def test_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> None:
     """The HEALTHCHECK exits non-zero when the service does not answer."""
     env = {"PATH": os.environ["PATH"], "DICOMISO_HTTP_PORT": str(free_port()), "NO_PROXY": "*"}
-    check = subprocess.run([sys.executable, str(DEPLOY / "healthcheck.py")], env=env,
-                           capture_output=True, text=True, timeout=10, check=False)
+    check = subprocess.run(
+        [sys.executable, str(DEPLOY / "healthcheck.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     assert check.returncode == 1
 
 
@@ -150,18 +168,26 @@ def test_bucket_job_creates_bucket_and_lifecycle(s3_server, tmp_path: Path) -> N
     assert command == ["python", "/app/bucket_init.py"]  # the image's copy of deploy/
     bucket = f"dicom-iso-{uuid.uuid4().hex[:20]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMISO_")}
-    env.update({"DICOMISO_S3_ENDPOINT_URL": s3_server.endpoint_url, "DICOMISO_S3_BUCKET": bucket,
-                "DICOMISO_PACKAGE_EXPIRY_DAYS": "3", "NO_PROXY": "*"})
+    env.update(
+        {
+            "DICOMISO_S3_ENDPOINT_URL": s3_server.endpoint_url,
+            "DICOMISO_S3_BUCKET": bucket,
+            "DICOMISO_PACKAGE_EXPIRY_DAYS": "3",
+            "NO_PROXY": "*",
+        }
+    )
     argv = [sys.executable, str(DEPLOY / "bucket_init.py")]
     client = s3_server.client()
     try:
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120,
-                              check=False)
+        proc = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
         assert proc.returncode == 0, proc.stderr
         # a second run (the Job again, an admin) changes nothing
         module = load_script("bucket_init")
-        settings = PackagerSettings(s3_endpoint_url=s3_server.endpoint_url, s3_bucket=bucket,
-                                    package_expiry_days=3)
+        settings = PackagerSettings(
+            s3_endpoint_url=s3_server.endpoint_url, s3_bucket=bucket, package_expiry_days=3
+        )
         module.init_bucket(settings)
         rules = client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
         assert len(rules) == 1

@@ -25,10 +25,18 @@ MIB = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 # requests cover it with 20 % to spare, limits at least double it.
 MEASURED_PEAK_MIB = {"retriever": 121, "forwarder": 121, "packager": 250, "lookup": 103}
 # Settings that carry a credential: only ever from a Secret.
-SECRET_SETTINGS = {"DICOMISO_API_TOKEN", "DICOMISO_CALL_TOKEN", "DICOMISO_HIS_URL",
-                   "DICOMISO_SMTP_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                   "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MARIADB_ROOT_PASSWORD",
-                   "HIS_READER_PASSWORD"}
+SECRET_SETTINGS = {
+    "DICOMISO_API_TOKEN",
+    "DICOMISO_CALL_TOKEN",
+    "DICOMISO_HIS_URL",
+    "DICOMISO_SMTP_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "MARIADB_ROOT_PASSWORD",
+    "HIS_READER_PASSWORD",
+}
 SECRETISH = re.compile(r"TOKEN|PASSWORD|SECRET|ACCESS_KEY|_URL$", re.IGNORECASE)
 CREDENTIAL_IN_URL = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 
@@ -44,9 +52,12 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
 
 def containers(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(workload name, pod spec, container) for every container of every workload."""
-    return [(obj["metadata"]["name"], pod_spec(obj), c)
-            for obj in docs if obj["kind"] in WORKLOADS
-            for c in pod_spec(obj).get("initContainers", []) + pod_spec(obj)["containers"]]
+    return [
+        (obj["metadata"]["name"], pod_spec(obj), c)
+        for obj in docs
+        if obj["kind"] in WORKLOADS
+        for c in pod_spec(obj).get("initContainers", []) + pod_spec(obj)["containers"]
+    ]
 
 
 def deployment(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -60,14 +71,26 @@ def mebibytes(quantity: str) -> float:
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_object_validates_strictly(overlay: str, version: str, tmp_path: Path,
-                                         rendered_text: dict[str, str]) -> None:
+def test_every_object_validates_strictly(
+    overlay: str, version: str, tmp_path: Path, rendered_text: dict[str, str]
+) -> None:
     """kubernetes-validate --strict accepts every rendered object of the overlay."""
     manifest = tmp_path / f"{overlay}.yaml"
     manifest.write_text(rendered_text[overlay])
-    proc = subprocess.run([tool("kubernetes-validate"), "--strict", "--quiet",
-                           "--kubernetes-version", version, str(manifest)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [
+            tool("kubernetes-validate"),
+            "--strict",
+            "--quiet",
+            "--kubernetes-version",
+            version,
+            str(manifest),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -127,7 +150,8 @@ def test_requests_and_limits_cover_measured_memory(overlay: str, rendered: dict)
             assert {"cpu", "memory"} <= res.get(kind, {}).keys(), f"{workload}: no {kind}"
     for name, peak in MEASURED_PEAK_MIB.items():
         res = deployment(rendered[overlay], name)["spec"]["template"]["spec"]["containers"][0][
-            "resources"]
+            "resources"
+        ]
         assert mebibytes(res["requests"]["memory"]) >= 1.2 * peak, name
         assert mebibytes(res["limits"]["memory"]) >= 2 * peak, name
         assert mebibytes(res["limits"]["memory"]) <= 4 * peak, f"{name}: limit hides a leak"
@@ -194,14 +218,21 @@ def test_secrets_never_inlined(overlay: str, rendered: dict) -> None:
             else:
                 assert not CREDENTIAL_IN_URL.search(env.get("value", "")), workload
         assert not any("secretRef" in e for e in container.get("envFrom", [])), (
-            f"{workload}: envFrom a whole Secret hands every key to every service")
+            f"{workload}: envFrom a whole Secret hands every key to every service"
+        )
 
 
 def secret_refs(docs: list[dict[str, Any]]) -> set[tuple[str, str, bool]]:
-    return {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"],
-             e["valueFrom"]["secretKeyRef"].get("optional", False))
-            for _, _, c in containers(docs) for e in c.get("env", [])
-            if "secretKeyRef" in e.get("valueFrom", {})}
+    return {
+        (
+            e["valueFrom"]["secretKeyRef"]["name"],
+            e["valueFrom"]["secretKeyRef"]["key"],
+            e["valueFrom"]["secretKeyRef"].get("optional", False),
+        )
+        for _, _, c in containers(docs)
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
 
 
 def test_lab_secret_holds_every_referenced_key(rendered: dict) -> None:
@@ -226,8 +257,11 @@ def test_production_renders_no_secret_and_documents_its_keys(rendered: dict) -> 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_settings_bind_all_interfaces_and_skip_lifecycle(overlay: str, rendered: dict) -> None:
     """In a pod the services listen beyond loopback; the lifecycle rule is not theirs to set."""
-    settings = next(c for c in objects(rendered[overlay], "ConfigMap")
-                    if c["metadata"]["name"].startswith("dicomiso-settings"))["data"]
+    settings = next(
+        c
+        for c in objects(rendered[overlay], "ConfigMap")
+        if c["metadata"]["name"].startswith("dicomiso-settings")
+    )["data"]
     assert settings["DICOMISO_HTTP_HOST"] == "0.0.0.0"
     assert settings["DICOMISO_MANAGE_LIFECYCLE"] == "false"
     assert settings["DICOMISO_SCP_PORT"] == str(SCP_PORT)
@@ -247,8 +281,11 @@ def test_packager_scales_by_hpa(overlay: str, rendered: dict) -> None:
 
 
 def pod_labels(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    return {obj["metadata"]["name"]: obj["spec"]["template"]["metadata"]["labels"]
-            for obj in docs if obj["kind"] in WORKLOADS}
+    return {
+        obj["metadata"]["name"]: obj["spec"]["template"]["metadata"]["labels"]
+        for obj in docs
+        if obj["kind"] in WORKLOADS
+    }
 
 
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -258,9 +295,12 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     for expr in selector.get("matchExpressions", []):
         value = labels.get(expr["key"])
         op = expr["operator"]
-        if (op == "In" and value not in expr["values"]) or \
-           (op == "NotIn" and value in expr["values"]) or \
-           (op == "Exists" and value is None) or (op == "DoesNotExist" and value is not None):
+        if (
+            (op == "In" and value not in expr["values"])
+            or (op == "NotIn" and value in expr["values"])
+            or (op == "Exists" and value is None)
+            or (op == "DoesNotExist" and value is not None)
+        ):
             return False
     return True
 
@@ -276,9 +316,13 @@ def test_network_policies_enforce_who_talks_to_whom(overlay: str, rendered: dict
     from the retriever and the forwarder; every egress rule names its ports."""
     docs = rendered[overlay]
     policies = objects(docs, "NetworkPolicy")
-    assert any(p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) ==
-               {"Ingress", "Egress"} and not p["spec"].get("ingress") and
-               not p["spec"].get("egress") for p in policies), "no default deny"
+    assert any(
+        p["spec"]["podSelector"] == {}
+        and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+        for p in policies
+    ), "no default deny"
     labels = pod_labels(docs)
     callers = {"packager", "forwarder"}
     for workload, pod in labels.items():
@@ -300,11 +344,15 @@ def test_network_policies_enforce_who_talks_to_whom(overlay: str, rendered: dict
                 for peer in peers:
                     if "podSelector" in peer and "namespaceSelector" not in peer:
                         component = peer["podSelector"]["matchLabels"][
-                            "app.kubernetes.io/component"]
+                            "app.kubernetes.io/component"
+                        ]
                         assert component in callers, f"{component} may call {workload}"
                     else:
-                        assert peer == {"namespaceSelector": {"matchLabels": {
-                            "kubernetes.io/metadata.name": "monitoring"}}}, peer
+                        assert peer == {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                            }
+                        }, peer
 
 
 def test_lab_his_schema_is_the_lookup_schema() -> None:
@@ -335,9 +383,11 @@ def test_no_addresses_only_fictional_hosts() -> None:
             host = host.rstrip(".")
             if not host:  # a placeholder such as smtps://...:465
                 continue
-            assert (host in IN_CLUSTER or host.endswith((".example.org", ".svc.cluster.local"))
-                    or host in {"example.org", "127.0.0.1"}), (
-                f"{path}: {host}")
+            assert (
+                host in IN_CLUSTER
+                or host.endswith((".example.org", ".svc.cluster.local"))
+                or host in {"example.org", "127.0.0.1"}
+            ), f"{path}: {host}"
 
 
 def test_compose_mirrors_the_cluster_rules() -> None:

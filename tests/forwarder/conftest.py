@@ -28,13 +28,16 @@ def seed(store: Store, files: list[Path], accession: str | None = None) -> str:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         study_uid = str(ds.StudyInstanceUID)
         data = path.read_bytes()
-        store.put_bytes(instance_key(study_uid, str(ds.SeriesInstanceUID),
-                                     str(ds.SOPInstanceUID)), data,
-                        metadata={"sha256": hashlib.sha256(data).hexdigest()})
+        store.put_bytes(
+            instance_key(study_uid, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)),
+            data,
+            metadata={"sha256": hashlib.sha256(data).hexdigest()},
+        )
     write_manifest(store, build_manifest(store, study_uid, {}, "seed", "test"))
     if accession:
-        store.put_json(accession_key(accession), {"accession_number": accession,
-                                                  "study_uids": [study_uid]})
+        store.put_json(
+            accession_key(accession), {"accession_number": accession, "study_uids": [study_uid]}
+        )
     return study_uid
 
 
@@ -63,8 +66,9 @@ class Forwarder:
 
 @pytest.fixture
 def store(s3_bucket: Any) -> Store:
-    return Store.from_settings(CommonSettings(s3_endpoint_url=s3_bucket.endpoint_url,
-                                              s3_bucket=s3_bucket.name))
+    return Store.from_settings(
+        CommonSettings(s3_endpoint_url=s3_bucket.endpoint_url, s3_bucket=s3_bucket.name)
+    )
 
 
 @pytest.fixture
@@ -73,13 +77,19 @@ def make_forwarder(s3_bucket: Any, store: Store) -> Iterator[Any]:
 
     def make(peers: dict[str, Any], **overrides: Any) -> Forwarder:
         values: dict[str, Any] = {
-            "s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name,
-            "peers": peers, "send_backoff": 0.05, "job_heartbeat": 0.5,
-            "job_stale_after": 5.0, "dicom_acse_timeout": 5, "dicom_dimse_timeout": 15,
-            "dicom_network_timeout": 15, "replica_id": "fwd-test"}
+            "s3_endpoint_url": s3_bucket.endpoint_url,
+            "s3_bucket": s3_bucket.name,
+            "peers": peers,
+            "send_backoff": 0.05,
+            "job_heartbeat": 0.5,
+            "job_stale_after": 5.0,
+            "dicom_acse_timeout": 5,
+            "dicom_dimse_timeout": 15,
+            "dicom_network_timeout": 15,
+            "replica_id": "fwd-test",
+        }
         values.update(overrides)
-        client = TestClient(create_app(ForwarderSettings(**values)),
-                            raise_server_exceptions=False)
+        client = TestClient(create_app(ForwarderSettings(**values)), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         return Forwarder(client, store)

@@ -27,8 +27,9 @@ def _peer(aet: str, port: int, **kw: Any) -> dict[str, Any]:
     return {"aet": aet, "host": "127.0.0.1", "port": port, **kw}
 
 
-def test_study_arrives_complete_at_orthanc(make_forwarder: Any, orthanc_factory: Any,
-                                           study_factory: Any, store: Store) -> None:
+def test_study_arrives_complete_at_orthanc(
+    make_forwarder: Any, orthanc_factory: Any, study_factory: Any, store: Store
+) -> None:
     """Every instance of a multi-series, multi-SOP-class study equals the source at the peer."""
     peer = orthanc_factory(aet="PEERPACS")
     study = study_factory()
@@ -56,23 +57,30 @@ def _jpeg(files: list[Path], out: Path) -> list[Path]:
     made = []
     for path in files:
         target = out / path.name
-        subprocess.run([dcmtk_bin("dcmcjpeg"), str(path), str(target)], check=True,
-                       env=dcmtk_env())
+        subprocess.run([dcmtk_bin("dcmcjpeg"), str(path), str(target)], check=True, env=dcmtk_env())
         made.append(target)
     return made
 
 
 def test_jpeg_study_reaches_an_uncompressed_only_peer_transcoded(
-        make_forwarder: Any, study_factory: Any, store: Store, tmp_path: Path) -> None:
-    study = study_factory(ct=4, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_nonascii=False, with_multiframe=False)
+    make_forwarder: Any, study_factory: Any, store: Store, tmp_path: Path
+) -> None:
+    study = study_factory(
+        ct=4,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+    )
     jpeg = _jpeg(study.files, tmp_path / "jpeg")
     assert pydicom.dcmread(jpeg[0]).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
     seed(store, jpeg, study.accession)
     with StoreSCP(tmp_path / "recv", aet="PLAINSCP", accept=("+xe",)) as scp:
         forwarder = make_forwarder({"plain": _peer("PLAINSCP", scp.port)})
-        status = forwarder.run({"accession_numbers": [study.accession],
-                                "destination": "plain"})
+        status = forwarder.run({"accession_numbers": [study.accession], "destination": "plain"})
         received = scp.wait_for_files(len(jpeg))
 
     assert status["state"] == "succeeded", status
@@ -85,11 +93,19 @@ def test_jpeg_study_reaches_an_uncompressed_only_peer_transcoded(
         assert ds.pixel_array.tobytes() == originals[ds.SOPInstanceUID].pixel_array.tobytes()
 
 
-def test_peer_down_is_retried_then_fails_with_the_reason(make_forwarder: Any,
-                                                         study_factory: Any,
-                                                         store: Store) -> None:
-    study = study_factory(ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_nonascii=False, with_multiframe=False)
+def test_peer_down_is_retried_then_fails_with_the_reason(
+    make_forwarder: Any, study_factory: Any, store: Store
+) -> None:
+    study = study_factory(
+        ct=1,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+    )
     seed(store, study.files, study.accession)
     forwarder = make_forwarder({"gone": _peer("GONE", free_port())}, send_attempts=3)
 
@@ -100,18 +116,26 @@ def test_peer_down_is_retried_then_fails_with_the_reason(make_forwarder: Any,
     assert status["counts"]["acknowledged"] == 0
 
 
-def test_rerun_after_the_peer_died_sends_only_the_rest(make_forwarder: Any,
-                                                       study_factory: Any, store: Store,
-                                                       tmp_path: Path) -> None:
-    study = study_factory(ct=120, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_nonascii=False, with_multiframe=False,
-                          rows=128, cols=128)
+def test_rerun_after_the_peer_died_sends_only_the_rest(
+    make_forwarder: Any, study_factory: Any, store: Store, tmp_path: Path
+) -> None:
+    study = study_factory(
+        ct=120,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+        rows=128,
+        cols=128,
+    )
     seed(store, study.files, study.accession)
     port = free_port()
     first = StoreSCP(tmp_path / "first", aet="FLAKY", port=port)
     first.start()
-    forwarder = make_forwarder({"flaky": _peer("FLAKY", port, max_associations=1)},
-                               send_attempts=2)
+    forwarder = make_forwarder({"flaky": _peer("FLAKY", port, max_associations=1)}, send_attempts=2)
     body = {"accession_numbers": [study.accession], "destination": "flaky"}
     job = forwarder.post(body).json()["id"]
     first.wait_for_files(10, timeout=30)
@@ -135,18 +159,22 @@ def test_rerun_after_the_peer_died_sends_only_the_rest(make_forwarder: Any,
     assert resent | landed_first == set(study.sop_uids)
 
 
-@pytest.mark.parametrize("body", [
-    {"accession_numbers": ["A1"], "destination": "nowhere"},
-    {"accession_numbers": ["A1"], "destination": "peer", "host": "127.0.0.1", "port": 104},
-    {"accession_numbers": ["A1"], "destination": {"aet": "X", "host": "127.0.0.1"}},
-    {"study_uids": ["1.2.x"], "destination": "peer"},
-    {"study_uids": ["../1"], "destination": "peer"},
-    {"accession_numbers": ["A*"], "destination": "peer"},
-    {"accession_numbers": ["A1"], "study_uids": ["1.2"], "destination": "peer"},
-    {"destination": "peer"},
-])
-def test_bad_requests_are_422_and_send_nothing(make_forwarder: Any, store: Store,
-                                               tmp_path: Path, body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"accession_numbers": ["A1"], "destination": "nowhere"},
+        {"accession_numbers": ["A1"], "destination": "peer", "host": "127.0.0.1", "port": 104},
+        {"accession_numbers": ["A1"], "destination": {"aet": "X", "host": "127.0.0.1"}},
+        {"study_uids": ["1.2.x"], "destination": "peer"},
+        {"study_uids": ["../1"], "destination": "peer"},
+        {"accession_numbers": ["A*"], "destination": "peer"},
+        {"accession_numbers": ["A1"], "study_uids": ["1.2"], "destination": "peer"},
+        {"destination": "peer"},
+    ],
+)
+def test_bad_requests_are_422_and_send_nothing(
+    make_forwarder: Any, store: Store, tmp_path: Path, body: dict[str, Any]
+) -> None:
     with StoreSCP(tmp_path / "recv", aet="PEER") as scp:
         forwarder = make_forwarder({"peer": _peer("PEER", scp.port)})
         response = forwarder.post(body)
@@ -179,11 +207,11 @@ def _many_classes(out: Path, n: int, classes: int) -> list[Path]:
 
 
 def test_140_sop_classes_go_through_despite_the_128_context_limit(
-        make_forwarder: Any, store: Store, tmp_path: Path) -> None:
+    make_forwarder: Any, store: Store, tmp_path: Path
+) -> None:
     files = _many_classes(tmp_path / "many", 300, 140)
     study_uid = seed(store, files)
-    with StoreSCP(tmp_path / "recv", aet="ANYSCP",
-                  accept=("--accept-all", "--promiscuous")) as scp:
+    with StoreSCP(tmp_path / "recv", aet="ANYSCP", accept=("--accept-all", "--promiscuous")) as scp:
         forwarder = make_forwarder({"any": _peer("ANYSCP", scp.port, max_associations=1)})
         status = forwarder.run({"study_uids": [study_uid], "destination": "any"})
         scp.wait_for_files(300)
@@ -192,13 +220,15 @@ def test_140_sop_classes_go_through_despite_the_128_context_limit(
     assert status["counts"]["acknowledged"] == 300
 
 
-def test_peers_lists_names_aets_and_reachability_only(make_forwarder: Any,
-                                                      tmp_path: Path) -> None:
+def test_peers_lists_names_aets_and_reachability_only(make_forwarder: Any, tmp_path: Path) -> None:
     with StoreSCP(tmp_path / "recv", aet="LIVE") as scp:
-        forwarder = make_forwarder({"live": _peer("LIVE", scp.port),
-                                    "dead": _peer("DEAD", free_port())})
+        forwarder = make_forwarder(
+            {"live": _peer("LIVE", scp.port), "dead": _peer("DEAD", free_port())}
+        )
         peers = forwarder.client.get("/v1/peers").json()
 
-    assert [(p["name"], p["aet"], p["reachable"]) for p in peers] == \
-        [("dead", "DEAD", False), ("live", "LIVE", True)]
+    assert [(p["name"], p["aet"], p["reachable"]) for p in peers] == [
+        ("dead", "DEAD", False),
+        ("live", "LIVE", True),
+    ]
     assert all("host" not in p and "port" not in p for p in peers)

@@ -22,9 +22,15 @@ from support.net import free_port
 def retriever_url(s3_bucket: Any, orthanc: Any) -> Iterator[str]:
     """A real retriever over HTTP (uvicorn in a thread) on the same bucket and Orthanc."""
     settings = RetrieverSettings(
-        s3_endpoint_url=s3_bucket.endpoint_url, s3_bucket=s3_bucket.name,
-        pacs_aet=orthanc.aet, pacs_port=orthanc.dicom_port, scp_port=free_port(),
-        http_port=free_port(), api_token="relay-token", replica_id="relay-retriever")
+        s3_endpoint_url=s3_bucket.endpoint_url,
+        s3_bucket=s3_bucket.name,
+        pacs_aet=orthanc.aet,
+        pacs_port=orthanc.dicom_port,
+        scp_port=free_port(),
+        http_port=free_port(),
+        api_token="relay-token",
+        replica_id="relay-retriever",
+    )
     orthanc.register_modality(settings.scp_aet, "127.0.0.1", settings.scp_port)
     server = serve.server(create_retriever(settings), settings)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -40,16 +46,17 @@ def retriever_url(s3_bucket: Any, orthanc: Any) -> Iterator[str]:
 
 
 def test_study_missing_from_the_bucket_is_retrieved_then_forwarded(
-        make_forwarder: Any, orthanc: Any, study_factory: Any, retriever_url: str,
-        tmp_path: Path) -> None:
+    make_forwarder: Any, orthanc: Any, study_factory: Any, retriever_url: str, tmp_path: Path
+) -> None:
     study = study_factory(ct=3, mr=1)
     orthanc.upload(study.files)
     with StoreSCP(tmp_path / "recv", aet="RELAYDST") as scp:
         forwarder = make_forwarder(
             {"relay": {"aet": "RELAYDST", "host": "127.0.0.1", "port": scp.port}},
-            retriever_url=retriever_url, call_token="relay-token")
-        status = forwarder.run({"accession_numbers": [study.accession],
-                                "destination": "relay"})
+            retriever_url=retriever_url,
+            call_token="relay-token",
+        )
+        status = forwarder.run({"accession_numbers": [study.accession], "destination": "relay"})
         received = scp.sop_uids()
 
     assert status["state"] == "succeeded", status
@@ -57,12 +64,15 @@ def test_study_missing_from_the_bucket_is_retrieved_then_forwarded(
     assert httpx.get(f"{retriever_url}/v1/retrievals/{'0' * 32}").status_code == 401
 
 
-def test_retrieval_failure_is_the_forward_failure(make_forwarder: Any, retriever_url: str,
-                                                  tmp_path: Path) -> None:
+def test_retrieval_failure_is_the_forward_failure(
+    make_forwarder: Any, retriever_url: str, tmp_path: Path
+) -> None:
     with StoreSCP(tmp_path / "recv", aet="RELAYDST") as scp:
         forwarder = make_forwarder(
             {"relay": {"aet": "RELAYDST", "host": "127.0.0.1", "port": scp.port}},
-            retriever_url=retriever_url, call_token="relay-token")
+            retriever_url=retriever_url,
+            call_token="relay-token",
+        )
         status = forwarder.run({"accession_numbers": ["NOSUCH.77"], "destination": "relay"})
 
     assert status["state"] == "failed"

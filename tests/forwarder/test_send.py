@@ -17,11 +17,20 @@ from support.net import free_port
 from .conftest import seed
 
 
-@pytest.mark.parametrize(("code", "status"), [
-    (0x0000, "acknowledged"), (0x0001, "warning"), (0x0107, "warning"), (0x0116, "warning"),
-    (0xB000, "warning"), (0xB007, "warning"), (0xA900, "failed"), (0xC000, "failed"),
-    (0x0122, "failed"),
-])
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (0x0000, "acknowledged"),
+        (0x0001, "warning"),
+        (0x0107, "warning"),
+        (0x0116, "warning"),
+        (0xB000, "warning"),
+        (0xB007, "warning"),
+        (0xA900, "failed"),
+        (0xC000, "failed"),
+        (0x0122, "failed"),
+    ],
+)
 def test_status_classification(code: int, status: str) -> None:
     """PS3.4 B.2.3 and PS3.7 C: warnings mean stored; 0xA7xx is retried (None)."""
     outcome = _classify(code)
@@ -33,20 +42,30 @@ def test_out_of_resources_is_transient() -> None:
 
 
 def test_plan_keeps_each_batch_within_128_contexts() -> None:
-    items = [Item(f"k{i}", f"1.2.{i}", f"1.2.840.99.{i % 140}", "1.2.840.10008.1.2.4.70")
-             for i in range(300)]
+    items = [
+        Item(f"k{i}", f"1.2.{i}", f"1.2.840.99.{i % 140}", "1.2.840.10008.1.2.4.70")
+        for i in range(300)
+    ]
     batches = plan(items)
     assert len(batches) >= 3 and sum(len(b) for b in batches) == 300
     for batch in batches:
         assert len({(i.sop_class, i.transfer_syntax) for i in batch}) * 2 <= 128
 
 
-def test_implicit_vr_study_reaches_an_explicit_le_only_peer(make_forwarder: Any,
-                                                            study_factory: Any, store: Store,
-                                                            tmp_path: Path) -> None:
+def test_implicit_vr_study_reaches_an_explicit_le_only_peer(
+    make_forwarder: Any, study_factory: Any, store: Store, tmp_path: Path
+) -> None:
     """Most PACS send Implicit VR; a peer that takes only Explicit VR LE still gets it all."""
-    study = study_factory(ct=3, mr=1, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_nonascii=False, with_multiframe=False)
+    study = study_factory(
+        ct=3,
+        mr=1,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+    )
     implicit_dir = tmp_path / "implicit"
     implicit_dir.mkdir()
     files = []
@@ -69,13 +88,14 @@ def test_implicit_vr_study_reaches_an_explicit_le_only_peer(make_forwarder: Any,
         if cx.abstract_syntax is not None:
             scp_ae.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian])
     port = free_port()
-    server = scp_ae.start_server(("127.0.0.1", port), block=False,
-                                 evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = scp_ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
     try:
-        forwarder = make_forwarder({"explicit": {"aet": "EXPLONLY", "host": "127.0.0.1",
-                                                 "port": port}})
-        status = forwarder.run({"accession_numbers": [study.accession],
-                                "destination": "explicit"})
+        forwarder = make_forwarder(
+            {"explicit": {"aet": "EXPLONLY", "host": "127.0.0.1", "port": port}}
+        )
+        status = forwarder.run({"accession_numbers": [study.accession], "destination": "explicit"})
     finally:
         server.shutdown()
 

@@ -124,7 +124,10 @@ def test_generator_attributes(tmp_path: Path) -> None:
     assert len(study.series_uids) == 8
     for ds in datasets:
         assert (ds.StudyInstanceUID, ds.PatientID, ds.AccessionNumber) == (
-            study.study_uid, "PIDX", "ACCX")
+            study.study_uid,
+            "PIDX",
+            "ACCX",
+        )
         assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     nonascii = pydicom.dcmread(study.of_kind("nonascii")[0].path)
     assert nonascii.SpecificCharacterSet == "ISO_IR 192"
@@ -183,8 +186,10 @@ def test_counters_count_exactly(orthanc: Orthanc, uploaded: Study) -> None:
     assert _c_find(orthanc, "HARNESSQ", uploaded.study_uid) == [0xFF00, 0x0000]
     assert orthanc.find_requests() == 1
     assert orthanc.associations() == 1
-    threads = [threading.Thread(target=_c_move, args=(orthanc, "HARNESSQ", "NOWHERE", "1.2.3"))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=_c_move, args=(orthanc, "HARNESSQ", "NOWHERE", "1.2.3"))
+        for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -223,8 +228,13 @@ def test_c_get_with_role_selection(orthanc: Orthanc, uploaded: Study) -> None:
         for sop_class in sop_classes:
             ae.add_requested_context(sop_class, pydicom.uid.ExplicitVRLittleEndian)
         roles: list[Any] = [build_role(sop_class, scp_role=True) for sop_class in sop_classes]
-        assoc = ae.associate(LOOPBACK, orthanc.dicom_port, ae_title=orthanc.aet, ext_neg=roles,
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        assoc = ae.associate(
+            LOOPBACK,
+            orthanc.dicom_port,
+            ae_title=orthanc.aet,
+            ext_neg=roles,
+            evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )
         final = [s for s, _ in assoc.send_c_get(_study_query(uploaded.study_uid), GET)][-1]
         assoc.release()
         if len(sop_classes) > 1:
@@ -282,8 +292,9 @@ def test_kill_mid_transfer_then_restart(orthanc_factory: OrthancFactory, tmp_pat
     scp_ae = NoDelayAE(ae_title="SLOWRCV")
     scp_ae.supported_contexts = AllStoragePresentationContexts[:120]
     port = free_port()
-    server = scp_ae.start_server((LOOPBACK, port), block=False,
-                                 evt_handlers=[(evt.EVT_C_STORE, slow_store)])
+    server = scp_ae.start_server(
+        (LOOPBACK, port), block=False, evt_handlers=[(evt.EVT_C_STORE, slow_store)]
+    )
     assert server is not None
     nodelay_server(server)
     try:
@@ -291,7 +302,8 @@ def test_kill_mid_transfer_then_restart(orthanc_factory: OrthancFactory, tmp_pat
         ports = (pacs.dicom_port, pacs.http_port)
         result: list[Dataset | None] = []
         mover = threading.Thread(
-            target=lambda: result.append(_c_move(pacs, "SLOWRCV", "SLOWRCV", study.study_uid)))
+            target=lambda: result.append(_c_move(pacs, "SLOWRCV", "SLOWRCV", study.study_uid))
+        )
         mover.start()
         deadline = time.monotonic() + 10
         while len(received) < 2 and time.monotonic() < deadline:

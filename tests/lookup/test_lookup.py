@@ -18,18 +18,31 @@ def test_known_accession_gives_the_seeded_patient(lookup: TestClient) -> None:
     r = lookup.get("/v1/accessions/MR.001")
     assert r.status_code == 200, r.text
     assert r.json() == {
-        "accession_number": "MR.001", "patient_id": "RM000001", "medrec_id": "RM000001",
-        "reg_id": "REG-1001", "source": "his",
-        "patient_name": {"original": "Budi Santoso", "display": "Budi Santoso",
-                         "family": "Budi Santoso", "given": None,
-                         "middle": None, "prefix": None, "suffix": None}}
+        "accession_number": "MR.001",
+        "patient_id": "RM000001",
+        "medrec_id": "RM000001",
+        "reg_id": "REG-1001",
+        "source": "his",
+        "patient_name": {
+            "original": "Budi Santoso",
+            "display": "Budi Santoso",
+            "family": "Budi Santoso",
+            "given": None,
+            "middle": None,
+            "prefix": None,
+            "suffix": None,
+        },
+    }
 
 
 def test_names_keep_their_full_form(lookup: TestClient) -> None:
     """Apostrophes, commas, dots, ^ separators and accents survive into the JSON."""
     obrien = lookup.get("/v1/accessions/US.200").json()["patient_name"]
-    assert (obrien["family"], obrien["given"], obrien["display"]) == \
-        ("O'Brien", "Mary Ann", "Mary Ann O'Brien")
+    assert (obrien["family"], obrien["given"], obrien["display"]) == (
+        "O'Brien",
+        "Mary Ann",
+        "Mary Ann O'Brien",
+    )
     dewi = lookup.get("/v1/accessions/MR.300").json()["patient_name"]
     assert dewi["display"] == "Dewi Anggraini, S.Kom."
     jose = lookup.get("/v1/accessions/CR.400").json()
@@ -51,11 +64,14 @@ def test_two_accessions_of_one_patient(lookup: TestClient) -> None:
 
 
 def test_two_patients_are_told_apart(lookup: TestClient) -> None:
-    body = lookup.post("/v1/accessions:resolve",
-                       json={"accession_numbers": ["MR.001", "CT.100"]}).json()
+    body = lookup.post(
+        "/v1/accessions:resolve", json={"accession_numbers": ["MR.001", "CT.100"]}
+    ).json()
     assert body["same_patient"] is False
-    assert [(a["accession_number"], a["patient_name"]["display"]) for a in body["accessions"]] \
-        == [("MR.001", "Budi Santoso"), ("CT.100", "Siti Nurhaliza")]
+    assert [(a["accession_number"], a["patient_name"]["display"]) for a in body["accessions"]] == [
+        ("MR.001", "Budi Santoso"),
+        ("CT.100", "Siti Nurhaliza"),
+    ]
 
 
 def test_resolve_with_an_unknown_accession_is_404(lookup: TestClient) -> None:
@@ -82,14 +98,19 @@ def general_log() -> Any:
     root_sql("SET GLOBAL general_log = 'OFF'")
 
 
-def test_injection_attempts_are_422_and_never_reach_the_database(lookup: TestClient,
-                                                                 general_log: Any) -> None:
+def test_injection_attempts_are_422_and_never_reach_the_database(
+    lookup: TestClient, general_log: Any
+) -> None:
     for value in INJECTIONS:
-        one = lookup.get("/v1/accessions/" + value.replace("%", "%25").replace("\\", "%5C")
-                         .replace("\x00", "%00").replace("\n", "%0A"))
+        one = lookup.get(
+            "/v1/accessions/"
+            + value.replace("%", "%25")
+            .replace("\\", "%5C")
+            .replace("\x00", "%00")
+            .replace("\n", "%0A")
+        )
         assert one.status_code == 422, (value, one.text)
-        many = lookup.post("/v1/accessions:resolve",
-                           json={"accession_numbers": ["MR.001", value]})
+        many = lookup.post("/v1/accessions:resolve", json={"accession_numbers": ["MR.001", value]})
         assert many.status_code == 422, (value, many.text)
     assert lookup.get("/v1/accessions/CT.100").status_code == 200  # the positive control
 
@@ -103,9 +124,12 @@ def test_injection_attempts_are_422_and_never_reach_the_database(lookup: TestCli
 
 def test_database_down_is_503_then_recovers_by_itself(make_lookup: Any, his_db: HisDb) -> None:
     proxy = TcpProxy(MARIADB_PORT).start()
-    client = make_lookup(his_url=SecretStr(his_db.url(proxy.port)),
-                         his_accession_db=his_db.accession_db,
-                         his_patient_db=his_db.patient_db, his_connect_timeout=1.0)
+    client = make_lookup(
+        his_url=SecretStr(his_db.url(proxy.port)),
+        his_accession_db=his_db.accession_db,
+        his_patient_db=his_db.patient_db,
+        his_connect_timeout=1.0,
+    )
     try:
         assert client.get("/v1/accessions/MR.001").status_code == 200
         proxy.stop()
@@ -121,13 +145,21 @@ def test_database_down_is_503_then_recovers_by_itself(make_lookup: Any, his_db: 
         proxy.stop()
 
 
-def test_slow_query_hits_the_read_timeout_and_frees_the_worker(make_lookup: Any,
-                                                               his_db: HisDb) -> None:
-    slow = ("SELECT MEDRECID, RegID FROM `{accession_db}`.accessions "
-            "WHERE AccessionNumber = %s AND SLEEP(5) = 0")
-    client = make_lookup(his_url=SecretStr(his_db.url()), his_accession_db=his_db.accession_db,
-                         his_patient_db=his_db.patient_db, his_read_timeout=1.0,
-                         his_pool_size=1, his_accession_query=slow)
+def test_slow_query_hits_the_read_timeout_and_frees_the_worker(
+    make_lookup: Any, his_db: HisDb
+) -> None:
+    slow = (
+        "SELECT MEDRECID, RegID FROM `{accession_db}`.accessions "
+        "WHERE AccessionNumber = %s AND SLEEP(5) = 0"
+    )
+    client = make_lookup(
+        his_url=SecretStr(his_db.url()),
+        his_accession_db=his_db.accession_db,
+        his_patient_db=his_db.patient_db,
+        his_read_timeout=1.0,
+        his_pool_size=1,
+        his_accession_query=slow,
+    )
     started = time.monotonic()
     r = client.get("/v1/accessions/MR.001")
     assert r.status_code == 504 and r.headers["retry-after"]
@@ -141,21 +173,34 @@ def test_no_patient_name_in_logs(lookup: TestClient, caplog: pytest.LogCaptureFi
     lookup.get("/v1/accessions/MR.001")
     lookup.post("/v1/accessions:resolve", json={"accession_numbers": ["MR.001", "CT.100"]})
     lookup.get("/v1/accessions/NOPE.404")
-    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records
-                     if r.levelno >= logging.INFO and not r.name.startswith("httpx"))
+    text = "\n".join(
+        f"{r.getMessage()} {r.__dict__}"
+        for r in caplog.records
+        if r.levelno >= logging.INFO and not r.name.startswith("httpx")
+    )
     assert "accessions resolved" in text
     for secret in ("Budi", "Santoso", "Siti", "RM000001", "MR.001", "NOPE.404"):
         assert secret not in text
 
 
-def test_without_a_his_the_patient_comes_from_the_pacs(make_lookup: Any, orthanc: Any,
-                                                       study_factory: Any) -> None:
+def test_without_a_his_the_patient_comes_from_the_pacs(
+    make_lookup: Any, orthanc: Any, study_factory: Any
+) -> None:
     """No DICOMISO_HIS_URL: one C-FIND by accession; source says pacs; the PN keeps its parts."""
     from support.net import free_port
 
-    study = study_factory(patient_name="Nuñez^José", patient_id="PACS-77", ct=1, mr=0,
-                          with_sr=False, with_ko=False, with_pr=False, with_sc=False,
-                          with_nonascii=False, with_multiframe=False)
+    study = study_factory(
+        patient_name="Nuñez^José",
+        patient_id="PACS-77",
+        ct=1,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+    )
     orthanc.upload(study.files)
     orthanc.register_modality("CDRECORD", "127.0.0.1", free_port())
     client = make_lookup(pacs_aet=orthanc.aet, pacs_port=orthanc.dicom_port)
@@ -175,8 +220,9 @@ def test_without_a_his_the_patient_comes_from_the_pacs(make_lookup: Any, orthanc
     assert orthanc.find_requests() == 0
 
 
-def test_a_real_server_logs_routes_not_accession_numbers(his_db: HisDb,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_a_real_server_logs_routes_not_accession_numbers(
+    his_db: HisDb, caplog: pytest.LogCaptureFixture
+) -> None:
     """Under uvicorn (as `dicomiso-lookup` runs), request lines name the route template."""
     import threading
 
@@ -188,9 +234,12 @@ def test_a_real_server_logs_routes_not_accession_numbers(his_db: HisDb,
     from support.net import free_port
 
     caplog.set_level(logging.DEBUG)
-    settings = LookupSettings(his_url=SecretStr(his_db.url()), http_port=free_port(),
-                              his_accession_db=his_db.accession_db,
-                              his_patient_db=his_db.patient_db)
+    settings = LookupSettings(
+        his_url=SecretStr(his_db.url()),
+        http_port=free_port(),
+        his_accession_db=his_db.accession_db,
+        his_patient_db=his_db.patient_db,
+    )
     server = serve.server(create_app(settings), settings)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -205,8 +254,9 @@ def test_a_real_server_logs_routes_not_accession_numbers(his_db: HisDb,
     finally:
         server.should_exit = True
         thread.join(timeout=20)
-    ours = [r for r in caplog.records if r.levelno >= logging.INFO
-            and not r.name.startswith("httpx")]
+    ours = [
+        r for r in caplog.records if r.levelno >= logging.INFO and not r.name.startswith("httpx")
+    ]
     assert any(getattr(r, "route", None) == "/v1/accessions/{accession}" for r in ours)
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in ours)
     for secret in ("MR.001", "NOPE.404", "Budi", "RM000001"):
@@ -214,15 +264,22 @@ def test_a_real_server_logs_routes_not_accession_numbers(his_db: HisDb,
 
 
 def _his_client(make_lookup: Any, his_db: HisDb, **overrides: Any) -> TestClient:
-    return make_lookup(his_url=SecretStr(his_db.url()),  # type: ignore[no-any-return]
-                       his_accession_db=his_db.accession_db,
-                       his_patient_db=his_db.patient_db, **overrides)
+    return make_lookup(
+        his_url=SecretStr(his_db.url()),  # type: ignore[no-any-return]
+        his_accession_db=his_db.accession_db,
+        his_patient_db=his_db.patient_db,
+        **overrides,
+    )
 
 
-def test_misconfigured_query_is_500_without_retry_after(make_lookup: Any,
-                                                        his_db: HisDb) -> None:
-    client = _his_client(make_lookup, his_db, his_accession_query=(
-        "SELECT MEDRECID, RegID FROM `{accession_db}`.no_such_table WHERE AccessionNumber = %s"))
+def test_misconfigured_query_is_500_without_retry_after(make_lookup: Any, his_db: HisDb) -> None:
+    client = _his_client(
+        make_lookup,
+        his_db,
+        his_accession_query=(
+            "SELECT MEDRECID, RegID FROM `{accession_db}`.no_such_table WHERE AccessionNumber = %s"
+        ),
+    )
     r = client.get("/v1/accessions/MR.001")
     assert r.status_code == 500 and "retry-after" not in r.headers
     assert r.json()["title"] == "HIS lookup misconfigured"
@@ -244,18 +301,25 @@ def test_untrustworthy_his_rows_are_502(make_lookup: Any, his_db: HisDb) -> None
     root_sql(f"INSERT INTO `{his_db.accession_db}`.accessions VALUES ('XR.9', 'RM000009', NULL)")
     client = _his_client(make_lookup, his_db)
     assert client.get("/v1/accessions/XR.9").status_code == 502
-    twofold = _his_client(make_lookup, his_db, his_accession_query=(
-        "SELECT MEDRECID, RegID FROM `{accession_db}`.accessions "
-        "WHERE AccessionNumber = %s OR AccessionNumber = 'CT.100'"))
+    twofold = _his_client(
+        make_lookup,
+        his_db,
+        his_accession_query=(
+            "SELECT MEDRECID, RegID FROM `{accession_db}`.accessions "
+            "WHERE AccessionNumber = %s OR AccessionNumber = 'CT.100'"
+        ),
+    )
     r = twofold.get("/v1/accessions/MR.001")
     assert r.status_code == 502 and "more than one patient" in r.json()["detail"]
 
 
-def test_a_connection_killed_by_the_server_is_replaced_not_reported(make_lookup: Any,
-                                                                    his_db: HisDb) -> None:
+def test_a_connection_killed_by_the_server_is_replaced_not_reported(
+    make_lookup: Any, his_db: HisDb
+) -> None:
     client = _his_client(make_lookup, his_db, his_pool_size=1)
     assert client.get("/v1/accessions/MR.001").status_code == 200
-    for row in root_sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s",
-                        (his_db.user,)):
+    for row in root_sql(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (his_db.user,)
+    ):
         root_sql(f"KILL CONNECTION {int(row['ID'])}")
     assert client.get("/v1/accessions/MR.001").status_code == 200

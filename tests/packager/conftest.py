@@ -54,10 +54,14 @@ class Sink:
         self.messages.append(BytesParser(policy=default_policy).parsebytes(data))  # type: ignore[arg-type]
         return "250 OK"
 
-    def authenticate(self, _server: Any, _session: Session, _envelope: Envelope,
-                     mechanism: str, auth_data: Any) -> AuthResult:
-        ok = isinstance(auth_data, LoginPassword) and \
-            auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASSWORD.encode()
+    def authenticate(
+        self, _server: Any, _session: Session, _envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == SMTP_USER.encode()
+            and auth_data.password == SMTP_PASSWORD.encode()
+        )
         if ok:
             self.logins.append(mechanism)
         return AuthResult(success=ok)
@@ -67,19 +71,31 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-                critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = tmp / "smtp.crt", tmp / "smtp.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_file, key_file
 
 
@@ -90,9 +106,15 @@ def smtp_sink(tmp_path: Path) -> Iterator[Sink]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     sink = Sink(free_port(), cert)
-    controller = Controller(sink, hostname="127.0.0.1", port=sink.port, tls_context=context,
-                            require_starttls=True, authenticator=sink.authenticate,
-                            auth_require_tls=True)
+    controller = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=sink.port,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=sink.authenticate,
+        auth_require_tls=True,
+    )
     controller.start()
     yield sink
     controller.stop()
@@ -133,32 +155,55 @@ class Stack:
 def make_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
     """Start lookup + retriever over HTTP and the packager in-process; all stopped after."""
     with ExitStack() as stack:
+
         def make(**overrides: Any) -> Stack:
             his = stack.enter_context(his_database())
             s3 = {"s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name}
             token = "stack-token"
             lookup_settings = LookupSettings(
-                **s3, http_port=free_port(), api_token=token, his_url=SecretStr(his.url()),
-                his_accession_db=his.accession_db, his_patient_db=his.patient_db)
-            lookup_url = stack.enter_context(serving(create_lookup(lookup_settings),
-                                                     lookup_settings))
+                **s3,
+                http_port=free_port(),
+                api_token=token,
+                his_url=SecretStr(his.url()),
+                his_accession_db=his.accession_db,
+                his_patient_db=his.patient_db,
+            )
+            lookup_url = stack.enter_context(
+                serving(create_lookup(lookup_settings), lookup_settings)
+            )
             retriever_settings = RetrieverSettings(
-                **s3, http_port=free_port(), api_token=token, pacs_aet=orthanc.aet,
-                pacs_port=orthanc.dicom_port, scp_port=free_port(), job_heartbeat=0.5,
-                job_stale_after=5.0, replica_id="stack-retriever")
-            orthanc.register_modality(retriever_settings.scp_aet, "127.0.0.1",
-                                      retriever_settings.scp_port)
+                **s3,
+                http_port=free_port(),
+                api_token=token,
+                pacs_aet=orthanc.aet,
+                pacs_port=orthanc.dicom_port,
+                scp_port=free_port(),
+                job_heartbeat=0.5,
+                job_stale_after=5.0,
+                replica_id="stack-retriever",
+            )
+            orthanc.register_modality(
+                retriever_settings.scp_aet, "127.0.0.1", retriever_settings.scp_port
+            )
             retriever_url = stack.enter_context(
-                serving(create_retriever(retriever_settings), retriever_settings))
+                serving(create_retriever(retriever_settings), retriever_settings)
+            )
             values: dict[str, Any] = {
-                **s3, "lookup_url": lookup_url, "retriever_url": retriever_url,
-                "call_token": token, "job_heartbeat": 0.5, "job_stale_after": 10.0,
-                "work_dir": tmp_path, "replica_id": "stack-packager",
-                "institution_name": "Synthetic General Hospital"}
+                **s3,
+                "lookup_url": lookup_url,
+                "retriever_url": retriever_url,
+                "call_token": token,
+                "job_heartbeat": 0.5,
+                "job_stale_after": 10.0,
+                "work_dir": tmp_path,
+                "replica_id": "stack-packager",
+                "institution_name": "Synthetic General Hospital",
+            }
             values.update(overrides)
             settings = PackagerSettings(**values)
-            client = stack.enter_context(TestClient(create_packager(settings),
-                                                    raise_server_exceptions=False))
+            client = stack.enter_context(
+                TestClient(create_packager(settings), raise_server_exceptions=False)
+            )
             store = Store.from_settings(CommonSettings(**s3))
             return Stack(client, store, settings, his, orthanc, retriever_url, lookup_url)
 

@@ -10,9 +10,18 @@ from support.s3fault import S3Fault
 
 
 def _small_study(study_factory: Any, patient_id: str, **kwargs: Any) -> Any:
-    return study_factory(ct=2, mr=1, with_sr=False, with_ko=False, with_pr=False,
-                         with_sc=False, with_multiframe=False, with_nonascii=False,
-                         patient_id=patient_id, **kwargs)
+    return study_factory(
+        ct=2,
+        mr=1,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_multiframe=False,
+        with_nonascii=False,
+        patient_id=patient_id,
+        **kwargs,
+    )
 
 
 def test_failed_retrieval_fails_the_package_with_its_cause(make_stack: Any) -> None:
@@ -39,8 +48,10 @@ def test_unknown_accession_is_404_and_starts_nothing(make_stack: Any) -> None:
 def test_bad_requests_are_422_and_start_nothing(make_stack: Any) -> None:
     stack = make_stack()
     bad: list[dict[str, Any]] = [
-        {"accession_numbers": ["*"]}, {"accession_numbers": [""]},
-        {"accession_numbers": []}, {"accession_numbers": ["A1"], "expires_in": 604_801},
+        {"accession_numbers": ["*"]},
+        {"accession_numbers": [""]},
+        {"accession_numbers": []},
+        {"accession_numbers": ["A1"], "expires_in": 604_801},
         {"accession_numbers": ["A1"], "profile": "STD-XABC-CD"},
         {"accession_numbers": ["A1"], "format": "tar"},
         {"accession_numbers": ["A1"], "email": "not an address"},
@@ -55,7 +66,8 @@ def test_bad_requests_are_422_and_start_nothing(make_stack: Any) -> None:
 
 
 def test_s3_refusing_the_upload_fails_the_package_and_leaves_nothing(
-        make_stack: Any, orthanc: Any, study_factory: Any, s3_bucket: Any) -> None:
+    make_stack: Any, orthanc: Any, study_factory: Any, s3_bucket: Any
+) -> None:
     """A single PUT of the image is refused: failed with the S3 error, no image object."""
     study = _small_study(study_factory, "RM-F-2")
     orthanc.upload(study.files)
@@ -75,19 +87,33 @@ def test_s3_refusing_the_upload_fails_the_package_and_leaves_nothing(
 
 
 def test_s3_refusing_a_part_mid_multipart_aborts_the_upload(
-        make_stack: Any, orthanc: Any, study_factory: Any, s3_bucket: Any) -> None:
+    make_stack: Any, orthanc: Any, study_factory: Any, s3_bucket: Any
+) -> None:
     """Part 2 of a multipart upload is refused: no object, and no upload left dangling."""
-    study = study_factory(ct=40, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_multiframe=False, with_nonascii=False,
-                          patient_id="RM-F-3", rows=256, cols=256)
+    study = study_factory(
+        ct=40,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_multiframe=False,
+        with_nonascii=False,
+        patient_id="RM-F-3",
+        rows=256,
+        cols=256,
+    )
     orthanc.upload(study.files)
 
     def refuse(method: str, path: str) -> bool:
         return method == "PUT" and "/packages/" in path and "partNumber=2" in path
 
     with S3Fault(s3_bucket.endpoint_url, refuse) as proxy:
-        stack = make_stack(s3_endpoint_url=proxy.url, s3_multipart_threshold=5 * 1024 * 1024,
-                           s3_multipart_chunk=5 * 1024 * 1024)
+        stack = make_stack(
+            s3_endpoint_url=proxy.url,
+            s3_multipart_threshold=5 * 1024 * 1024,
+            s3_multipart_chunk=5 * 1024 * 1024,
+        )
         add_patient(stack.his, "RM-F-3", "Eko Prasetyo", [study.accession])
         status = stack.run({"accession_numbers": [study.accession]})
 

@@ -32,8 +32,9 @@ class Sources:
     max_open: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)  # prefetch opens in threads
 
-    def opener(self, path: tuple[str, ...], src: Path,
-               wrap: Callable[[IO[bytes]], IO[bytes]] | None = None) -> Callable[[], IO[bytes]]:
+    def opener(
+        self, path: tuple[str, ...], src: Path, wrap: Callable[[IO[bytes]], IO[bytes]] | None = None
+    ) -> Callable[[], IO[bytes]]:
         def open_() -> IO[bytes]:
             with self.lock:
                 self.opens[path] += 1
@@ -50,6 +51,7 @@ class Sources:
 
             fp: IO[bytes] = Tracked(src, "rb")
             return wrap(fp) if wrap else fp
+
         return open_
 
 
@@ -67,10 +69,18 @@ def _payload(i: int, size: int) -> bytes:
 @pytest.fixture
 def tree(tmp_path: Path) -> Tree:
     """DICOMDIR, README.TXT, IHE_PDI/INDEX.HTM, a viewer file and 5-deep DICOM file IDs."""
-    paths = [("DICOMDIR",), ("README.TXT",), ("IHE_PDI", "INDEX.HTM"), ("IHE_PDI", "EMPTY.TXT"),
-             ("VIEWER", "START.HTM")]
-    paths += [("DICOM", "PAT00001", "STU00001", f"SER0000{s}", f"IMG0000{i}")
-              for s in range(1, 3) for i in range(1, 6)]
+    paths = [
+        ("DICOMDIR",),
+        ("README.TXT",),
+        ("IHE_PDI", "INDEX.HTM"),
+        ("IHE_PDI", "EMPTY.TXT"),
+        ("VIEWER", "START.HTM"),
+    ]
+    paths += [
+        ("DICOM", "PAT00001", "STU00001", f"SER0000{s}", f"IMG0000{i}")
+        for s in range(1, 3)
+        for i in range(1, 6)
+    ]
     sources = Sources()
     files, data = [], {}
     for i, path in enumerate(paths):
@@ -102,8 +112,9 @@ def _write_iso(tree: Tree, tmp_path: Path, *, joliet: bool = False) -> Path:
 
 
 def _run(*args: str | Path) -> str:
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True,
-                          text=True, timeout=60).stdout
+    return subprocess.run(
+        [str(a) for a in args], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
 
 
 def test_iso_bytes_match_and_each_source_is_opened_once(tree: Tree, tmp_path: Path) -> None:
@@ -126,8 +137,9 @@ def test_iso_bytes_match_and_each_source_is_opened_once(tree: Tree, tmp_path: Pa
         # "." and ".." records), so check every identifier against Level 1 instead.
         for _, dirs, names in iso.walk(iso_path="/"):
             assert all(re.fullmatch(r"[A-Z0-9_]{1,8}", d) for d in dirs), dirs
-            assert all(re.fullmatch(r"[A-Z0-9_]{1,8}\.([A-Z0-9_]{1,3})?;1", n)
-                       for n in names), names
+            assert all(re.fullmatch(r"[A-Z0-9_]{1,8}\.([A-Z0-9_]{1,3})?;1", n) for n in names), (
+                names
+            )
     finally:
         iso.close()
 
@@ -204,13 +216,17 @@ class _Truncated(io.RawIOBase):
 @pytest.mark.parametrize("delta", [-1000, 1])
 @pytest.mark.parametrize("kind", ["iso", "zip"])
 def test_wrong_length_source_raises_and_leaves_no_image(
-        tree: Tree, tmp_path: Path, delta: int, kind: str) -> None:
+    tree: Tree, tmp_path: Path, delta: int, kind: str
+) -> None:
     """A short or long source raises ImageError; the output is emptied, nothing leaks."""
     victim = tree.files[7]
     index = {f.path: i for i, f in enumerate(tree.files)}[victim.path]
     src = tmp_path / "src" / f"{index:03d}"
-    tree.files[7] = DiscFile(victim.path, victim.size, tree.sources.opener(
-        victim.path, src, lambda fp: cast(IO[bytes], _Truncated(fp, delta))))
+    tree.files[7] = DiscFile(
+        victim.path,
+        victim.size,
+        tree.sources.opener(victim.path, src, lambda fp: cast(IO[bytes], _Truncated(fp, delta))),
+    )
     fds = _fds()
     out_path = tmp_path / f"bad.{kind}"
 
@@ -225,23 +241,29 @@ def test_wrong_length_source_raises_and_leaves_no_image(
     assert _fds() == fds
 
 
-def _with(tree: Tree, path: tuple[str, ...], long_path: tuple[str, ...] | None = None,
-          ) -> list[DiscFile]:
+def _with(
+    tree: Tree,
+    path: tuple[str, ...],
+    long_path: tuple[str, ...] | None = None,
+) -> list[DiscFile]:
     return [*tree.files, DiscFile(path, 1, lambda: io.BytesIO(b"x"), long_path)]
 
 
-@pytest.mark.parametrize("path", [
-    ("DICOM", "img00001"),            # lower case
-    ("DICOM", "IMG000001"),           # 9 characters
-    ("DICOM", "A.B", "IMG00001"),     # dot in a directory
-    ("README.TEXT",),                 # extension of 4
-    ("A.B.C",),                       # two dots
-    ("DICOM", "", "IMG1"),            # empty component
-    ("DICOM", "IMG-1"),               # not a d-character
-    tuple("ABCDEFGHI"),               # 9 levels
-    ("DICOMDIR",),                    # duplicate
-    ("DICOM",),                       # file where a directory is
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("DICOM", "img00001"),  # lower case
+        ("DICOM", "IMG000001"),  # 9 characters
+        ("DICOM", "A.B", "IMG00001"),  # dot in a directory
+        ("README.TEXT",),  # extension of 4
+        ("A.B.C",),  # two dots
+        ("DICOM", "", "IMG1"),  # empty component
+        ("DICOM", "IMG-1"),  # not a d-character
+        tuple("ABCDEFGHI"),  # 9 levels
+        ("DICOMDIR",),  # duplicate
+        ("DICOM",),  # file where a directory is
+    ],
+)
 def test_bad_paths_raise_value_error(tree: Tree, path: tuple[str, ...]) -> None:
     """Names outside Level 1 / PS3.10 File ID rules are refused before anything is read."""
     with pytest.raises(ValueError):
@@ -264,8 +286,12 @@ def test_missing_dicomdir_and_bad_long_name_raise(tree: Tree) -> None:
     with pytest.raises(ValueError, match="DICOMDIR"):
         write_iso(without, io.BytesIO(), VOLUME_ID)
     with pytest.raises(ValueError, match="long name"):
-        write_iso(_with(tree, ("VIEWER", "X.JS"), ("Viewer", "a:b.js")), io.BytesIO(),
-                  VOLUME_ID, joliet=True)
+        write_iso(
+            _with(tree, ("VIEWER", "X.JS"), ("Viewer", "a:b.js")),
+            io.BytesIO(),
+            VOLUME_ID,
+            joliet=True,
+        )
 
 
 def test_zip_holds_the_same_tree_stored(tree: Tree, tmp_path: Path) -> None:
@@ -291,14 +317,12 @@ def test_zip_holds_the_same_tree_stored(tree: Tree, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["iso", "zip"])
-def test_prefetch_opens_each_source_once_a_few_ahead(tree: Tree, tmp_path: Path,
-                                                     fmt: str) -> None:
+def test_prefetch_opens_each_source_once_a_few_ahead(tree: Tree, tmp_path: Path, fmt: str) -> None:
     """With prefetch the sources are opened ahead (at most 1 + depth at once), each once,
     all closed at the end, and the image is the same as without."""
     fds = _fds()
     plain, ahead = tmp_path / f"plain.{fmt}", tmp_path / f"ahead.{fmt}"
-    write = (lambda f, out, **kw: write_iso(f, out, VOLUME_ID, **kw)) if fmt == "iso" \
-        else write_zip
+    write = (lambda f, out, **kw: write_iso(f, out, VOLUME_ID, **kw)) if fmt == "iso" else write_zip
     with plain.open("wb") as out:
         write(tree.files, out)
     tree.sources.opens.clear()
@@ -314,4 +338,5 @@ def test_prefetch_opens_each_source_once_a_few_ahead(tree: Tree, tmp_path: Path,
     else:
         with zipfile.ZipFile(ahead) as zf:
             assert {tuple(i.filename.split("/")): zf.read(i) for i in zf.infolist()} == {
-                f.long_path or f.path: tree.data[f.path] for f in tree.files}
+                f.long_path or f.path: tree.data[f.path] for f in tree.files
+            }

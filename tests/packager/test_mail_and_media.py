@@ -19,22 +19,34 @@ from .test_package import _fetch
 
 
 def _small(study_factory: Any, patient_id: str, **kwargs: Any) -> Any:
-    return study_factory(ct=2, mr=1, with_sr=False, with_ko=False, with_pr=False,
-                         with_sc=False, with_multiframe=False, with_nonascii=False,
-                         patient_id=patient_id, **kwargs)
+    return study_factory(
+        ct=2,
+        mr=1,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_multiframe=False,
+        with_nonascii=False,
+        patient_id=patient_id,
+        **kwargs,
+    )
 
 
 def test_the_link_arrives_by_mail_without_patient_data_in_the_subject(
-        make_stack: Any, orthanc: Any, study_factory: Any, smtp_sink: Any) -> None:
+    make_stack: Any, orthanc: Any, study_factory: Any, smtp_sink: Any
+) -> None:
     """STARTTLS, then login, then the message: link, expiry, sender; subject names nobody."""
     study = _small(study_factory, "RM-M-1", patient_name="Wijaya^Kartika")
     orthanc.upload(study.files)
-    stack = make_stack(smtp_url=f"smtp://relay-user:relay-secret@127.0.0.1:{smtp_sink.port}",
-                       smtp_ca_file=smtp_sink.ca_file, mail_from="discs@hospital.test")
+    stack = make_stack(
+        smtp_url=f"smtp://relay-user:relay-secret@127.0.0.1:{smtp_sink.port}",
+        smtp_ca_file=smtp_sink.ca_file,
+        mail_from="discs@hospital.test",
+    )
     add_patient(stack.his, "RM-M-1", "Kartika Wijaya", [study.accession])
 
-    status = stack.run({"accession_numbers": [study.accession],
-                        "email": "kartika@patients.test"})
+    status = stack.run({"accession_numbers": [study.accession], "email": "kartika@patients.test"})
 
     assert status["state"] == "succeeded", status
     assert status["email"]["state"] == "sent", status["email"]
@@ -50,7 +62,8 @@ def test_the_link_arrives_by_mail_without_patient_data_in_the_subject(
 
 
 def test_a_mail_that_cannot_be_sent_is_reported_and_the_package_stands(
-        make_stack: Any, orthanc: Any, study_factory: Any) -> None:
+    make_stack: Any, orthanc: Any, study_factory: Any
+) -> None:
     study = _small(study_factory, "RM-M-2")
     orthanc.upload(study.files)
     stack = make_stack(smtp_url=f"smtp://127.0.0.1:{free_port()}", smtp_timeout=3)
@@ -70,8 +83,9 @@ def _compressed(study: Any, tmp: Path) -> list[Path]:
     for inst in study.instances:
         target = tmp / f"{inst.sop_instance_uid}.dcm"
         if inst.kind == "ct":
-            subprocess.run([dcmtk_bin("dcmcjpeg"), str(inst.path), str(target)],
-                           check=True, env=dcmtk_env())
+            subprocess.run(
+                [dcmtk_bin("dcmcjpeg"), str(inst.path), str(target)], check=True, env=dcmtk_env()
+            )
         elif inst.kind == "mr":
             ds = pydicom.dcmread(inst.path)
             ds.compress(JPEG2000Lossless, generate_instance_uid=False)
@@ -83,14 +97,16 @@ def _compressed(study: Any, tmp: Path) -> list[Path]:
 
 
 def test_compressed_study_on_the_cd_profile_is_transcoded_losslessly(
-        make_stack: Any, orthanc: Any, study_factory: Any, tmp_path: Path) -> None:
+    make_stack: Any, orthanc: Any, study_factory: Any, tmp_path: Path
+) -> None:
     """STD-GEN-CD takes Explicit VR LE only: JPEG Lossless and JPEG 2000 instances are
     decompressed, their pixels equal to the source's, and the result says which; dcmtk's
     dcmmkdir with the General Purpose CD profile accepts the disc."""
     study = _small(study_factory, "RM-M-3")
     files = _compressed(study, tmp_path)
-    syntaxes = {str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
-                for f in files}
+    syntaxes = {
+        str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID) for f in files
+    }
     assert syntaxes == {JPEGLosslessSV1, JPEG2000Lossless}
     orthanc.upload(files)
     stack = make_stack()
@@ -111,8 +127,21 @@ def test_compressed_study_on_the_cd_profile_is_transcoded_losslessly(
         assert (ds.pixel_array == source[sop].pixel_array).all(), path
     root = tree.extract(tmp_path / "cd")
     (root / "DICOMDIR").unlink()
-    check = subprocess.run([dcmtk_bin("dcmmkdir"), "-Pgp", "+r", "+id", str(root),
-                            "+D", str(tmp_path / "DICOMDIR.dcmtk"), "DICOM"],
-                           capture_output=True, text=True, env=dcmtk_env(), check=False,
-                           cwd=root)
+    check = subprocess.run(
+        [
+            dcmtk_bin("dcmmkdir"),
+            "-Pgp",
+            "+r",
+            "+id",
+            str(root),
+            "+D",
+            str(tmp_path / "DICOMDIR.dcmtk"),
+            "DICOM",
+        ],
+        capture_output=True,
+        text=True,
+        env=dcmtk_env(),
+        check=False,
+        cwd=root,
+    )
     assert check.returncode == 0, check.stderr

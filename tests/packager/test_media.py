@@ -51,17 +51,23 @@ def manifest_of(files: list[Path]) -> dict[str, Any]:
     for path in files:
         ds = dcmread(path, stop_before_pixels=True)
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        entries.append(describe(ds, str(ds.file_meta.TransferSyntaxUID), path.stat().st_size,
-                                sha, str(path)))
+        entries.append(
+            describe(ds, str(ds.file_meta.TransferSyntaxUID), path.stat().st_size, sha, str(path))
+        )
     entries.sort(key=lambda e: (e["series_uid"], e["instance_number"] or 0, e["sop_uid"]))
     series: dict[str, Any] = {}
     for e in entries:
         series.setdefault(e["series_uid"], e["series"])
     shared = ("patient", "study", "series", "charset")
     first = _representative(entries)
-    return {"study_uid": first["study"]["study_uid"], "patient": first["patient"],
-            "study": first["study"], "charset": first["charset"], "series": series,
-            "instances": [{k: v for k, v in e.items() if k not in shared} for e in entries]}
+    return {
+        "study_uid": first["study"]["study_uid"],
+        "patient": first["patient"],
+        "study": first["study"],
+        "charset": first["charset"],
+        "series": series,
+        "instances": [{k: v for k, v in e.items() if k not in shared} for e in entries],
+    }
 
 
 class HeaderReader:
@@ -75,8 +81,9 @@ class HeaderReader:
         return dcmread(entry["key"], stop_before_pixels=True)
 
 
-def lay_out(manifests: list[dict[str, Any]], root: Path,
-            write: Callable[[Path, Path], str] | None = None) -> tuple[Path, bytes]:
+def lay_out(
+    manifests: list[dict[str, Any]], root: Path, write: Callable[[Path, Path], str] | None = None
+) -> tuple[Path, bytes]:
     """Place every instance under its file ID, write the DICOMDIR; return it and its bytes."""
     ids = dicomdir.assign_file_ids(manifests)
     final: dict[str, str] = {}
@@ -130,14 +137,17 @@ def assert_valid_dicomdir(dicomdir: Path) -> None:
     assert len(fs) == len(leaves) == len({r.ReferencedSOPInstanceUIDInFile for r in leaves})
     for instance in fs:
         assert Path(instance.path).is_file()
-        assert dcmread(instance.path, stop_before_pixels=True).SOPInstanceUID == \
-            instance.ReferencedSOPInstanceUIDInFile
+        assert (
+            dcmread(instance.path, stop_before_pixels=True).SOPInstanceUID
+            == instance.ReferencedSOPInstanceUIDInFile
+        )
 
 
 def test_needs_transcode_follows_each_profile() -> None:
     """STD-GEN-CD keeps only Explicit VR LE; the DVD profiles add JPEG or JPEG 2000 only."""
-    cd, jpeg, j2k = (media.PROFILES[n] for n in ("STD-GEN-CD", "STD-GEN-DVD-JPEG",
-                                                 "STD-GEN-DVD-J2K"))
+    cd, jpeg, j2k = (
+        media.PROFILES[n] for n in ("STD-GEN-CD", "STD-GEN-DVD-JPEG", "STD-GEN-DVD-J2K")
+    )
     assert media.PROFILES[media.DEFAULT_PROFILE] is jpeg
     assert not any(media.needs_transcode(p, ELE) for p in (cd, jpeg, j2k))
     for ts in (JPEGLosslessSV1, JPEGBaseline8Bit, "1.2.840.10008.1.2.4.51"):
@@ -145,8 +155,14 @@ def test_needs_transcode_follows_each_profile() -> None:
         assert not media.needs_transcode(jpeg, ts)
     for ts in (JPEG2000Lossless, "1.2.840.10008.1.2.4.91"):
         assert not media.needs_transcode(j2k, ts) and media.needs_transcode(jpeg, ts)
-    for ts in (ImplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless, JPEGLSLossless,
-               DeflatedExplicitVRLittleEndian, "1.2.840.10008.1.2.4.57"):
+    for ts in (
+        ImplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        RLELossless,
+        JPEGLSLossless,
+        DeflatedExplicitVRLittleEndian,
+        "1.2.840.10008.1.2.4.57",
+    ):
         assert all(media.needs_transcode(p, ts) for p in (cd, jpeg, j2k))
     assert cd.medium == "CD" and cd.capacity == 734_003_200
     assert jpeg.medium == j2k.medium == "DVD" and jpeg.capacity == 4_700_000_000
@@ -154,23 +170,30 @@ def test_needs_transcode_follows_each_profile() -> None:
 
 def test_file_ids_are_legal_and_deterministic(study_factory: Callable[..., Study]) -> None:
     """File IDs are PS3.10 legal, unique, and independent of the manifests' order."""
-    studies = [manifest_of(study_factory(patient_id="P1").files),
-               manifest_of(study_factory(patient_id="P2", ct=2, mr=0).files)]
+    studies = [
+        manifest_of(study_factory(patient_id="P1").files),
+        manifest_of(study_factory(patient_id="P2", ct=2, mr=0).files),
+    ]
     ids = dicomdir.assign_file_ids(studies)
     assert len(ids) == len(set(ids.values())) == sum(len(m["instances"]) for m in studies)
     for components in ids.values():
         assert 1 <= len(components) <= 8 and components[0] == "DICOM"
         assert all(_COMPONENT.fullmatch(c) for c in components), components
-    shuffled = [dict(m, instances=random.sample(m["instances"], len(m["instances"])))
-                for m in reversed(studies)]
+    shuffled = [
+        dict(m, instances=random.sample(m["instances"], len(m["instances"])))
+        for m in reversed(studies)
+    ]
     assert dicomdir.assign_file_ids(shuffled) == ids
-    ct = sorted((e for e in studies[0]["instances"] if e["sop_class_uid"] == CT_IMAGE),
-                key=lambda e: e["instance_number"])
+    ct = sorted(
+        (e for e in studies[0]["instances"] if e["sop_class_uid"] == CT_IMAGE),
+        key=lambda e: e["instance_number"],
+    )
     assert [ids[e["sop_uid"]][-1] for e in ct] == ["00000001", "00000002", "00000003"]
 
 
-def test_file_ids_refuse_to_overflow(monkeypatch: pytest.MonkeyPatch,
-                                     study_factory: Callable[..., Study]) -> None:
+def test_file_ids_refuse_to_overflow(
+    monkeypatch: pytest.MonkeyPatch, study_factory: Callable[..., Study]
+) -> None:
     """Beyond what 8 characters can number, assignment fails instead of colliding."""
     monkeypatch.setattr(dicomdir, "MAX_IMAGES", 2)
     with pytest.raises(dicomdir.FileSetError, match="instances of one series"):
@@ -178,8 +201,9 @@ def test_file_ids_refuse_to_overflow(monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.parametrize("name", ["Doe^Jane", "Müller^Jürgen"])
-def test_dicomdir_of_a_mixed_study_is_valid(study_factory: Callable[..., Study],
-                                            tmp_path: Path, name: str) -> None:
+def test_dicomdir_of_a_mixed_study_is_valid(
+    study_factory: Callable[..., Study], tmp_path: Path, name: str
+) -> None:
     """CT, MR, SR, KO, PR, SC and multi-frame get the right records; only non-images are read."""
     study = study_factory(patient_name=name)
     manifest = manifest_of(study.files)
@@ -194,8 +218,9 @@ def test_dicomdir_of_a_mixed_study_is_valid(study_factory: Callable[..., Study],
     (tmp_path / "fs" / "DICOMDIR").write_bytes(data)
 
     assert_valid_dicomdir(tmp_path / "fs" / "DICOMDIR")
-    assert sorted(reader.calls) == sorted(i.sop_class_uid for i in study.instances
-                                          if i.kind in ("sr", "ko", "pr"))
+    assert sorted(reader.calls) == sorted(
+        i.sop_class_uid for i in study.instances if i.kind in ("sr", "ko", "pr")
+    )
     ds = dcmread(io.BytesIO(data))
     types = [r.DirectoryRecordType for r in ds.DirectoryRecordSequence]
     assert types.count("PATIENT") == 1 and types.count("STUDY") == 1
@@ -210,7 +235,8 @@ def test_dicomdir_of_a_mixed_study_is_valid(study_factory: Callable[..., Study],
 
 
 def test_two_studies_of_one_patient_share_one_patient_record(
-        study_factory: Callable[..., Study], tmp_path: Path) -> None:
+    study_factory: Callable[..., Study], tmp_path: Path
+) -> None:
     """One PATIENT record per Patient ID (PS3.11 H.3.3), holding both studies."""
     first = study_factory(patient_id="PID7", ct=2, mr=0, with_sc=False, with_multiframe=False)
     second = study_factory(patient_id="PID7", ct=1, mr=1, study_date="20240401")
@@ -221,15 +247,18 @@ def test_two_studies_of_one_patient_share_one_patient_record(
     ds = dcmread(io.BytesIO(data))
     types = [r.DirectoryRecordType for r in ds.DirectoryRecordSequence]
     assert types.count("PATIENT") == 1 and types.count("STUDY") == 2
-    studies = [r.StudyInstanceUID for r in ds.DirectoryRecordSequence
-               if r.DirectoryRecordType == "STUDY"]
+    studies = [
+        r.StudyInstanceUID for r in ds.DirectoryRecordSequence if r.DirectoryRecordType == "STUDY"
+    ]
     assert studies == [first.study_uid, second.study_uid]  # by study date
 
 
 def _dcmtk(tool: str, *args: str) -> Callable[[Path, Path], None]:
     def convert(src: Path, dst: Path) -> None:
-        subprocess.run([dcmtk_bin(tool), *args, str(src), str(dst)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [dcmtk_bin(tool), *args, str(src), str(dst)], check=True, capture_output=True
+        )
+
     return convert
 
 
@@ -251,12 +280,14 @@ CONVERTERS = {
 
 
 @pytest.mark.parametrize("how", sorted(CONVERTERS))
-def test_transcode_restores_the_original_pixels(study_factory: Callable[..., Study],
-                                                tmp_path: Path, how: str) -> None:
+def test_transcode_restores_the_original_pixels(
+    study_factory: Callable[..., Study], tmp_path: Path, how: str
+) -> None:
     """Every syntax comes back as Explicit VR LE with the same pixels and SOP Instance UID."""
     convert, syntax = CONVERTERS[how]
-    study = study_factory(ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                          with_nonascii=False)
+    study = study_factory(
+        ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False, with_nonascii=False
+    )
     for inst in [*study.of_kind("ct"), *study.of_kind("sc"), *study.of_kind("mf")]:
         encoded, out = tmp_path / f"{inst.kind}.enc", io.BytesIO()
         convert(inst.path, encoded)
@@ -267,14 +298,18 @@ def test_transcode_restores_the_original_pixels(study_factory: Callable[..., Stu
         result, original = dcmread(out), dcmread(inst.path)
         assert result.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
         assert result.file_meta.ImplementationClassUID == media.IMPLEMENTATION_CLASS_UID
-        assert result.SOPInstanceUID == result.file_meta.MediaStorageSOPInstanceUID \
+        assert (
+            result.SOPInstanceUID
+            == result.file_meta.MediaStorageSOPInstanceUID
             == inst.sop_instance_uid
+        )
         assert np.array_equal(result.pixel_array, original.pixel_array)
         assert "LossyImageCompression" not in result
 
 
-def test_transcode_of_lossy_jpeg_flags_it(study_factory: Callable[..., Study],
-                                          tmp_path: Path) -> None:
+def test_transcode_of_lossy_jpeg_flags_it(
+    study_factory: Callable[..., Study], tmp_path: Path
+) -> None:
     """A baseline JPEG is decoded to what a viewer shows and marked lossy (PS3.3 C.7.6.1.1.5)."""
     study = study_factory(ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False)
     sc = study.of_kind("sc")[0]
@@ -290,10 +325,12 @@ def test_transcode_of_lossy_jpeg_flags_it(study_factory: Callable[..., Study],
 
 
 def test_transcode_errors_name_the_instance_not_the_patient(
-        study_factory: Callable[..., Study], tmp_path: Path) -> None:
+    study_factory: Callable[..., Study], tmp_path: Path
+) -> None:
     """Undecodable input raises TranscodeError naming the SOP Instance UID only."""
-    study = study_factory(patient_name="Secret^Sam", ct=1, mr=0, with_sr=False,
-                          with_ko=False, with_pr=False)
+    study = study_factory(
+        patient_name="Secret^Sam", ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False
+    )
     ct = study.of_kind("ct")[0]
     _dcmtk("dcmcjpeg")(ct.path, tmp_path / "ok.dcm")
     ds = dcmread(tmp_path / "ok.dcm")
@@ -307,7 +344,8 @@ def test_transcode_errors_name_the_instance_not_the_patient(
 
 
 def test_cd_file_set_of_transcoded_files_passes_dcmmkdir(
-        study_factory: Callable[..., Study], tmp_path: Path) -> None:
+    study_factory: Callable[..., Study], tmp_path: Path
+) -> None:
     """JPEG lossless sources, transcoded for STD-GEN-CD, satisfy dcmmkdir -Pgp and dciodvfy."""
     study = study_factory(ct=2, mr=1, with_nonascii=False)
     sources = tmp_path / "jpeg"
@@ -329,11 +367,23 @@ def test_cd_file_set_of_transcoded_files_passes_dcmmkdir(
     dicomdir, data = lay_out([manifest], tmp_path / "fs", transcode)
     assert_valid_dicomdir(dicomdir)
     records = dcmread(io.BytesIO(data)).DirectoryRecordSequence
-    assert {r.ReferencedTransferSyntaxUIDInFile for r in records
-            if "ReferencedFileID" in r} == {ELE}
+    assert {r.ReferencedTransferSyntaxUIDInFile for r in records if "ReferencedFileID" in r} == {
+        ELE
+    }
     check = subprocess.run(
-        [dcmtk_bin("dcmmkdir"), "-Pgp", "+r", "+id", str(tmp_path / "fs"),
-         "+D", str(tmp_path / "DCMTKDIR"), "DICOM"], capture_output=True, text=True)
+        [
+            dcmtk_bin("dcmmkdir"),
+            "-Pgp",
+            "+r",
+            "+id",
+            str(tmp_path / "fs"),
+            "+D",
+            str(tmp_path / "DCMTKDIR"),
+            "DICOM",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert len(dcmread(tmp_path / "DCMTKDIR").DirectoryRecordSequence) == len(records)
 
@@ -341,26 +391,50 @@ def test_cd_file_set_of_transcoded_files_passes_dcmmkdir(
 def test_dicomdir_for_2000_instances_is_fast(tmp_path: Path) -> None:
     """A 2,000-instance DICOMDIR (images: no header reads) builds in well under two seconds."""
     study_uid = generate_uid()
-    series = {generate_uid(): {"modality": "CT", "number": n, "description": None}
-              for n in range(1, 5)}
-    instances: list[dict[str, Any]] = [{"key": "", "size": 1, "sha256": "", "transfer_syntax": ELE,
-                  "sop_class_uid": CT_IMAGE, "sop_uid": generate_uid(), "series_uid": uid,
-                  "instance_number": i, "rows": 512, "columns": 512, "frames": None}
-                 for uid in series for i in range(1, 501)]
-    manifest = {"study_uid": study_uid, "charset": ["ISO_IR 192"], "series": series,
-                "patient": {"id": "PID1", "name": "Nuñez^José", "birth_date": None,
-                            "sex": None},
-                "study": {"study_uid": study_uid, "date": "20240101", "time": "1200",
-                          "id": None, "description": None, "accession_number": "A1"},
-                "instances": instances}
+    series = {
+        generate_uid(): {"modality": "CT", "number": n, "description": None} for n in range(1, 5)
+    }
+    instances: list[dict[str, Any]] = [
+        {
+            "key": "",
+            "size": 1,
+            "sha256": "",
+            "transfer_syntax": ELE,
+            "sop_class_uid": CT_IMAGE,
+            "sop_uid": generate_uid(),
+            "series_uid": uid,
+            "instance_number": i,
+            "rows": 512,
+            "columns": 512,
+            "frames": None,
+        }
+        for uid in series
+        for i in range(1, 501)
+    ]
+    manifest = {
+        "study_uid": study_uid,
+        "charset": ["ISO_IR 192"],
+        "series": series,
+        "patient": {"id": "PID1", "name": "Nuñez^José", "birth_date": None, "sex": None},
+        "study": {
+            "study_uid": study_uid,
+            "date": "20240101",
+            "time": "1200",
+            "id": None,
+            "description": None,
+            "accession_number": "A1",
+        },
+        "instances": instances,
+    }
 
     def no_reads(entry: dict[str, Any]) -> Dataset:
         raise AssertionError("no header needed for images")
 
     started = time.perf_counter()
     ids = dicomdir.assign_file_ids([manifest])
-    data = dicomdir.build_dicomdir([manifest], ids, {e["sop_uid"]: ELE for e in instances},
-                                no_reads, "BIG")
+    data = dicomdir.build_dicomdir(
+        [manifest], ids, {e["sop_uid"]: ELE for e in instances}, no_reads, "BIG"
+    )
     elapsed = time.perf_counter() - started
     assert elapsed < 2.0, f"{elapsed:.2f} s"
     leaves = walk(dcmread(io.BytesIO(data)))

@@ -38,14 +38,15 @@ def _orthanc_copies(orthanc: Any, study_uid: str) -> dict[str, bytes]:
     copies = {}
     for orthanc_id in orthanc.instance_ids_of_study(study_uid):
         data = orthanc.instance_file(orthanc_id)
-        copies[str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-                   .SOPInstanceUID)] = data
+        copies[str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)] = (
+            data
+        )
     return copies
 
 
 def test_one_accession_becomes_a_valid_disc_behind_a_link(
-        make_stack: Any, orthanc: Any, study_factory: Any, s3_bucket: Any,
-        tmp_path: Path) -> None:
+    make_stack: Any, orthanc: Any, study_factory: Any, s3_bucket: Any, tmp_path: Path
+) -> None:
     """Every instance is on the disc, equal to the PACS copy and byte-exact to the bucket's;
     the DICOMDIR passes dciodvfy, dcentvfy and dcmdump; README.TXT and INDEX.HTM are there;
     the link is signed for the public endpoint, expires as asked, and names no patient."""
@@ -86,26 +87,42 @@ def test_one_accession_becomes_a_valid_disc_behind_a_link(
     root = tree.extract(tmp_path / "disc")
     assert dciodvfy_errors(root / "DICOMDIR") == []
     checked = dcentvfy(root / "DICOMDIR")
-    assert checked.returncode == 0 and "Error" not in checked.stdout + checked.stderr, \
+    assert checked.returncode == 0 and "Error" not in checked.stdout + checked.stderr, (
         checked.stdout + checked.stderr
+    )
     assert dcmdump(root / "DICOMDIR").returncode == 0
     rules = stack.store.client.get_bucket_lifecycle_configuration(Bucket=s3_bucket.name)
-    assert [(r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in rules["Rules"]] == \
-        [("packages/", stack.settings.package_expiry_days)]
+    assert [(r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in rules["Rules"]] == [
+        ("packages/", stack.settings.package_expiry_days)
+    ]
 
-    listing = subprocess.run(["isoinfo", "-i", str(image), "-f"], capture_output=True,
-                             text=True, check=True).stdout.splitlines()
+    listing = subprocess.run(
+        ["isoinfo", "-i", str(image), "-f"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert "/DICOMDIR;1" in listing or "/DICOMDIR.;1" in listing, listing[:5]
-    xorriso = subprocess.run(["xorriso", "-indev", str(image), "-find", "/", "-type", "f"],
-                             capture_output=True, text=True, check=True).stdout
+    xorriso = subprocess.run(
+        ["xorriso", "-indev", str(image), "-find", "/", "-type", "f"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert xorriso.count("'/DICOM/") == len(study.files)
 
 
 def test_download_route_redirects_to_a_fresh_link_and_same_request_is_same_package(
-        make_stack: Any, orthanc: Any, study_factory: Any) -> None:
-    study = study_factory(ct=2, mr=1, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_multiframe=False, with_nonascii=False,
-                          patient_id="RM-E2E-2")
+    make_stack: Any, orthanc: Any, study_factory: Any
+) -> None:
+    study = study_factory(
+        ct=2,
+        mr=1,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_multiframe=False,
+        with_nonascii=False,
+        patient_id="RM-E2E-2",
+    )
     orthanc.upload(study.files)
     stack = make_stack()
     add_patient(stack.his, "RM-E2E-2", "Siti Aminah", [study.accession])
@@ -116,27 +133,47 @@ def test_download_route_redirects_to_a_fresh_link_and_same_request_is_same_packa
 
     assert status["state"] == "succeeded", status
     assert again.json()["id"] == first.json()["id"] and again.json()["state"] == "succeeded"
-    redirect = stack.packager.get(f"/v1/packages/{status['id']}/download",
-                                  follow_redirects=False)
+    redirect = stack.packager.get(f"/v1/packages/{status['id']}/download", follow_redirects=False)
     assert redirect.status_code == 307
     assert httpx.get(redirect.headers["location"], trust_env=False).content[:0] == b""
-    legacy = stack.packager.get(f"/mkiso?accession_number={study.accession}",
-                                follow_redirects=False)
+    legacy = stack.packager.get(
+        f"/mkiso?accession_number={study.accession}", follow_redirects=False
+    )
     assert legacy.status_code == 303
     assert legacy.headers["location"].endswith(f"/v1/packages/{status['id']}/download")
     assert len([k for k in stack.keys("packages/") if k.endswith(".iso")]) == 1
 
 
 def test_two_accessions_of_one_patient_make_one_disc_named_after_the_patient(
-        make_stack: Any, orthanc: Any, study_factory: Any, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    make_stack: Any,
+    orthanc: Any,
+    study_factory: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Both studies on one disc, one PATIENT record; the legacy file name; and nothing of
     the patient in any log line of lookup, retriever or packager at INFO or above."""
-    a = study_factory(ct=2, mr=1, with_sr=False, with_ko=False, with_pr=False,
-                      with_multiframe=False, patient_id="RM-E2E-3", accession="MR.3001")
-    b = study_factory(ct=1, mr=1, with_sr=True, with_ko=False, with_pr=False,
-                      with_multiframe=False, patient_id="RM-E2E-3", accession="CT.3002",
-                      seed=7)
+    a = study_factory(
+        ct=2,
+        mr=1,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_multiframe=False,
+        patient_id="RM-E2E-3",
+        accession="MR.3001",
+    )
+    b = study_factory(
+        ct=1,
+        mr=1,
+        with_sr=True,
+        with_ko=False,
+        with_pr=False,
+        with_multiframe=False,
+        patient_id="RM-E2E-3",
+        accession="CT.3002",
+        seed=7,
+    )
     orthanc.upload(a.files + b.files)
     stack = make_stack()
     add_patient(stack.his, "RM-E2E-3", "Núñez Budi", [a.accession, b.accession])
@@ -148,8 +185,11 @@ def test_two_accessions_of_one_patient_make_one_disc_named_after_the_patient(
     assert status["filename"] == "NunezBudi-MR3001CT3002.iso"
     # werkzeug is the moto server's own access log (the stand-in S3, not our code); that it
     # shows accessions/{accession}.json keys is the known cost of that key layout.
-    logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records
-                        if r.levelno >= logging.INFO and r.name != "werkzeug")
+    logged = "\n".join(
+        r.getMessage() + str(r.__dict__)
+        for r in caplog.records
+        if r.levelno >= logging.INFO and r.name != "werkzeug"
+    )
     for secret in ("Núñez", "Nunez", "RM-E2E-3", "MR.3001", "CT.3002", a.patient_name):
         assert secret not in logged, secret
     _fetch(status["download_url"], tmp_path / "two.iso")
@@ -161,11 +201,28 @@ def test_two_accessions_of_one_patient_make_one_disc_named_after_the_patient(
 
 
 def test_two_patients_are_refused_before_anything_is_retrieved(
-        make_stack: Any, orthanc: Any, study_factory: Any) -> None:
-    a = study_factory(ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                      with_sc=False, with_multiframe=False, patient_id="RM-E2E-4A")
-    b = study_factory(ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                      with_sc=False, with_multiframe=False, patient_id="RM-E2E-4B")
+    make_stack: Any, orthanc: Any, study_factory: Any
+) -> None:
+    a = study_factory(
+        ct=1,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_multiframe=False,
+        patient_id="RM-E2E-4A",
+    )
+    b = study_factory(
+        ct=1,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_multiframe=False,
+        patient_id="RM-E2E-4B",
+    )
     orthanc.upload(a.files + b.files)
     stack = make_stack()
     add_patient(stack.his, "RM-E2E-4A", "Ani Lestari", [a.accession])
@@ -181,10 +238,12 @@ def test_two_patients_are_refused_before_anything_is_retrieved(
     assert stack.keys("jobs/") == [] and stack.keys("instances/") == []
 
 
-def test_zip_holds_the_same_tree(make_stack: Any, orthanc: Any, study_factory: Any,
-                                 tmp_path: Path) -> None:
-    study = study_factory(ct=2, mr=1, with_ko=False, with_pr=False, with_multiframe=False,
-                          patient_id="RM-E2E-5")
+def test_zip_holds_the_same_tree(
+    make_stack: Any, orthanc: Any, study_factory: Any, tmp_path: Path
+) -> None:
+    study = study_factory(
+        ct=2, mr=1, with_ko=False, with_pr=False, with_multiframe=False, patient_id="RM-E2E-5"
+    )
     orthanc.upload(study.files)
     stack = make_stack()
     add_patient(stack.his, "RM-E2E-5", "Rina Wati", [study.accession])
@@ -202,15 +261,24 @@ def test_zip_holds_the_same_tree(make_stack: Any, orthanc: Any, study_factory: A
 
 
 def test_a_viewer_goes_in_its_own_directory_with_its_own_names(
-        make_stack: Any, orthanc: Any, study_factory: Any, tmp_path: Path) -> None:
+    make_stack: Any, orthanc: Any, study_factory: Any, tmp_path: Path
+) -> None:
     """Level 1 names for the viewer in the primary volume, its real names in Joliet."""
     viewer = tmp_path / "viewer"
     (viewer / "lib").mkdir(parents=True)
     (viewer / "Start Viewer.exe").write_bytes(b"MZ-synthetic")
     (viewer / "lib" / "imaging-core.dll").write_bytes(b"dll" * 100)
-    study = study_factory(ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_multiframe=False, with_nonascii=False,
-                          patient_id="RM-E2E-6")
+    study = study_factory(
+        ct=1,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_multiframe=False,
+        with_nonascii=False,
+        patient_id="RM-E2E-6",
+    )
     orthanc.upload(study.files)
     stack = make_stack(viewer_dir=viewer)
     add_patient(stack.his, "RM-E2E-6", "Tono Hadi", [study.accession])
@@ -220,9 +288,15 @@ def test_a_viewer_goes_in_its_own_directory_with_its_own_names(
     assert status["state"] == "succeeded", status
     _fetch(status["download_url"], tmp_path / "v.iso")
     tree = read_iso(tmp_path / "v.iso")
-    assert sorted(p for p in tree.files if p.startswith("VIEWER/")) == \
-        ["VIEWER/D0000001/F0000001.DLL", "VIEWER/F0000000.EXE"]
-    joliet = subprocess.run(["isoinfo", "-J", "-i", str(tmp_path / "v.iso"), "-f"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert sorted(p for p in tree.files if p.startswith("VIEWER/")) == [
+        "VIEWER/D0000001/F0000001.DLL",
+        "VIEWER/F0000000.EXE",
+    ]
+    joliet = subprocess.run(
+        ["isoinfo", "-J", "-i", str(tmp_path / "v.iso"), "-f"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert "/VIEWER/Start Viewer.exe" in joliet and "/VIEWER/lib/imaging-core.dll" in joliet
     assert not any(p.startswith(("DICOM/VIEWER", "IHE_PDI/VIEWER")) for p in tree.files)

@@ -51,8 +51,13 @@ def manifest_of(study: Study) -> dict[str, Any]:
         data = path.read_bytes()
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         key = instance_key(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        known[str(ds.SOPInstanceUID)] = describe(ds, str(ds.file_meta.TransferSyntaxUID),
-                                                 len(data), hashlib.sha256(data).hexdigest(), key)
+        known[str(ds.SOPInstanceUID)] = describe(
+            ds,
+            str(ds.file_meta.TransferSyntaxUID),
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            key,
+        )
         objects.append(ObjectInfo(key, len(data), "etag"))
     store: Any = _Listing(objects)
     manifest: dict[str, Any] = build_manifest(store, study.study_uid, known, "job-1", "test")
@@ -80,15 +85,22 @@ def text_of(root: ET.Element) -> str:
 @pytest.fixture
 def two_studies(study_factory: StudyFactory) -> list[dict[str, Any]]:
     first = study_factory(patient_name="Santoso^Budi", patient_id="PID-77")
-    second = study_factory(patient_name="Santoso^Budi", patient_id="PID-77",
-                           study_date="20240402", seed=1)
+    second = study_factory(
+        patient_name="Santoso^Budi", patient_id="PID-77", study_date="20240402", seed=1
+    )
     return [manifest_of(first), manifest_of(second)]
 
 
 def test_readme_is_ascii_general_and_counts(two_studies: list[dict[str, Any]]) -> None:
     """README.TXT is CRLF ASCII, names creator, profile and counts, and no patient data."""
-    data = readme_text(two_studies, institution="Clínica São José", profile="STD-GEN-DVD-JPEG",
-                       created_at=CREATED, viewer="VIEWER", contact="+62 21 555 0100")
+    data = readme_text(
+        two_studies,
+        institution="Clínica São José",
+        profile="STD-GEN-DVD-JPEG",
+        created_at=CREATED,
+        viewer="VIEWER",
+        contact="+62 21 555 0100",
+    )
 
     text = data.decode("ascii")
     assert "\n" not in text.replace("\r\n", "") and "\r" not in text.replace("\r\n", "")
@@ -97,26 +109,47 @@ def test_readme_is_ascii_general_and_counts(two_studies: list[dict[str, Any]]) -
     assert "Clinica Sao Jose" in flat and "+62 21 555 0100" in flat
     # 2 x (3 CT, 2 MR, SR, KO, PR, SC RGB, SC UTF-8, multi-frame): 11 files, 8 images.
     assert "2 studies, 16 series, 16 images (22 DICOM files in all)" in flat
-    for expected in ("STD-GEN-DVD-JPEG", "2024-05-01", "INDEX.HTM", "DICOMDIR", "VIEWER",
-                     "autorun", "personal health information", "no diagnosis"):
+    for expected in (
+        "STD-GEN-DVD-JPEG",
+        "2024-05-01",
+        "INDEX.HTM",
+        "DICOMDIR",
+        "VIEWER",
+        "autorun",
+        "personal health information",
+        "no diagnosis",
+    ):
         assert expected in flat
-    for private in ("Santoso", "Budi", "PID-77", "19700101", "1970-01-01",
-                    two_studies[0]["study"]["accession_number"], "No acute abnormality"):
+    for private in (
+        "Santoso",
+        "Budi",
+        "PID-77",
+        "19700101",
+        "1970-01-01",
+        two_studies[0]["study"]["accession_number"],
+        "No acute abnormality",
+    ):
         assert private not in flat
 
 
 def test_readme_without_viewer_says_nothing_autoruns(two_studies: list[dict[str, Any]]) -> None:
     """Without a viewer bundle the README says none is included and nothing autoruns."""
-    flat = " ".join(readme_text(two_studies[:1], institution="RS", profile="STD-GEN-CD",
-                                created_at=CREATED, viewer=None).decode("ascii").split())
+    flat = " ".join(
+        readme_text(
+            two_studies[:1], institution="RS", profile="STD-GEN-CD", created_at=CREATED, viewer=None
+        )
+        .decode("ascii")
+        .split()
+    )
     assert "No viewer program is included" in flat and "1 study," in flat
 
 
 def test_pages_are_xhtml_with_resolving_relative_links(two_studies: list[dict[str, Any]]) -> None:
     """Every page parses as XML; every href/src is relative and names a file on the disc."""
     previews = previews_for(two_studies)
-    pages = web_pages(two_studies, institution="RS Test", previews=previews,
-                      created_at=CREATED, viewer="VIEWER")
+    pages = web_pages(
+        two_studies, institution="RS Test", previews=previews, created_at=CREATED, viewer="VIEWER"
+    )
 
     paths = [path for path, _ in pages]
     assert paths[0] == ("INDEX.HTM",)
@@ -125,7 +158,7 @@ def test_pages_are_xhtml_with_resolving_relative_links(two_studies: list[dict[st
     assert all(NAME_83.fullmatch(part) for path in on_disc for part in path)
     images_seen = 0
     for path, data in pages:
-        assert data.isascii() and b'charset=UTF-8' in data
+        assert data.isascii() and b"charset=UTF-8" in data
         root = parse(data)
         for element in root.iter():
             for attribute in ("href", "src"):
@@ -133,8 +166,7 @@ def test_pages_are_xhtml_with_resolving_relative_links(two_studies: list[dict[st
                 if link is None:
                     continue
                 assert ":" not in link and not link.startswith("/"), link
-                target = posixpath.normpath(posixpath.join(posixpath.dirname("/".join(path)),
-                                                           link))
+                target = posixpath.normpath(posixpath.join(posixpath.dirname("/".join(path)), link))
                 assert tuple(target.split("/")) in on_disc, (path, link)
         images_seen += len(list(root.iter(f"{XHTML}img")))
     assert images_seen == len(previews) == 2 * 5  # CT, MR, SC RGB, SC UTF-8, multi-frame
@@ -148,7 +180,7 @@ def test_pages_are_xhtml_with_resolving_relative_links(two_studies: list[dict[st
 
 def test_hostile_text_renders_as_text(two_studies: list[dict[str, Any]]) -> None:
     """Names and descriptions with markup are escaped: no script, no handler, text intact."""
-    hostile = "<script>alert(1)</script>^O'Brien & \"Co\""
+    hostile = '<script>alert(1)</script>^O\'Brien & "Co"'
     manifest = two_studies[0]
     manifest["patient"]["name"] = hostile
     manifest["study"]["description"] = '<img src="x" onerror="alert(2)">'
@@ -156,14 +188,14 @@ def test_hostile_text_renders_as_text(two_studies: list[dict[str, Any]]) -> None
     pages = web_pages([manifest], institution="A & B <i>", previews={}, created_at=CREATED)
 
     for _, data in pages:
-        assert b"<script" not in data.lower() and b"<img src=\"x\"" not in data
+        assert b"<script" not in data.lower() and b'<img src="x"' not in data
         root = parse(data)
         for element in root.iter():
             assert element.tag.removeprefix(XHTML) not in ("script", "object", "embed", "iframe")
             assert not any(name.lower().startswith("on") for name in element.attrib)
             assert element.tag != f"{XHTML}img"
         flat = text_of(root)
-        assert "O'Brien & \"Co\" <script>alert(1)</script>" in flat and "A & B <i>" in flat
+        assert 'O\'Brien & "Co" <script>alert(1)</script>' in flat and "A & B <i>" in flat
     assert '<img src="x" onerror="alert(2)">' in text_of(parse(pages[0][1]))
     assert "</td></tr><b>x</b>" in text_of(parse(pages[1][1]))
 
@@ -199,7 +231,7 @@ def jpeg(data: bytes | None) -> Image.Image:
 def centre_and_corner(image: Image.Image) -> tuple[float, float]:
     arr = np.asarray(image.convert("L"), dtype=np.float64)
     h, w = arr.shape
-    centre = arr[h // 2 - 4:h // 2 + 4, w // 2 - 4:w // 2 + 4]
+    centre = arr[h // 2 - 4 : h // 2 + 4, w // 2 - 4 : w // 2 + 4]
     return float(centre.mean()), float(arr[:6, :6].mean())
 
 
@@ -252,8 +284,10 @@ def test_previews_of_compressed_images(study_factory: StudyFactory, tmp_path: Pa
     red.save_as(plain)
     subprocess.run([dcmtk_bin("dcmcjpeg"), "+eb", str(plain), str(baseline)], check=True)
     assert pydicom.dcmread(baseline).file_meta.TransferSyntaxUID == JPEGBaseline8Bit
-    r, g, b = (float(c) for c in np.asarray(jpeg(series_preview(baseline.open("rb"))))
-               .reshape(-1, 3).mean(axis=0))
+    r, g, b = (
+        float(c)
+        for c in np.asarray(jpeg(series_preview(baseline.open("rb")))).reshape(-1, 3).mean(axis=0)
+    )
     assert r > 180 and g < 30 and b < 30  # YBR_FULL_422 came back as RGB
 
     for syntax in (RLELossless, JPEG2000Lossless):
@@ -265,10 +299,12 @@ def test_previews_of_compressed_images(study_factory: StudyFactory, tmp_path: Pa
 
 
 def test_undecodable_pixels_give_none_and_log_only_the_uid(
-        study_factory: StudyFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    study_factory: StudyFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Broken compressed pixel data: None, one WARNING naming the SOP Instance UID only."""
-    ds = pydicom.dcmread(study_factory(ct=1, mr=0, patient_name="Secret^Name")
-                         .of_kind("ct")[0].path)
+    ds = pydicom.dcmread(
+        study_factory(ct=1, mr=0, patient_name="Secret^Name").of_kind("ct")[0].path
+    )
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xdbnot really a jpeg" * 4])
@@ -289,5 +325,9 @@ def test_preview_paths_must_be_iso9660_names(two_studies: list[dict[str, Any]]) 
     """A preview path that is not 8.3 upper case is refused rather than linked."""
     uid = next(iter(two_studies[0]["series"]))
     with pytest.raises(ValueError, match="8.3"):
-        web_pages(two_studies, institution="RS", previews={uid: ("IHE_PDI", "preview.jpeg")},
-                  created_at=CREATED)
+        web_pages(
+            two_studies,
+            institution="RS",
+            previews={uid: ("IHE_PDI", "preview.jpeg")},
+            created_at=CREATED,
+        )

@@ -44,38 +44,69 @@ def make_system(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
     overrides.
     """
     with ExitStack() as stack:
-        def make(*, pacs: Any = None, his_port: int = MARIADB_PORT,
-                 packager_s3: str | None = None, packager: bool = True,
-                 **overrides: Any) -> System:
+
+        def make(
+            *,
+            pacs: Any = None,
+            his_port: int = MARIADB_PORT,
+            packager_s3: str | None = None,
+            packager: bool = True,
+            **overrides: Any,
+        ) -> System:
             pacs = pacs or orthanc
             his = stack.enter_context(his_database())
             s3 = {"s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name}
             lookup_settings = LookupSettings(
-                **s3, http_port=free_port(), api_token=TOKEN,
-                his_url=SecretStr(his.url(his_port)), his_accession_db=his.accession_db,
-                his_patient_db=his.patient_db)
-            lookup_url = stack.enter_context(serving(create_lookup(lookup_settings),
-                                                     lookup_settings))
+                **s3,
+                http_port=free_port(),
+                api_token=TOKEN,
+                his_url=SecretStr(his.url(his_port)),
+                his_accession_db=his.accession_db,
+                his_patient_db=his.patient_db,
+            )
+            lookup_url = stack.enter_context(
+                serving(create_lookup(lookup_settings), lookup_settings)
+            )
             retriever_settings = RetrieverSettings(
-                **s3, http_port=free_port(), api_token=TOKEN, pacs_aet=pacs.aet,
-                pacs_port=pacs.dicom_port, scp_port=free_port(), job_heartbeat=0.5,
-                job_stale_after=5.0, replica_id="rel-retriever", dicom_acse_timeout=5)
-            pacs.register_modality(retriever_settings.scp_aet, "127.0.0.1",
-                                   retriever_settings.scp_port)
+                **s3,
+                http_port=free_port(),
+                api_token=TOKEN,
+                pacs_aet=pacs.aet,
+                pacs_port=pacs.dicom_port,
+                scp_port=free_port(),
+                job_heartbeat=0.5,
+                job_stale_after=5.0,
+                replica_id="rel-retriever",
+                dicom_acse_timeout=5,
+            )
+            pacs.register_modality(
+                retriever_settings.scp_aet, "127.0.0.1", retriever_settings.scp_port
+            )
             retriever_url = stack.enter_context(
-                serving(create_retriever(retriever_settings), retriever_settings))
+                serving(create_retriever(retriever_settings), retriever_settings)
+            )
             values: dict[str, Any] = {
-                **s3, "lookup_url": lookup_url, "retriever_url": retriever_url,
-                "call_token": TOKEN, "job_heartbeat": 0.5, "job_stale_after": 3.0,
-                "work_dir": tmp_path, "replica_id": "rel-packager",
-                "institution_name": "Synthetic General Hospital"}
+                **s3,
+                "lookup_url": lookup_url,
+                "retriever_url": retriever_url,
+                "call_token": TOKEN,
+                "job_heartbeat": 0.5,
+                "job_stale_after": 3.0,
+                "work_dir": tmp_path,
+                "replica_id": "rel-packager",
+                "institution_name": "Synthetic General Hospital",
+            }
             if packager_s3 is not None:
                 values["s3_endpoint_url"] = packager_s3
             values.update(overrides)
             settings = PackagerSettings(**values)
-            client = stack.enter_context(TestClient(create_packager(settings),
-                                                    raise_server_exceptions=False)) \
-                if packager else None
+            client = (
+                stack.enter_context(
+                    TestClient(create_packager(settings), raise_server_exceptions=False)
+                )
+                if packager
+                else None
+            )
             store = Store.from_settings(CommonSettings(**s3))  # direct, never via a proxy
             system = System(client, store, settings, his, pacs, lookup_url, retriever_url)
             handler = _Collect(system.log)
@@ -85,5 +116,3 @@ def make_system(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
             return system
 
         yield make
-
-

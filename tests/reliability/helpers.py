@@ -19,12 +19,23 @@ TOKEN = "reliability-token"
 FINAL = ("succeeded", "failed")
 
 
-def plain_study(study_factory: Any, patient_id: str, *, ct: int, rows: int = 128,
-                cols: int = 128) -> Study:
+def plain_study(
+    study_factory: Any, patient_id: str, *, ct: int, rows: int = 128, cols: int = 128
+) -> Study:
     """CT slices only: sizes and counts a fault test can reason about."""
-    study: Study = study_factory(ct=ct, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                                 with_sc=False, with_nonascii=False, with_multiframe=False,
-                                 patient_id=patient_id, rows=rows, cols=cols)
+    study: Study = study_factory(
+        ct=ct,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+        patient_id=patient_id,
+        rows=rows,
+        cols=cols,
+    )
     return study
 
 

@@ -63,8 +63,9 @@ class Wired:
         token = self.tokens[service] if token == "own" else token
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return httpx.Client(base_url=self.urls[service], headers=headers, timeout=30.0,
-                            trust_env=False)
+        return httpx.Client(
+            base_url=self.urls[service], headers=headers, timeout=30.0, trust_env=False
+        )
 
     def job_keys(self) -> set[str]:
         return {o.key for o in self.store.list("jobs/")}
@@ -107,36 +108,77 @@ def start_wired(stack: ExitStack, s3_server: Any, orthanc: Any, work_dir: Path) 
     s3, store = _bucket(s3_server, stack)
     his = stack.enter_context(his_database())
     backend = {"api_token": SecretStr(BACKEND_TOKEN)}
-    lookup_s = LookupSettings(**s3, **backend, http_port=free_port(),
-                              his_url=SecretStr(his.url()), his_accession_db=his.accession_db,
-                              his_patient_db=his.patient_db, his_read_timeout=3.0)
+    lookup_s = LookupSettings(
+        **s3,
+        **backend,
+        http_port=free_port(),
+        his_url=SecretStr(his.url()),
+        his_accession_db=his.accession_db,
+        his_patient_db=his.patient_db,
+        his_read_timeout=3.0,
+    )
     retriever_s = RetrieverSettings(
-        **s3, **backend, http_port=free_port(), pacs_aet=orthanc.aet, pacs_host="127.0.0.1",
-        pacs_port=orthanc.dicom_port, scp_port=free_port(), job_heartbeat=0.5,
-        job_stale_after=5.0, dicom_acse_timeout=5.0, dicom_dimse_timeout=10.0,
-        dicom_network_timeout=10.0, replica_id="hostile-retriever")
+        **s3,
+        **backend,
+        http_port=free_port(),
+        pacs_aet=orthanc.aet,
+        pacs_host="127.0.0.1",
+        pacs_port=orthanc.dicom_port,
+        scp_port=free_port(),
+        job_heartbeat=0.5,
+        job_stale_after=5.0,
+        dicom_acse_timeout=5.0,
+        dicom_dimse_timeout=10.0,
+        dicom_network_timeout=10.0,
+        replica_id="hostile-retriever",
+    )
     orthanc.register_modality(retriever_s.scp_aet, "127.0.0.1", retriever_s.scp_port)
     apps = {"lookup": create_lookup(lookup_s), "retriever": create_retriever(retriever_s)}
-    urls = {"lookup": stack.enter_context(serving(apps["lookup"], lookup_s)),
-            "retriever": stack.enter_context(serving(apps["retriever"], retriever_s))}
+    urls = {
+        "lookup": stack.enter_context(serving(apps["lookup"], lookup_s)),
+        "retriever": stack.enter_context(serving(apps["retriever"], retriever_s)),
+    }
     forwarder_s = ForwarderSettings(
-        **s3, **backend, http_port=free_port(), retriever_url=urls["retriever"],
+        **s3,
+        **backend,
+        http_port=free_port(),
+        retriever_url=urls["retriever"],
         peers={"archive": {"aet": "ARCHIVE", "host": "127.0.0.1", "port": free_port()}},
-        send_attempts=1, send_backoff=0.0, retrieve_wait=30.0, job_heartbeat=0.5,
-        job_stale_after=5.0, dicom_acse_timeout=2.0, dicom_dimse_timeout=5.0,
-        dicom_network_timeout=5.0, replica_id="hostile-forwarder")
+        send_attempts=1,
+        send_backoff=0.0,
+        retrieve_wait=30.0,
+        job_heartbeat=0.5,
+        job_stale_after=5.0,
+        dicom_acse_timeout=2.0,
+        dicom_dimse_timeout=5.0,
+        dicom_network_timeout=5.0,
+        replica_id="hostile-forwarder",
+    )
     apps["forwarder"] = create_forwarder(forwarder_s)
     urls["forwarder"] = stack.enter_context(serving(apps["forwarder"], forwarder_s))
     packager_s = PackagerSettings(
-        **s3, api_token=SecretStr(PACKAGER_TOKEN), call_token=SecretStr(BACKEND_TOKEN),
-        http_port=free_port(), lookup_url=urls["lookup"], retriever_url=urls["retriever"],
-        forwarder_url=urls["forwarder"], retrieve_wait=30.0, job_heartbeat=0.5,
-        job_stale_after=10.0, work_dir=work_dir, replica_id="hostile-packager",
-        institution_name="Synthetic General Hospital")
+        **s3,
+        api_token=SecretStr(PACKAGER_TOKEN),
+        call_token=SecretStr(BACKEND_TOKEN),
+        http_port=free_port(),
+        lookup_url=urls["lookup"],
+        retriever_url=urls["retriever"],
+        forwarder_url=urls["forwarder"],
+        retrieve_wait=30.0,
+        job_heartbeat=0.5,
+        job_stale_after=10.0,
+        work_dir=work_dir,
+        replica_id="hostile-packager",
+        institution_name="Synthetic General Hospital",
+    )
     apps["packager"] = create_packager(packager_s)
     urls["packager"] = stack.enter_context(serving(apps["packager"], packager_s))
-    tokens = {"lookup": BACKEND_TOKEN, "retriever": BACKEND_TOKEN,
-              "forwarder": BACKEND_TOKEN, "packager": PACKAGER_TOKEN}
+    tokens = {
+        "lookup": BACKEND_TOKEN,
+        "retriever": BACKEND_TOKEN,
+        "forwarder": BACKEND_TOKEN,
+        "packager": PACKAGER_TOKEN,
+    }
     wired = Wired(urls, tokens, apps, store, orthanc)
     his_obj = apps["lookup"].state.resolver.his
     _spy(his_obj, "find", wired.his_finds)
@@ -144,8 +186,9 @@ def start_wired(stack: ExitStack, s3_server: Any, orthanc: Any, work_dir: Path) 
 
 
 @pytest.fixture(scope="module")
-def wired(s3_server: Any, orthanc: Any,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wired]:
+def wired(
+    s3_server: Any, orthanc: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Wired]:
     """All four services over HTTP against real S3, Orthanc and MariaDB; stopped after."""
     with ExitStack() as stack:
         yield start_wired(stack, s3_server, orthanc, tmp_path_factory.mktemp("hostile"))

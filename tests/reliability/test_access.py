@@ -11,8 +11,15 @@ from typing import Any
 import pytest
 from reliability.hostile_support import SERVICES, Wired
 
-OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-        "/redoc"}
+OPEN = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
 PAGE = {"/", "/static/{name}"}  # the packager's staff page: no data in it
 SAMPLE = {"job_id": "0" * 32, "accession": "MR.001", "name": "app.js"}
 
@@ -48,15 +55,27 @@ def test_openapi_documents_every_guarded_route(wired: Wired) -> None:
                 assert method.lower() in documented.get(path, {}), (service, method, path)
 
 
-@pytest.mark.parametrize("auth", [None, "Bearer", "Basic aGk6aGk=", "Bearer wrong",
-                                  "bearer other-service", "Token {own}", "Bearer {own}x"])
-def test_every_data_route_refuses_a_missing_or_wrong_token(wired: Wired,
-                                                            auth: str | None) -> None:
+@pytest.mark.parametrize(
+    "auth",
+    [
+        None,
+        "Bearer",
+        "Basic aGk6aGk=",
+        "Bearer wrong",
+        "bearer other-service",
+        "Token {own}",
+        "Bearer {own}x",
+    ],
+)
+def test_every_data_route_refuses_a_missing_or_wrong_token(wired: Wired, auth: str | None) -> None:
     checked = 0
     for service in SERVICES:
         other = wired.tokens["packager" if service != "packager" else "lookup"]
-        value = auth.replace("{own}", wired.tokens[service]).replace("other-service", other) \
-            if auth else None
+        value = (
+            auth.replace("{own}", wired.tokens[service]).replace("other-service", other)
+            if auth
+            else None
+        )
         headers = {"Authorization": value} if value is not None else {}
         with wired.client(service, token=None) as client:
             for method, path in _routes(wired, service):
@@ -94,8 +113,7 @@ def test_open_routes_and_the_page_hold_no_data(wired: Wired) -> None:
                 for secret in ("MR.001", "Budi", "RM000001", wired.tokens[service]):
                     assert secret not in response.text, (service, path, secret)
     with wired.client("packager", token=None) as client:
-        for path in ("/", "/static/app.js", "/static/app.css",
-                     "/mkiso?accession_number=MR.001"):
+        for path in ("/", "/static/app.js", "/static/app.css", "/mkiso?accession_number=MR.001"):
             response = client.get(path, headers={"accept": "text/html"})
             assert response.status_code == 200, path
             for secret in ("Budi", "Santoso", "RM000001", "REG-10", wired.tokens["packager"]):

@@ -81,6 +81,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 # -- the live objects -----------------------------------------------------------------------
 
+
 def retriever_scp() -> AE:
     """The Storage SCP's AE exactly as `StorageSCP.start` configures it."""
     settings = RetrieverSettings()
@@ -96,8 +97,9 @@ def retriever_scp() -> AE:
 def scu_contexts() -> dict[str, AE]:
     s = RetrieverSettings()
     lookup = LookupSettings()
-    lookup_peer = pacs.PacsPeer(aet=lookup.pacs_aet, host="127.0.0.1", port=lookup.pacs_port,
-                                calling_aet=lookup.calling_aet)
+    lookup_peer = pacs.PacsPeer(
+        aet=lookup.pacs_aet, host="127.0.0.1", port=lookup.pacs_port, calling_aet=lookup.calling_aet
+    )
     sender = Sender(None, lookup_peer, lambda _i, _o: None)  # type: ignore[arg-type]
     study = "1.2.3.4"
     return {
@@ -105,34 +107,45 @@ def scu_contexts() -> dict[str, AE]:
         "retriever-find": _requested(lambda: query.find_by_accession(s, "A1")),
         "retriever-find-image": _requested(lambda: query.find_sop_classes(s, study)),
         "retriever-move": _requested(lambda: query.move_study(s, study, lambda _r: None)),
-        "retriever-get": _requested(lambda: query.get_study(s, study, [CT], lambda _e: 0,
-                                                            lambda _r: None)),
-        "forwarder-store": _requested(lambda: sender.send_batch(
-            [Item("k", "1.2.3.4.5", CT, "1.2.840.10008.1.2.4.90")])),
+        "retriever-get": _requested(
+            lambda: query.get_study(s, study, [CT], lambda _e: 0, lambda _r: None)
+        ),
+        "forwarder-store": _requested(
+            lambda: sender.send_batch([Item("k", "1.2.3.4.5", CT, "1.2.840.10008.1.2.4.90")])
+        ),
     }
 
 
 # -- the tables -----------------------------------------------------------------------------
 
+
 def _scp_tables(ae: AE) -> dict[str, str]:
     storage = [cx for cx in ae.supported_contexts if cx.abstract_syntax != "1.2.840.10008.1.1"]
     syntax_sets = {tuple(cx.transfer_syntax) for cx in storage}
     assert len(syntax_sets) == 1, "every storage SOP class accepts the same transfer syntaxes"
-    rows = [[_name(cx.abstract_syntax), f"`{cx.abstract_syntax}`", "SCP"]
-            for cx in sorted(ae.supported_contexts, key=lambda c: _name(c.abstract_syntax))]
+    rows = [
+        [_name(cx.abstract_syntax), f"`{cx.abstract_syntax}`", "SCP"]
+        for cx in sorted(ae.supported_contexts, key=lambda c: _name(c.abstract_syntax))
+    ]
     return {
         "retriever-scp": _table(["SOP class", "UID", "Role"], rows),
         "retriever-scp-syntaxes": _table(
-            ["Transfer syntax", "UID"],
-            [[_name(t), f"`{t}`"] for t in sorted(syntax_sets.pop())]),
-        "retriever-scp-policy": _table(["Setting", "Value"], [
-            ["AE title (DICOMISO_SCP_AET)", f"`{RetrieverSettings().scp_aet}`"],
-            ["Port (DICOMISO_SCP_PORT)", str(RetrieverSettings().scp_port)],
-            ["Maximum PDU received (DICOMISO_SCP_MAX_PDU)", str(ae.maximum_pdu_size)],
-            ["Maximum concurrent associations", str(ae.maximum_associations)],
-            ["Calling AE titles accepted (DICOMISO_SCP_CALLING_AETS)",
-             "the PACS's AE title (default); `*` = any; a list = those"],
-            ["SOP classes accepted", f"{len(storage)} storage + Verification"]]),
+            ["Transfer syntax", "UID"], [[_name(t), f"`{t}`"] for t in sorted(syntax_sets.pop())]
+        ),
+        "retriever-scp-policy": _table(
+            ["Setting", "Value"],
+            [
+                ["AE title (DICOMISO_SCP_AET)", f"`{RetrieverSettings().scp_aet}`"],
+                ["Port (DICOMISO_SCP_PORT)", str(RetrieverSettings().scp_port)],
+                ["Maximum PDU received (DICOMISO_SCP_MAX_PDU)", str(ae.maximum_pdu_size)],
+                ["Maximum concurrent associations", str(ae.maximum_associations)],
+                [
+                    "Calling AE titles accepted (DICOMISO_SCP_CALLING_AETS)",
+                    "the PACS's AE title (default); `*` = any; a list = those",
+                ],
+                ["SOP classes accepted", f"{len(storage)} storage + Verification"],
+            ],
+        ),
     }
 
 
@@ -148,8 +161,15 @@ def _scu_rows(ae: AE, what: str) -> list[list[str]]:
             role, sop = "SCU", f"each storage SOP class of the instances (example: {_name(uid)})"
         else:
             role, sop = "SCU", _name(uid)
-        rows.append([what, sop, f"`{uid}`" if sop == _name(uid) else "", role,
-                     _syntaxes(list(cx.transfer_syntax))])
+        rows.append(
+            [
+                what,
+                sop,
+                f"`{uid}`" if sop == _name(uid) else "",
+                role,
+                _syntaxes(list(cx.transfer_syntax)),
+            ]
+        )
     return rows
 
 
@@ -157,37 +177,73 @@ def tables() -> dict[str, str]:
     """Every generated table of docs/conformance.md, by marker name."""
     scus = scu_contexts()
     header = ["Operation", "SOP class", "UID", "Role", "Transfer syntaxes proposed"]
-    retriever = (_scu_rows(scus["retriever-find"], "C-FIND (STUDY, by accession / UID)")
-                 + _scu_rows(scus["retriever-find-image"], "C-FIND (SERIES/IMAGE, for C-GET)")
-                 + _scu_rows(scus["retriever-move"], "C-MOVE (to our own SCP)")
-                 + _scu_rows(scus["retriever-get"], "C-GET"))
+    retriever = (
+        _scu_rows(scus["retriever-find"], "C-FIND (STUDY, by accession / UID)")
+        + _scu_rows(scus["retriever-find-image"], "C-FIND (SERIES/IMAGE, for C-GET)")
+        + _scu_rows(scus["retriever-move"], "C-MOVE (to our own SCP)")
+        + _scu_rows(scus["retriever-get"], "C-GET")
+    )
     forwarder = _scu_rows(scus["forwarder-store"], "C-STORE")
-    profiles = [[p.name, p.medium, f"{p.capacity:,}", _syntaxes(sorted(p.syntaxes)),
-                 _name(EXPLICIT_LE)] for p in PROFILES.values()]
+    profiles = [
+        [p.name, p.medium, f"{p.capacity:,}", _syntaxes(sorted(p.syntaxes)), _name(EXPLICIT_LE)]
+        for p in PROFILES.values()
+    ]
     retr, look = RetrieverSettings(), LookupSettings()
     return {
         **_scp_tables(retriever_scp()),
         "retriever-scu": _table(header, retriever),
         "lookup-scu": _table(header, _scu_rows(scus["lookup-find"], "C-FIND (STUDY)")),
-        "forwarder-scu": _table(header, forwarder) + (
+        "forwarder-scu": _table(header, forwarder)
+        + (
             f"\nContexts are planned per association: one per (SOP class, transfer syntax) "
             f"pair present, plus {_name(EXPLICIT_LE)} per SOP class as the fallback, at most "
-            f"{MAX_CONTEXTS} per association.\n"),
-        "media-profiles": _table(["Profile", "Medium", "Capacity (bytes)",
-                                  "Transfer syntaxes written byte-exact",
-                                  "Any other syntax is re-encoded to"], profiles),
-        "ae-titles": _table(["Application entity", "Default AE title", "Port", "Setting"], [
-            ["Retriever Storage SCP", f"`{retr.scp_aet}`", str(retr.scp_port),
-             "DICOMISO_SCP_AET, DICOMISO_SCP_PORT"],
-            ["Retriever Q/R SCU (calling)", f"`{retr.our_calling_aet}`", "ephemeral",
-             "DICOMISO_CALLING_AET (default: the SCP's)"],
-            ["Lookup Q/R FIND SCU (calling)", f"`{look.calling_aet}`", "ephemeral",
-             "DICOMISO_CALLING_AET"],
-            ["Forwarder Storage SCU (calling)", f"`{ForwarderSettings().calling_aet}`",
-             "ephemeral",
-             "DICOMISO_CALLING_AET"],
-            ["PACS (called, retriever and lookup)", f"`{retr.pacs_aet}`", str(retr.pacs_port),
-             "DICOMISO_PACS_AET, DICOMISO_PACS_HOST, DICOMISO_PACS_PORT"]]),
+            f"{MAX_CONTEXTS} per association.\n"
+        ),
+        "media-profiles": _table(
+            [
+                "Profile",
+                "Medium",
+                "Capacity (bytes)",
+                "Transfer syntaxes written byte-exact",
+                "Any other syntax is re-encoded to",
+            ],
+            profiles,
+        ),
+        "ae-titles": _table(
+            ["Application entity", "Default AE title", "Port", "Setting"],
+            [
+                [
+                    "Retriever Storage SCP",
+                    f"`{retr.scp_aet}`",
+                    str(retr.scp_port),
+                    "DICOMISO_SCP_AET, DICOMISO_SCP_PORT",
+                ],
+                [
+                    "Retriever Q/R SCU (calling)",
+                    f"`{retr.our_calling_aet}`",
+                    "ephemeral",
+                    "DICOMISO_CALLING_AET (default: the SCP's)",
+                ],
+                [
+                    "Lookup Q/R FIND SCU (calling)",
+                    f"`{look.calling_aet}`",
+                    "ephemeral",
+                    "DICOMISO_CALLING_AET",
+                ],
+                [
+                    "Forwarder Storage SCU (calling)",
+                    f"`{ForwarderSettings().calling_aet}`",
+                    "ephemeral",
+                    "DICOMISO_CALLING_AET",
+                ],
+                [
+                    "PACS (called, retriever and lookup)",
+                    f"`{retr.pacs_aet}`",
+                    str(retr.pacs_port),
+                    "DICOMISO_PACS_AET, DICOMISO_PACS_HOST, DICOMISO_PACS_PORT",
+                ],
+            ],
+        ),
     }
 
 
@@ -211,8 +267,15 @@ def test_the_statement_follows_the_ps3_2_outline() -> None:
     headings = re.findall(r"^## (\d+) (.+)$", DOC.read_text("utf-8"), re.M)
     assert [n for n, _ in headings] == [str(i) for i in range(1, 9)]
     assert [t for _, t in headings] == [
-        "Overview", "Table of contents", "Introduction", "Networking", "Media interchange",
-        "Support of character sets", "Security", "Annexes"]
+        "Overview",
+        "Table of contents",
+        "Introduction",
+        "Networking",
+        "Media interchange",
+        "Support of character sets",
+        "Security",
+        "Annexes",
+    ]
 
 
 if __name__ == "__main__":

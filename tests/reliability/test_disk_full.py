@@ -23,8 +23,9 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_work_dir_full_fails_the_package_naming_the_space(make_system: Any, study_factory: Any,
-                                                          small_tmpfs: Path) -> None:
+def test_work_dir_full_fails_the_package_naming_the_space(
+    make_system: Any, study_factory: Any, small_tmpfs: Path
+) -> None:
     """A ~5 MB image on a 2 MiB work dir: failed, the reason says space and where, no temp
     file is left on the tmpfs, nothing under packages/."""
     study = plain_study(study_factory, "RM-R-DISK", ct=40, rows=256, cols=256)
@@ -39,5 +40,6 @@ def test_work_dir_full_fails_the_package_naming_the_space(make_system: Any, stud
     assert status["state"] == "failed", status
     assert list(small_tmpfs.iterdir()) == []  # the temporary directory went with the job
     assert system.keys("packages/") == []
-    assert "no space left" in status["error"] and "DICOMISO_WORK_DIR" in status["error"], \
-        status["error"]
+    assert "no space left" in status["error"] and "DICOMISO_WORK_DIR" in status["error"], status[
+        "error"
+    ]

@@ -11,8 +11,9 @@ from support.mariadb import MARIADB_PORT
 from support.tcpproxy import TcpProxy
 
 
-def test_his_cut_is_503_with_retry_after_and_starts_nothing(make_system: Any,
-                                                            study_factory: Any) -> None:
+def test_his_cut_is_503_with_retry_after_and_starts_nothing(
+    make_system: Any, study_factory: Any
+) -> None:
     """The TCP path lookup -> MariaDB is cut: 503, Retry-After, no job, no C-MOVE; restored:
     the same POST succeeds."""
     study = plain_study(study_factory, "RM-R-HIS", ct=3, rows=64, cols=64)
@@ -32,7 +33,7 @@ def test_his_cut_is_503_with_retry_after_and_starts_nothing(make_system: Any,
             assert response.headers["content-type"] == "application/problem+json"
             assert int(response.headers["retry-after"]) > 0
             assert "lookup" in response.json()["detail"]
-        assert system.keys("jobs/") == []          # no package, no retrieval job
+        assert system.keys("jobs/") == []  # no package, no retrieval job
         assert system.pacs.count("Move") == 0 and system.pacs.count("Find") == 0
 
         proxy.start()
@@ -40,9 +41,11 @@ def test_his_cut_is_503_with_retry_after_and_starts_nothing(make_system: Any,
         assert accepted.status_code == 202, accepted.text
         done = system.wait(accepted.json()["id"])
         assert done["state"] == "succeeded", done
-        assert done["attempt"] == 1               # the refused requests never made a job
+        assert done["attempt"] == 1  # the refused requests never made a job
         job = done["id"]
-        assert sorted(system.keys("packages/")) == [f"packages/{job}/{job}.iso",
-                                                     f"packages/{job}/{job}.json"]
+        assert sorted(system.keys("packages/")) == [
+            f"packages/{job}/{job}.iso",
+            f"packages/{job}/{job}.json",
+        ]
     finally:
         proxy.stop()

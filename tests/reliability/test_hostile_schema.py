@@ -35,15 +35,22 @@ def _exercise(wired: Wired, service: str) -> tuple[int, int, list[str]]:
         operations += 1
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
                 response = case.call(base_url=url, headers=headers, timeout=30)
                 sent[0] += 1
                 if response.status_code >= 500:
-                    problems.append(f"{case.method} {case.formatted_path} -> "
-                                    f"{response.status_code}: {response.text[:200]}")
+                    problems.append(
+                        f"{case.method} {case.formatted_path} -> "
+                        f"{response.status_code}: {response.text[:200]}"
+                    )
 
             try:
                 run()

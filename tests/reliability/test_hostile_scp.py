@@ -27,8 +27,16 @@ FAILURES = {0xA700, 0xA900, 0xC000}
 
 @pytest.fixture
 def study(study_factory: Any) -> Any:
-    return study_factory(ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                         with_sc=False, with_nonascii=False, with_multiframe=False)
+    return study_factory(
+        ct=1,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+    )
 
 
 def _store(retriever: Any, items: list[Dataset | Path], calling: str = "ABPACS") -> list[int]:
@@ -38,10 +46,13 @@ def _store(retriever: Any, items: list[Dataset | Path], calling: str = "ABPACS")
     # Explicit VR LE only: the raw files are in it, and pynetdicom sends a file as it is when
     # STORE_SEND_CHUNKED_DATASET is on (a process-wide flag the forwarder sets), so the
     # context must match the file whatever other tests ran before.
-    ae.requested_contexts = [build_context(cx.abstract_syntax, [ExplicitVRLittleEndian])
-                             for cx in StoragePresentationContexts]
-    assoc = ae.associate("127.0.0.1", retriever.settings.scp_port,
-                         ae_title=retriever.settings.scp_aet)
+    ae.requested_contexts = [
+        build_context(cx.abstract_syntax, [ExplicitVRLittleEndian])
+        for cx in StoragePresentationContexts
+    ]
+    assoc = ae.associate(
+        "127.0.0.1", retriever.settings.scp_port, ae_title=retriever.settings.scp_aet
+    )
     assert assoc.is_established
     try:
         return [int(assoc.send_c_store(item).Status) for item in items]
@@ -83,8 +94,9 @@ def _first(study: Any) -> Dataset:
     return pydicom.dcmread(study.files[0])
 
 
-def test_garbage_after_a_valid_file_meta_is_refused(retriever: Any, study: Any,
-                                                    tmp_path: Path) -> None:
+def test_garbage_after_a_valid_file_meta_is_refused(
+    retriever: Any, study: Any, tmp_path: Path
+) -> None:
     """A Part 10 file whose data set is noise: 'cannot understand', nothing stored."""
     ds = _first(study)
     retriever.app.state.scp.leases.expect(study.study_uid)
@@ -94,8 +106,9 @@ def test_garbage_after_a_valid_file_meta_is_refused(retriever: Any, study: Any,
     assert retriever.keys("instances/") == []
 
 
-def test_a_uid_element_with_a_huge_declared_length_is_refused(retriever: Any, study: Any,
-                                                              tmp_path: Path) -> None:
+def test_a_uid_element_with_a_huge_declared_length_is_refused(
+    retriever: Any, study: Any, tmp_path: Path
+) -> None:
     """(0020,000D) Study UID as UN with a 2 GiB declared length and a few bytes behind it."""
     ds = _first(study)
     retriever.app.state.scp.leases.expect(study.study_uid)
@@ -105,8 +118,9 @@ def test_a_uid_element_with_a_huge_declared_length_is_refused(retriever: Any, st
     assert retriever.keys("instances/") == []
 
 
-def test_pixel_data_with_a_huge_declared_length_is_refused(retriever: Any, study: Any,
-                                                           tmp_path: Path) -> None:
+def test_pixel_data_with_a_huge_declared_length_is_refused(
+    retriever: Any, study: Any, tmp_path: Path
+) -> None:
     """Native Pixel Data declaring 2 GiB with 1 KiB present (pydicom would defer the read)."""
     ds = _first(study)
     retriever.app.state.scp.leases.expect(study.study_uid)
@@ -117,8 +131,9 @@ def test_pixel_data_with_a_huge_declared_length_is_refused(retriever: Any, study
     assert retriever.keys("instances/") == []
 
 
-def test_an_instance_of_another_study_while_one_is_wanted_is_refused(retriever: Any,
-                                                                     study: Any) -> None:
+def test_an_instance_of_another_study_while_one_is_wanted_is_refused(
+    retriever: Any, study: Any
+) -> None:
     """A live job wants study A; an instance of study B on the same association is 0xA900."""
     retriever.app.state.scp.leases.expect(study.study_uid)
     other = _first(study)
@@ -129,12 +144,15 @@ def test_an_instance_of_another_study_while_one_is_wanted_is_refused(retriever: 
     assert len(keys) == 1 and keys[0].startswith(f"instances/{study.study_uid}/")
 
 
-@pytest.mark.parametrize("field,value", [
-    ("SeriesInstanceUID", "1." + "2" * 63),       # 65 characters
-    ("StudyInstanceUID", "1.2..3"),
-    ("StudyInstanceUID", "1.2.3/../../4"),
-    ("SeriesInstanceUID", "1.2.3\x004"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("SeriesInstanceUID", "1." + "2" * 63),  # 65 characters
+        ("StudyInstanceUID", "1.2..3"),
+        ("StudyInstanceUID", "1.2.3/../../4"),
+        ("SeriesInstanceUID", "1.2.3\x004"),
+    ],
+)
 def test_illegal_uids_are_refused(retriever: Any, study: Any, field: str, value: str) -> None:
     ds = _first(study)
     retriever.app.state.scp.leases.expect(study.study_uid)
@@ -144,8 +162,7 @@ def test_illegal_uids_are_refused(retriever: Any, study: Any, field: str, value:
     assert retriever.keys("instances/") == []
 
 
-def test_only_the_configured_calling_aets_may_associate(make_retriever: Any,
-                                                         study: Any) -> None:
+def test_only_the_configured_calling_aets_may_associate(make_retriever: Any, study: Any) -> None:
     """DICOMISO_SCP_CALLING_AETS=PACSA,PACSB: both may send; PACSC and the default PACS may not;
     the match is exact (no case folding, no prefix)."""
     retriever = make_retriever(scp_calling_aets=" PACSA , PACSB ")
@@ -155,8 +172,9 @@ def test_only_the_configured_calling_aets_may_associate(make_retriever: Any,
     for calling in ("PACSC", "ABPACS", "pacsa", "PACS", "PACSA2"):
         ae = AE(ae_title=calling)
         ae.requested_contexts = StoragePresentationContexts
-        assoc = ae.associate("127.0.0.1", retriever.settings.scp_port,
-                             ae_title=retriever.settings.scp_aet)
+        assoc = ae.associate(
+            "127.0.0.1", retriever.settings.scp_port, ae_title=retriever.settings.scp_aet
+        )
         assert not assoc.is_established, calling
         if assoc.is_established:
             assoc.release()

@@ -17,7 +17,8 @@ KILL_AFTER = 20  # instances in the bucket before the SIGKILL
 
 
 def test_pacs_killed_mid_move_fails_the_package_then_a_repeat_succeeds(
-        make_system: Any, orthanc_factory: Any, study_factory: Any, tmp_path: Path) -> None:
+    make_system: Any, orthanc_factory: Any, study_factory: Any, tmp_path: Path
+) -> None:
     """SIGKILL Orthanc once >= 20 of 150 instances arrived: the package fails naming the
     retrieval, nothing under packages/, no manifest for the half study, the instances that
     arrived stay as they were; after the restart the same POST makes a complete disc."""
@@ -44,7 +45,7 @@ def test_pacs_killed_mid_move_fails_the_package_then_a_repeat_succeeds(
     kept = {o.key: o.etag for o in system.store.list(prefix)}
     assert killed_at <= len(kept) < len(study.files)
 
-    pacs.kill()     # reap the killed process; restart() keeps ports, re-registers CDRECORD
+    pacs.kill()  # reap the killed process; restart() keeps ports, re-registers CDRECORD
     pacs.restart()
     assert system.keys("packages/") == []
     again = system.post(body)

@@ -17,25 +17,33 @@ from support.discs import read_iso
 from support.net import free_port
 
 
-def _packager(name: str, system: Any, s3_bucket: Any, work: Path, log: Path
-              ) -> tuple[subprocess.Popen[bytes], str]:
+def _packager(
+    name: str, system: Any, s3_bucket: Any, work: Path, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start `dicomiso-packager` as its own process, configured only by DICOMISO_*."""
     port = free_port()
     work.mkdir(exist_ok=True)
-    env = {**os.environ, "DICOMISO_S3_ENDPOINT_URL": s3_bucket.endpoint_url,
-           "DICOMISO_S3_BUCKET": s3_bucket.name, "DICOMISO_HTTP_PORT": str(port),
-           "DICOMISO_LOOKUP_URL": system.lookup_url,
-           "DICOMISO_RETRIEVER_URL": system.retriever_url, "DICOMISO_CALL_TOKEN": TOKEN,
-           "DICOMISO_JOB_HEARTBEAT": "0.5", "DICOMISO_JOB_STALE_AFTER": "3",
-           "DICOMISO_REPLICA_ID": name, "DICOMISO_WORK_DIR": str(work)}
+    env = {
+        **os.environ,
+        "DICOMISO_S3_ENDPOINT_URL": s3_bucket.endpoint_url,
+        "DICOMISO_S3_BUCKET": s3_bucket.name,
+        "DICOMISO_HTTP_PORT": str(port),
+        "DICOMISO_LOOKUP_URL": system.lookup_url,
+        "DICOMISO_RETRIEVER_URL": system.retriever_url,
+        "DICOMISO_CALL_TOKEN": TOKEN,
+        "DICOMISO_JOB_HEARTBEAT": "0.5",
+        "DICOMISO_JOB_STALE_AFTER": "3",
+        "DICOMISO_REPLICA_ID": name,
+        "DICOMISO_WORK_DIR": str(work),
+    }
     exe = Path(sys.executable).with_name("dicomiso-packager")
-    proc = subprocess.Popen([str(exe)], env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(exe)], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
 
 
-def test_killed_packager_replica_is_taken_over(make_system: Any, study_factory: Any,
-                                               s3_bucket: Any, tmp_path: Path) -> None:
+def test_killed_packager_replica_is_taken_over(
+    make_system: Any, study_factory: Any, s3_bucket: Any, tmp_path: Path
+) -> None:
     """POST to replica A, SIGKILL A while it retrieves/builds; replica B claims the stale
     job, finishes it, owns the record, and the disc holds every instance."""
     study = plain_study(study_factory, "RM-R-KILL", ct=120)
@@ -49,8 +57,9 @@ def test_killed_packager_replica_is_taken_over(make_system: Any, study_factory: 
         procs += [a, b]
         wait_ready(url_a)
         wait_ready(url_b)
-        accepted = httpx.post(f"{url_a}/v1/packages",
-                              json={"accession_numbers": [study.accession]}, timeout=30)
+        accepted = httpx.post(
+            f"{url_a}/v1/packages", json={"accession_numbers": [study.accession]}, timeout=30
+        )
         assert accepted.status_code == 202, accepted.text
         job = accepted.json()["id"]
 
@@ -63,8 +72,12 @@ def test_killed_packager_replica_is_taken_over(make_system: Any, study_factory: 
         os.kill(a.pid, signal.SIGKILL)  # fault 1 of 1, by PID
         a.wait(10)
         assert killed_in in ("retrieve", "build"), killed_in
-        assert s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name, Prefix="packages/"
-                                                ).get("KeyCount", 0) == 0
+        assert (
+            s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name, Prefix="packages/").get(
+                "KeyCount", 0
+            )
+            == 0
+        )
 
         deadline = time.monotonic() + 120
         polls = 0

@@ -36,16 +36,20 @@ class CutOnPart(TcpProxy):
         return True
 
 
-def test_s3_cut_mid_multipart_upload(make_system: Any, study_factory: Any, s3_bucket: Any,
-                                     tmp_path: Path) -> None:
+def test_s3_cut_mid_multipart_upload(
+    make_system: Any, study_factory: Any, s3_bucket: Any, tmp_path: Path
+) -> None:
     """Part 2 of the image never reaches S3 and the packager's S3 is gone until the job
     gives up; after the restore the package is never presented half-uploaded."""
     study = plain_study(study_factory, "RM-R-S3", ct=60, rows=256, cols=256)  # ~8 MB image
     port = int(s3_bucket.endpoint_url.rsplit(":", 1)[1])
     proxy = CutOnPart(port, re.compile(rb"^PUT [^ ]*[?&]partNumber=2[& ]")).start()
     try:
-        system = make_system(packager_s3=f"http://127.0.0.1:{proxy.port}",
-                             s3_multipart_threshold=5 * MiB, s3_multipart_chunk=5 * MiB)
+        system = make_system(
+            packager_s3=f"http://127.0.0.1:{proxy.port}",
+            s3_multipart_threshold=5 * MiB,
+            s3_multipart_chunk=5 * MiB,
+        )
         system.pacs.upload(study.files)
         system.register("RM-R-S3", "Ratna Dewi", study)
         body = {"accession_numbers": [study.accession]}
@@ -57,8 +61,12 @@ def test_s3_cut_mid_multipart_upload(make_system: Any, study_factory: Any, s3_bu
         # The upload gives up (botocore retries, then StoreError). Whether the failure can be
         # written depends on timing: not while the path is down ("could not record job
         # failure"), but yes if the restore comes first.
-        wait_until(lambda: any(r.getMessage() == "job failed" for r in system.log), 90,
-                   "the packager to give up", 0.1)
+        wait_until(
+            lambda: any(r.getMessage() == "job failed" for r in system.log),
+            90,
+            "the packager to give up",
+            0.1,
+        )
         failed = next(r for r in system.log if r.getMessage() == "job failed")
         assert failed.job_id == job  # type: ignore[attr-defined]
         assert system.keys("packages/") == []

@@ -48,10 +48,16 @@ class Retriever:
 
 def retriever_settings(s3_bucket: Any, pacs: Any, **overrides: Any) -> RetrieverSettings:
     values: dict[str, Any] = {
-        "s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name,
-        "pacs_aet": pacs.aet, "pacs_host": "127.0.0.1", "pacs_port": pacs.dicom_port,
-        "scp_port": free_port(), "job_heartbeat": 0.5, "job_stale_after": 3.0,
-        "dicom_dimse_timeout": 30.0, "dicom_network_timeout": 30.0,
+        "s3_endpoint_url": s3_bucket.endpoint_url,
+        "s3_bucket": s3_bucket.name,
+        "pacs_aet": pacs.aet,
+        "pacs_host": "127.0.0.1",
+        "pacs_port": pacs.dicom_port,
+        "scp_port": free_port(),
+        "job_heartbeat": 0.5,
+        "job_stale_after": 3.0,
+        "dicom_dimse_timeout": 30.0,
+        "dicom_network_timeout": 30.0,
         "replica_id": "test-replica",
     }
     if "s3_bucket_name" in overrides:

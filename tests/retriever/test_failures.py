@@ -14,8 +14,9 @@ from dicomiso_common.dicom import manifest_key
 from support.net import free_port
 
 
-def test_pacs_down_fails_with_the_reason(make_retriever: Any, orthanc: Any,
-                                         study_factory: Any) -> None:
+def test_pacs_down_fails_with_the_reason(
+    make_retriever: Any, orthanc: Any, study_factory: Any
+) -> None:
     class Nobody:
         aet = "ABPACS"
         dicom_port = free_port()  # nothing listens here
@@ -28,25 +29,36 @@ def test_pacs_down_fails_with_the_reason(make_retriever: Any, orthanc: Any,
     assert retriever.keys("instances/") == [] and retriever.keys("studies/") == []
 
 
-def test_pacs_refusing_our_ae_fails_with_the_reason(make_retriever: Any,
-                                                    orthanc_factory: Any) -> None:
+def test_pacs_refusing_our_ae_fails_with_the_reason(
+    make_retriever: Any, orthanc_factory: Any
+) -> None:
     strict = orthanc_factory(unknown_aets="reject")
     retriever = make_retriever(pacs=strict, register=False)  # the PACS does not know CDRECORD
     status = retriever.run({"accession_numbers": ["REFUSED1"]})
 
     assert status["state"] == "failed"
-    assert status["error"].startswith(f"PACS {strict.aet} at 127.0.0.1:{strict.dicom_port} "
-                                      "refused association from CDRECORD")
+    assert status["error"].startswith(
+        f"PACS {strict.aet} at 127.0.0.1:{strict.dicom_port} refused association from CDRECORD"
+    )
 
 
-def test_pacs_dying_mid_move_fails_then_a_retry_completes(make_retriever: Any,
-                                                          orthanc_factory: Any,
-                                                          study_factory: Any) -> None:
+def test_pacs_dying_mid_move_fails_then_a_retry_completes(
+    make_retriever: Any, orthanc_factory: Any, study_factory: Any
+) -> None:
     """Orthanc is killed during the C-MOVE: no manifest; after a restart the same POST completes."""
     pacs = orthanc_factory()
-    study = study_factory(ct=150, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_nonascii=False, with_multiframe=False,
-                          rows=128, cols=128)
+    study = study_factory(
+        ct=150,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+        rows=128,
+        cols=128,
+    )
     pacs.upload(study.files)
     retriever = make_retriever(pacs=pacs)
     body = {"accession_numbers": [study.accession]}
@@ -59,8 +71,11 @@ def test_pacs_dying_mid_move_fails_then_a_retry_completes(make_retriever: Any,
 
     failed = retriever.wait(job)
     assert failed["state"] == "failed"
-    assert "aborted" in failed["error"] or "unreachable" in failed["error"] \
-        or "of 151" in failed["error"], failed["error"]
+    assert (
+        "aborted" in failed["error"]
+        or "unreachable" in failed["error"]
+        or "of 151" in failed["error"]
+    ), failed["error"]
     assert not retriever.store.exists(manifest_key(study.study_uid))
     assert len(retriever.keys(f"instances/{study.study_uid}/")) < len(study.files)
 
@@ -73,14 +88,23 @@ def test_pacs_dying_mid_move_fails_then_a_retry_completes(make_retriever: Any,
     assert retriever.store.exists(manifest_key(study.study_uid))
 
 
-def test_killed_retriever_process_is_taken_over_by_another(s3_bucket: Any, orthanc: Any,
-                                                           study_factory: Any,
-                                                           tmp_path: Path) -> None:
+def test_killed_retriever_process_is_taken_over_by_another(
+    s3_bucket: Any, orthanc: Any, study_factory: Any, tmp_path: Path
+) -> None:
     """SIGKILL one retriever mid-job; a second process claims the job after the heartbeat
     timeout and completes it."""
-    study = study_factory(ct=200, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_nonascii=False, with_multiframe=False,
-                          rows=128, cols=128)
+    study = study_factory(
+        ct=200,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+        rows=128,
+        cols=128,
+    )
     orthanc.upload(study.files)
     scp_port = free_port()
     orthanc.register_modality("CDRECORD", "127.0.0.1", scp_port)
@@ -88,13 +112,20 @@ def test_killed_retriever_process_is_taken_over_by_another(s3_bucket: Any, ortha
 
     def start(name: str) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
-        env = {**os.environ, "DICOMISO_S3_ENDPOINT_URL": s3_bucket.endpoint_url,
-               "DICOMISO_S3_BUCKET": s3_bucket.name, "DICOMISO_PACS_PORT":
-               str(orthanc.dicom_port), "DICOMISO_SCP_PORT": str(scp_port),
-               "DICOMISO_HTTP_PORT": str(port), "DICOMISO_JOB_HEARTBEAT": "0.5",
-               "DICOMISO_JOB_STALE_AFTER": "3", "DICOMISO_REPLICA_ID": name,
-               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+        env = {
+            **os.environ,
+            "DICOMISO_S3_ENDPOINT_URL": s3_bucket.endpoint_url,
+            "DICOMISO_S3_BUCKET": s3_bucket.name,
+            "DICOMISO_PACS_PORT": str(orthanc.dicom_port),
+            "DICOMISO_SCP_PORT": str(scp_port),
+            "DICOMISO_HTTP_PORT": str(port),
+            "DICOMISO_JOB_HEARTBEAT": "0.5",
+            "DICOMISO_JOB_STALE_AFTER": "3",
+            "DICOMISO_REPLICA_ID": name,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         log = (tmp_path / f"{name}.log").open("wb")
         proc = subprocess.Popen([str(exe)], env=env, stdout=log, stderr=subprocess.STDOUT)
         return proc, port
@@ -116,10 +147,16 @@ def test_killed_retriever_process_is_taken_over_by_another(s3_bucket: Any, ortha
     second = None
     try:
         wait_ready(port1)
-        job = httpx.post(f"http://127.0.0.1:{port1}/v1/retrievals",
-                         json={"accession_numbers": [study.accession]}).json()["id"]
-        store_keys = lambda: [o["Key"] for o in s3_bucket.client.list_objects_v2(  # noqa: E731
-            Bucket=s3_bucket.name, Prefix=f"instances/{study.study_uid}/").get("Contents", [])]
+        job = httpx.post(
+            f"http://127.0.0.1:{port1}/v1/retrievals", json={"accession_numbers": [study.accession]}
+        ).json()["id"]
+
+        def store_keys() -> list[str]:
+            listing = s3_bucket.client.list_objects_v2(
+                Bucket=s3_bucket.name, Prefix=f"instances/{study.study_uid}/"
+            )
+            return [o["Key"] for o in listing.get("Contents", [])]
+
         deadline = time.monotonic() + 30
         while len(store_keys()) < 10:
             assert time.monotonic() < deadline, "move never started"
@@ -137,8 +174,9 @@ def test_killed_retriever_process_is_taken_over_by_another(s3_bucket: Any, ortha
                 break
             time.sleep(0.2)
         assert status["state"] == "succeeded", status
-        record = s3_bucket.client.get_object(Bucket=s3_bucket.name,
-                                             Key=f"jobs/retrieve/{job}.json")["Body"].read()
+        record = s3_bucket.client.get_object(
+            Bucket=s3_bucket.name, Key=f"jobs/retrieve/{job}.json"
+        )["Body"].read()
         assert b'"owner": "replica-two"' in record
         assert len(store_keys()) == len(study.files)
     finally:

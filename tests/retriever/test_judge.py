@@ -13,14 +13,16 @@ from dicomiso_retriever.settings import RetrieverSettings
 
 def _judge(hit: StudyHit, result: TransferResult) -> None:
     Retrieval(RetrieverSettings(), None, None, None)._judge(  # type: ignore[arg-type]
-        hit, result, "move")
+        hit, result, "move"
+    )
 
 
 def test_warning_with_failed_uids_is_incomplete() -> None:
     """PS3.4 C.4.2.1.5: the final response may omit counts; the UID list still says it failed."""
     with pytest.raises(IncompleteStudy, match="1 of 10 instances failed"):
-        _judge(StudyHit("1.2", 10), TransferResult(status=0xB000, completed=9,
-                                                   failed_uids=["1.2.3"]))
+        _judge(
+            StudyHit("1.2", 10), TransferResult(status=0xB000, completed=9, failed_uids=["1.2.3"])
+        )
 
 
 @pytest.mark.parametrize("status", [0xA701, 0xA801, 0xC000, None])

@@ -16,8 +16,9 @@ UID = "1.2.826.0.1.3680043.8.498.1"
 
 @pytest.fixture
 def store(s3_bucket: Any) -> Store:
-    return Store.from_settings(CommonSettings(s3_endpoint_url=s3_bucket.endpoint_url,
-                                              s3_bucket=s3_bucket.name))
+    return Store.from_settings(
+        CommonSettings(s3_endpoint_url=s3_bucket.endpoint_url, s3_bucket=s3_bucket.name)
+    )
 
 
 def test_a_live_lease_holds_even_against_a_runner_of_the_same_job(store: Store) -> None:
@@ -62,8 +63,9 @@ def test_a_412_for_our_own_landed_write_is_not_a_lost_lease(store: Store) -> Non
     retry gets 412. The lease is still ours: the token in the record says so."""
     lease = Lease(store, UID, "job", stale_after=30)
     lease.acquire()
-    store.put_json(lease.key, {"job_id": "job", "token": lease.token,
-                               "heartbeat_at": time.time()})  # the write we never heard of
+    store.put_json(
+        lease.key, {"job_id": "job", "token": lease.token, "heartbeat_at": time.time()}
+    )  # the write we never heard of
     lease.refresh()
     assert not lease.lost.is_set()
     lease.release()

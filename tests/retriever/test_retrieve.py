@@ -22,8 +22,9 @@ def uploaded(orthanc: Any, study_factory: Any) -> Any:
 
 
 @pytest.mark.parametrize("method", ["move", "get"])
-def test_every_instance_arrives_equal_to_the_pacs_copy(retriever: Any, orthanc: Any,
-                                                       uploaded: Any, method: str) -> None:
+def test_every_instance_arrives_equal_to_the_pacs_copy(
+    retriever: Any, orthanc: Any, uploaded: Any, method: str
+) -> None:
     """Each stored object equals Orthanc's (all non-0002 elements and pixel bytes)."""
     status = retriever.run({"accession_numbers": [uploaded.accession], "method": method})
 
@@ -49,7 +50,8 @@ def test_every_instance_arrives_equal_to_the_pacs_copy(retriever: Any, orthanc: 
 
 
 def test_same_request_twice_is_the_same_job_and_no_second_transfer(
-        retriever: Any, orthanc: Any, uploaded: Any) -> None:
+    retriever: Any, orthanc: Any, uploaded: Any
+) -> None:
     first = retriever.run({"accession_numbers": [uploaded.accession]})
     orthanc.mark()
     again = retriever.post({"accession_numbers": [uploaded.accession]})
@@ -59,8 +61,9 @@ def test_same_request_twice_is_the_same_job_and_no_second_transfer(
     assert orthanc.move_requests() == 0 and orthanc.find_requests() == 0
 
 
-def test_study_already_in_the_bucket_is_not_moved_again(retriever: Any, orthanc: Any,
-                                                        uploaded: Any) -> None:
+def test_study_already_in_the_bucket_is_not_moved_again(
+    retriever: Any, orthanc: Any, uploaded: Any
+) -> None:
     """A different request (C-GET now) over a complete study re-uses it: C-FIND, no transfer."""
     retriever.run({"accession_numbers": [uploaded.accession]})
     orthanc.mark()
@@ -72,8 +75,9 @@ def test_study_already_in_the_bucket_is_not_moved_again(retriever: Any, orthanc:
     assert orthanc.move_requests() == 0 and orthanc.get_requests() == 0
 
 
-def test_two_studies_under_one_accession_are_both_retrieved(retriever: Any, orthanc: Any,
-                                                            study_factory: Any) -> None:
+def test_two_studies_under_one_accession_are_both_retrieved(
+    retriever: Any, orthanc: Any, study_factory: Any
+) -> None:
     one = study_factory(accession="TWIN1", ct=2, mr=1)
     two = study_factory(accession="TWIN1", patient_id=one.patient_id, ct=1, mr=2)
     orthanc.upload(one.files + two.files)
@@ -81,15 +85,17 @@ def test_two_studies_under_one_accession_are_both_retrieved(retriever: Any, orth
     status = retriever.run({"accession_numbers": ["TWIN1"]})
 
     assert status["state"] == "succeeded", status
-    assert sorted(s["study_uid"] for s in status["result"]["studies"]) == \
-        sorted([one.study_uid, two.study_uid])
+    assert sorted(s["study_uid"] for s in status["result"]["studies"]) == sorted(
+        [one.study_uid, two.study_uid]
+    )
     for study in (one, two):
         assert len(retriever.keys(f"instances/{study.study_uid}/")) == len(study.files)
         assert retriever.store.exists(manifest_key(study.study_uid))
 
 
-def test_two_accessions_in_one_request_make_one_job(retriever: Any, orthanc: Any,
-                                                    study_factory: Any) -> None:
+def test_two_accessions_in_one_request_make_one_job(
+    retriever: Any, orthanc: Any, study_factory: Any
+) -> None:
     a = study_factory(ct=2, mr=1)
     b = study_factory(patient_id=a.patient_id, ct=1, mr=1)
     orthanc.upload(a.files + b.files)
@@ -107,13 +113,26 @@ def test_by_study_uid(retriever: Any, uploaded: Any) -> None:
     assert len(retriever.keys(f"instances/{uploaded.study_uid}/")) == len(uploaded.files)
 
 
-BAD = ["", "*", "AB*", "A?C", "A\\B", "A" * 17, " ACC1", "ACC1 ", "AC\x00C", "AC\tC", "%",
-       "' OR 1=1 --"]
+BAD = [
+    "",
+    "*",
+    "AB*",
+    "A?C",
+    "A\\B",
+    "A" * 17,
+    " ACC1",
+    "ACC1 ",
+    "AC\x00C",
+    "AC\tC",
+    "%",
+    "' OR 1=1 --",
+]
 
 
 @pytest.mark.parametrize("value", BAD)
-def test_bad_accession_is_422_and_the_pacs_hears_nothing(retriever: Any, orthanc: Any,
-                                                         value: str) -> None:
+def test_bad_accession_is_422_and_the_pacs_hears_nothing(
+    retriever: Any, orthanc: Any, value: str
+) -> None:
     orthanc.mark()
     response = retriever.post({"accession_numbers": ["GOOD1", value]})
 
@@ -124,12 +143,20 @@ def test_bad_accession_is_422_and_the_pacs_hears_nothing(retriever: Any, orthanc
     assert retriever.keys("jobs/") == []
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"accession_numbers": []}, {"accession_numbers": ["A1"], "study_uids": ["1.2"]},
-    {"study_uids": ["1.2.x"]}, {"study_uids": ["../1"]}, {"accession_numbers": "A1"},
-    {"accession_numbers": [1234]}, {"accession_numbers": ["A1"], "method": "telnet"},
-    {"accession_numbers": ["A1"], "host": "127.0.0.1"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"accession_numbers": []},
+        {"accession_numbers": ["A1"], "study_uids": ["1.2"]},
+        {"study_uids": ["1.2.x"]},
+        {"study_uids": ["../1"]},
+        {"accession_numbers": "A1"},
+        {"accession_numbers": [1234]},
+        {"accession_numbers": ["A1"], "method": "telnet"},
+        {"accession_numbers": ["A1"], "host": "127.0.0.1"},
+    ],
+)
 def test_malformed_request_is_422(retriever: Any, orthanc: Any, body: dict[str, Any]) -> None:
     orthanc.mark()
     response = retriever.post(body)
@@ -151,8 +178,9 @@ def test_unknown_job_id_is_404_and_malformed_is_422(retriever: Any) -> None:
     assert retriever.client.get("/v1/retrievals/xyz").status_code == 422
 
 
-def test_two_concurrent_identical_requests_reach_the_pacs_once(retriever: Any, orthanc: Any,
-                                                               uploaded: Any) -> None:
+def test_two_concurrent_identical_requests_reach_the_pacs_once(
+    retriever: Any, orthanc: Any, uploaded: Any
+) -> None:
     orthanc.mark()
     body = {"accession_numbers": [uploaded.accession]}
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -164,11 +192,20 @@ def test_two_concurrent_identical_requests_reach_the_pacs_once(retriever: Any, o
     assert orthanc.move_requests() == 1 and orthanc.find_requests() == 1
 
 
-def test_multi_valued_character_set_is_kept_in_the_manifest(retriever: Any, orthanc: Any,
-                                                            study_factory: Any) -> None:
+def test_multi_valued_character_set_is_kept_in_the_manifest(
+    retriever: Any, orthanc: Any, study_factory: Any
+) -> None:
     """ISO 2022 code extensions make SpecificCharacterSet multi-valued (PS3.3 C.12.1.1.2)."""
-    study = study_factory(ct=2, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                          with_sc=False, with_nonascii=False, with_multiframe=False)
+    study = study_factory(
+        ct=2,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+    )
     for path in study.files:
         ds = pydicom.dcmread(path)
         ds.SpecificCharacterSet = ["ISO 2022 IR 6", "ISO 2022 IR 100"]
@@ -191,9 +228,9 @@ def test_openapi_documents_problem_json_errors(retriever: Any) -> None:
     assert "/v1/retrievals/{job_id}" in spec["paths"]
 
 
-def test_two_replicas_one_job_and_the_other_replicas_scp_receives(make_retriever: Any,
-                                                                  orthanc: Any,
-                                                                  uploaded: Any) -> None:
+def test_two_replicas_one_job_and_the_other_replicas_scp_receives(
+    make_retriever: Any, orthanc: Any, uploaded: Any
+) -> None:
     """Two replicas share the bucket; the PACS sends to whichever SCP its AE entry names.
 
     The same request posted to both at once makes one job and one C-MOVE; the replica that
@@ -218,8 +255,7 @@ def test_two_replicas_one_job_and_the_other_replicas_scp_receives(make_retriever
     assert two.app.state.scp.stored == len(uploaded.files)
 
 
-def test_overlapping_jobs_move_a_study_once(retriever: Any, orthanc: Any,
-                                            uploaded: Any) -> None:
+def test_overlapping_jobs_move_a_study_once(retriever: Any, orthanc: Any, uploaded: Any) -> None:
     """By accession and by Study UID are two jobs; the study lease makes one wait for the other."""
     orthanc.mark()
     bodies = [{"accession_numbers": [uploaded.accession]}, {"study_uids": [uploaded.study_uid]}]

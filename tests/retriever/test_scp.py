@@ -19,8 +19,9 @@ def _send(retriever: Any, datasets: list[Dataset], calling: str = "ABPACS") -> l
     tune_pynetdicom()
     ae = AE(ae_title=calling)
     ae.requested_contexts = StoragePresentationContexts
-    assoc = ae.associate("127.0.0.1", retriever.settings.scp_port,
-                         ae_title=retriever.settings.scp_aet)
+    assoc = ae.associate(
+        "127.0.0.1", retriever.settings.scp_port, ae_title=retriever.settings.scp_aet
+    )
     assert assoc.is_established
     try:
         return [int(assoc.send_c_store(ds).Status) for ds in datasets]
@@ -30,8 +31,16 @@ def _send(retriever: Any, datasets: list[Dataset], calling: str = "ABPACS") -> l
 
 @pytest.fixture
 def study(study_factory: Any) -> Any:
-    return study_factory(ct=2, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                         with_sc=False, with_nonascii=False, with_multiframe=False)
+    return study_factory(
+        ct=2,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_nonascii=False,
+        with_multiframe=False,
+    )
 
 
 def _read(study: Any) -> list[Dataset]:
@@ -44,8 +53,9 @@ def test_instance_of_a_study_nobody_asked_for_is_refused(retriever: Any, study: 
     assert retriever.keys("instances/") == []
 
 
-def test_wanted_instance_is_stored_once_and_duplicates_are_acknowledged(retriever: Any,
-                                                                        study: Any) -> None:
+def test_wanted_instance_is_stored_once_and_duplicates_are_acknowledged(
+    retriever: Any, study: Any
+) -> None:
     retriever.app.state.scp.leases.expect(study.study_uid)
     datasets = _read(study)
     assert _send(retriever, datasets + datasets[:1]) == [0, 0, 0]
@@ -53,14 +63,16 @@ def test_wanted_instance_is_stored_once_and_duplicates_are_acknowledged(retrieve
 
 
 def test_live_lease_of_another_replica_makes_a_study_wanted(retriever: Any, study: Any) -> None:
-    retriever.store.put_json(lease_key(study.study_uid),
-                             {"job_id": "f" * 32, "heartbeat_at": time.time()})
+    retriever.store.put_json(
+        lease_key(study.study_uid), {"job_id": "f" * 32, "heartbeat_at": time.time()}
+    )
     assert _send(retriever, _read(study)[:1]) == [0]
 
 
 def test_stale_lease_does_not(retriever: Any, study: Any) -> None:
-    retriever.store.put_json(lease_key(study.study_uid),
-                             {"job_id": "f" * 32, "heartbeat_at": time.time() - 600})
+    retriever.store.put_json(
+        lease_key(study.study_uid), {"job_id": "f" * 32, "heartbeat_at": time.time() - 600}
+    )
     assert _send(retriever, _read(study)[:1]) == [0xA900]
 
 
@@ -88,14 +100,14 @@ def test_oversized_instance_gets_out_of_resources(make_retriever: Any, study: An
     assert retriever.keys("instances/") == []
 
 
-def test_association_from_an_ae_other_than_the_pacs_is_rejected(retriever: Any,
-                                                                 study: Any) -> None:
+def test_association_from_an_ae_other_than_the_pacs_is_rejected(retriever: Any, study: Any) -> None:
     """By default only the configured PACS may send (DICOMISO_SCP_CALLING_AETS)."""
     retriever.app.state.scp.leases.expect(study.study_uid)
     ae = AE(ae_title="INTRUDER")
     ae.requested_contexts = StoragePresentationContexts
-    assoc = ae.associate("127.0.0.1", retriever.settings.scp_port,
-                         ae_title=retriever.settings.scp_aet)
+    assoc = ae.associate(
+        "127.0.0.1", retriever.settings.scp_port, ae_title=retriever.settings.scp_aet
+    )
     assert not assoc.is_established
     assert retriever.keys("instances/") == []
 
@@ -107,7 +119,8 @@ def test_any_calling_ae_when_configured(make_retriever: Any, study: Any) -> None
 
 
 def test_acknowledged_instance_that_cannot_reach_the_bucket_fails_the_study(
-        make_retriever: Any, study: Any) -> None:
+    make_retriever: Any, study: Any
+) -> None:
     """C-STOREs are answered before the PUT; a PUT that fails must surface before any manifest."""
     from dicomiso_common.errors import StoreError
 

@@ -129,10 +129,20 @@ class StoreSCP:
         binary = dcmtk_bin("storescp")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            binary, "--aetitle", self.aet, "--output-directory", str(self.out_dir),
-            *self.accept, "--bit-preserving", "--disable-host-lookup",
-            "--filename-extension", ".dcm", "--max-pdu", "131072",
-            "--fork" if self.fork else "--single-process", str(self.port),
+            binary,
+            "--aetitle",
+            self.aet,
+            "--output-directory",
+            str(self.out_dir),
+            *self.accept,
+            "--bit-preserving",
+            "--disable-host-lookup",
+            "--filename-extension",
+            ".dcm",
+            "--max-pdu",
+            "131072",
+            "--fork" if self.fork else "--single-process",
+            str(self.port),
         ]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(

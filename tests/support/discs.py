@@ -66,17 +66,30 @@ def read_zip(path: Path) -> DiscTree:
 
 def dciodvfy_errors(path: Path) -> list[str]:
     """Lines dicom3tools' dciodvfy flags as errors for one file (empty = valid)."""
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False,
-                         timeout=120)
+    run = subprocess.run(
+        ["dciodvfy", str(path)], capture_output=True, text=True, check=False, timeout=120
+    )
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
 def dcentvfy(dicomdir: Path) -> subprocess.CompletedProcess[str]:
     """dicom3tools' file-set checker, run from the file-set's root."""
-    return subprocess.run(["dcentvfy", dicomdir.name], cwd=dicomdir.parent,
-                          capture_output=True, text=True, check=False, timeout=120)
+    return subprocess.run(
+        ["dcentvfy", dicomdir.name],
+        cwd=dicomdir.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def dcmdump(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([dcmtk_bin("dcmdump"), str(path)], capture_output=True, text=True,
-                          check=False, timeout=120, env=dcmtk_env())
+    return subprocess.run(
+        [dcmtk_bin("dcmdump"), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=dcmtk_env(),
+    )

@@ -18,8 +18,14 @@ MARIADB_PORT = 3306
 
 def root_sql(sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """Run one statement as root and return its rows."""
-    conn = pymysql.connect(host="127.0.0.1", port=MARIADB_PORT, user="root", password="",
-                           autocommit=True, cursorclass=pymysql.cursors.DictCursor)
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        port=MARIADB_PORT,
+        user="root",
+        password="",
+        autocommit=True,
+        cursorclass=pymysql.cursors.DictCursor,
+    )
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)
@@ -49,11 +55,22 @@ def his_database() -> Iterator[HisDb]:
     """schema.sql + seed.sql under fresh database names, read through a SELECT-only user."""
     tag = uuid.uuid4().hex[:10]
     db = HisDb(f"t{tag}_his", f"t{tag}_pat", f"ro_{tag}", uuid.uuid4().hex)
-    sql = "\n".join((ROOT / "services/lookup" / f).read_text(encoding="utf-8")
-                    for f in ("schema.sql", "seed.sql"))
+    sql = "\n".join(
+        (ROOT / "services/lookup" / f).read_text(encoding="utf-8")
+        for f in ("schema.sql", "seed.sql")
+    )
     sql = sql.replace("pacsdb_his", db.accession_db).replace("rsabt201107", db.patient_db)
-    subprocess.run(["mariadb", "-h127.0.0.1", f"-P{MARIADB_PORT}", "-uroot",
-                    "--default-character-set=utf8mb4"], input=sql.encode(), check=True)
+    subprocess.run(
+        [
+            "mariadb",
+            "-h127.0.0.1",
+            f"-P{MARIADB_PORT}",
+            "-uroot",
+            "--default-character-set=utf8mb4",
+        ],
+        input=sql.encode(),
+        check=True,
+    )
     root_sql(f"CREATE USER '{db.user}'@'127.0.0.1' IDENTIFIED BY %s", (db.password,))
     for name in (db.accession_db, db.patient_db):
         root_sql(f"GRANT SELECT ON `{name}`.* TO '{db.user}'@'127.0.0.1'")
@@ -67,8 +84,12 @@ def his_database() -> Iterator[HisDb]:
 
 def add_patient(db: HisDb, medrec_id: str, name: str, accessions: list[str]) -> None:
     """Register a synthetic patient and their accession numbers in a test's HIS."""
-    root_sql(f"INSERT INTO `{db.patient_db}`.pasien (MEDRECID, Nama) VALUES (%s, %s)",
-             (medrec_id, name))
+    root_sql(
+        f"INSERT INTO `{db.patient_db}`.pasien (MEDRECID, Nama) VALUES (%s, %s)", (medrec_id, name)
+    )
     for i, acc in enumerate(accessions):
-        root_sql(f"INSERT INTO `{db.accession_db}`.accessions (AccessionNumber, MEDRECID, "
-                 "RegID) VALUES (%s, %s, %s)", (acc, medrec_id, f"REG-{medrec_id}-{i}"))
+        root_sql(
+            f"INSERT INTO `{db.accession_db}`.accessions (AccessionNumber, MEDRECID, "
+            "RegID) VALUES (%s, %s, %s)",
+            (acc, medrec_id, f"REG-{medrec_id}-{i}"),
+        )

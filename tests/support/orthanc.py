@@ -55,8 +55,14 @@ from support.net import LOOPBACK, free_port
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
 UnknownAetPolicy = Literal["abort", "reject", "allow"]
 Event = Literal[
-    "Find", "Move", "Get", "Store", "Echo",
-    "association", "rejected_association", "refused_request",
+    "Find",
+    "Move",
+    "Get",
+    "Store",
+    "Echo",
+    "association",
+    "rejected_association",
+    "refused_request",
 ]
 _KINDS = ("Find", "Move", "Get", "Store", "Echo")
 _EVENTS: dict[str, re.Pattern[str]] = {
@@ -149,21 +155,35 @@ class Orthanc:
             "StorageDirectory": str(self.work_dir / "storage"),
             "IndexDirectory": str(self.work_dir / "index"),
             "TemporaryDirectory": str(self.work_dir / "tmp"),
-            "Plugins": [], "LuaScripts": [],  # never load the system plugins
+            "Plugins": [],
+            "LuaScripts": [],  # never load the system plugins
             # REST: loopback clients only (no bind-address option exists), no auth, no UI.
-            "HttpPort": self.http_port, "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "OrthancExplorerEnabled": False,
-            "WebDavEnabled": False, "HttpThreadsCount": 16,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "OrthancExplorerEnabled": False,
+            "WebDavEnabled": False,
+            "HttpThreadsCount": 16,
             # DICOM: strict about who calls whom, like a production PACS.
-            "DicomServerEnabled": True, "DicomAet": self.aet, "DicomPort": self.dicom_port,
-            "DicomCheckCalledAet": True, "StrictAetComparison": True,
+            "DicomServerEnabled": True,
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": True,
+            "StrictAetComparison": True,
             "DicomCheckModalityHost": self.check_modality_host,
-            "DicomModalities": {}, "DicomModalitiesInDatabase": False,
-            "DicomThreadsCount": 8, "DicomScpTimeout": 30, "DicomScuTimeout": 10,
-            "DefaultEncoding": "Utf8", "StableAge": self.stable_age,
-            "ConcurrentJobs": 2, "SynchronousCMove": True, "SaveJobs": False,
+            "DicomModalities": {},
+            "DicomModalitiesInDatabase": False,
+            "DicomThreadsCount": 8,
+            "DicomScpTimeout": 30,
+            "DicomScuTimeout": 10,
+            "DefaultEncoding": "Utf8",
+            "StableAge": self.stable_age,
+            "ConcurrentJobs": 2,
+            "SynchronousCMove": True,
+            "SaveJobs": False,
             "SyncStorageArea": False,  # a killed process keeps its page cache anyway
-            "OverwriteInstances": False, "DeidentifyLogs": True,
+            "OverwriteInstances": False,
+            "DeidentifyLogs": True,
             **{f"DicomAlwaysAllow{k}": k in allowed for k in services},
         }
         cfg.update(self.extra_config)
@@ -279,8 +299,15 @@ class Orthanc:
         return response.json() if response.content else None
 
     def register_modality(
-        self, aet: str, host: str, port: int, *, allow_find: bool = True,
-        allow_move: bool = True, allow_get: bool = True, allow_store: bool = True,
+        self,
+        aet: str,
+        host: str,
+        port: int,
+        *,
+        allow_find: bool = True,
+        allow_move: bool = True,
+        allow_get: bool = True,
+        allow_store: bool = True,
     ) -> None:
         """Make ``aet`` known: it may query/retrieve and be a C-MOVE destination.
 
@@ -299,9 +326,15 @@ class Orthanc:
         if host not in (LOOPBACK, "localhost"):
             raise ValueError(f"harness only talks to loopback, not {host!r}")
         body = {
-            "AET": aet, "Host": host, "Port": port, "AllowEcho": True,
-            "AllowFind": allow_find, "AllowMove": allow_move, "AllowGet": allow_get,
-            "AllowStore": allow_store, "AllowTranscoding": True,
+            "AET": aet,
+            "Host": host,
+            "Port": port,
+            "AllowEcho": True,
+            "AllowFind": allow_find,
+            "AllowMove": allow_move,
+            "AllowGet": allow_get,
+            "AllowStore": allow_store,
+            "AllowTranscoding": True,
         }
         self._modalities[aet] = body
         self._put_modality(body)
@@ -329,8 +362,12 @@ class Orthanc:
         """
         ids = []
         for path in paths:
-            result = self._json("POST", "/instances", content=path.read_bytes(),
-                                headers={"Content-Type": "application/dicom"})
+            result = self._json(
+                "POST",
+                "/instances",
+                content=path.read_bytes(),
+                headers={"Content-Type": "application/dicom"},
+            )
             if result.get("Status") not in ("Success", "AlreadyStored"):
                 raise RuntimeError(f"Orthanc refused {path}: {result}")
             ids.append(str(result["ID"]))

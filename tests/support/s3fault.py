@@ -12,8 +12,10 @@ from urllib.parse import urlsplit
 from support.net import LOOPBACK
 
 Refuse = Callable[[str, str], bool]  # (method, path with query) -> refuse?
-_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-           b"<Message>refused by the test</Message></Error>")
+_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+    b"<Message>refused by the test</Message></Error>"
+)
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection"}
 
 

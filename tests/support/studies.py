@@ -163,7 +163,7 @@ def _pixels(ds: Dataset, arr: np.ndarray, photometric: str, bits_stored: int) ->
     ds.SamplesPerPixel, ds.PhotometricInterpretation = samples, photometric
     if samples == 3:
         ds.PlanarConfiguration = 0
-    ds.Rows, ds.Columns = (arr.shape[-3:-1] if samples == 3 else arr.shape[-2:])
+    ds.Rows, ds.Columns = arr.shape[-3:-1] if samples == 3 else arr.shape[-2:]
     ds.BitsAllocated, ds.BitsStored = arr.dtype.itemsize * 8, bits_stored
     ds.HighBit, ds.PixelRepresentation = bits_stored - 1, 0
     ds.PixelData = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -245,16 +245,26 @@ def _evidence(ctx: _Ctx, refs: Sequence[Instance]) -> DicomSequence:
         _item(SeriesInstanceUID=uid, ReferencedSOPSequence=_sop_refs(refs, uid))
         for uid in dict.fromkeys(r.series_uid for r in refs)
     ]
-    return DicomSequence([_item(StudyInstanceUID=ctx.study.study_uid,
-                                ReferencedSeriesSequence=DicomSequence(series))])
+    return DicomSequence(
+        [
+            _item(
+                StudyInstanceUID=ctx.study.study_uid, ReferencedSeriesSequence=DicomSequence(series)
+            )
+        ]
+    )
 
 
 def _sop_refs(refs: Sequence[Instance], series_uid: str | None = None) -> DicomSequence:
     """Referenced SOP items for ``refs`` (optionally only those of one series)."""
-    return DicomSequence([
-        _item(ReferencedSOPClassUID=r.sop_class_uid, ReferencedSOPInstanceUID=r.sop_instance_uid)
-        for r in refs if series_uid in (None, r.series_uid)
-    ])
+    return DicomSequence(
+        [
+            _item(
+                ReferencedSOPClassUID=r.sop_class_uid, ReferencedSOPInstanceUID=r.sop_instance_uid
+            )
+            for r in refs
+            if series_uid in (None, r.series_uid)
+        ]
+    )
 
 
 def _sr(ctx: _Ctx) -> Instance:
@@ -263,11 +273,16 @@ def _sr(ctx: _Ctx) -> Instance:
     ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "UNVERIFIED"
     ds.PerformedProcedureCodeSequence = DicomSequence()
     ds.ConceptNameCodeSequence = _code("11528-7", "LN", "Radiology Report")
-    ds.ContentSequence = DicomSequence([_item(
-        RelationshipType="CONTAINS", ValueType="TEXT",
-        ConceptNameCodeSequence=_code("121071", "DCM", "Finding"),
-        TextValue="No acute abnormality. Synthetic report for testing.",
-    )])
+    ds.ContentSequence = DicomSequence(
+        [
+            _item(
+                RelationshipType="CONTAINS",
+                ValueType="TEXT",
+                ConceptNameCodeSequence=_code("121071", "DCM", "Finding"),
+                TextValue="No acute abnormality. Synthetic report for testing.",
+            )
+        ]
+    )
     return _write(ctx, ds, "sr")
 
 
@@ -279,10 +294,14 @@ def _ko(ctx: _Ctx, refs: Sequence[Instance]) -> Instance:
     ds.ContentTemplateSequence = DicomSequence(
         [_item(MappingResource="DCMR", TemplateIdentifier="2010")]  # TID 2010 Key Object
     )
-    ds.ContentSequence = DicomSequence([
-        _item(RelationshipType="CONTAINS", ValueType="IMAGE", ReferencedSOPSequence=_sop_refs([r]))
-        for r in refs
-    ])
+    ds.ContentSequence = DicomSequence(
+        [
+            _item(
+                RelationshipType="CONTAINS", ValueType="IMAGE", ReferencedSOPSequence=_sop_refs([r])
+            )
+            for r in refs
+        ]
+    )
     return _write(ctx, ds, "ko")
 
 
@@ -292,14 +311,24 @@ def _pr(ctx: _Ctx, refs: Sequence[Instance], rows: int, cols: int) -> Instance:
     ds.ContentLabel, ds.ContentDescription = "WINDOW", "Soft tissue window"
     ds.ContentCreatorName = "Reader^Rob"
     ds.PresentationCreationDate, ds.PresentationCreationTime = ctx.date, ctx.time
-    ds.ReferencedSeriesSequence = DicomSequence([_item(
-        SeriesInstanceUID=refs[0].series_uid,
-        ReferencedImageSequence=_sop_refs(refs, refs[0].series_uid),
-    )])
-    ds.DisplayedAreaSelectionSequence = DicomSequence([_item(
-        DisplayedAreaTopLeftHandCorner=[1, 1], DisplayedAreaBottomRightHandCorner=[cols, rows],
-        PresentationSizeMode="SCALE TO FIT", PresentationPixelAspectRatio=[1, 1],
-    )])
+    ds.ReferencedSeriesSequence = DicomSequence(
+        [
+            _item(
+                SeriesInstanceUID=refs[0].series_uid,
+                ReferencedImageSequence=_sop_refs(refs, refs[0].series_uid),
+            )
+        ]
+    )
+    ds.DisplayedAreaSelectionSequence = DicomSequence(
+        [
+            _item(
+                DisplayedAreaTopLeftHandCorner=[1, 1],
+                DisplayedAreaBottomRightHandCorner=[cols, rows],
+                PresentationSizeMode="SCALE TO FIT",
+                PresentationPixelAspectRatio=[1, 1],
+            )
+        ]
+    )
     if refs[0].sop_class_uid == CT_IMAGE:  # Modality LUT is required iff the images rescale
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
     ds.SoftcopyVOILUTSequence = DicomSequence([_item(WindowCenter="40", WindowWidth="400")])
@@ -326,17 +355,25 @@ def _sc_nonascii(ctx: _Ctx, rows: int, cols: int) -> Instance:
     accentable = [i for i, c in enumerate(name) if c in _ACCENTS]
     if name.isascii() and accentable:  # accent one letter, as a re-encoding system might
         i = accentable[0]
-        name = name[:i] + _ACCENTS[name[i]] + name[i + 1:]
-    ds = _base(ctx, SECONDARY_CAPTURE, ctx.new_series(), "OT", 1, patient_name=name,
-               series_description="Résumé externe – scanné")  # non-ASCII => ISO_IR 192
+        name = name[:i] + _ACCENTS[name[i]] + name[i + 1 :]
+    ds = _base(
+        ctx,
+        SECONDARY_CAPTURE,
+        ctx.new_series(),
+        "OT",
+        1,
+        patient_name=name,
+        series_description="Résumé externe – scanné",
+    )  # non-ASCII => ISO_IR 192
     _secondary_capture(ds)
     _pixels(ds, ctx.rng.integers(0, 256, size=(rows, cols), dtype=np.uint8), "MONOCHROME2", 8)
     return _write(ctx, ds, "nonascii")
 
 
 def _multiframe(ctx: _Ctx, rows: int, cols: int, frames: int = 4) -> Instance:
-    ds = _base(ctx, MULTIFRAME_GRAYSCALE_WORD_SC, ctx.new_series(), "OT", 1,
-               series_description="Cine")
+    ds = _base(
+        ctx, MULTIFRAME_GRAYSCALE_WORD_SC, ctx.new_series(), "OT", 1, series_description="Cine"
+    )
     _secondary_capture(ds)
     ds.NumberOfFrames = frames
     ds.FrameIncrementPointer = 0x00182001  # PageNumberVector
@@ -356,9 +393,14 @@ def make_study(
     *,
     ct: int = 3,
     mr: int = 2,
-    with_sr: bool = True, with_ko: bool = True, with_pr: bool = True, with_sc: bool = True,
-    with_nonascii: bool = True, with_multiframe: bool = True,
-    rows: int = 64, cols: int = 64,
+    with_sr: bool = True,
+    with_ko: bool = True,
+    with_pr: bool = True,
+    with_sc: bool = True,
+    with_nonascii: bool = True,
+    with_multiframe: bool = True,
+    rows: int = 64,
+    cols: int = 64,
     study_uid: str | None = None,
     seed: int = 0,
     study_date: str = "20240315",
@@ -392,8 +434,14 @@ def make_study(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     study = Study(study_uid or generate_uid(), accession, patient_id, patient_name)
-    ctx = _Ctx(study, out_dir, study_date, "101500", np.random.default_rng(seed),
-               all_utf8=not patient_name.isascii())
+    ctx = _Ctx(
+        study,
+        out_dir,
+        study_date,
+        "101500",
+        np.random.default_rng(seed),
+        all_utf8=not patient_name.isascii(),
+    )
     images = _slices(ctx, "CT", ct, rows, cols) + _slices(ctx, "MR", mr, rows, cols)
     if (with_ko or with_pr) and not images:
         raise ValueError("KO/PR need at least one CT or MR image to reference")

@@ -49,7 +49,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 @dataclass
 class WebStack:
-    url: str            # the packager, over HTTP
+    url: str  # the packager, over HTTP
     store: Store
     settings: PackagerSettings
     his: HisDb
@@ -66,37 +66,75 @@ def make_web_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any
     `peers=` starts a forwarder with those peers, the other keywords are the packager's.
     """
     with ExitStack() as stack:
-        def make(retriever: dict[str, Any] | None = None,
-                 peers: dict[str, Any] | None = None, **overrides: Any) -> WebStack:
+
+        def make(
+            retriever: dict[str, Any] | None = None,
+            peers: dict[str, Any] | None = None,
+            **overrides: Any,
+        ) -> WebStack:
             his = stack.enter_context(his_database())
             s3 = {"s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name}
             lookup_settings = LookupSettings(
-                **s3, http_port=free_port(), api_token=TOKEN, his_url=SecretStr(his.url()),
-                his_accession_db=his.accession_db, his_patient_db=his.patient_db)
-            lookup_url = stack.enter_context(serving(create_lookup(lookup_settings),
-                                                     lookup_settings))
-            retriever_settings = RetrieverSettings(**{
-                **s3, "http_port": free_port(), "api_token": TOKEN, "pacs_aet": orthanc.aet,
-                "pacs_port": orthanc.dicom_port, "scp_port": free_port(),
-                "job_heartbeat": 0.5, "job_stale_after": 5.0, "replica_id": "web-retriever",
-                "dicom_acse_timeout": 5, "dicom_network_timeout": 10, **(retriever or {})})
-            orthanc.register_modality(retriever_settings.scp_aet, "127.0.0.1",
-                                      retriever_settings.scp_port)
+                **s3,
+                http_port=free_port(),
+                api_token=TOKEN,
+                his_url=SecretStr(his.url()),
+                his_accession_db=his.accession_db,
+                his_patient_db=his.patient_db,
+            )
+            lookup_url = stack.enter_context(
+                serving(create_lookup(lookup_settings), lookup_settings)
+            )
+            retriever_settings = RetrieverSettings(
+                **{
+                    **s3,
+                    "http_port": free_port(),
+                    "api_token": TOKEN,
+                    "pacs_aet": orthanc.aet,
+                    "pacs_port": orthanc.dicom_port,
+                    "scp_port": free_port(),
+                    "job_heartbeat": 0.5,
+                    "job_stale_after": 5.0,
+                    "replica_id": "web-retriever",
+                    "dicom_acse_timeout": 5,
+                    "dicom_network_timeout": 10,
+                    **(retriever or {}),
+                }
+            )
+            orthanc.register_modality(
+                retriever_settings.scp_aet, "127.0.0.1", retriever_settings.scp_port
+            )
             retriever_url = stack.enter_context(
-                serving(create_retriever(retriever_settings), retriever_settings))
+                serving(create_retriever(retriever_settings), retriever_settings)
+            )
             forwarder_url = f"http://127.0.0.1:{free_port()}"  # nobody, unless peers are given
             if peers is not None:
                 forwarder_settings = ForwarderSettings(
-                    **s3, http_port=free_port(), api_token=TOKEN, peers=peers,
-                    retriever_url=retriever_url, send_backoff=0.05, job_heartbeat=0.5,
-                    replica_id="web-forwarder")
+                    **s3,
+                    http_port=free_port(),
+                    api_token=TOKEN,
+                    peers=peers,
+                    retriever_url=retriever_url,
+                    send_backoff=0.05,
+                    job_heartbeat=0.5,
+                    replica_id="web-forwarder",
+                )
                 forwarder_url = stack.enter_context(
-                    serving(create_forwarder(forwarder_settings), forwarder_settings))
+                    serving(create_forwarder(forwarder_settings), forwarder_settings)
+                )
             values: dict[str, Any] = {
-                **s3, "http_port": free_port(), "api_token": TOKEN, "lookup_url": lookup_url,
-                "retriever_url": retriever_url, "forwarder_url": forwarder_url,
-                "job_heartbeat": 0.5, "job_stale_after": 10.0, "work_dir": tmp_path,
-                "replica_id": "web-packager", "institution_name": "Synthetic General Hospital"}
+                **s3,
+                "http_port": free_port(),
+                "api_token": TOKEN,
+                "lookup_url": lookup_url,
+                "retriever_url": retriever_url,
+                "forwarder_url": forwarder_url,
+                "job_heartbeat": 0.5,
+                "job_stale_after": 10.0,
+                "work_dir": tmp_path,
+                "replica_id": "web-packager",
+                "institution_name": "Synthetic General Hospital",
+            }
             values.update(overrides)
             settings = PackagerSettings(**values)
             url = stack.enter_context(serving(create_packager(settings), settings))
@@ -114,13 +152,23 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrom
     profile = tmp_path_factory.mktemp("chromium-profile")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 "--disable-extensions", "--no-proxy-server", "--window-size=1200,1000",
-                 f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--disable-extensions",
+        "--no-proxy-server",
+        "--window-size=1200,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
-    os.environ.setdefault("SE_OFFLINE", "true")   # selenium-manager must not fetch anything
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must not fetch anything
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     browser.set_page_load_timeout(30)
     try:
@@ -147,19 +195,27 @@ class Page:
     def wait(self, condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
         try:
             return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
-                lambda _d: condition())
+                lambda _d: condition()
+            )
         except TimeoutException:
             self.shot("timeout")
-            raise AssertionError(f"timed out waiting for {what}: message="
-                                 f"{self.el('message').text!r}") from None
+            raise AssertionError(
+                f"timed out waiting for {what}: message={self.el('message').text!r}"
+            ) from None
 
     def visible(self, element_id: str, timeout: float = 20.0) -> WebElement:
-        return self.wait(lambda: self.el(element_id).is_displayed() and self.el(element_id),
-                         timeout, f"#{element_id}")
+        return self.wait(
+            lambda: self.el(element_id).is_displayed() and self.el(element_id),
+            timeout,
+            f"#{element_id}",
+        )
 
     def message(self, timeout: float = 20.0) -> str:
-        text: str = self.wait(lambda: self.el("message").is_displayed() and self.el("message").text,
-                              timeout, "a message")
+        text: str = self.wait(
+            lambda: self.el("message").is_displayed() and self.el("message").text,
+            timeout,
+            "a message",
+        )
         return text
 
     def shot(self, name: str) -> Path:
@@ -179,9 +235,13 @@ class Page:
 
     def downloaded(self, timeout: float = 60.0) -> Path:
         def done() -> Path | None:
-            files = [p for p in self.downloads.iterdir()
-                     if not p.name.endswith((".crdownload", ".tmp")) and p.stat().st_size]
+            files = [
+                p
+                for p in self.downloads.iterdir()
+                if not p.name.endswith((".crdownload", ".tmp")) and p.stat().st_size
+            ]
             return files[0] if files else None
+
         found: Path = self.wait(done, timeout, "the download")
         time.sleep(0.2)
         return found
@@ -195,7 +255,8 @@ def page(driver: webdriver.Chrome, request: pytest.FixtureRequest, tmp_path: Pat
     shots.mkdir(parents=True)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior",
-                           {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     driver.delete_all_cookies()
     return Page(driver, shots, downloads)

@@ -19,18 +19,29 @@ JOB_URL = re.compile(r"^http://127\.0\.0\.1:\d+/(\?job=[0-9a-f]{32})?$")
 
 
 def _small(study_factory: Any, **kw: Any) -> Any:
-    return study_factory(ct=1, mr=1, with_sr=False, with_ko=False, with_pr=False,
-                         with_sc=False, with_multiframe=False, with_nonascii=False, **kw)
+    return study_factory(
+        ct=1,
+        mr=1,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_multiframe=False,
+        with_nonascii=False,
+        **kw,
+    )
 
 
 def _verify(path: Path) -> None:
-    checked = subprocess.run([DICOM_ISO, "verify", str(path)], capture_output=True, text=True,
-                             timeout=60)
+    checked = subprocess.run(
+        [DICOM_ISO, "verify", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_two_accessions_of_one_patient_confirm_wait_download(
-        make_web_stack: Any, orthanc: Any, study_factory: Any, page: Any) -> None:
+    make_web_stack: Any, orthanc: Any, study_factory: Any, page: Any
+) -> None:
     """Sign in with the token, enter two accessions, see whose they are, confirm, follow the
     progress, download: the file is a valid disc, and no URL of the page held patient data."""
     a = _small(study_factory, patient_id="RM-WEB-1", accession="MR.7001")
@@ -48,8 +59,10 @@ def test_two_accessions_of_one_patient_confirm_wait_download(
     rows = page.driver.find_elements(By.CSS_SELECTOR, "#preview-rows tr")
     cells = [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
     page.shot("confirm-patient")
-    assert [c[:3] for c in cells] == [[a.accession, "Budi Santoso", "RM-WEB-1"],
-                                      [b.accession, "Budi Santoso", "RM-WEB-1"]]
+    assert [c[:3] for c in cells] == [
+        [a.accession, "Budi Santoso", "RM-WEB-1"],
+        [b.accession, "Budi Santoso", "RM-WEB-1"],
+    ]
     assert stack.keys("jobs/") == []  # looking is not ordering
 
     page.el("confirm").click()
@@ -67,8 +80,10 @@ def test_two_accessions_of_one_patient_confirm_wait_download(
 
     assert image.name == "BudiSantoso-MR7001CT7002.iso"
     _verify(image)
-    recent = page.wait(lambda: page.driver.find_elements(By.CSS_SELECTOR, "#recent-rows tr"),
-                       what="the recent list")
+    recent = page.wait(
+        lambda: page.driver.find_elements(By.CSS_SELECTOR, "#recent-rows tr"),
+        what="the recent list",
+    )
     assert "BudiSantoso-MR7001CT7002.iso" in recent[0].text and "succeeded" in recent[0].text
     audit = [stack.store.get_json(k)[0] for k in stack.keys("audit/")]
     assert {e["action"] for e in audit} >= {"preview", "package"}
@@ -77,8 +92,7 @@ def test_two_accessions_of_one_patient_confirm_wait_download(
     assert not [k for k in stack.keys("") if "Budi" in k or "Santoso" in k]
 
 
-def test_keyboard_only(make_web_stack: Any, orthanc: Any, study_factory: Any,
-                       page: Any) -> None:
+def test_keyboard_only(make_web_stack: Any, orthanc: Any, study_factory: Any, page: Any) -> None:
     """Tab and Enter alone: sign in, type, check, confirm, download."""
     study = _small(study_factory, patient_id="RM-WEB-2")
     orthanc.upload(study.files)
@@ -99,7 +113,7 @@ def test_keyboard_only(make_web_stack: Any, orthanc: Any, study_factory: Any,
 
     page.open(stack.url + "/")
     page.visible("token")
-    assert page.active_id() == "token"            # the sign-in takes the focus
+    assert page.active_id() == "token"  # the sign-in takes the focus
     press(*"web-token", Keys.ENTER)
     page.wait(lambda: "Signed in as" in page.el("user").text, what="sign-in")
     tab_to("accessions")
@@ -108,7 +122,7 @@ def test_keyboard_only(make_web_stack: Any, orthanc: Any, study_factory: Any,
     page.shot("keyboard-entered")
     press(Keys.ENTER)
     page.visible("confirm")
-    assert page.active_id() == "preview-title"    # the question is read out first
+    assert page.active_id() == "preview-title"  # the question is read out first
     tab_to("confirm", limit=2)
     page.shot("keyboard-confirm")
     press(Keys.ENTER)
@@ -123,15 +137,16 @@ def test_keyboard_only(make_web_stack: Any, orthanc: Any, study_factory: Any,
 
 
 def test_send_to_pacs_lists_the_peers_and_shows_its_progress(
-        make_web_stack: Any, orthanc: Any, orthanc_factory: Any, study_factory: Any,
-        page: Any) -> None:
+    make_web_stack: Any, orthanc: Any, orthanc_factory: Any, study_factory: Any, page: Any
+) -> None:
     """After the patient is confirmed, the configured peers are offered; sending shows the
     forward's own progress until the peer has every instance."""
     study = _small(study_factory, patient_id="RM-WEB-8")
     orthanc.upload(study.files)
     peer = orthanc_factory(aet="PEERPACS")
-    stack = make_web_stack(peers={"archive": {"aet": "PEERPACS", "host": "127.0.0.1",
-                                              "port": peer.dicom_port}})
+    stack = make_web_stack(
+        peers={"archive": {"aet": "PEERPACS", "host": "127.0.0.1", "port": peer.dicom_port}}
+    )
     add_patient(stack.his, "RM-WEB-8", "Wayan Sudarma", [study.accession])
 
     page.open(stack.url + "/")
@@ -145,7 +160,9 @@ def test_send_to_pacs_lists_the_peers_and_shows_its_progress(
     page.wait(lambda: page.el("forward-phase").text.startswith("Sent:"), 90, "the forward")
     page.shot("forwarded")
 
-    assert page.el("forward-phase").text == \
-        f"Sent: {len(study.files)} of {len(study.files)} images accepted by the PACS"
+    assert (
+        page.el("forward-phase").text
+        == f"Sent: {len(study.files)} of {len(study.files)} images accepted by the PACS"
+    )
     assert len(peer.instance_ids_of_study(study.study_uid)) == len(study.files)
     assert stack.keys("jobs/package/") == []

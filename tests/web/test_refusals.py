@@ -19,9 +19,17 @@ NAME = '<script>document.body.classList.add("pwned")</script><b>Budi</b> & Co'
 
 
 def _one(study_factory: Any, patient_id: str) -> Any:
-    return study_factory(ct=1, mr=0, with_sr=False, with_ko=False, with_pr=False,
-                         with_sc=False, with_multiframe=False, with_nonascii=False,
-                         patient_id=patient_id)
+    return study_factory(
+        ct=1,
+        mr=0,
+        with_sr=False,
+        with_ko=False,
+        with_pr=False,
+        with_sc=False,
+        with_multiframe=False,
+        with_nonascii=False,
+        patient_id=patient_id,
+    )
 
 
 def _check(page: Any, text: str) -> None:
@@ -32,7 +40,8 @@ def _check(page: Any, text: str) -> None:
 
 
 def test_mixed_patients_wildcard_and_unknown_are_refused_before_anything_starts(
-        make_web_stack: Any, orthanc: Any, study_factory: Any, page: Any) -> None:
+    make_web_stack: Any, orthanc: Any, study_factory: Any, page: Any
+) -> None:
     a, b = _one(study_factory, "RM-WEB-4A"), _one(study_factory, "RM-WEB-4B")
     orthanc.upload(a.files + b.files)
     stack = make_web_stack()
@@ -48,7 +57,7 @@ def test_mixed_patients_wildcard_and_unknown_are_refused_before_anything_starts(
     assert "2 different patients" in reason and "one patient only" in reason
     assert not page.el("confirm").is_displayed()
     names = [td.text for td in page.driver.find_elements(By.CSS_SELECTOR, "#preview-rows td")]
-    assert "Ani Lestari" in names and "Joko Susilo" in names   # so the clerk sees which is wrong
+    assert "Ani Lestari" in names and "Joko Susilo" in names  # so the clerk sees which is wrong
 
     _check(page, f"{a.accession} A*")
     message = page.message()
@@ -66,7 +75,8 @@ def test_mixed_patients_wildcard_and_unknown_are_refused_before_anything_starts(
 
 
 def test_pacs_down_fails_the_disc_with_the_reason(
-        make_web_stack: Any, study_factory: Any, page: Any) -> None:
+    make_web_stack: Any, study_factory: Any, page: Any
+) -> None:
     """Lookup still answers (HIS), the retrieval cannot reach the PACS: the page says so and
     no image is made."""
     stack = make_web_stack(retriever={"pacs_port": free_port()})
@@ -87,7 +97,8 @@ def test_pacs_down_fails_the_disc_with_the_reason(
 
 
 def test_page_escapes_what_it_shows_and_legacy_url_lands_on_it(
-        make_web_stack: Any, page: Any) -> None:
+    make_web_stack: Any, page: Any
+) -> None:
     """A name with markup in the HIS renders as text; the legacy /mkiso URL opens the page with
     the numbers filled in and checks the patient (nothing is ordered), then drops the numbers
     from the address bar."""
@@ -100,13 +111,15 @@ def test_page_escapes_what_it_shows_and_legacy_url_lands_on_it(
     page.visible("confirm")
     page.shot("legacy-escaped")
 
-    names = [tr.find_elements(By.TAG_NAME, "td")[1].text
-             for tr in page.driver.find_elements(By.CSS_SELECTOR, "#preview-rows tr")]
+    names = [
+        tr.find_elements(By.TAG_NAME, "td")[1].text
+        for tr in page.driver.find_elements(By.CSS_SELECTOR, "#preview-rows tr")
+    ]
     assert names == [NAME, NAME]
-    assert "pwned" not in (page.el("preview").find_element(By.XPATH, "/html/body")
-                           .get_attribute("class") or "")
-    assert page.driver.find_elements(By.CSS_SELECTOR, "#preview-rows b, #preview-rows script") \
-        == []
+    assert "pwned" not in (
+        page.el("preview").find_element(By.XPATH, "/html/body").get_attribute("class") or ""
+    )
+    assert page.driver.find_elements(By.CSS_SELECTOR, "#preview-rows b, #preview-rows script") == []
     assert page.driver.current_url == stack.url + "/"
     assert stack.keys("jobs/") == []
 
@@ -125,15 +138,19 @@ def test_api_of_the_page_needs_the_token_and_audits_the_proxy_user(make_web_stac
     auth = {"Authorization": f"Bearer {TOKEN}", "X-Forwarded-User": "clerk.ani"}
     with httpx.Client(base_url=stack.url, trust_env=False) as http:
         index = http.get("/", headers={"Accept": "text/html"})
-        anonymous = http.post("/v1/previews", json={"accession_numbers": ["MR.7007"]},
-                              headers={"X-Forwarded-User": "mallory"})
-        preview = http.post("/v1/previews", json={"accession_numbers": ["MR.7007"]},
-                            headers=auth)
+        anonymous = http.post(
+            "/v1/previews",
+            json={"accession_numbers": ["MR.7007"]},
+            headers={"X-Forwarded-User": "mallory"},
+        )
+        preview = http.post("/v1/previews", json={"accession_numbers": ["MR.7007"]}, headers=auth)
         script = http.get("/mkiso?accession_number=MR.7007")
         session = http.get("/v1/session", headers=auth).json()
 
-    assert index.status_code == 200 and "default-src 'none'" in \
-        index.headers["content-security-policy"]
+    assert (
+        index.status_code == 200
+        and "default-src 'none'" in index.headers["content-security-policy"]
+    )
     assert anonymous.status_code == 401 and script.status_code == 401
     assert preview.status_code == 200, preview.text
     assert preview.json()["accessions"][0]["patient_name"] == "Dewi Sartika"

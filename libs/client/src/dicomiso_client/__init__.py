@@ -5,6 +5,16 @@ from .jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
 from .lookup import LookupClient
 from .models import AccessionInfo, JobView, Resolved
 
-__all__ = ["AccessionInfo", "ForwarderClient", "JobClient", "JobView", "LookupClient",
-           "PackagerClient", "Resolved", "RetrieverClient", "ServiceClient",
-           "ServiceUnreachable", "UpstreamError"]
+__all__ = [
+    "AccessionInfo",
+    "ForwarderClient",
+    "JobClient",
+    "JobView",
+    "LookupClient",
+    "PackagerClient",
+    "Resolved",
+    "RetrieverClient",
+    "ServiceClient",
+    "ServiceUnreachable",
+    "UpstreamError",
+]

@@ -34,16 +34,26 @@ EPILOG = (
     "of two patients 409); 3 a service is unreachable or unavailable.\n\n"
     "Environment: DICOMISO_LOOKUP_URL, DICOMISO_RETRIEVER_URL, DICOMISO_PACKAGER_URL, "
     "DICOMISO_FORWARDER_URL (default http://127.0.0.1:8001-8004), DICOMISO_CALL_TOKEN or "
-    "DICOMISO_API_TOKEN (bearer token), DICOMISO_POLL_INTERVAL (seconds).")
+    "DICOMISO_API_TOKEN (bearer token), DICOMISO_POLL_INTERVAL (seconds)."
+)
 
-app = typer.Typer(name="dicom-iso", help="Get imaging studies out of the PACS: discs, "
-                  "retrievals, forwards.", epilog=EPILOG, no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="dicom-iso",
+    help="Get imaging studies out of the PACS: discs, retrievals, forwards.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.callback()
-def _root(ctx: typer.Context, as_json: Annotated[bool, typer.Option(
-        "--json", help="Every command: one JSON document on stdout, no bars.")] = False) -> None:
+def _root(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every command: one JSON document on stdout, no bars.")
+    ] = False,
+) -> None:
     ctx.obj = as_json
 
 
@@ -66,20 +76,26 @@ class Service(StrEnum):
 Json = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, no bars.")]
 Wait = Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the job.")]
-Accessions = Annotated[str, typer.Argument(metavar="ACC[,ACC...]",
-                                           help="Accession numbers, comma-separated.")]
+Accessions = Annotated[
+    str, typer.Argument(metavar="ACC[,ACC...]", help="Accession numbers, comma-separated.")
+]
 LookupUrl = Annotated[str | None, typer.Option("--lookup-url", help="[env DICOMISO_LOOKUP_URL]")]
-RetrieverUrl = Annotated[str | None, typer.Option("--retriever-url",
-                                                  help="[env DICOMISO_RETRIEVER_URL]")]
-PackagerUrl = Annotated[str | None, typer.Option("--packager-url",
-                                                 help="[env DICOMISO_PACKAGER_URL]")]
-ForwarderUrl = Annotated[str | None, typer.Option("--forwarder-url",
-                                                  help="[env DICOMISO_FORWARDER_URL]")]
+RetrieverUrl = Annotated[
+    str | None, typer.Option("--retriever-url", help="[env DICOMISO_RETRIEVER_URL]")
+]
+PackagerUrl = Annotated[
+    str | None, typer.Option("--packager-url", help="[env DICOMISO_PACKAGER_URL]")
+]
+ForwarderUrl = Annotated[
+    str | None, typer.Option("--forwarder-url", help="[env DICOMISO_FORWARDER_URL]")
+]
 
 # What each service's bars show: (label, count done, count of the total).
 _BARS: dict[str, list[tuple[str, str, str]]] = {
-    "packager": [("instances received", "received", "expected"),
-                 ("files written", "files_written", "files")],
+    "packager": [
+        ("instances received", "received", "expected"),
+        ("files written", "files_written", "files"),
+    ],
     "retriever": [("instances received", "received", "expected")],
     "forwarder": [("instances acknowledged", "acknowledged", "instances")],
 }
@@ -90,8 +106,9 @@ def _settings(out: Output, **urls: str | None) -> ClientSettings:
         overrides: dict[str, Any] = {k: v.rstrip("/") for k, v in urls.items() if v}
         return ClientSettings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"DICOMISO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"DICOMISO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
         out.fail(f"bad setting: {problems}", USAGE)
 
 
@@ -109,26 +126,36 @@ def _progress(out: Output, service: str) -> Iterator[Callable[[JobView], None]]:
         yield lambda _view: None
         return
     bars = _BARS.get(service, [])
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=out.console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=out.console,
+        transient=False,
+    ) as progress:
         phase = progress.add_task(f"{service}: starting", total=None)
-        tasks: list[TaskID] = [progress.add_task(label, total=None, visible=False)
-                               for label, _, _ in bars]
+        tasks: list[TaskID] = [
+            progress.add_task(label, total=None, visible=False) for label, _, _ in bars
+        ]
         upload = progress.add_task("upload", total=1, visible=False)
 
         def show(view: JobView) -> None:
             progress.update(phase, description=f"{service}: {view.state}, phase {view.phase}")
             for task, (_, done, total) in zip(tasks, bars, strict=True):
                 if total in view.counts:
-                    progress.update(task, completed=view.counts.get(done, 0),
-                                    total=view.counts[total], visible=True)
+                    progress.update(
+                        task,
+                        completed=view.counts.get(done, 0),
+                        total=view.counts[total],
+                        visible=True,
+                    )
             if service == "packager" and view.phase in ("upload", "done"):
                 progress.update(upload, visible=True, completed=int(view.phase == "done"))
+
         yield show
 
 
-def _follow(client: JobClient, job: JobView, out: Output, timeout: float,
-            poll: float) -> JobView:
+def _follow(client: JobClient, job: JobView, out: Output, timeout: float, poll: float) -> JobView:
     with _progress(out, client.service) as show:
         return client.wait(job.id, timeout=timeout, poll=poll, on_progress=show)
 
@@ -142,50 +169,71 @@ def _job_doc(view: JobView, raw: dict[str, Any] | None = None) -> dict[str, Any]
 
 
 @app.command()
-def package(ctx: typer.Context, accessions: Accessions,
-            email: Annotated[str | None, typer.Option(help="Mail the link here.")] = None,
-            profile: Annotated[str | None, typer.Option(
-                help="STD-GEN-DVD-JPEG (default), STD-GEN-CD or STD-GEN-DVD-J2K.")] = None,
-            fmt: Annotated[Format, typer.Option("--format")] = Format.iso,
-            wait: Wait = False,
-            download: Annotated[Path | None, typer.Option(
-                metavar="PATH", help="Wait, then save the image here (file or directory).")
-                ] = None,
-            timeout: Timeout = 7200.0, packager_url: PackagerUrl = None,
-            as_json: Json = False) -> None:
+def package(
+    ctx: typer.Context,
+    accessions: Accessions,
+    email: Annotated[str | None, typer.Option(help="Mail the link here.")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="STD-GEN-DVD-JPEG (default), STD-GEN-CD or STD-GEN-DVD-J2K.")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.iso,
+    wait: Wait = False,
+    download: Annotated[
+        Path | None,
+        typer.Option(metavar="PATH", help="Wait, then save the image here (file or directory)."),
+    ] = None,
+    timeout: Timeout = 7200.0,
+    packager_url: PackagerUrl = None,
+    as_json: Json = False,
+) -> None:
     """Make a disc image of one patient's studies; optionally wait and download it."""
     out = Output(as_json or bool(ctx.obj))
-    body: dict[str, Any] = {"accession_numbers": _accessions(accessions, out),
-                            "format": fmt.value}
+    body: dict[str, Any] = {"accession_numbers": _accessions(accessions, out), "format": fmt.value}
     body |= {k: v for k, v in (("email", email), ("profile", profile)) if v}
     target = target_of(download, out) if download is not None else None
     settings = _settings(out, packager_url=packager_url)
-    with errors(out, "packager"), PackagerClient(settings.packager_url, settings.token(),
-                                                  timeout=settings.http_timeout) as client:
+    with (
+        errors(out, "packager"),
+        PackagerClient(
+            settings.packager_url, settings.token(), timeout=settings.http_timeout
+        ) as client,
+    ):
         job = client.start(body)
         if not wait and target is None:
-            out.done(_job_doc(job), f"package {job.id} {job.state}; follow it with: "
-                                    f"dicom-iso status {job.id}")
+            out.done(
+                _job_doc(job),
+                f"package {job.id} {job.state}; follow it with: dicom-iso status {job.id}",
+            )
         view = _follow(client, job, out, timeout, settings.poll_interval)
         pkg = client.json("GET", f"{client.collection}/{job.id}")
         if view.state != "succeeded":
             out.fail(f"package {job.id} failed: {view.error}", FAILED, _job_doc(view, pkg))
         url = str(pkg.get("download_url") or "")
         if target is None or not url:
-            out.done(_job_doc(view, pkg), f"package {job.id} ready: {pkg.get('filename')} "
-                     f"({pkg.get('size')} bytes), link until {pkg.get('expires_at')}:\n{url}")
+            out.done(
+                _job_doc(view, pkg),
+                f"package {job.id} ready: {pkg.get('filename')} "
+                f"({pkg.get('size')} bytes), link until {pkg.get('expires_at')}:\n{url}",
+            )
     path, size = download_to(url, target, pkg, out)
-    out.done({**_job_doc(view, pkg), "saved_to": str(path.resolve()), "saved_bytes": size},
-             f"disc saved: {path.resolve()} ({size} bytes, sha256 checked)")
+    out.done(
+        {**_job_doc(view, pkg), "saved_to": str(path.resolve()), "saved_bytes": size},
+        f"disc saved: {path.resolve()} ({size} bytes, sha256 checked)",
+    )
 
 
 # -- retrieve, forward, status, lookup ---------------------------------------------------------
 
-def _finish(out: Output, client: JobClient, job: JobView, wait: bool, timeout: float,
-            poll: float, what: str) -> NoReturn:
+
+def _finish(
+    out: Output, client: JobClient, job: JobView, wait: bool, timeout: float, poll: float, what: str
+) -> NoReturn:
     if not wait:
-        out.done(_job_doc(job), f"{what} {job.id} {job.state}; follow it with: dicom-iso "
-                                f"status {job.id} --service {client.service}")
+        out.done(
+            _job_doc(job),
+            f"{what} {job.id} {job.state}; follow it with: dicom-iso "
+            f"status {job.id} --service {client.service}",
+        )
     view = _follow(client, job, out, timeout, poll)
     if view.state != "succeeded":
         out.fail(f"{what} {view.id} failed: {view.error}", FAILED, _job_doc(view))
@@ -193,102 +241,160 @@ def _finish(out: Output, client: JobClient, job: JobView, wait: bool, timeout: f
 
 
 @app.command()
-def retrieve(ctx: typer.Context, accessions: Accessions,
-             method: Annotated[Method | None, typer.Option(
-                 help="C-MOVE (the PACS must know our AE) or C-GET.")] = None,
-             wait: Wait = False, timeout: Timeout = 7200.0,
-             retriever_url: RetrieverUrl = None, as_json: Json = False) -> None:
+def retrieve(
+    ctx: typer.Context,
+    accessions: Accessions,
+    method: Annotated[
+        Method | None, typer.Option(help="C-MOVE (the PACS must know our AE) or C-GET.")
+    ] = None,
+    wait: Wait = False,
+    timeout: Timeout = 7200.0,
+    retriever_url: RetrieverUrl = None,
+    as_json: Json = False,
+) -> None:
     """Pull studies from the PACS into the bucket."""
     out = Output(as_json or bool(ctx.obj))
     accs = _accessions(accessions, out)
     settings = _settings(out, retriever_url=retriever_url)
-    with errors(out, "retriever"), RetrieverClient(settings.retriever_url, settings.token(),
-                                                    timeout=settings.http_timeout) as client:
+    with (
+        errors(out, "retriever"),
+        RetrieverClient(
+            settings.retriever_url, settings.token(), timeout=settings.http_timeout
+        ) as client,
+    ):
         job = client.retrieve(accs, method.value if method else None)
         _finish(out, client, job, wait, timeout, settings.poll_interval, "retrieval")
 
 
 @app.command()
-def forward(ctx: typer.Context, accessions: Accessions,
-            to: Annotated[str, typer.Option("--to", metavar="PEER",
-                                            help="A configured peer (GET /v1/peers).")],
-            wait: Wait = False, timeout: Timeout = 7200.0,
-            forwarder_url: ForwarderUrl = None, as_json: Json = False) -> None:
+def forward(
+    ctx: typer.Context,
+    accessions: Accessions,
+    to: Annotated[
+        str, typer.Option("--to", metavar="PEER", help="A configured peer (GET /v1/peers).")
+    ],
+    wait: Wait = False,
+    timeout: Timeout = 7200.0,
+    forwarder_url: ForwarderUrl = None,
+    as_json: Json = False,
+) -> None:
     """Send studies to a configured peer PACS (C-STORE)."""
     out = Output(as_json or bool(ctx.obj))
     body = {"accession_numbers": _accessions(accessions, out), "destination": to}
     settings = _settings(out, forwarder_url=forwarder_url)
-    with errors(out, "forwarder"), ForwarderClient(settings.forwarder_url, settings.token(),
-                                                    timeout=settings.http_timeout) as client:
-        _finish(out, client, client.start(body), wait, timeout, settings.poll_interval,
-                "forward")
+    with (
+        errors(out, "forwarder"),
+        ForwarderClient(
+            settings.forwarder_url, settings.token(), timeout=settings.http_timeout
+        ) as client,
+    ):
+        _finish(out, client, client.start(body), wait, timeout, settings.poll_interval, "forward")
 
 
 _CLIENTS: dict[Service, type[JobClient]] = {
-    Service.packager: PackagerClient, Service.retriever: RetrieverClient,
-    Service.forwarder: ForwarderClient}
+    Service.packager: PackagerClient,
+    Service.retriever: RetrieverClient,
+    Service.forwarder: ForwarderClient,
+}
 
 
 @app.command()
-def status(ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="JOB")],
-           service: Annotated[Service, typer.Option(help="Whose job it is.")] = Service.packager,
-           packager_url: PackagerUrl = None, retriever_url: RetrieverUrl = None,
-           forwarder_url: ForwarderUrl = None, as_json: Json = False) -> None:
+def status(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB")],
+    service: Annotated[Service, typer.Option(help="Whose job it is.")] = Service.packager,
+    packager_url: PackagerUrl = None,
+    retriever_url: RetrieverUrl = None,
+    forwarder_url: ForwarderUrl = None,
+    as_json: Json = False,
+) -> None:
     """Show the state of a job (exit 1 if it failed)."""
     out = Output(as_json or bool(ctx.obj))
-    settings = _settings(out, packager_url=packager_url, retriever_url=retriever_url,
-                         forwarder_url=forwarder_url)
+    settings = _settings(
+        out, packager_url=packager_url, retriever_url=retriever_url, forwarder_url=forwarder_url
+    )
     url = str(getattr(settings, f"{service.value}_url"))
-    with errors(out, service.value), \
-            _CLIENTS[service](url, settings.token(), timeout=settings.http_timeout) as client:
+    with (
+        errors(out, service.value),
+        _CLIENTS[service](url, settings.token(), timeout=settings.http_timeout) as client,
+    ):
         raw = client.json("GET", f"{client.collection}/{job_id}")
         view = JobView.model_validate(raw)
-    lines = [f"{service.value} job {view.id}: {view.state}, phase {view.phase}",
-             f"counts: {_counts(view)}"]
+    lines = [
+        f"{service.value} job {view.id}: {view.state}, phase {view.phase}",
+        f"counts: {_counts(view)}",
+    ]
     if view.error:
         lines.append(f"error: {view.error}")
     if raw.get("download_url"):
-        lines.append(f"{raw.get('filename')} until {raw.get('expires_at')}: "
-                     f"{raw['download_url']}")
+        lines.append(f"{raw.get('filename')} until {raw.get('expires_at')}: {raw['download_url']}")
     out.done(_job_doc(view, raw), "\n".join(lines), FAILED if view.state == "failed" else OK)
 
 
 @app.command()
-def lookup(ctx: typer.Context, accessions: Accessions, lookup_url: LookupUrl = None,
-           as_json: Json = False) -> None:
+def lookup(
+    ctx: typer.Context, accessions: Accessions, lookup_url: LookupUrl = None, as_json: Json = False
+) -> None:
     """Show whose accession numbers these are (several: and whether they are one patient)."""
     out = Output(as_json or bool(ctx.obj))
     accs = _accessions(accessions, out)
     settings = _settings(out, lookup_url=lookup_url)
-    with errors(out, "lookup"), LookupClient(settings.lookup_url, settings.token(),
-                                              timeout=settings.http_timeout) as client:
+    with (
+        errors(out, "lookup"),
+        LookupClient(
+            settings.lookup_url, settings.token(), timeout=settings.http_timeout
+        ) as client,
+    ):
         infos = [client.accession(accs[0])] if len(accs) == 1 else client.resolve(accs).accessions
     same = len({i.patient_id for i in infos}) == 1
-    lines = [f"{i.accession_number}: {i.patient_name.display} (patient ID {i.patient_id}, "
-             f"from {i.source})" for i in infos]
+    lines = [
+        f"{i.accession_number}: {i.patient_name.display} (patient ID {i.patient_id}, "
+        f"from {i.source})"
+        for i in infos
+    ]
     if len(infos) > 1:
         lines.append("one patient" if same else "more than one patient: not one disc")
-    out.done({"accessions": [i.model_dump() for i in infos], "same_patient": same},
-             "\n".join(lines))
+    out.done(
+        {"accessions": [i.model_dump() for i in infos], "same_patient": same}, "\n".join(lines)
+    )
 
 
 # -- audit -------------------------------------------------------------------------------------
 
+
 def _event_line(e: dict[str, Any]) -> str:
     what = ",".join(e.get("accession_numbers") or e.get("study_uids") or [])
     extra = " ".join(f"{k}={e[k]}" for k in ("via", "destination", "error") if e.get(k))
-    return " ".join(str(part) for part in (
-        e.get("at"), e.get("service"), e.get("action"), e.get("outcome"),
-        f"user={e.get('user')}", f"job={e.get('job_id') or '-'}", what, extra) if part)
+    return " ".join(
+        str(part)
+        for part in (
+            e.get("at"),
+            e.get("service"),
+            e.get("action"),
+            e.get("outcome"),
+            f"user={e.get('user')}",
+            f"job={e.get('job_id') or '-'}",
+            what,
+            extra,
+        )
+        if part
+    )
 
 
 @app.command()
-def audit(ctx: typer.Context,
-          since: Annotated[str, typer.Option(
-              metavar="DURATION|ISO-DATE",
-              help="How far back: 90s, 30m, 1h, 2d, 1w, or 2024-05-01[T08:00:00Z].")],
-          limit: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
-          packager_url: PackagerUrl = None, as_json: Json = False) -> None:
+def audit(
+    ctx: typer.Context,
+    since: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION|ISO-DATE",
+            help="How far back: 90s, 30m, 1h, 2d, 1w, or 2024-05-01[T08:00:00Z].",
+        ),
+    ],
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
+    packager_url: PackagerUrl = None,
+    as_json: Json = False,
+) -> None:
     """List the audit trail (packages, links, e-mails, forwards), oldest first."""
     out = Output(as_json or bool(ctx.obj))
     try:
@@ -296,10 +402,13 @@ def audit(ctx: typer.Context,
     except InvalidInput as exc:
         out.fail(f"--since: {exc}", USAGE)
     settings = _settings(out, packager_url=packager_url)
-    with errors(out, "packager"), PackagerClient(settings.packager_url, settings.token(),
-                                                  timeout=settings.http_timeout) as client:
-        doc = client.json("GET", "/v1/audit",
-                          params={"since": start.isoformat(), "limit": limit})
+    with (
+        errors(out, "packager"),
+        PackagerClient(
+            settings.packager_url, settings.token(), timeout=settings.http_timeout
+        ) as client,
+    ):
+        doc = client.json("GET", "/v1/audit", params={"since": start.isoformat(), "limit": limit})
     events = doc.get("events", [])
     lines = [_event_line(e) for e in events] or [f"no audit events since {doc.get('since')}"]
     if doc.get("truncated"):
@@ -309,28 +418,37 @@ def audit(ctx: typer.Context,
 
 # -- verify, dev -------------------------------------------------------------------------------
 
+
 @app.command()
-def verify(ctx: typer.Context,
-           file: Annotated[Path, typer.Argument(metavar="FILE.iso|FILE.zip", exists=True,
-                                                dir_okay=False, readable=True)],
-           as_json: Json = False) -> None:
+def verify(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(metavar="FILE.iso|FILE.zip", exists=True, dir_okay=False, readable=True),
+    ],
+    as_json: Json = False,
+) -> None:
     """Check a disc image or ZIP: DICOMDIR, file IDs, references, PDI files, ISO names."""
     out = Output(as_json or bool(ctx.obj))
     report = verify_medium(file)
     if report.ok:
-        out.done(report.as_dict(), f"{file}: ok ({report.kind}, {report.files} files, "
-                                   f"{report.referenced} instances referenced by DICOMDIR)")
+        out.done(
+            report.as_dict(),
+            f"{file}: ok ({report.kind}, {report.files} files, "
+            f"{report.referenced} instances referenced by DICOMDIR)",
+        )
     lines = [f"{file}: {len(report.problems)} problem(s)"] + [f"  {p}" for p in report.problems]
     out.done(report.as_dict(), "\n".join(lines), FAILED)
 
 
 @app.command()
-def dev(no_his: Annotated[bool, typer.Option("--no-his", help="Names from the PACS, no HIS.")
-                          ] = False,
-        port_base: Annotated[int, typer.Option(help="Offset added to every standard port.")
-                             ] = 0,
-        state_dir: Annotated[Path | None, typer.Option(
-            help="Where the stack keeps its data [default ./.dicom-iso-dev].")] = None) -> None:
+def dev(
+    no_his: Annotated[bool, typer.Option("--no-his", help="Names from the PACS, no HIS.")] = False,
+    port_base: Annotated[int, typer.Option(help="Offset added to every standard port.")] = 0,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Where the stack keeps its data [default ./.dicom-iso-dev].")
+    ] = None,
+) -> None:
     """Run the local stack (PACS, S3, HIS, the four services) until Ctrl-C."""
     from .dev import run as dev_run
 

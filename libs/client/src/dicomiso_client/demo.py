@@ -35,8 +35,7 @@ DEMO_STUDIES = (
     DemoStudy("CT.002", "RM000001", "Santoso^Budi", "CT", 6, "CT thorax", "20260402"),
     DemoStudy("ACC001", "RM000001", "Santoso^Budi", "CT", 3, "CT head", "20251120"),
     DemoStudy("CT.100", "RM000002", "Nurhaliza^Siti", "CT", 4, "CT abdomen", "20260115"),
-    DemoStudy("US.200", "RM000003", "O'Brien^Mary Ann", "OT", 2, "Ultrasound capture",
-              "20260201"),
+    DemoStudy("US.200", "RM000003", "O'Brien^Mary Ann", "OT", 2, "Ultrasound capture", "20260201"),
     DemoStudy("MR.300", "RM000004", "Anggraini^Dewi", "MR", 3, "MR brain", "20260220"),
     DemoStudy("CR.400", "RM000005", "Nuñez^José", "OT", 2, "Chest capture", "20260228"),
     DemoStudy("DX.500", "RM000106", "Wijaya^Agus", "OT", 2, "Hand capture", "20260303"),
@@ -51,15 +50,19 @@ _SOP_CLASS = {"CT": CT_IMAGE, "MR": MR_IMAGE, "OT": SECONDARY_CAPTURE}
 def _pixels(size: int, seed: int) -> bytes:
     """A 16-bit gradient with a disc in the middle, different per image."""
     centre, radius = size / 2, size / 3
-    values = array("H", (
-        (x * 8 + y * 4 + seed * 97) % 2048
-        + (1500 if (x - centre) ** 2 + (y - centre) ** 2 < radius ** 2 else 0)
-        for y in range(size) for x in range(size)))
+    values = array(
+        "H",
+        (
+            (x * 8 + y * 4 + seed * 97) % 2048
+            + (1500 if (x - centre) ** 2 + (y - centre) ** 2 < radius**2 else 0)
+            for y in range(size)
+            for x in range(size)
+        ),
+    )
     return values.tobytes()
 
 
-def _instance(study: DemoStudy, study_uid: str, series_uid: str, index: int,
-              size: int) -> Dataset:
+def _instance(study: DemoStudy, study_uid: str, series_uid: str, index: int, size: int) -> Dataset:
     sop_class = UID(_SOP_CLASS[study.modality])
     sop_uid = generate_uid()
     meta = FileMetaDataset()
@@ -105,7 +108,8 @@ def demo_files(size: int = 128) -> Iterator[tuple[DemoStudy, bytes]]:
         for index in range(study.images):
             ds = _instance(study, study_uid, series_uid, index, size)
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
-                entropy_srcs=[study.accession, str(index)])
+                entropy_srcs=[study.accession, str(index)]
+            )
             buf = io.BytesIO()
             ds.save_as(buf, enforce_file_format=True)
             yield study, buf.getvalue()

@@ -33,8 +33,15 @@ from .demo import DEMO_STUDIES, demo_files
 console = Console(highlight=False)
 BUCKET = "dicom-iso"
 DEMO_HIS_USER, DEMO_HIS_PASSWORD = "dicomiso_demo", "dicomiso-demo"
-_COLOURS = {"s3": "bright_black", "pacs": "magenta", "lookup": "cyan", "retriever": "green",
-            "packager": "yellow", "forwarder": "blue", "dev": "bold"}
+_COLOURS = {
+    "s3": "bright_black",
+    "pacs": "magenta",
+    "lookup": "cyan",
+    "retriever": "green",
+    "packager": "yellow",
+    "forwarder": "blue",
+    "dev": "bold",
+}
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,16 @@ class Ports:
     @classmethod
     def standard(cls, base: int = 0) -> Ports:
         """DESIGN.md's local defaults, shifted by `base` when those are taken."""
-        return cls(9000 + base, 8001 + base, 8002 + base, 8003 + base, 8004 + base,
-                   10104 + base, 11112 + base, 8042 + base)
+        return cls(
+            9000 + base,
+            8001 + base,
+            8002 + base,
+            8003 + base,
+            8004 + base,
+            10104 + base,
+            11112 + base,
+            8042 + base,
+        )
 
     def taken(self) -> list[int]:
         busy = []
@@ -87,10 +102,16 @@ class Stack:
     # -- children --------------------------------------------------------------------------
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, cwd=self.state,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True,  # our Ctrl-C handling stops it
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            cwd=self.state,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our Ctrl-C handling stops it
+            preexec_fn=_die_with_parent,
+        )
         child = Child(name, proc)
         assert proc.stdout is not None  # noqa: S101 - stdout=PIPE above
         child.pump = threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True)
@@ -121,8 +142,7 @@ class Stack:
         moto = Path(sys.executable).with_name("moto_server")
         if not moto.exists():
             raise StartupFailed("moto_server not found: run `uv sync --frozen` (dev group)")
-        self.spawn("s3", [str(moto), "-H", "127.0.0.1", "-p", str(self.ports.s3)],
-                   self.env())
+        self.spawn("s3", [str(moto), "-H", "127.0.0.1", "-p", str(self.ports.s3)], self.env())
         url = f"http://127.0.0.1:{self.ports.s3}"
         _wait_http("s3", f"{url}/", self)
         from dicomiso_common.settings import CommonSettings
@@ -139,19 +159,29 @@ class Stack:
         for sub in ("storage", "index", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         config = {
-            "Name": "dicom-iso demo PACS", "StorageDirectory": str(root / "storage"),
-            "IndexDirectory": str(root / "index"), "TemporaryDirectory": str(root / "tmp"),
-            "Plugins": [], "LuaScripts": [], "HttpPort": self.ports.pacs_http,
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-            "DicomAet": "ABPACS", "DicomPort": self.ports.pacs, "DicomCheckCalledAet": True,
+            "Name": "dicom-iso demo PACS",
+            "StorageDirectory": str(root / "storage"),
+            "IndexDirectory": str(root / "index"),
+            "TemporaryDirectory": str(root / "tmp"),
+            "Plugins": [],
+            "LuaScripts": [],
+            "HttpPort": self.ports.pacs_http,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomAet": "ABPACS",
+            "DicomPort": self.ports.pacs,
+            "DicomCheckCalledAet": True,
             "DicomModalities": {"cdrecord": ["CDRECORD", "127.0.0.1", self.ports.scp]},
-            "DefaultEncoding": "Utf8", "DeidentifyLogs": True, "SaveJobs": False,
-            "SynchronousCMove": True}
+            "DefaultEncoding": "Utf8",
+            "DeidentifyLogs": True,
+            "SaveJobs": False,
+            "SynchronousCMove": True,
+        }
         (root / "orthanc.json").write_text(json.dumps(config, indent=2))
-        binary = next((b for b in ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")
-                       if Path(b).exists()), "Orthanc")
-        self.spawn("pacs", [binary, str(root / "orthanc.json")], {**self.env(),
-                                                                  "TCP_NODELAY": "1"})
+        binary = next(
+            (b for b in ("/usr/sbin/Orthanc", "/usr/bin/Orthanc") if Path(b).exists()), "Orthanc"
+        )
+        self.spawn("pacs", [binary, str(root / "orthanc.json")], {**self.env(), "TCP_NODELAY": "1"})
         url = f"http://127.0.0.1:{self.ports.pacs_http}"
         _wait_http("pacs", f"{url}/system", self)
         _wait_port("pacs", self.ports.pacs, self)
@@ -161,8 +191,9 @@ class Stack:
         count = 0
         with httpx.Client(base_url=url, timeout=30, trust_env=False) as http:
             for _study, data in demo_files():
-                reply = http.post("/instances", content=data,
-                                  headers={"Content-Type": "application/dicom"})
+                reply = http.post(
+                    "/instances", content=data, headers={"Content-Type": "application/dicom"}
+                )
                 reply.raise_for_status()
                 count += 1
         return count
@@ -178,20 +209,32 @@ class Stack:
             self.his_note = "HIS: pymysql missing: names come from the PACS"
             return None
         try:
-            conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
-                                   autocommit=True, connect_timeout=3, charset="utf8mb4")
+            conn = pymysql.connect(
+                host="127.0.0.1",
+                port=3306,
+                user="root",
+                password="",
+                autocommit=True,
+                connect_timeout=3,
+                charset="utf8mb4",
+            )
         except pymysql.MySQLError as exc:
-            self.his_note = (f"HIS: no MariaDB at 127.0.0.1:3306 ({exc.args[0]}): "
-                             "names come from the PACS")
+            self.his_note = (
+                f"HIS: no MariaDB at 127.0.0.1:3306 ({exc.args[0]}): names come from the PACS"
+            )
             return None
-        sql = "\n".join((self.repo / "services/lookup" / f).read_text(encoding="utf-8")
-                        for f in ("schema.sql", "seed.sql"))
+        sql = "\n".join(
+            (self.repo / "services/lookup" / f).read_text(encoding="utf-8")
+            for f in ("schema.sql", "seed.sql")
+        )
         sql = sql.replace("INSERT INTO", "INSERT IGNORE INTO")  # idempotent on re-runs
         with conn, conn.cursor() as cur:
             for statement in _statements(sql):
                 cur.execute(statement)
-            cur.execute("CREATE USER IF NOT EXISTS %s@'127.0.0.1' IDENTIFIED BY %s",
-                        (DEMO_HIS_USER, DEMO_HIS_PASSWORD))
+            cur.execute(
+                "CREATE USER IF NOT EXISTS %s@'127.0.0.1' IDENTIFIED BY %s",
+                (DEMO_HIS_USER, DEMO_HIS_PASSWORD),
+            )
             for db in ("pacsdb_his", "rsabt201107"):
                 cur.execute(f"GRANT SELECT ON `{db}`.* TO %s@'127.0.0.1'", (DEMO_HIS_USER,))
         self.his_note = "HIS: MariaDB 127.0.0.1:3306, example schema with synthetic rows"
@@ -199,40 +242,63 @@ class Stack:
 
     def start_services(self, his_url: str | None) -> None:
         p = self.ports
-        common = {**self.env(), "DICOMISO_S3_ENDPOINT_URL": f"http://127.0.0.1:{p.s3}",
-                  "DICOMISO_S3_BUCKET": BUCKET, "DICOMISO_HTTP_HOST": "127.0.0.1",
-                  "DICOMISO_LOOKUP_URL": f"http://127.0.0.1:{p.lookup}",
-                  "DICOMISO_RETRIEVER_URL": f"http://127.0.0.1:{p.retriever}",
-                  "DICOMISO_FORWARDER_URL": f"http://127.0.0.1:{p.forwarder}",
-                  "DICOMISO_PACS_AET": "ABPACS", "DICOMISO_PACS_HOST": "127.0.0.1",
-                  "DICOMISO_PACS_PORT": str(p.pacs), "DICOMISO_SCP_PORT": str(p.scp)}
+        common = {
+            **self.env(),
+            "DICOMISO_S3_ENDPOINT_URL": f"http://127.0.0.1:{p.s3}",
+            "DICOMISO_S3_BUCKET": BUCKET,
+            "DICOMISO_HTTP_HOST": "127.0.0.1",
+            "DICOMISO_LOOKUP_URL": f"http://127.0.0.1:{p.lookup}",
+            "DICOMISO_RETRIEVER_URL": f"http://127.0.0.1:{p.retriever}",
+            "DICOMISO_FORWARDER_URL": f"http://127.0.0.1:{p.forwarder}",
+            "DICOMISO_PACS_AET": "ABPACS",
+            "DICOMISO_PACS_HOST": "127.0.0.1",
+            "DICOMISO_PACS_PORT": str(p.pacs),
+            "DICOMISO_SCP_PORT": str(p.scp),
+        }
         work = self.state / "work"
         work.mkdir(exist_ok=True)
         extra: dict[str, dict[str, str]] = {
             "lookup": {"DICOMISO_HIS_URL": his_url} if his_url else {},
             "retriever": {},
             "packager": {"DICOMISO_WORK_DIR": str(work)},
-            "forwarder": {"DICOMISO_PEERS": json.dumps(
-                {"demo-pacs": {"aet": "ABPACS", "host": "127.0.0.1", "port": p.pacs}})},
+            "forwarder": {
+                "DICOMISO_PEERS": json.dumps(
+                    {"demo-pacs": {"aet": "ABPACS", "host": "127.0.0.1", "port": p.pacs}}
+                )
+            },
         }
-        for name, port in (("lookup", p.lookup), ("retriever", p.retriever),
-                           ("forwarder", p.forwarder), ("packager", p.packager)):
+        for name, port in (
+            ("lookup", p.lookup),
+            ("retriever", p.retriever),
+            ("forwarder", p.forwarder),
+            ("packager", p.packager),
+        ):
             script = Path(sys.executable).with_name(f"dicomiso-{name}")
             if not script.exists():
                 raise StartupFailed(f"{script.name} not found: run `uv sync --frozen`")
-            self.spawn(name, [str(script)], {**common, **extra[name],
-                                             "DICOMISO_HTTP_PORT": str(port)})
-        for name, port in (("lookup", p.lookup), ("retriever", p.retriever),
-                           ("forwarder", p.forwarder), ("packager", p.packager)):
+            self.spawn(
+                name, [str(script)], {**common, **extra[name], "DICOMISO_HTTP_PORT": str(port)}
+            )
+        for name, port in (
+            ("lookup", p.lookup),
+            ("retriever", p.retriever),
+            ("forwarder", p.forwarder),
+            ("packager", p.packager),
+        ):
             _wait_http(name, f"http://127.0.0.1:{port}/readyz", self, timeout=60)
 
     def env(self) -> dict[str, str]:
         """The children's environment: ours without DICOMISO_*/AWS_*, plus demo credentials."""
-        keep = {k: v for k, v in os.environ.items()
-                if not k.startswith(("DICOMISO_", "AWS_"))}
-        return {**keep, "AWS_ACCESS_KEY_ID": "dev", "AWS_SECRET_ACCESS_KEY": "dev",
-                "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null",
-                "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "PYTHONUNBUFFERED": "1"}
+        keep = {k: v for k, v in os.environ.items() if not k.startswith(("DICOMISO_", "AWS_"))}
+        return {
+            **keep,
+            "AWS_ACCESS_KEY_ID": "dev",
+            "AWS_SECRET_ACCESS_KEY": "dev",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "PYTHONUNBUFFERED": "1",
+        }
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -331,6 +397,7 @@ def _wait_http(name: str, url: str, stack: Stack, timeout: float = 30.0) -> None
             return httpx.get(url, timeout=2, trust_env=False).status_code < 500
         except httpx.HTTPError:
             return False
+
     _wait(name, ready, stack, timeout)
 
 
@@ -338,6 +405,7 @@ def _wait_port(name: str, port: int, stack: Stack, timeout: float = 30.0) -> Non
     def ready() -> bool:
         with socket.socket() as sock:
             return sock.connect_ex(("127.0.0.1", port)) == 0
+
     _wait(name, ready, stack, timeout)
 
 
@@ -356,10 +424,12 @@ def _banner(stack: Stack) -> None:
         f"ready: packager http://127.0.0.1:{p.packager}  lookup :{p.lookup}  "
         f"retriever :{p.retriever} (SCP CDRECORD :{p.scp})  forwarder :{p.forwarder}",
         f"S3 (moto) http://127.0.0.1:{p.s3} bucket {BUCKET}; demo PACS ABPACS@127.0.0.1:"
-        f"{p.pacs} (http :{p.pacs_http})", stack.his_note,
+        f"{p.pacs} (http :{p.pacs_http})",
+        stack.his_note,
         f"demo accessions: {accessions}",
         f"try: uv run dicom-iso package MR.001,CT.002 --download {stack.state / 'discs'}",
-        "Ctrl-C stops everything started here"):
+        "Ctrl-C stops everything started here",
+    ):
         say("dev", line)
 
 
@@ -368,8 +438,11 @@ def run(no_his: bool = False, port_base: int = 0, state_dir: Path | None = None)
     ports = Ports.standard(port_base)
     busy = ports.taken()
     if busy:
-        say("dev", f"ports already in use: {', '.join(map(str, busy))} (another stack, or a "
-                   "system Orthanc?); stop it or pass --port-base 100")
+        say(
+            "dev",
+            f"ports already in use: {', '.join(map(str, busy))} (another stack, or a "
+            "system Orthanc?); stop it or pass --port-base 100",
+        )
         return 2
     state = state_dir or Path.cwd() / ".dicom-iso-dev"
     state.mkdir(parents=True, exist_ok=True)
@@ -380,8 +453,9 @@ def run(no_his: bool = False, port_base: int = 0, state_dir: Path | None = None)
     def on_signal(_signum: int, _frame: Any) -> None:
         stopping.set()
 
-    previous = {s: signal.signal(s, on_signal)
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     code = 0
     try:
         stack.start_s3()

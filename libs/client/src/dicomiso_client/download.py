@@ -44,11 +44,18 @@ def download_to(url: str, target: Path, pkg: dict[str, Any], out: Output) -> tup
     where = httpx.URL(url).copy_with(query=None, fragment=None)  # never print the signature
     fallback = pkg.get("filename") or f"{pkg.get('id', 'package')}.iso"
     try:
-        with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True,
-                          trust_env=False) as http, http.stream("GET", url) as response:
+        with (
+            httpx.Client(
+                timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True, trust_env=False
+            ) as http,
+            http.stream("GET", url) as response,
+        ):
             if response.status_code != 200:
-                out.fail(f"download from {where} answered {response.status_code} (link "
-                         "expired? dicom-iso package again gives a fresh one)", FAILED)
+                out.fail(
+                    f"download from {where} answered {response.status_code} (link "
+                    "expired? dicom-iso package again gives a fresh one)",
+                    FAILED,
+                )
             name = _disposition_name(response.headers.get("content-disposition")) or fallback
             dest = target / name if target.is_dir() else target
             size = _save(response, dest, pkg, out)
@@ -62,8 +69,7 @@ def _save(response: httpx.Response, dest: Path, pkg: dict[str, Any], out: Output
     digest, size = hashlib.sha256(), 0
     total = int(response.headers.get("content-length") or pkg.get("size") or 0) or None
     try:
-        with Progress(disable=not out.live, console=out.console) as progress, \
-                part.open("wb") as fp:
+        with Progress(disable=not out.live, console=out.console) as progress, part.open("wb") as fp:
             task = progress.add_task(f"download {dest.name}", total=total)
             for chunk in response.iter_bytes(1 << 20):
                 fp.write(chunk)
@@ -74,10 +80,14 @@ def _save(response: httpx.Response, dest: Path, pkg: dict[str, Any], out: Output
         part.unlink(missing_ok=True)
         raise
     expected_sha, expected_size = pkg.get("sha256"), pkg.get("size")
-    if (expected_size is not None and size != expected_size) or \
-            (expected_sha and digest.hexdigest() != expected_sha):
+    if (expected_size is not None and size != expected_size) or (
+        expected_sha and digest.hexdigest() != expected_sha
+    ):
         part.unlink()
-        out.fail(f"download of {dest.name} is damaged ({size} bytes, sha256 differs from the "
-                 "packager's); run the command again", FAILED)
+        out.fail(
+            f"download of {dest.name} is damaged ({size} bytes, sha256 differs from the "
+            "packager's); run the command again",
+            FAILED,
+        )
     part.replace(dest)
     return size

@@ -36,8 +36,12 @@ class ServiceUnreachable(Unavailable):
     title = "Service unreachable"
 
 
-_PASSED_ON: dict[int, type[DicomisoError]] = {400: InvalidInput, 404: NotFound, 409: Conflict,
-                                               422: InvalidInput}
+_PASSED_ON: dict[int, type[DicomisoError]] = {
+    400: InvalidInput,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidInput,
+}
 
 
 def detail_of(response: httpx.Response) -> str:
@@ -56,13 +60,23 @@ class ServiceClient:
 
     service = "service"
 
-    def __init__(self, base_url: str, token: str = "", *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str = "",
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers,
-                                  timeout=httpx.Timeout(timeout, connect=5.0),
-                                  transport=transport, trust_env=False)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            transport=transport,
+            trust_env=False,
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -73,8 +87,9 @@ class ServiceClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, *, expect: tuple[int, ...] = (200,),
-                **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any
+    ) -> httpx.Response:
         """Send one request; anything but an expected status raises one of our errors."""
         try:
             response = self._http.request(method, path, **kwargs)
@@ -82,7 +97,8 @@ class ServiceClient:
             raise ServiceUnreachable(f"{self.service} at {self.base_url} timed out") from exc
         except httpx.TransportError as exc:
             raise ServiceUnreachable(
-                f"{self.service} unreachable at {self.base_url} ({type(exc).__name__})") from exc
+                f"{self.service} unreachable at {self.base_url} ({type(exc).__name__})"
+            ) from exc
         if response.status_code in expect:
             return response
         detail = detail_of(response)

@@ -26,8 +26,15 @@ class JobClient(ServiceClient):
     def status(self, job_id: str) -> JobView:
         return JobView.model_validate(self.json("GET", f"{self.collection}/{job_id}"))
 
-    def wait(self, job_id: str, *, timeout: float, poll: float = 1.0,
-             on_progress: Progress | None = None, outage: float = 60.0) -> JobView:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float,
+        poll: float = 1.0,
+        on_progress: Progress | None = None,
+        outage: float = 60.0,
+    ) -> JobView:
         """Poll until the job ends and return its last view.
 
         A service that restarts (rolling update) is waited for up to `outage` seconds: the
@@ -55,8 +62,9 @@ class JobClient(ServiceClient):
                 if view.done:
                     return view
             if time.monotonic() > deadline:
-                raise UpstreamError(f"{self.service} job {job_id} did not finish in "
-                                    f"{timeout:.0f} s")
+                raise UpstreamError(
+                    f"{self.service} job {job_id} did not finish in {timeout:.0f} s"
+                )
             time.sleep(poll)
 
 

@@ -38,8 +38,9 @@ class Output:
         line = " ".join(message.split())
         typer.echo(f"error: {line}", err=True)
         if self.json:
-            typer.echo(json.dumps({**(doc or {}), "error": line, "exit_code": code},
-                                  indent=2, default=str))
+            typer.echo(
+                json.dumps({**(doc or {}), "error": line, "exit_code": code}, indent=2, default=str)
+            )
         raise typer.Exit(code)
 
 

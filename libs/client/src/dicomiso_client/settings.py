@@ -19,8 +19,8 @@ class ClientSettings(BaseSettings):
     forwarder_url: str = "http://127.0.0.1:8004"
     api_token: SecretStr = SecretStr("")
     call_token: SecretStr | None = None
-    http_timeout: Annotated[float, Field(gt=0)] = 30.0   # seconds per request
-    poll_interval: Annotated[float, Field(gt=0)] = 1.0   # seconds between status polls
+    http_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds per request
+    poll_interval: Annotated[float, Field(gt=0)] = 1.0  # seconds between status polls
 
     def token(self) -> str:
         """The bearer token to send: DICOMISO_CALL_TOKEN, else DICOMISO_API_TOKEN."""

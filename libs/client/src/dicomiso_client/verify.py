@@ -66,9 +66,14 @@ class Report:
         self.problems.append(Problem(where, what))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "kind": self.kind, "ok": self.ok, "files": self.files,
-                "referenced": self.referenced,
-                "problems": [{"where": p.where, "what": p.what} for p in self.problems]}
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "ok": self.ok,
+            "files": self.files,
+            "referenced": self.referenced,
+            "problems": [{"where": p.where, "what": p.what} for p in self.problems],
+        }
 
 
 class _Medium(Protocol):
@@ -97,8 +102,10 @@ class _Iso:
                 self.names[raw.lstrip("/").split(";")[0].rstrip(".")] = raw
 
     def open(self, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
-        return cast(contextlib.AbstractContextManager[IO[bytes]],
-                    self._iso.open_file_from_iso(iso_path=self.names[path]))
+        return cast(
+            contextlib.AbstractContextManager[IO[bytes]],
+            self._iso.open_file_from_iso(iso_path=self.names[path]),
+        )
 
     def close(self) -> None:
         self._iso.close()
@@ -150,6 +157,7 @@ def verify(path: Path) -> Report:
 
 # -- names -----------------------------------------------------------------------------------
 
+
 def _check_names(medium: _Iso | _Zip, report: Report) -> None:
     """ISO: every primary-volume name is Level 1. ZIP: the DICOM and PDI trees' names are."""
     if isinstance(medium, _Iso):
@@ -171,6 +179,7 @@ def _check_names(medium: _Iso | _Zip, report: Report) -> None:
 
 # -- DICOMDIR --------------------------------------------------------------------------------
 
+
 def _record_label(index: int, record: Dataset) -> str:
     kind = str(record.get("DirectoryRecordType", "?")).strip()
     return f"DICOMDIR record #{index} ({kind} at offset {record.seq_item_tell})"
@@ -182,13 +191,14 @@ def _check_dicomdir(medium: _Iso | _Zip, report: Report) -> None:
             ds = pydicom.dcmread(io.BytesIO(fp.read()))
         records = list(ds.DirectoryRecordSequence)
     except (InvalidDicomError, AttributeError, ValueError, EOFError, KeyError) as exc:
-        report.add("DICOMDIR", f"does not parse as a DICOM directory ({type(exc).__name__}: "
-                               f"{exc})")
+        report.add("DICOMDIR", f"does not parse as a DICOM directory ({type(exc).__name__}: {exc})")
         return
     sop_class = str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
     if sop_class != MEDIA_STORAGE_DIRECTORY:
-        report.add("DICOMDIR", f"Media Storage SOP Class is {sop_class or 'missing'}, "
-                               f"not {MEDIA_STORAGE_DIRECTORY}")
+        report.add(
+            "DICOMDIR",
+            f"Media Storage SOP Class is {sop_class or 'missing'}, not {MEDIA_STORAGE_DIRECTORY}",
+        )
     _check_offsets(ds, records, report)
     referenced = _check_records(records, medium, report)
     report.referenced = len(referenced)
@@ -206,8 +216,7 @@ def _check_offsets(ds: Dataset, records: list[Dataset], report: Report) -> None:
         while offset:
             index = by_offset.get(offset)
             if index is None:
-                report.add("DICOMDIR", f"{where} points at offset {offset}, where no record "
-                                       "starts")
+                report.add("DICOMDIR", f"{where} points at offset {offset}, where no record starts")
                 return last
             if index in seen:
                 report.add(_record_label(index, records[index]), "reached twice (offset loop)")
@@ -225,8 +234,7 @@ def _check_offsets(ds: Dataset, records: list[Dataset], report: Report) -> None:
     last = int(ds.get("OffsetOfTheLastDirectoryRecordOfTheRootDirectoryEntity", 0) or 0)
     end = chain(first, "first root record offset")
     if records and end != last:
-        report.add("DICOMDIR", f"last root record offset is {last}, the root chain ends at "
-                               f"{end}")
+        report.add("DICOMDIR", f"last root record offset is {last}, the root chain ends at {end}")
     for index in sorted(set(range(len(records))) - seen):
         report.add(_record_label(index, records[index]), "not reachable from the root")
 
@@ -236,8 +244,7 @@ def _file_id(record: Dataset) -> list[str]:
     return [str(value)] if isinstance(value, str) else [str(v) for v in value]
 
 
-def _check_records(records: list[Dataset], medium: _Iso | _Zip,
-                   report: Report) -> set[str]:
+def _check_records(records: list[Dataset], medium: _Iso | _Zip, report: Report) -> set[str]:
     """Each leaf's File ID is legal, present, unique, and the file matches its record."""
     referenced: set[str] = set()
     for index, record in enumerate(records):
@@ -247,8 +254,11 @@ def _check_records(records: list[Dataset], medium: _Iso | _Zip,
         parts = _file_id(record)
         if not 1 <= len(parts) <= MAX_DEPTH or not all(_COMPONENT.fullmatch(p) for p in parts):
             shown = "\\".join(parts)
-            report.add(label, f"ReferencedFileID {shown!r} is not 1-8 components "
-                              "of 1-8 characters A-Z 0-9 _ (PS3.10 8.2)")
+            report.add(
+                label,
+                f"ReferencedFileID {shown!r} is not 1-8 components "
+                "of 1-8 characters A-Z 0-9 _ (PS3.10 8.2)",
+            )
             continue
         path = "/".join(parts)
         if path in referenced:
@@ -262,19 +272,24 @@ def _check_records(records: list[Dataset], medium: _Iso | _Zip,
     return referenced
 
 
-def _check_file(medium: _Iso | _Zip, path: str, record: Dataset, label: str,
-                report: Report) -> None:
+def _check_file(
+    medium: _Iso | _Zip, path: str, record: Dataset, label: str, report: Report
+) -> None:
     try:
         with medium.open(path) as fp:
             ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
         report.add(path, f"does not parse as a DICOM file ({type(exc).__name__}); {label}")
         return
-    pairs = [("ReferencedSOPInstanceUIDInFile", ds.get("SOPInstanceUID"), "SOP Instance UID"),
-             ("ReferencedSOPClassUIDInFile", ds.get("SOPClassUID"), "SOP Class UID"),
-             ("ReferencedTransferSyntaxUIDInFile",
-              getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID"),
-              "Transfer Syntax UID")]
+    pairs = [
+        ("ReferencedSOPInstanceUIDInFile", ds.get("SOPInstanceUID"), "SOP Instance UID"),
+        ("ReferencedSOPClassUIDInFile", ds.get("SOPClassUID"), "SOP Class UID"),
+        (
+            "ReferencedTransferSyntaxUIDInFile",
+            getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID"),
+            "Transfer Syntax UID",
+        ),
+    ]
     for keyword, actual, what in pairs:
         expected = record.get(keyword)
         if expected is None:

@@ -25,7 +25,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PREFIX = "audit/"
-MAX_DAYS = 400            # how far back one query may reach (one listing per day)
+MAX_DAYS = 400  # how far back one query may reach (one listing per day)
 MAX_EVENTS = 10_000
 _USER = re.compile(r"[^\w.@+ -]")
 _DURATION = re.compile(r"(\d{1,6})([smhdw])")
@@ -55,36 +55,73 @@ def requester(request: Request, settings: CommonSettings) -> str:
     return "api-token" if settings.api_token.get_secret_value() else "anonymous (auth off)"
 
 
-def write(store: Store, service: str, action: str, *, user: str, outcome: str,
-          client: str | None = None, **fields: Any) -> dict[str, Any]:
+def write(
+    store: Store,
+    service: str,
+    action: str,
+    *,
+    user: str,
+    outcome: str,
+    client: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """Write one event and return it; a failed write raises (the caller decides)."""
     now = datetime.now(UTC)
-    event = {"id": uuid.uuid4().hex, "at": now.isoformat(), "service": service,
-             "action": action, "outcome": outcome, "user": user, "client": client,
-             **{k: v for k, v in fields.items() if v is not None}}
+    event = {
+        "id": uuid.uuid4().hex,
+        "at": now.isoformat(),
+        "service": service,
+        "action": action,
+        "outcome": outcome,
+        "user": user,
+        "client": client,
+        **{k: v for k, v in fields.items() if v is not None},
+    }
     store.put_json(event_key(now, event["id"]), event)
-    log.info("audit event", extra={"event_id": event["id"], "action": action,
-                                   "outcome": outcome, "job_id": fields.get("job_id")})
+    log.info(
+        "audit event",
+        extra={
+            "event_id": event["id"],
+            "action": action,
+            "outcome": outcome,
+            "job_id": fields.get("job_id"),
+        },
+    )
     return event
 
 
-def record(store: Store, settings: CommonSettings, service: str, request: Request,
-           action: str, outcome: str = "requested", **fields: Any) -> dict[str, Any]:
+def record(
+    store: Store,
+    settings: CommonSettings,
+    service: str,
+    request: Request,
+    action: str,
+    outcome: str = "requested",
+    **fields: Any,
+) -> dict[str, Any]:
     """Audit something a caller asked for; raises if the event cannot be written, so nothing
     the trail does not show is ever done."""
     client = request.client.host if request.client else None
-    return write(store, service, action, user=requester(request, settings), outcome=outcome,
-                 client=client, **fields)
+    return write(
+        store,
+        service,
+        action,
+        user=requester(request, settings),
+        outcome=outcome,
+        client=client,
+        **fields,
+    )
 
 
-def record_outcome(store: Store, service: str, action: str, outcome: str,
-                   **fields: Any) -> None:
+def record_outcome(store: Store, service: str, action: str, outcome: str, **fields: Any) -> None:
     """Audit how a job ended (best effort: the job record holds the outcome too)."""
     try:
         write(store, service, action, user="system (job)", outcome=outcome, **fields)
     except DicomisoError:
-        log.warning("audit event not written", extra={"action": action, "outcome": outcome,
-                                                      "job_id": fields.get("job_id")})
+        log.warning(
+            "audit event not written",
+            extra={"action": action, "outcome": outcome, "job_id": fields.get("job_id")},
+        )
 
 
 def parse_since(value: str, now: datetime | None = None) -> datetime:
@@ -97,13 +134,16 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     try:
         since = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise InvalidInput("since is neither a duration like 1h, 30m, 2d nor an ISO date "
-                           "like 2024-05-01 or 2024-05-01T08:00:00Z") from exc
+        raise InvalidInput(
+            "since is neither a duration like 1h, 30m, 2d nor an ISO date "
+            "like 2024-05-01 or 2024-05-01T08:00:00Z"
+        ) from exc
     return since if since.tzinfo else since.replace(tzinfo=UTC)
 
 
-def events_since(store: Store, since: datetime, *, now: datetime | None = None,
-                 limit: int = MAX_EVENTS) -> tuple[list[dict[str, Any]], bool]:
+def events_since(
+    store: Store, since: datetime, *, now: datetime | None = None, limit: int = MAX_EVENTS
+) -> tuple[list[dict[str, Any]], bool]:
     """Events at or after `since`, oldest first, and whether `limit` cut the list short.
 
     Lists one day prefix per day from `since` to today, never the whole trail.
@@ -113,8 +153,11 @@ def events_since(store: Store, since: datetime, *, now: datetime | None = None,
     first, last = since.date(), now.astimezone(UTC).date()
     if (last - first).days > MAX_DAYS:
         raise InvalidInput(f"since reaches back more than {MAX_DAYS} days; ask for less")
-    keys = [o.key for n in range((last - first).days + 1)
-            for o in store.list(day_prefix(first + timedelta(days=n)))]
+    keys = [
+        o.key
+        for n in range((last - first).days + 1)
+        for o in store.list(day_prefix(first + timedelta(days=n)))
+    ]
 
     def read(key: str) -> dict[str, Any] | None:
         try:

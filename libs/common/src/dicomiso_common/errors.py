@@ -96,8 +96,11 @@ class Problem(BaseModel):
 
 
 def _problem_doc(description: str) -> dict[str, Any]:
-    return {"model": Problem, "description": description,
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    return {
+        "model": Problem,
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
 # For APIRouter(responses=...): documents the problem+json errors every /v1 route can give.
@@ -111,8 +114,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     """Build an RFC 9457 problem response."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
-                            "detail": detail, **extra}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     return JSONResponse(body, status, media_type=PROBLEM_JSON)
 
 
@@ -148,6 +156,9 @@ def add_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc,
-                  extra={"path": request.url.path, "error": type(exc).__name__})
+        log.error(
+            "unhandled error",
+            exc_info=exc,
+            extra={"path": request.url.path, "error": type(exc).__name__},
+        )
         return problem(500, "Internal error", "unexpected error; see the service log")

@@ -48,7 +48,7 @@ class JobRecord(BaseModel):
     heartbeat_at: float
     owner: str | None = None
     attempt: int = 1
-    run: str = ""          # token of the runner that owns the record (one per start/claim)
+    run: str = ""  # token of the runner that owns the record (one per start/claim)
     phase: str | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     error: str | None = None
@@ -61,8 +61,9 @@ class JobLost(Exception):
 
 def job_id(kind: str, request: dict[str, Any]) -> str:
     """Derive the id from the canonical request, so equal requests meet in one record."""
-    canonical = json.dumps({"kind": kind, "request": request}, sort_keys=True,
-                           separators=(",", ":"))
+    canonical = json.dumps(
+        {"kind": kind, "request": request}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -78,7 +79,7 @@ class JobHandle:
     def __init__(self, store: Store, key: str, record: JobRecord, etag: str) -> None:
         self._store = store
         self._key = key
-        self._lock = threading.Lock()        # the record's fields
+        self._lock = threading.Lock()  # the record's fields
         self._write_lock = threading.Lock()  # one PUT of the record at a time
         self.record = record
         self._etag = etag
@@ -150,8 +151,14 @@ IsCurrent = Callable[[JobRecord], bool]
 class Jobs:
     """Create, find, run and take over the jobs of one kind on this replica."""
 
-    def __init__(self, store: Store, kind: str, settings: CommonSettings, run: Runner,
-                 is_current: IsCurrent | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        kind: str,
+        settings: CommonSettings,
+        run: Runner,
+        is_current: IsCurrent | None = None,
+    ) -> None:
         self.store = store
         self.kind = kind
         self.settings = settings
@@ -177,9 +184,16 @@ class Jobs:
         """
         jid = job_id(self.kind, request)
         now = time.time()
-        fresh = JobRecord(id=jid, kind=self.kind, request=request, created_at=now,
-                          updated_at=now, heartbeat_at=now, owner=self.settings.replica_id,
-                          run=uuid.uuid4().hex)
+        fresh = JobRecord(
+            id=jid,
+            kind=self.kind,
+            request=request,
+            created_at=now,
+            updated_at=now,
+            heartbeat_at=now,
+            owner=self.settings.replica_id,
+            run=uuid.uuid4().hex,
+        )
         key = self.key(jid)
         try:
             etag = self.store.put_json(key, fresh.model_dump(), if_none_match=True)
@@ -199,8 +213,9 @@ class Jobs:
     def start_sweeper(self) -> None:
         """Look for abandoned jobs every half heartbeat timeout, in a daemon thread."""
         if self._sweeper is None:
-            self._sweeper = threading.Thread(target=self._sweep_loop, daemon=True,
-                                             name=f"sweep-{self.kind}")
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, daemon=True, name=f"sweep-{self.kind}"
+            )
             self._sweeper.start()
 
     def sweep(self) -> int:
@@ -249,13 +264,24 @@ class Jobs:
 
     def _reuse(self, jid: str) -> JobRecord:
         record, etag = self._read(jid)
-        if record.state == "failed" or (record.state == "succeeded"
-                                         and not self._is_current(record)):
+        if record.state == "failed" or (
+            record.state == "succeeded" and not self._is_current(record)
+        ):
             now = time.time()
-            again = record.model_copy(update={
-                "state": "queued", "attempt": record.attempt + 1, "error": None, "result": {},
-                "counts": {}, "phase": None, "owner": self.settings.replica_id,
-                "run": uuid.uuid4().hex, "heartbeat_at": now, "updated_at": now})
+            again = record.model_copy(
+                update={
+                    "state": "queued",
+                    "attempt": record.attempt + 1,
+                    "error": None,
+                    "result": {},
+                    "counts": {},
+                    "phase": None,
+                    "owner": self.settings.replica_id,
+                    "run": uuid.uuid4().hex,
+                    "heartbeat_at": now,
+                    "updated_at": now,
+                }
+            )
             try:
                 new_etag = self.store.put_json(self.key(jid), again.model_dump(), if_match=etag)
             except PreconditionFailed:
@@ -269,12 +295,16 @@ class Jobs:
 
     def _claim(self, record: JobRecord, etag: str) -> JobRecord | None:
         now = time.time()
-        claimed = record.model_copy(update={"owner": self.settings.replica_id,
-                                            "run": uuid.uuid4().hex,
-                                            "heartbeat_at": now, "updated_at": now})
+        claimed = record.model_copy(
+            update={
+                "owner": self.settings.replica_id,
+                "run": uuid.uuid4().hex,
+                "heartbeat_at": now,
+                "updated_at": now,
+            }
+        )
         try:
-            new_etag = self.store.put_json(self.key(record.id), claimed.model_dump(),
-                                           if_match=etag)
+            new_etag = self.store.put_json(self.key(record.id), claimed.model_dump(), if_match=etag)
         except PreconditionFailed:
             return None
         log.info("job taken over", extra={"job_id": record.id, "previous_owner": record.owner})
@@ -285,15 +315,19 @@ class Jobs:
         handle = JobHandle(self.store, self.key(record.id), record, etag)
         with self._mine_lock:
             if self._stop.is_set():  # shutting down: the record goes stale, another replica
-                return               # takes the job over
+                return  # takes the job over
             self._mine[record.id] = handle
             self._futures = [f for f in self._futures if not f.done()]
             self._futures.append(self._pool.submit(self._execute, handle))
 
     def _execute(self, handle: JobHandle) -> None:
         stop_beat = threading.Event()
-        beat = threading.Thread(target=self._beat_loop, args=(handle, stop_beat), daemon=True,
-                                name=f"beat-{handle.id[:8]}")
+        beat = threading.Thread(
+            target=self._beat_loop,
+            args=(handle, stop_beat),
+            daemon=True,
+            name=f"beat-{handle.id[:8]}",
+        )
         try:
             handle.update(state="running", flush=True)
             beat.start()
@@ -351,8 +385,9 @@ class JobAccepted(BaseModel):
     status_url: str
 
 
-def accepted(record: JobRecord, request: Request, response: Response,
-             status_route: str) -> JobAccepted:
+def accepted(
+    record: JobRecord, request: Request, response: Response, status_route: str
+) -> JobAccepted:
     """Point the client at the job's status route (body and Location header)."""
     url = str(request.url_for(status_route, job_id=record.id))
     response.headers["Location"] = url

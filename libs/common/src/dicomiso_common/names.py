@@ -14,14 +14,31 @@ from typing import Any
 
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 # Latin letters that Unicode does not decompose into a base letter plus accent.
-_TRANSLIT = str.maketrans({"Æ": "AE", "æ": "ae", "Ø": "O", "ø": "o", "Œ": "OE", "œ": "oe",
-                           "ß": "ss", "Ð": "D", "ð": "d", "Þ": "Th", "þ": "th", "Ł": "L",
-                           "ł": "l", "Đ": "D", "đ": "d", "ı": "i"})
+_TRANSLIT = str.maketrans(
+    {
+        "Æ": "AE",
+        "æ": "ae",
+        "Ø": "O",
+        "ø": "o",
+        "Œ": "OE",
+        "œ": "oe",
+        "ß": "ss",
+        "Ð": "D",
+        "ð": "d",
+        "Þ": "Th",
+        "þ": "th",
+        "Ł": "L",
+        "ł": "l",
+        "Đ": "D",
+        "đ": "d",
+        "ı": "i",
+    }
+)
 
 
 @dataclass(frozen=True)
 class PersonName:
-    original: str            # exactly as the source gave it (all PN groups included)
+    original: str  # exactly as the source gave it (all PN groups included)
     display: str
     family: str | None = None
     given: str | None = None

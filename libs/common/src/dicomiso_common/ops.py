@@ -31,10 +31,18 @@ class Metrics:
 
     def __init__(self, service: str) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("dicomiso_http_requests_total", "HTTP requests",
-                                ["service", "method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("dicomiso_http_request_seconds", "HTTP request latency",
-                                 ["service", "route"], registry=self.registry)
+        self.requests = Counter(
+            "dicomiso_http_requests_total",
+            "HTTP requests",
+            ["service", "method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dicomiso_http_request_seconds",
+            "HTTP request latency",
+            ["service", "route"],
+            registry=self.registry,
+        )
         self.service = service
 
 
@@ -72,8 +80,15 @@ class _Observe:
             m.requests.labels(m.service, scope["method"], route, str(status)).inc()
             m.latency.labels(m.service, route).observe(seconds)
             if route not in _QUIET:
-                log.info("request", extra={"method": scope["method"], "route": route,
-                                           "status": status, "ms": round(seconds * 1000, 1)})
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status,
+                        "ms": round(seconds * 1000, 1),
+                    },
+                )
 
 
 def add_ops_routes(app: FastAPI, service: str, checks: dict[str, ReadyCheck]) -> Metrics:
@@ -98,8 +113,9 @@ def add_ops_routes(app: FastAPI, service: str, checks: dict[str, ReadyCheck]) ->
                 failed[name] = type(exc).__name__
         if failed:
             log.warning("not ready", extra={"failed": sorted(failed)})
-            return problem(503, "Not ready", "; ".join(f"{k}: {v}" for k, v in failed.items()),
-                           checks=failed)
+            return problem(
+                503, "Not ready", "; ".join(f"{k}: {v}" for k, v in failed.items()), checks=failed
+            )
         return JSONResponse({"status": "ready", "checks": sorted(checks)})
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")

@@ -39,10 +39,10 @@ class PacsPeer:
     host: str = "127.0.0.1"
     port: int = 11112
     calling_aet: str = "CDRECORD"
-    acse_timeout: float = 30.0      # association negotiation
-    dimse_timeout: float = 600.0    # one DIMSE reply, e.g. the next C-MOVE pending
-    network_timeout: float = 60.0   # silence on the socket
-    max_pdu: int = 1_048_576        # largest PDU we accept (0 = no limit)
+    acse_timeout: float = 30.0  # association negotiation
+    dimse_timeout: float = 600.0  # one DIMSE reply, e.g. the next C-MOVE pending
+    network_timeout: float = 60.0  # silence on the socket
+    max_pdu: int = 1_048_576  # largest PDU we accept (0 = no limit)
 
     def describe(self) -> str:
         """Name the peer for error messages (AE title and address, never a query key)."""
@@ -89,8 +89,7 @@ def associate(peer: PacsPeer, ae: AE, **kwargs: Any) -> Iterator[Association]:
     tune_pynetdicom()  # no identifiers in pynetdicom's logs, TCP_NODELAY on the socket
     connected = threading.Event()
     handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, lambda _: connected.set())]
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
-                         evt_handlers=handlers, **kwargs)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, evt_handlers=handlers, **kwargs)
     if not assoc.is_established:
         if not connected.is_set():
             raise DicomError(f"{peer.describe()} unreachable (connection refused or timed out)")
@@ -131,8 +130,11 @@ def _answer(ident: Dataset, uid: str) -> StudyAnswer:
     )
 
 
-def _collect(answers: Iterator[tuple[Dataset, Dataset | None]], peer: PacsPeer,
-             accept: Callable[[Dataset], bool]) -> list[StudyAnswer]:
+def _collect(
+    answers: Iterator[tuple[Dataset, Dataset | None]],
+    peer: PacsPeer,
+    accept: Callable[[Dataset], bool],
+) -> list[StudyAnswer]:
     """Keep the pending answers that match our key and carry a legal UID, one per study."""
     found: dict[str, StudyAnswer] = {}
     final: int | None = None
@@ -157,17 +159,25 @@ def _study_query(**keys: str) -> Dataset:
     """A STUDY-level identifier: the given match keys plus empty return keys (PS3.4 C.6.2.1)."""
     ds = Dataset()
     ds.QueryRetrieveLevel = "STUDY"
-    for keyword in ("StudyInstanceUID", "AccessionNumber", "PatientID", "PatientName",
-                    "StudyDate", "StudyDescription", "ModalitiesInStudy",
-                    "NumberOfStudyRelatedInstances"):
+    for keyword in (
+        "StudyInstanceUID",
+        "AccessionNumber",
+        "PatientID",
+        "PatientName",
+        "StudyDate",
+        "StudyDescription",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedInstances",
+    ):
         setattr(ds, keyword, "")
     for keyword, value in keys.items():
         setattr(ds, keyword, value)
     return ds
 
 
-def _find_studies(peer: PacsPeer, query: Dataset,
-                  accept: Callable[[Dataset], bool]) -> list[StudyAnswer]:
+def _find_studies(
+    peer: PacsPeer, query: Dataset, accept: Callable[[Dataset], bool]
+) -> list[StudyAnswer]:
     ae = make_ae(peer)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     with associate(peer, ae) as assoc:
@@ -183,8 +193,11 @@ def find_studies_by_accession(peer: PacsPeer, accession: str) -> list[StudyAnswe
         DicomError: The PACS could not be reached, refused us or answered with a failure.
     """
     accession = validate_accession(accession)  # never send a wildcard or empty key
-    return _find_studies(peer, _study_query(AccessionNumber=accession),
-                         lambda d: str(d.get("AccessionNumber", "")) == accession)
+    return _find_studies(
+        peer,
+        _study_query(AccessionNumber=accession),
+        lambda d: str(d.get("AccessionNumber", "")) == accession,
+    )
 
 
 def find_study_by_uid(peer: PacsPeer, study_uid: str) -> list[StudyAnswer]:
@@ -195,5 +208,8 @@ def find_study_by_uid(peer: PacsPeer, study_uid: str) -> list[StudyAnswer]:
         DicomError: The PACS could not be reached, refused us or answered with a failure.
     """
     study_uid = validate_uid(study_uid, "StudyInstanceUID")
-    return _find_studies(peer, _study_query(StudyInstanceUID=study_uid),
-                         lambda d: str(d.get("StudyInstanceUID")) == study_uid)
+    return _find_studies(
+        peer,
+        _study_query(StudyInstanceUID=study_uid),
+        lambda d: str(d.get("StudyInstanceUID")) == study_uid,
+    )

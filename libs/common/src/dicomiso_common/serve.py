@@ -15,8 +15,14 @@ from .settings import CommonSettings
 
 def server(app: FastAPI, settings: CommonSettings) -> uvicorn.Server:
     """A uvicorn server for the app on DICOMISO_HTTP_HOST:DICOMISO_HTTP_PORT."""
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
-                            log_config=None, access_log=False, server_header=False)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
     return uvicorn.Server(config)
 
 

@@ -31,9 +31,9 @@ class CommonSettings(BaseSettings):
     s3_multipart_threshold: int = 64 * 1024 * 1024
     s3_multipart_chunk: int = 16 * 1024 * 1024
 
-    job_heartbeat: Annotated[float, Field(gt=0)] = 5.0     # seconds between heartbeats
+    job_heartbeat: Annotated[float, Field(gt=0)] = 5.0  # seconds between heartbeats
     job_stale_after: Annotated[float, Field(gt=0)] = 30.0  # heartbeat age that means "dead"
-    job_workers: Annotated[int, Field(ge=1)] = 4           # jobs run at once by one replica
+    job_workers: Annotated[int, Field(ge=1)] = 4  # jobs run at once by one replica
     replica_id: str = Field(default_factory=_default_replica_id)
 
     def outgoing_token(self) -> str:

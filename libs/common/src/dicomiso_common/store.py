@@ -70,19 +70,30 @@ def _make_client(endpoint_url: str | None) -> Any:
     # Integrity comes from the SHA-256 checksum we send with each instance (S3 verifies it),
     # so botocore's own extra passes over every body (payload signing on plain HTTP, CRC32
     # by default since boto3 1.36) are switched off: -0.8 CPU-s per 1,000 PUTs, measured.
-    config = Config(retries={"max_attempts": 4, "mode": "standard"},
-                    connect_timeout=5, read_timeout=60, max_pool_connections=32,
-                    s3={"addressing_style": "path", "payload_signing_enabled": False},
-                    signature_version="s3v4", request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required")
+    config = Config(
+        retries={"max_attempts": 4, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        max_pool_connections=32,
+        s3={"addressing_style": "path", "payload_signing_enabled": False},
+        signature_version="s3v4",
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
 
 class Store:
     """Typed access to one bucket; botocore errors become our error types here."""
 
-    def __init__(self, client: Any, bucket: str, *, public_client: Any = None,
-                 transfer: TransferConfig | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        public_client: Any = None,
+        transfer: TransferConfig | None = None,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self._public = public_client or client
@@ -94,18 +105,26 @@ class Store:
         client = _make_client(settings.s3_endpoint_url)
         public_url = settings.s3_public_url or settings.s3_endpoint_url
         public = client if public_url == settings.s3_endpoint_url else _make_client(public_url)
-        transfer = TransferConfig(multipart_threshold=settings.s3_multipart_threshold,
-                                  multipart_chunksize=settings.s3_multipart_chunk,
-                                  max_concurrency=4)
+        transfer = TransferConfig(
+            multipart_threshold=settings.s3_multipart_threshold,
+            multipart_chunksize=settings.s3_multipart_chunk,
+            max_concurrency=4,
+        )
         return cls(client, settings.s3_bucket, public_client=public, transfer=transfer)
 
     # -- whole objects -------------------------------------------------------------------
 
-    def put_bytes(self, key: str, data: bytes | IO[bytes], *,
-                  content_type: str = "application/octet-stream",
-                  if_none_match: bool = False, if_match: str | None = None,
-                  metadata: dict[str, str] | None = None,
-                  sha256_hex: str | None = None) -> str:
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes | IO[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        metadata: dict[str, str] | None = None,
+        sha256_hex: str | None = None,
+    ) -> str:
         """Write one object in a single PUT and return its ETag.
 
         `data` may be an open, seekable file: botocore streams it without reading it whole.
@@ -114,8 +133,12 @@ class Store:
         Raises:
             PreconditionFailed: the conditional write lost (object exists / changed).
         """
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data,
-                                  "ContentType": content_type}
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": data,
+            "ContentType": content_type,
+        }
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
@@ -131,9 +154,15 @@ class Store:
         data = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
         return self.put_bytes(key, data, content_type="application/json", **kwargs)
 
-    def upload(self, key: str, fileobj: IO[bytes], *, content_type: str = "application/dicom",
-               metadata: dict[str, str] | None = None,
-               content_disposition: str | None = None) -> None:
+    def upload(
+        self,
+        key: str,
+        fileobj: IO[bytes],
+        *,
+        content_type: str = "application/dicom",
+        metadata: dict[str, str] | None = None,
+        content_disposition: str | None = None,
+    ) -> None:
         """Stream a file-like object into the bucket; multipart above the threshold.
 
         Memory stays at about chunk size x concurrency whatever the object's size, and the
@@ -145,12 +174,19 @@ class Store:
         if content_disposition:
             extra["ContentDisposition"] = content_disposition
         with _translated("uploading", key):
-            self.client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs=extra,
-                                       Config=self._transfer)
+            self.client.upload_fileobj(
+                fileobj, self.bucket, key, ExtraArgs=extra, Config=self._transfer
+            )
 
-    def upload_path(self, key: str, path: Path, *, content_type: str = "application/dicom",
-                    metadata: dict[str, str] | None = None,
-                    content_disposition: str | None = None) -> None:
+    def upload_path(
+        self,
+        key: str,
+        path: Path,
+        *,
+        content_type: str = "application/dicom",
+        metadata: dict[str, str] | None = None,
+        content_disposition: str | None = None,
+    ) -> None:
         """Upload a local file, multipart above the threshold.
 
         Unlike `upload` (a stream, whose parts s3transfer must buffer in memory, up to ten
@@ -163,26 +199,30 @@ class Store:
         if content_disposition:
             extra["ContentDisposition"] = content_disposition
         with _translated("uploading", key):
-            self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra,
-                                    Config=self._transfer)
+            self.client.upload_file(
+                str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer
+            )
 
     def abort_uploads(self, prefix: str) -> int:
         """Abort every unfinished multipart upload under `prefix`; return how many."""
         aborted = 0
         with _translated("aborting uploads of", prefix):
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=prefix)
+                Bucket=self.bucket, Prefix=prefix
+            )
             for page in pages:
                 for upload in page.get("Uploads", ()):
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
-                                                       UploadId=upload["UploadId"])
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
                     aborted += 1
         if aborted:
             log.info("stale multipart uploads aborted", extra={"count": aborted})
         return aborted
 
-    def get_bytes(self, key: str, *, byte_range: tuple[int, int] | None = None
-                  ) -> tuple[bytes, dict[str, Any]]:
+    def get_bytes(
+        self, key: str, *, byte_range: tuple[int, int] | None = None
+    ) -> tuple[bytes, dict[str, Any]]:
         """Read one (small) object, or a byte range of it; returns (bytes, response headers)."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if byte_range is not None:
@@ -205,8 +245,7 @@ class Store:
         """Return the object's headers, or None when it does not exist."""
         try:
             with _translated("checking", key):
-                return cast(dict[str, Any],
-                            self.client.head_object(Bucket=self.bucket, Key=key))
+                return cast(dict[str, Any], self.client.head_object(Bucket=self.bucket, Key=key))
         except ObjectMissing:
             return None
 
@@ -231,8 +270,12 @@ class Store:
         """Sign a GET for the public endpoint; SigV4 allows 7 days at most, so we cap it."""
         if not 1 <= expires_in <= MAX_LINK_TTL:
             raise ValueError(f"link lifetime must be 1..{MAX_LINK_TTL} s, got {expires_in}")
-        return cast(str, self._public.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in))
+        return cast(
+            str,
+            self._public.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+            ),
+        )
 
     def ensure_expiry(self, prefix: str, days: int) -> None:
         """Make objects under `prefix` expire after `days`, and abort stale multipart uploads.
@@ -241,13 +284,18 @@ class Store:
         stores the rule but never applies it: expiry itself is proven only on MinIO/S3.)
         """
         rule_id = f"dicomiso-expire-{prefix.strip('/').replace('/', '-')}"
-        rule = {"ID": rule_id, "Status": "Enabled", "Filter": {"Prefix": prefix},
-                "Expiration": {"Days": days},
-                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
+        rule = {
+            "ID": rule_id,
+            "Status": "Enabled",
+            "Filter": {"Prefix": prefix},
+            "Expiration": {"Days": days},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
         with _translated("reading lifecycle of", self.bucket):
             try:
-                rules = self.client.get_bucket_lifecycle_configuration(
-                    Bucket=self.bucket).get("Rules", [])
+                rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get(
+                    "Rules", []
+                )
             except ClientError as exc:
                 if _code(exc) != "NoSuchLifecycleConfiguration":
                     raise
@@ -255,7 +303,8 @@ class Store:
         kept = [r for r in rules if r.get("ID") != rule_id]
         with _translated("setting lifecycle of", self.bucket):
             self.client.put_bucket_lifecycle_configuration(
-                Bucket=self.bucket, LifecycleConfiguration={"Rules": [*kept, rule]})
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": [*kept, rule]}
+            )
 
     def ping(self) -> None:
         """Raise StoreError unless the bucket answers (used by /readyz)."""

@@ -38,8 +38,12 @@ def create_app(settings: ForwarderSettings | None = None, store: Store | None = 
         finally:
             jobs.shutdown()
 
-    app = FastAPI(title="dicom-iso forwarder", version="0.1.0", lifespan=lifespan,
-                  description="C-STOREs studies from the bucket to configured peer PACS.")
+    app = FastAPI(
+        title="dicom-iso forwarder",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="C-STOREs studies from the bucket to configured peer PACS.",
+    )
     app.state.settings, app.state.store, app.state.jobs = settings, store, jobs
     add_problem_handlers(app)
     add_ops_routes(app, "forwarder", {"s3": store.ping})

@@ -47,21 +47,37 @@ class Forwarding:
         """Forward the studies; the outcome goes into the audit trail (not a lost job's:
         the replica that took it over reports it)."""
         request = handle.record.request
-        about = {"job_id": handle.id, "destination": request.get("destination"),
-                 "accession_numbers": request.get("accession_numbers") or None,
-                 "study_uids": request.get("study_uids") or None,
-                 "attempt": handle.record.attempt}
+        about = {
+            "job_id": handle.id,
+            "destination": request.get("destination"),
+            "accession_numbers": request.get("accession_numbers") or None,
+            "study_uids": request.get("study_uids") or None,
+            "attempt": handle.record.attempt,
+        }
         try:
             result = self._run(handle)
         except JobLost:
             raise
         except Exception as exc:
             reason = str(exc) if isinstance(exc, DicomisoError) else type(exc).__name__
-            audit.record_outcome(self.store, "forwarder", "forward", "failed", **about,
-                                 error=reason, counts=dict(handle.record.counts))
+            audit.record_outcome(
+                self.store,
+                "forwarder",
+                "forward",
+                "failed",
+                **about,
+                error=reason,
+                counts=dict(handle.record.counts),
+            )
             raise
-        audit.record_outcome(self.store, "forwarder", "forward", "succeeded", **about,
-                             counts=dict(handle.record.counts))
+        audit.record_outcome(
+            self.store,
+            "forwarder",
+            "forward",
+            "succeeded",
+            **about,
+            counts=dict(handle.record.counts),
+        )
         return result
 
     def _run(self, handle: JobHandle) -> dict[str, Any]:
@@ -80,18 +96,23 @@ class Forwarding:
 
         def count() -> None:
             handle.set_counts(
-                instances=len(items), sent=sum(tally.values()),
-                acknowledged=tally["acknowledged"], warning=tally["warning"],
-                failed=tally["failed"], pending=len(items) - sum(tally.values()),
-                transcoded=len(transcoded))
+                instances=len(items),
+                sent=sum(tally.values()),
+                acknowledged=tally["acknowledged"],
+                warning=tally["warning"],
+                failed=tally["failed"],
+                pending=len(items) - sum(tally.values()),
+                transcoded=len(transcoded),
+            )
 
         def on_result(item: Item, outcome: Outcome) -> None:
             with lock:
                 before = results.get(item.sop_uid)
                 if before is not None:
                     tally[before.get("status")] -= 1
-                results[item.sop_uid] = {k: v for k, v in vars(outcome).items()
-                                         if v not in (None, False)}
+                results[item.sop_uid] = {
+                    k: v for k, v in vars(outcome).items() if v not in (None, False)
+                }
                 tally[outcome.status] += 1
                 if outcome.transcoded:
                     transcoded[item.sop_uid] = 1
@@ -104,11 +125,14 @@ class Forwarding:
         count()
         handle.update(phase="send", flush=True)
         sender = Sender(self.store, pacs_peer(self.settings, peer), on_result)
-        shards = [todo[i::peer.max_associations] for i in range(peer.max_associations)]
+        shards = [todo[i :: peer.max_associations] for i in range(peer.max_associations)]
         try:
             with ThreadPoolExecutor(peer.max_associations, thread_name_prefix="send") as pool:
-                for future in [pool.submit(self._send_shard, sender, shard, results, lock)
-                               for shard in shards if shard]:
+                for future in [
+                    pool.submit(self._send_shard, sender, shard, results, lock)
+                    for shard in shards
+                    if shard
+                ]:
                     future.result()
         finally:
             with lock:
@@ -117,22 +141,37 @@ class Forwarding:
                 count()
         failed = [i for i in items if results.get(i.sop_uid, {}).get("status") not in DONE]
         if failed:
-            reasons = sorted({str(results[i.sop_uid].get("reason") or results[i.sop_uid].get(
-                "code")) for i in failed if i.sop_uid in results})
-            raise DicomError(f"{len(failed)} of {len(items)} instances were not accepted by "
-                             f"{request['destination']} ({peer.aet}): "
-                             f"{'; '.join(reasons[:3]) or 'not sent'}")
-        return {"destination": request["destination"], "instances": len(items),
-                "results_key": results_key(handle.id)}
+            reasons = sorted(
+                {
+                    str(results[i.sop_uid].get("reason") or results[i.sop_uid].get("code"))
+                    for i in failed
+                    if i.sop_uid in results
+                }
+            )
+            raise DicomError(
+                f"{len(failed)} of {len(items)} instances were not accepted by "
+                f"{request['destination']} ({peer.aet}): "
+                f"{'; '.join(reasons[:3]) or 'not sent'}"
+            )
+        return {
+            "destination": request["destination"],
+            "instances": len(items),
+            "results_key": results_key(handle.id),
+        }
 
-    def _send_shard(self, sender: Sender, shard: list[Item], results: dict[str, Any],
-                    lock: threading.Lock) -> None:
+    def _send_shard(
+        self, sender: Sender, shard: list[Item], results: dict[str, Any], lock: threading.Lock
+    ) -> None:
         """Send one shard, retrying what is left after a transient failure, with backoff."""
         s = self.settings
         for attempt in range(1, s.send_attempts + 1):
             with lock:
-                left = [i for i in shard if results.get(i.sop_uid, {}).get("status") not in DONE
-                        and results.get(i.sop_uid, {}).get("status") != "failed"]
+                left = [
+                    i
+                    for i in shard
+                    if results.get(i.sop_uid, {}).get("status") not in DONE
+                    and results.get(i.sop_uid, {}).get("status") != "failed"
+                ]
             if not left:
                 return
             try:
@@ -141,11 +180,14 @@ class Forwarding:
                 return
             except (Transient, DicomError) as exc:
                 if attempt == s.send_attempts:
-                    raise DicomError(f"peer {sender.peer.aet}: {exc} (after {attempt} "
-                                     "attempts)") from exc
+                    raise DicomError(
+                        f"peer {sender.peer.aet}: {exc} (after {attempt} attempts)"
+                    ) from exc
                 delay = s.send_backoff * 2 ** (attempt - 1)
-                log.warning("send retry", extra={"attempt": attempt, "delay": delay,
-                                                 "error": type(exc).__name__})
+                log.warning(
+                    "send retry",
+                    extra={"attempt": attempt, "delay": delay, "error": type(exc).__name__},
+                )
                 time.sleep(delay)
 
     def _previous(self, job_id: str) -> dict[str, Any]:
@@ -174,8 +216,10 @@ class Forwarding:
         items: list[Item] = []
         for uid in uids:
             manifest, _ = self.store.get_json(manifest_key(uid))
-            items += [Item(i["key"], i["sop_uid"], i["sop_class_uid"], i["transfer_syntax"])
-                      for i in manifest["instances"]]
+            items += [
+                Item(i["key"], i["sop_uid"], i["sop_class_uid"], i["transfer_syntax"])
+                for i in manifest["instances"]
+            ]
         return items
 
     def _study_uids(self, request: dict[str, Any]) -> list[str] | None:

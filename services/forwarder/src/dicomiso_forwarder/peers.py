@@ -15,10 +15,15 @@ VERIFICATION = "1.2.840.10008.1.1"
 
 
 def pacs_peer(settings: ForwarderSettings, peer: Peer) -> PacsPeer:
-    return PacsPeer(aet=peer.aet, host=peer.host, port=peer.port,
-                    calling_aet=settings.calling_aet, acse_timeout=settings.dicom_acse_timeout,
-                    dimse_timeout=settings.dicom_dimse_timeout,
-                    network_timeout=settings.dicom_network_timeout)
+    return PacsPeer(
+        aet=peer.aet,
+        host=peer.host,
+        port=peer.port,
+        calling_aet=settings.calling_aet,
+        acse_timeout=settings.dicom_acse_timeout,
+        dimse_timeout=settings.dicom_dimse_timeout,
+        network_timeout=settings.dicom_network_timeout,
+    )
 
 
 def resolve(settings: ForwarderSettings, name: object) -> Peer:

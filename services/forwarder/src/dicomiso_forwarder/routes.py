@@ -49,9 +49,11 @@ def canonical(body: ForwardRequest, settings: ForwarderSettings) -> dict[str, An
     peers.resolve(settings, body.destination)
     if bool(body.accession_numbers) == bool(body.study_uids):
         raise InvalidInput("give either accession_numbers or study_uids (one non-empty list)")
-    return {"accession_numbers": sorted({validate_accession(a) for a in body.accession_numbers}),
-            "study_uids": sorted({validate_uid(u, "StudyInstanceUID") for u in body.study_uids}),
-            "destination": body.destination}
+    return {
+        "accession_numbers": sorted({validate_accession(a) for a in body.accession_numbers}),
+        "study_uids": sorted({validate_uid(u, "StudyInstanceUID") for u in body.study_uids}),
+        "destination": body.destination,
+    }
 
 
 def _status(record: JobRecord, store: Store, with_instances: bool) -> ForwardStatus:
@@ -65,34 +67,60 @@ def _status(record: JobRecord, store: Store, with_instances: bool) -> ForwardSta
 
 
 def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: Any) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], tags=["forwards"],
-                       responses=PROBLEM_RESPONSES)
+    router = APIRouter(
+        prefix="/v1", dependencies=[Depends(guard)], tags=["forwards"], responses=PROBLEM_RESPONSES
+    )
 
-    @router.post("/forwards", status_code=202, response_model=JobAccepted,
-                 summary="Send studies (by accession number or Study UID) to a configured peer")
+    @router.post(
+        "/forwards",
+        status_code=202,
+        response_model=JobAccepted,
+        summary="Send studies (by accession number or Study UID) to a configured peer",
+    )
     def create(body: ForwardRequest, request: Request, response: Response) -> JobAccepted:
         wanted = canonical(body, settings)
         record = jobs.submit(wanted)
-        audit.record(store, settings, "forwarder", request, "forward", job_id=record.id,
-                     state=record.state, destination=wanted["destination"],
-                     accession_numbers=wanted["accession_numbers"] or None,
-                     study_uids=wanted["study_uids"] or None)
+        audit.record(
+            store,
+            settings,
+            "forwarder",
+            request,
+            "forward",
+            job_id=record.id,
+            state=record.state,
+            destination=wanted["destination"],
+            accession_numbers=wanted["accession_numbers"] or None,
+            study_uids=wanted["study_uids"] or None,
+        )
         return accepted(record, request, response, "forward_status")
 
-    @router.get("/forwards/{job_id}", response_model=ForwardStatus, name="forward_status",
-                summary="State and counts of a forward; per-instance results on request")
+    @router.get(
+        "/forwards/{job_id}",
+        response_model=ForwardStatus,
+        name="forward_status",
+        summary="State and counts of a forward; per-instance results on request",
+    )
     def status(job_id: str, instances: bool = False) -> ForwardStatus:
         return _status(jobs.get(validate_job_id(job_id)), store, instances)
 
-    @router.get("/peers", response_model=list[PeerView],
-                summary="Configured peers and whether each answers a C-ECHO")
+    @router.get(
+        "/peers",
+        response_model=list[PeerView],
+        summary="Configured peers and whether each answers a C-ECHO",
+    )
     async def list_peers() -> list[PeerView]:
         views = []
         for name, peer in sorted(settings.peers.items()):
             reason = await run_in_threadpool(peers.echo, settings, peer)
-            views.append(PeerView(name=name, aet=peer.aet,
-                                  max_associations=peer.max_associations,
-                                  reachable=reason is None, reason=reason))
+            views.append(
+                PeerView(
+                    name=name,
+                    aet=peer.aet,
+                    max_associations=peer.max_associations,
+                    reachable=reason is None,
+                    reason=reason,
+                )
+            )
         return views
 
     return router

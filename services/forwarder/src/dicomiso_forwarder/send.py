@@ -30,8 +30,15 @@ log = logging.getLogger(__name__)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 MAX_CONTEXTS = 128
-LOSSY = {UID(u) for u in ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
-                          "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91")}
+LOSSY = {
+    UID(u)
+    for u in (
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.91",
+    )
+}
 _CHUNK = 1024 * 1024
 
 
@@ -47,8 +54,8 @@ class Item:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str                 # acknowledged | warning | failed
-    code: int | None = None     # the peer's C-STORE status
+    status: str  # acknowledged | warning | failed
+    code: int | None = None  # the peer's C-STORE status
     transcoded: bool = False
     reason: str | None = None
 
@@ -103,8 +110,9 @@ def _classify(code: int) -> Outcome | None:
 class Sender:
     """Sends batches to one peer; `on_result` is called after each instance."""
 
-    def __init__(self, store: Store, peer: PacsPeer,
-                 on_result: Callable[[Item, Outcome], None]) -> None:
+    def __init__(
+        self, store: Store, peer: PacsPeer, on_result: Callable[[Item, Outcome], None]
+    ) -> None:
         _config.STORE_SEND_CHUNKED_DATASET = True  # send from the file, never load it whole
         self.store = store
         self.peer = peer
@@ -116,13 +124,14 @@ class Sender:
         for sop_class, ts in contexts_for(batch):
             ae.add_requested_context(sop_class, [ts])
         with associate(self.peer, ae) as assoc:
-            accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
-                        for cx in assoc.accepted_contexts}
+            accepted = {
+                (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                for cx in assoc.accepted_contexts
+            }
             for item in batch:
                 self.on_result(item, self._send_one(assoc, accepted, item))
 
-    def _send_one(self, assoc: Association, accepted: set[tuple[str, str]],
-                  item: Item) -> Outcome:
+    def _send_one(self, assoc: Association, accepted: set[tuple[str, str]], item: Item) -> Outcome:
         with tempfile.NamedTemporaryFile(suffix=".dcm") as spool:
             try:
                 with self.store.open(item.key) as body:
@@ -131,8 +140,9 @@ class Sender:
             except ObjectMissing:
                 return Outcome("failed", reason="instance missing from the bucket")
             except (StoreError, BotoCoreError, OSError) as exc:
-                raise Transient(f"reading the instance from S3 failed: {type(exc).__name__}"
-                                ) from exc
+                raise Transient(
+                    f"reading the instance from S3 failed: {type(exc).__name__}"
+                ) from exc
             spool.flush()
             transcoded = False
             if (item.sop_class, item.transfer_syntax) in accepted:
@@ -143,8 +153,9 @@ class Sender:
                     return Outcome("failed", reason="cannot re-encode for the peer")
                 transcoded = True
             else:
-                return Outcome("failed", reason="peer accepted no transfer syntax for the "
-                                                "SOP class")
+                return Outcome(
+                    "failed", reason="peer accepted no transfer syntax for the SOP class"
+                )
             if not assoc.is_established:
                 raise Transient("association lost")
             status = assoc.send_c_store(payload)

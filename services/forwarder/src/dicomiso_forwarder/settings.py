@@ -36,8 +36,8 @@ class ForwarderSettings(CommonSettings):
     calling_aet: str = "CDRECORD"
     retriever_url: str = "http://127.0.0.1:8002"
     retrieve_wait: Annotated[float, Field(gt=0)] = 3600.0  # seconds to wait for a retrieval
-    send_attempts: Annotated[int, Field(ge=1)] = 4          # per batch, for transient failures
-    send_backoff: Annotated[float, Field(ge=0)] = 1.0       # seconds, doubled per attempt
+    send_attempts: Annotated[int, Field(ge=1)] = 4  # per batch, for transient failures
+    send_backoff: Annotated[float, Field(ge=0)] = 1.0  # seconds, doubled per attempt
     dicom_acse_timeout: Annotated[float, Field(gt=0)] = 30.0
     dicom_dimse_timeout: Annotated[float, Field(gt=0)] = 120.0
     dicom_network_timeout: Annotated[float, Field(gt=0)] = 60.0

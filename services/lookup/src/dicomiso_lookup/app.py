@@ -35,8 +35,12 @@ def create_app(settings: LookupSettings | None = None) -> FastAPI:
         if his is not None:
             his.close()
 
-    app = FastAPI(title="dicom-iso lookup", version="0.1.0", lifespan=lifespan,
-                  description="Accession number -> patient (HIS database, or the PACS).")
+    app = FastAPI(
+        title="dicom-iso lookup",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Accession number -> patient (HIS database, or the PACS).",
+    )
     app.state.settings, app.state.resolver = settings, resolver
     add_problem_handlers(app)
     checks: dict[str, ReadyCheck] = {"his": his.ping} if his is not None else {}

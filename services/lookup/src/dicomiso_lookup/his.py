@@ -25,9 +25,9 @@ from .settings import LookupSettings
 
 log = logging.getLogger(__name__)
 
-_LOST = {2006, 2013}        # CR_SERVER_GONE_ERROR, CR_SERVER_LOST
+_LOST = {2006, 2013}  # CR_SERVER_GONE_ERROR, CR_SERVER_LOST
 _CONFIG = {1044, 1045, 1049, 1054, 1064, 1142, 1146}  # access, unknown db/column/table, syntax
-_TRUST_IDLE = 5.0           # seconds an idle connection is used without a ping
+_TRUST_IDLE = 5.0  # seconds an idle connection is used without a ping
 
 
 class HisUnavailable(Unavailable):
@@ -85,8 +85,9 @@ class His:
 
     def __init__(self, settings: LookupSettings) -> None:
         self.settings = settings
-        self._idle: queue.LifoQueue[tuple[pymysql.connections.Connection[Any], float]] = \
+        self._idle: queue.LifoQueue[tuple[pymysql.connections.Connection[Any], float]] = (
             queue.LifoQueue()
+        )
         self._slots = threading.BoundedSemaphore(settings.his_pool_size)
         self._accession_sql = settings.accession_sql()
         self._patient_sql = settings.patient_sql()
@@ -94,12 +95,17 @@ class His:
     def _connect(self) -> pymysql.connections.Connection[Any]:
         s = self.settings
         ssl = {"ca": s.his_ssl_ca} if s.his_ssl_ca else None
-        return pymysql.connect(**s.his_connection(),
-                               connect_timeout=s.his_connect_timeout,
-                               read_timeout=s.his_read_timeout,
-                               write_timeout=s.his_read_timeout, charset="utf8mb4",
-                               autocommit=True, cursorclass=pymysql.cursors.DictCursor,
-                               init_command="SET SESSION TRANSACTION READ ONLY", ssl=ssl)
+        return pymysql.connect(
+            **s.his_connection(),
+            connect_timeout=s.his_connect_timeout,
+            read_timeout=s.his_read_timeout,
+            write_timeout=s.his_read_timeout,
+            charset="utf8mb4",
+            autocommit=True,
+            cursorclass=pymysql.cursors.DictCursor,
+            init_command="SET SESSION TRANSACTION READ ONLY",
+            ssl=ssl,
+        )
 
     def _take(self) -> pymysql.connections.Connection[Any]:
         """An idle connection that still answers, or a new one.
@@ -166,8 +172,10 @@ class His:
     @staticmethod
     def _misconfigured(code: object) -> HisMisconfigured:
         log.error("HIS query rejected by the database", extra={"mysql_error": code})
-        return HisMisconfigured(f"the HIS rejected the configured query (MySQL error {code}); "
-                                "check DICOMISO_HIS_* settings")
+        return HisMisconfigured(
+            f"the HIS rejected the configured query (MySQL error {code}); "
+            "check DICOMISO_HIS_* settings"
+        )
 
     def find(self, accession: str) -> HisPatient | None:
         """Return the patient of a (validated) accession number, or None when unknown."""
@@ -183,8 +191,9 @@ class His:
         patients = self._rows(self._patient_sql, medrec)
         names = {_text(_column(p, "Nama")) for p in patients}
         if not patients or names == {None}:
-            raise HisDataError(f"accession {accession}: the HIS has no patient name for its "
-                               "medical record")
+            raise HisDataError(
+                f"accession {accession}: the HIS has no patient name for its medical record"
+            )
         if len(names) > 1:
             raise HisDataError(f"accession {accession}: its medical record has several names")
         name = names.pop()

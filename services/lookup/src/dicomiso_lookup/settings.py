@@ -18,18 +18,19 @@ class LookupSettings(CommonSettings):
 
     http_port: int = 8001
 
-    his_url: SecretStr | None = None        # mysql://user:pass@host:port ; unset = PACS only
+    his_url: SecretStr | None = None  # mysql://user:pass@host:port ; unset = PACS only
     his_accession_db: str = "pacsdb_his"
     his_patient_db: str = "rsabt201107"
     # {accession_db}/{patient_db} are replaced by the (validated) database names; %s is the
     # one parameter, bound by the driver. Results by column name: MEDRECID, RegID / Nama.
-    his_accession_query: str = ("SELECT MEDRECID, RegID FROM `{accession_db}`.accessions "
-                                "WHERE AccessionNumber = %s")
+    his_accession_query: str = (
+        "SELECT MEDRECID, RegID FROM `{accession_db}`.accessions WHERE AccessionNumber = %s"
+    )
     his_patient_query: str = "SELECT Nama FROM `{patient_db}`.pasien WHERE MEDRECID = %s"
     his_pool_size: Annotated[int, Field(ge=1)] = 4
     his_connect_timeout: Annotated[float, Field(gt=0)] = 3.0
     his_read_timeout: Annotated[float, Field(gt=0)] = 5.0
-    his_ssl_ca: str | None = None           # CA file: connect to the HIS over TLS
+    his_ssl_ca: str | None = None  # CA file: connect to the HIS over TLS
 
     pacs_aet: str = "ABPACS"
     pacs_host: str = "127.0.0.1"
@@ -66,21 +67,28 @@ class LookupSettings(CommonSettings):
         try:
             value.format(accession_db="x", patient_db="x")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"a HIS query may use only {{accession_db}} and {{patient_db}}: "
-                             f"{exc}") from None
+            raise ValueError(
+                f"a HIS query may use only {{accession_db}} and {{patient_db}}: {exc}"
+            ) from None
         return value
 
     def his_connection(self) -> dict[str, object]:
         """pymysql.connect() arguments from DICOMISO_HIS_URL (None values left out)."""
         assert self.his_url is not None  # noqa: S101 - callers check his_url first
         parts = urlsplit(self.his_url.get_secret_value())
-        return {"host": parts.hostname, "port": parts.port or 3306,
-                "user": unquote(parts.username or ""), "password": unquote(parts.password or "")}
+        return {
+            "host": parts.hostname,
+            "port": parts.port or 3306,
+            "user": unquote(parts.username or ""),
+            "password": unquote(parts.password or ""),
+        }
 
     def accession_sql(self) -> str:
-        return self.his_accession_query.format(accession_db=self.his_accession_db,
-                                               patient_db=self.his_patient_db)
+        return self.his_accession_query.format(
+            accession_db=self.his_accession_db, patient_db=self.his_patient_db
+        )
 
     def patient_sql(self) -> str:
-        return self.his_patient_query.format(accession_db=self.his_accession_db,
-                                             patient_db=self.his_patient_db)
+        return self.his_patient_query.format(
+            accession_db=self.his_accession_db, patient_db=self.his_patient_db
+        )

@@ -33,8 +33,9 @@ def ensure_lifecycle(store: Store, settings: PackagerSettings) -> None:
     try:
         store.ensure_expiry(PACKAGES_PREFIX, settings.package_expiry_days)
     except DicomisoError as exc:
-        log.warning("lifecycle rule not set; set it on the bucket yourself",
-                    extra={"error": str(exc)})
+        log.warning(
+            "lifecycle rule not set; set it on the bucket yourself", extra={"error": str(exc)}
+        )
 
 
 def create_app(settings: PackagerSettings | None = None, store: Store | None = None) -> FastAPI:
@@ -53,9 +54,13 @@ def create_app(settings: PackagerSettings | None = None, store: Store | None = N
         finally:
             jobs.shutdown()
 
-    app = FastAPI(title="dicom-iso packager", version="0.1.0", lifespan=lifespan,
-                  description="Builds DICOM media images (ISO 9660 + DICOMDIR + IHE PDI, or "
-                              "ZIP) of one patient's studies and hands out presigned links.")
+    app = FastAPI(
+        title="dicom-iso packager",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Builds DICOM media images (ISO 9660 + DICOMDIR + IHE PDI, or "
+        "ZIP) of one patient's studies and hands out presigned links.",
+    )
     app.state.settings, app.state.store, app.state.jobs = settings, store, jobs
     add_problem_handlers(app)
     add_ops_routes(app, "packager", {"s3": store.ping})

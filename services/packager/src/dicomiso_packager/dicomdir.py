@@ -74,8 +74,12 @@ def _tree(manifests: list[dict[str, Any]]) -> list[_Patient]:
 
     def study_key(m: dict[str, Any]) -> tuple[str, str, str, str]:
         study = m.get("study") or {}
-        return ((m.get("patient") or {}).get("id") or "", study.get("date") or "",
-                study.get("time") or "", m["study_uid"])
+        return (
+            (m.get("patient") or {}).get("id") or "",
+            study.get("date") or "",
+            study.get("time") or "",
+            m["study_uid"],
+        )
 
     seen: set[str] = set()
     for m in sorted(by_study.values(), key=study_key):
@@ -123,21 +127,33 @@ def assign_file_ids(manifests: list[dict[str, Any]]) -> dict[str, tuple[str, ...
             for r, series in enumerate(study.series, 1):
                 _check_count(len(series.entries), MAX_IMAGES, "instances of one series")
                 for i, entry in enumerate(series.entries, 1):
-                    ids[entry["sop_uid"]] = ("DICOM", f"PAT{p:05d}", f"STU{s:05d}",
-                                             f"SER{r:05d}", f"{i:08d}")
+                    ids[entry["sop_uid"]] = (
+                        "DICOM",
+                        f"PAT{p:05d}",
+                        f"STU{s:05d}",
+                        f"SER{r:05d}",
+                        f"{i:08d}",
+                    )
     return ids
 
 
 # --- directory records (PS3.3 F.5) -----------------------------------------------------------
 
 _EXTRA_LEAF_TYPES = {
-    uids.EncapsulatedPDFStorage: "ENCAP DOC", uids.EncapsulatedCDAStorage: "ENCAP DOC",
-    uids.EncapsulatedSTLStorage: "ENCAP DOC", uids.EncapsulatedOBJStorage: "ENCAP DOC",
-    uids.EncapsulatedMTLStorage: "ENCAP DOC", uids.RTPlanStorage: "RT PLAN",
+    uids.EncapsulatedPDFStorage: "ENCAP DOC",
+    uids.EncapsulatedCDAStorage: "ENCAP DOC",
+    uids.EncapsulatedSTLStorage: "ENCAP DOC",
+    uids.EncapsulatedOBJStorage: "ENCAP DOC",
+    uids.EncapsulatedMTLStorage: "ENCAP DOC",
+    uids.RTPlanStorage: "RT PLAN",
     uids.RTIonPlanStorage: "RT PLAN",
 }
-_MODALITY_LEAF_TYPES = {"RTINTENT": "RADIOTHERAPY", "RTSEGANN": "RADIOTHERAPY",
-                        "RTRAD": "RADIOTHERAPY", "PLAN": "PLAN"}
+_MODALITY_LEAF_TYPES = {
+    "RTINTENT": "RADIOTHERAPY",
+    "RTSEGANN": "RADIOTHERAPY",
+    "RTRAD": "RADIOTHERAPY",
+    "PLAN": "PLAN",
+}
 # Placeholders for Type 1 keys the instances lack, which the FSC must supply (PS3.11 H.3.3.1
 # note); dcmmkdir's --invent does the same.
 _INVENTED_STUDY = {"date": "19000101", "time": "000000"}
@@ -213,8 +229,9 @@ def _ascii(value: object, pad: bytes = b" ") -> bytes:
     return data + pad if len(data) % 2 else data
 
 
-def _image_record(entry: dict[str, Any], index: int, file_id: tuple[str, ...],
-                  syntax: str) -> bytearray:
+def _image_record(
+    entry: dict[str, Any], index: int, file_id: tuple[str, ...], syntax: str
+) -> bytearray:
     """An IMAGE record encoded directly: thousands of them via pydicom take seconds.
 
     Only ASCII values (UIDs, CS, IS, US) occur, so no character set is involved. Elements are
@@ -268,13 +285,15 @@ def _series_keys(series: _Series, index: int) -> Dataset:
     keys = Dataset()
     keys.Modality = series.info.get("modality") or "OT"
     keys.SeriesInstanceUID = series.uid
-    keys.SeriesNumber = series.info.get("number") if series.info.get("number") is not None \
-        else index
+    keys.SeriesNumber = (
+        series.info.get("number") if series.info.get("number") is not None else index
+    )
     return keys
 
 
-def _leaf_keys(entry: dict[str, Any], kind: str, index: int,
-               read_header: Callable[[dict[str, Any]], Dataset]) -> tuple[Dataset, list[str]]:
+def _leaf_keys(
+    entry: dict[str, Any], kind: str, index: int, read_header: Callable[[dict[str, Any]], Dataset]
+) -> tuple[Dataset, list[str]]:
     """Keys of a non-image leaf record, from the header, and the character set they use."""
     header = read_header(entry)
     if "InstanceNumber" not in header or header.InstanceNumber in (None, ""):
@@ -284,8 +303,11 @@ def _leaf_keys(entry: dict[str, Any], kind: str, index: int,
     except (ValueError, KeyError, AttributeError) as exc:
         raise FileSetError(f"{entry['sop_uid']}: no {kind} record ({exc})") from exc
     if "ContentSequence" in keys:  # PS3.3 F.5: only the root's context and modifiers
-        items = [i for i in keys.ContentSequence
-                 if i.get("RelationshipType") in ("HAS CONCEPT MOD", "HAS OBS CONTEXT")]
+        items = [
+            i
+            for i in keys.ContentSequence
+            if i.get("RelationshipType") in ("HAS CONCEPT MOD", "HAS OBS CONTEXT")
+        ]
         if items:
             keys.ContentSequence = items
         else:
@@ -306,9 +328,15 @@ class _Node:
 _NEXT_AT, _LOWER_AT = 8, 30
 
 
-def _leaf(entry: dict[str, Any], index: int, modality: str | None, file_id: tuple[str, ...],
-          syntax: str, charset: list[str],
-          read_header: Callable[[dict[str, Any]], Dataset]) -> _Node:
+def _leaf(
+    entry: dict[str, Any],
+    index: int,
+    modality: str | None,
+    file_id: tuple[str, ...],
+    syntax: str,
+    charset: list[str],
+    read_header: Callable[[dict[str, Any]], Dataset],
+) -> _Node:
     kind = leaf_record_type(entry["sop_class_uid"], modality)
     if kind == "IMAGE":
         return _Node(_image_record(entry, index, file_id, syntax))
@@ -320,9 +348,12 @@ def _leaf(entry: dict[str, Any], index: int, modality: str | None, file_id: tupl
     return _Node(_encode(kind, keys, leaf_charset or charset))
 
 
-def _nodes(manifests: list[dict[str, Any]], file_ids: dict[str, tuple[str, ...]],
-           final_syntax: dict[str, str],
-           read_header: Callable[[dict[str, Any]], Dataset]) -> list[_Node]:
+def _nodes(
+    manifests: list[dict[str, Any]],
+    file_ids: dict[str, tuple[str, ...]],
+    final_syntax: dict[str, str],
+    read_header: Callable[[dict[str, Any]], Dataset],
+) -> list[_Node]:
     roots: list[_Node] = []
     for p, patient in enumerate(_tree(manifests), 1):
         first_charset = patient.studies[0].manifest.get("charset") or []
@@ -336,9 +367,17 @@ def _nodes(manifests: list[dict[str, Any]], file_ids: dict[str, tuple[str, ...]]
                 rnode = _Node(_encode("SERIES", _series_keys(series, r), charset))
                 snode.children.append(rnode)
                 rnode.children = [
-                    _leaf(e, i, series.info.get("modality"), file_ids[e["sop_uid"]],
-                          final_syntax[e["sop_uid"]], charset, read_header)
-                    for i, e in enumerate(series.entries, 1)]
+                    _leaf(
+                        e,
+                        i,
+                        series.info.get("modality"),
+                        file_ids[e["sop_uid"]],
+                        final_syntax[e["sop_uid"]],
+                        charset,
+                        read_header,
+                    )
+                    for i, e in enumerate(series.entries, 1)
+                ]
     return roots
 
 
@@ -382,9 +421,13 @@ def _file_head(fileset_id: str, instance_uid: str, first: int, last: int) -> byt
     return bytes(fp.getvalue())
 
 
-def build_dicomdir(manifests: list[dict[str, Any]], file_ids: dict[str, tuple[str, ...]],
-                   final_syntax: dict[str, str],
-                   read_header: Callable[[dict[str, Any]], Dataset], fileset_id: str) -> bytes:
+def build_dicomdir(
+    manifests: list[dict[str, Any]],
+    file_ids: dict[str, tuple[str, ...]],
+    final_syntax: dict[str, str],
+    read_header: Callable[[dict[str, Any]], Dataset],
+    fileset_id: str,
+) -> bytes:
     """Return the bytes of the DICOMDIR (Media Storage Directory, PS3.10 7.2, PS3.3 F.2).
 
     One PATIENT record per Patient ID, then STUDY, SERIES and one leaf per instance, its

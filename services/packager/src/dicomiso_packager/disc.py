@@ -72,21 +72,28 @@ def read_header(store: Store, key: str) -> Dataset:
 
 
 class _Assembler:
-    def __init__(self, store: Store, manifests: list[dict[str, Any]], profile: media.Profile,
-                 settings: PackagerSettings, tmp: Path, handle: JobHandle) -> None:
+    def __init__(
+        self,
+        store: Store,
+        manifests: list[dict[str, Any]],
+        profile: media.Profile,
+        settings: PackagerSettings,
+        tmp: Path,
+        handle: JobHandle,
+    ) -> None:
         self.store, self.manifests, self.profile = store, manifests, profile
         self.settings, self.tmp, self.handle = settings, tmp, handle
         self.entries = [e for m in manifests for e in m["instances"]]
-        self.local: dict[str, Path] = {}        # sop_uid -> transcoded file in tmp
+        self.local: dict[str, Path] = {}  # sop_uid -> transcoded file in tmp
         self.final_syntax: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def run(self) -> Disc:
         file_ids = dicomdir.assign_file_ids(self.manifests)
-        with ThreadPoolExecutor(self.settings.build_workers,
-                                thread_name_prefix="build") as pool:
-            todo = [e for e in self.entries
-                    if media.needs_transcode(self.profile, e["transfer_syntax"])]
+        with ThreadPoolExecutor(self.settings.build_workers, thread_name_prefix="build") as pool:
+            todo = [
+                e for e in self.entries if media.needs_transcode(self.profile, e["transfer_syntax"])
+            ]
             self.handle.set_counts(instances=len(self.entries), to_transcode=len(todo))
             for entry, syntax in zip(todo, pool.map(self._transcode, todo), strict=True):
                 self.final_syntax[entry["sop_uid"]] = syntax
@@ -97,19 +104,31 @@ class _Assembler:
             headers = self._headers(pool)
         self.handle.check()
         vid = volume_id(self.handle.id)
-        directory = dicomdir.build_dicomdir(self.manifests, file_ids, self.final_syntax,
-                                        lambda e: headers[e["sop_uid"]], vid)
+        directory = dicomdir.build_dicomdir(
+            self.manifests, file_ids, self.final_syntax, lambda e: headers[e["sop_uid"]], vid
+        )
         now = datetime.now(UTC)
         viewer = self._viewer()
         viewer_name = "VIEWER" if viewer else None
         generated: list[tuple[tuple[str, ...], bytes]] = [
             (("DICOMDIR",), directory),
-            (("README.TXT",), pdi.readme_text(
-                self.manifests, institution=self.settings.institution_name,
-                profile=self.profile.name, created_at=now, viewer=viewer_name)),
-            *pdi.web_pages(self.manifests, institution=self.settings.institution_name,
-                           previews={s: p for s, (p, _) in previews.items()}, created_at=now,
-                           viewer=viewer_name),
+            (
+                ("README.TXT",),
+                pdi.readme_text(
+                    self.manifests,
+                    institution=self.settings.institution_name,
+                    profile=self.profile.name,
+                    created_at=now,
+                    viewer=viewer_name,
+                ),
+            ),
+            *pdi.web_pages(
+                self.manifests,
+                institution=self.settings.institution_name,
+                previews={s: p for s, (p, _) in previews.items()},
+                created_at=now,
+                viewer=viewer_name,
+            ),
             *[(path, jpeg) for path, jpeg in previews.values()],
         ]
         files = [DiscFile(path, len(data), _bytes_opener(data)) for path, data in generated]
@@ -131,10 +150,12 @@ class _Assembler:
 
     def _counted(self, opener: Callable[[Any], IO[bytes]], arg: Any) -> Callable[[], IO[bytes]]:
         """An opener that counts progress and stops the build when the job was lost."""
+
         def open_() -> IO[bytes]:
             self.handle.check()
             self._bump("files_written")
             return opener(arg)
+
         return open_
 
     def _transcode(self, entry: dict[str, Any]) -> str:
@@ -162,9 +183,14 @@ class _Assembler:
     # -- what the DICOMDIR and the web pages need --------------------------------------------
 
     def _headers(self, pool: ThreadPoolExecutor) -> dict[str, Dataset]:
-        wanted = [e for m in self.manifests for e in m["instances"]
-                  if dicomdir.needs_header(e["sop_class_uid"],
-                                        (m["series"].get(e["series_uid"]) or {}).get("modality"))]
+        wanted = [
+            e
+            for m in self.manifests
+            for e in m["instances"]
+            if dicomdir.needs_header(
+                e["sop_class_uid"], (m["series"].get(e["series_uid"]) or {}).get("modality")
+            )
+        ]
 
         def one(entry: dict[str, Any]) -> Dataset:
             local = self.local.get(entry["sop_uid"])
@@ -176,8 +202,12 @@ class _Assembler:
 
     def _previews(self, pool: ThreadPoolExecutor) -> dict[str, tuple[tuple[str, ...], bytes]]:
         """One JPEG per image series, from its middle instance (series without: none)."""
-        picks = [(uid, c) for m in self.manifests for uid in sorted(m["series"])
-                 if (c := pdi.preview_candidate(m, uid)) is not None]
+        picks = [
+            (uid, c)
+            for m in self.manifests
+            for uid in sorted(m["series"])
+            if (c := pdi.preview_candidate(m, uid)) is not None
+        ]
 
         def one(entry: dict[str, Any]) -> bytes | None:
             with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=str(self.tmp)) as spool:
@@ -210,8 +240,14 @@ class _Assembler:
                 short = dirs[key]
             ext = "".join(c for c in path.suffix[1:].upper() if c.isalnum())[:3]
             name = f"F{len(files):07d}" + (f".{ext}" if ext else "")
-            files.append(DiscFile((*short, name), path.stat().st_size,
-                                  _path_opener(path), long_path=("VIEWER", *rel)))
+            files.append(
+                DiscFile(
+                    (*short, name),
+                    path.stat().st_size,
+                    _path_opener(path),
+                    long_path=("VIEWER", *rel),
+                )
+            )
         return files
 
 
@@ -227,7 +263,13 @@ def _path_opener(path: Path) -> Callable[[], IO[bytes]]:
     return lambda: path.open("rb")
 
 
-def assemble(store: Store, manifests: list[dict[str, Any]], profile: media.Profile,
-             settings: PackagerSettings, tmp: Path, handle: JobHandle) -> Disc:
+def assemble(
+    store: Store,
+    manifests: list[dict[str, Any]],
+    profile: media.Profile,
+    settings: PackagerSettings,
+    tmp: Path,
+    handle: JobHandle,
+) -> Disc:
     """Plan the disc: every file with its size and a lazy opener; transcodes done in `tmp`."""
     return _Assembler(store, manifests, profile, settings, tmp, handle).run()

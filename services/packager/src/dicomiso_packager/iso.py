@@ -168,8 +168,9 @@ class _LazyReader(io.RawIOBase):
         self._pos += len(data)
         if len(data) < want:
             self._release()
-            raise ImageError(f"{self._file.label}: source ended after {self._pos} of "
-                             f"{self._file.size} bytes")
+            raise ImageError(
+                f"{self._file.label}: source ended after {self._pos} of {self._file.size} bytes"
+            )
         if self._pos == self._file.size:
             self.finish()
         return data
@@ -184,14 +185,14 @@ class _LazyReader(io.RawIOBase):
         if self._done:
             return
         if self._pos != self._file.size:
-            raise ImageError(f"{self._file.label}: only {self._pos} of {self._file.size} "
-                             "bytes were written")
+            raise ImageError(
+                f"{self._file.label}: only {self._pos} of {self._file.size} bytes were written"
+            )
         extra = self._source().read(1)
         self._release()
         self._done = True
         if extra:
-            raise ImageError(f"{self._file.label}: source is longer than {self._file.size} "
-                             "bytes")
+            raise ImageError(f"{self._file.label}: source is longer than {self._file.size} bytes")
 
     def close(self) -> None:
         self._release()
@@ -202,8 +203,9 @@ class _LazyReader(io.RawIOBase):
             if self.opened:
                 raise ImageError(f"{self._file.label}: source would be opened twice")
             self.opened += 1
-            self._fp = (self.prefetch.open(self) if self.prefetch is not None
-                        else self._file.opener())
+            self._fp = (
+                self.prefetch.open(self) if self.prefetch is not None else self._file.opener()
+            )
         return self._fp
 
     def _release(self) -> None:
@@ -220,8 +222,9 @@ def check_volume_id(volume_id: str) -> None:
     most 16 characters (PS3.5 6.2), which is also what a Joliet SVD can hold.
     """
     if len(volume_id) > MAX_VOLUME_ID or not _VOLUME_ID.fullmatch(volume_id):
-        raise ValueError(f"volume id {volume_id!r}: use at most {MAX_VOLUME_ID} characters "
-                         "from A-Z 0-9 _")
+        raise ValueError(
+            f"volume id {volume_id!r}: use at most {MAX_VOLUME_ID} characters from A-Z 0-9 _"
+        )
 
 
 def check_files(files: Sequence[DiscFile]) -> None:
@@ -258,8 +261,10 @@ def _check_path(f: DiscFile) -> None:
         if not _DIR_NAME.fullmatch(comp):
             raise ValueError(f"{f.label!r}: directory {comp!r} must be 1-8 of A-Z 0-9 _")
     if not _FILE_NAME.fullmatch(f.path[-1]):
-        raise ValueError(f"{f.label!r}: file name {f.path[-1]!r} must be 1-8 of A-Z 0-9 _, "
-                         "optionally '.' and 1-3 more")
+        raise ValueError(
+            f"{f.label!r}: file name {f.path[-1]!r} must be 1-8 of A-Z 0-9 _, "
+            "optionally '.' and 1-3 more"
+        )
     if not 0 <= f.size <= MAX_FILE_SIZE:
         raise ValueError(f"{f.label}: size {f.size} is outside 0..{MAX_FILE_SIZE}")
 
@@ -269,14 +274,27 @@ def _check_long_path(f: DiscFile) -> None:
     if not 1 <= len(f.long_path) <= MAX_DEPTH:
         raise ValueError(f"{f.label}: a long path has 1 to {MAX_DEPTH} components")
     for comp in f.long_path:
-        if (not comp or len(comp) > MAX_JOLIET_NAME or comp in (".", "..")
-                or _JOLIET_BAD.search(comp) or not comp.isprintable()):
-            raise ValueError(f"{f.label}: long name {comp!r} needs 1-{MAX_JOLIET_NAME} "
-                             "printable characters without * / : ; ? \\ \" < > |")
+        if (
+            not comp
+            or len(comp) > MAX_JOLIET_NAME
+            or comp in (".", "..")
+            or _JOLIET_BAD.search(comp)
+            or not comp.isprintable()
+        ):
+            raise ValueError(
+                f"{f.label}: long name {comp!r} needs 1-{MAX_JOLIET_NAME} "
+                'printable characters without * / : ; ? \\ " < > |'
+            )
 
 
-def write_iso(files: Sequence[DiscFile], out: BinaryIO, volume_id: str, *,
-              joliet: bool = False, prefetch: int = 0) -> None:
+def write_iso(
+    files: Sequence[DiscFile],
+    out: BinaryIO,
+    volume_id: str,
+    *,
+    joliet: bool = False,
+    prefetch: int = 0,
+) -> None:
     """Write an ISO 9660 Level 1 image of ``files`` to ``out`` (seekable).
 
     PS3.12 F.2.2 (CD-R) and P (DVD, ISO 9660 side) ask for Level 1: each File ID
@@ -299,8 +317,12 @@ def write_iso(files: Sequence[DiscFile], out: BinaryIO, volume_id: str, *,
     iso = pycdlib.PyCdlib()
     ahead: _Prefetch | None = None
     try:
-        iso.new(interchange_level=1, vol_ident=volume_id, app_ident_str="DICOMISO",
-                joliet=3 if joliet else None)
+        iso.new(
+            interchange_level=1,
+            vol_ident=volume_id,
+            app_ident_str="DICOMISO",
+            joliet=3 if joliet else None,
+        )
         for d in _directories(f.path for f in files):
             iso.add_directory(iso_path=_iso_dir(d))
         if joliet:
@@ -308,11 +330,17 @@ def write_iso(files: Sequence[DiscFile], out: BinaryIO, volume_id: str, *,
                 iso.add_directory(joliet_path=_joliet(d))
         for f, reader in zip(files, readers, strict=True):
             # pycdlib only calls seek() and read() on it (inode.InodeOpenData).
-            iso.add_fp(cast(BinaryIO, reader), f.size, iso_path=_iso_file(f.path),
-                       joliet_path=_joliet(f.long_path or f.path) if joliet else None)
+            iso.add_fp(
+                cast(BinaryIO, reader),
+                f.size,
+                iso_path=_iso_file(f.path),
+                joliet_path=_joliet(f.long_path or f.path) if joliet else None,
+            )
         if prefetch > 0:
-            extent = {id(r): iso.get_record(iso_path=_iso_file(f.path)).extent_location()
-                      for f, r in zip(files, readers, strict=True)}
+            extent = {
+                id(r): iso.get_record(iso_path=_iso_file(f.path)).extent_location()
+                for f, r in zip(files, readers, strict=True)
+            }
             ahead = _Prefetch(sorted(readers, key=lambda r: extent[id(r)]), prefetch)
             for reader in readers:
                 reader.prefetch = ahead
@@ -332,9 +360,15 @@ def write_iso(files: Sequence[DiscFile], out: BinaryIO, volume_id: str, *,
         for reader in readers:
             reader.close()
         iso.close()
-    log.info("iso image written", extra={"files": len(files), "joliet": joliet,
-                                         "bytes": sum(f.size for f in files),
-                                         "seconds": round(time.monotonic() - started, 3)})
+    log.info(
+        "iso image written",
+        extra={
+            "files": len(files),
+            "joliet": joliet,
+            "bytes": sum(f.size for f in files),
+            "seconds": round(time.monotonic() - started, 3),
+        },
+    )
 
 
 def write_zip(files: Sequence[DiscFile], out: BinaryIO, *, prefetch: int = 0) -> None:
@@ -388,8 +422,14 @@ def write_zip(files: Sequence[DiscFile], out: BinaryIO, *, prefetch: int = 0) ->
             ahead.close()
         for reader in readers:
             reader.close()
-    log.info("zip written", extra={"files": len(files), "bytes": sum(f.size for f in files),
-                                   "seconds": round(time.monotonic() - started, 3)})
+    log.info(
+        "zip written",
+        extra={
+            "files": len(files),
+            "bytes": sum(f.size for f in files),
+            "seconds": round(time.monotonic() - started, 3),
+        },
+    )
 
 
 def _directories(paths: Iterable[tuple[str, ...]]) -> list[tuple[str, ...]]:

@@ -45,8 +45,9 @@ def mail_enabled(settings: PackagerSettings) -> bool:
     return settings.smtp_url is not None and bool(settings.smtp_url.get_secret_value())
 
 
-def compose(settings: PackagerSettings, to: str, link: str, expires_at: datetime,
-            filename: str, size: int) -> EmailMessage:
+def compose(
+    settings: PackagerSettings, to: str, link: str, expires_at: datetime, filename: str, size: int
+) -> EmailMessage:
     """The message a patient receives (plain text; the link is the only URL in it)."""
     org = settings.institution_name
     msg = EmailMessage()
@@ -64,7 +65,8 @@ def compose(settings: PackagerSettings, to: str, link: str, expires_at: datetime
         "you can open in a web browser.\n\n"
         "The file contains personal health information. Keep it safe and do not forward "
         "this message. If you did not ask for your images, please contact us.\n\n"
-        f"{org}\n")
+        f"{org}\n"
+    )
     return msg
 
 
@@ -72,20 +74,22 @@ def send(settings: PackagerSettings, msg: EmailMessage) -> None:
     """Deliver one message; raises MailError with a reason a user can act on."""
     scheme, host, port, user, password = _relay(settings)
     context = ssl.create_default_context(
-        cafile=str(settings.smtp_ca_file) if settings.smtp_ca_file else None)
+        cafile=str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+    )
     timeout = settings.smtp_timeout
     try:
         if scheme == "smtps":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=timeout,
-                                                    context=context)
+            client: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
         else:
             client = smtplib.SMTP(host, port, timeout=timeout)
         with client:
             client.ehlo()
             if scheme == "smtp" and settings.smtp_starttls:
                 if not client.has_extn("starttls"):
-                    raise MailError(f"SMTP relay {host}:{port} offers no STARTTLS "
-                                    "(set DICOMISO_SMTP_STARTTLS=false only for a local relay)")
+                    raise MailError(
+                        f"SMTP relay {host}:{port} offers no STARTTLS "
+                        "(set DICOMISO_SMTP_STARTTLS=false only for a local relay)"
+                    )
                 client.starttls(context=context)
                 client.ehlo()
             if user is not None:
@@ -100,6 +104,7 @@ def send(settings: PackagerSettings, msg: EmailMessage) -> None:
     except smtplib.SMTPResponseException as exc:
         raise MailError(f"SMTP relay {host}:{port} answered {exc.smtp_code}") from exc
     except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
-        raise MailError(f"SMTP relay {host}:{port} unreachable or failed "
-                        f"({type(exc).__name__})") from exc
+        raise MailError(
+            f"SMTP relay {host}:{port} unreachable or failed ({type(exc).__name__})"
+        ) from exc
     log.info("link mailed", extra={"relay": f"{host}:{port}"})

@@ -65,17 +65,21 @@ PROFILES: dict[str, Profile] = {
     "STD-GEN-CD": Profile("STD-GEN-CD", "CD", CD_CAPACITY, frozenset({ExplicitVRLittleEndian})),
     # PS3.11 Annex H, Table H.3-1: Explicit VR LE plus, for -JPEG, JPEG Lossless SV1 (.70),
     # Baseline (.50) and Extended (.51); for -J2K, JPEG 2000 lossless (.90) and lossy (.91).
-    "STD-GEN-DVD-JPEG": Profile("STD-GEN-DVD-JPEG", "DVD", DVD_CAPACITY,
-                                frozenset({ExplicitVRLittleEndian}) | _JPEG),
-    "STD-GEN-DVD-J2K": Profile("STD-GEN-DVD-J2K", "DVD", DVD_CAPACITY,
-                               frozenset({ExplicitVRLittleEndian}) | _J2K),
+    "STD-GEN-DVD-JPEG": Profile(
+        "STD-GEN-DVD-JPEG", "DVD", DVD_CAPACITY, frozenset({ExplicitVRLittleEndian}) | _JPEG
+    ),
+    "STD-GEN-DVD-J2K": Profile(
+        "STD-GEN-DVD-J2K", "DVD", DVD_CAPACITY, frozenset({ExplicitVRLittleEndian}) | _J2K
+    ),
 }
 DEFAULT_PROFILE = "STD-GEN-DVD-JPEG"
 
 # Syntaxes whose decoded pixels differ from the original ones (PS3.5 Table A-1 and 8.2).
 _LOSSY_METHOD = {
-    uids.JPEGBaseline8Bit: "ISO_10918_1", uids.JPEGExtended12Bit: "ISO_10918_1",
-    uids.JPEGLSNearLossless: "ISO_14495_1", uids.JPEG2000: "ISO_15444_1",
+    uids.JPEGBaseline8Bit: "ISO_10918_1",
+    uids.JPEGExtended12Bit: "ISO_10918_1",
+    uids.JPEGLSNearLossless: "ISO_14495_1",
+    uids.JPEG2000: "ISO_15444_1",
     uids.HTJ2K: "ISO_15444_15",
 }
 
@@ -130,8 +134,18 @@ def transcode(src: IO[bytes], dst: IO[bytes]) -> str:
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION
         ds.file_meta = meta
         dcmwrite(dst, ds, implicit_vr=False, little_endian=True, enforce_file_format=True)
-    except (InvalidDicomError, AttributeError, ValueError, TypeError, KeyError,
-            NotImplementedError, RuntimeError, EOFError, OSError) as exc:
-        raise TranscodeError(f"{sop_uid}: cannot transcode to Explicit VR Little Endian "
-                             f"({type(exc).__name__})") from exc
+    except (
+        InvalidDicomError,
+        AttributeError,
+        ValueError,
+        TypeError,
+        KeyError,
+        NotImplementedError,
+        RuntimeError,
+        EOFError,
+        OSError,
+    ) as exc:
+        raise TranscodeError(
+            f"{sop_uid}: cannot transcode to Explicit VR Little Endian ({type(exc).__name__})"
+        ) from exc
     return str(ExplicitVRLittleEndian)

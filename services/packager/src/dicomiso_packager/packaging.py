@@ -78,8 +78,10 @@ def one_patient(resolved: Resolved) -> None:
     """Refuse accession numbers of more than one patient (never two patients on one disc)."""
     if not resolved.same_patient:
         patients = len({a.patient_id.strip().casefold() for a in resolved.accessions})
-        raise Conflict(f"the accession numbers belong to {patients} different patients; "
-                       "a disc holds the studies of one patient only")
+        raise Conflict(
+            f"the accession numbers belong to {patients} different patients; "
+            "a disc holds the studies of one patient only"
+        )
 
 
 class Packaging:
@@ -98,20 +100,29 @@ class Packaging:
     def run(self, handle: JobHandle) -> dict[str, Any]:
         """Build the package; its outcome goes into the audit trail (a lost job's does not:
         the replica that took it over reports it)."""
-        about = {"job_id": handle.id, "accession_numbers": handle.record.request.get(
-            "accession_numbers"), "attempt": handle.record.attempt}
+        about = {
+            "job_id": handle.id,
+            "accession_numbers": handle.record.request.get("accession_numbers"),
+            "attempt": handle.record.attempt,
+        }
         try:
             result = self._run(handle)
         except JobLost:
             raise
         except Exception as exc:
             reason = str(exc) if isinstance(exc, DicomisoError) else type(exc).__name__
-            audit.record_outcome(self.store, "packager", "package", "failed", **about,
-                                 error=reason)
+            audit.record_outcome(self.store, "packager", "package", "failed", **about, error=reason)
             raise
-        audit.record_outcome(self.store, "packager", "package", "succeeded", **about,
-                             study_uids=result.get("study_uids"), size=result.get("size"),
-                             email_state=(result.get("email") or {}).get("state"))
+        audit.record_outcome(
+            self.store,
+            "packager",
+            "package",
+            "succeeded",
+            **about,
+            study_uids=result.get("study_uids"),
+            size=result.get("size"),
+            email_state=(result.get("email") or {}).get("state"),
+        )
         return result
 
     def _run(self, handle: JobHandle) -> dict[str, Any]:
@@ -121,8 +132,9 @@ class Packaging:
         with self.lookup() as lookup:
             resolved = lookup.resolve(accessions)
         one_patient(resolved)
-        filename = package_filename(accessions, resolved.accessions[0].patient_name.original,
-                                    request["format"])
+        filename = package_filename(
+            accessions, resolved.accessions[0].patient_name.original, request["format"]
+        )
         handle.update(phase="retrieve", flush=True)
         retrieval = self._retrieve(handle, accessions)
         manifests = self._manifests(retrieval)
@@ -138,16 +150,18 @@ class Packaging:
         s = self.settings
 
         def progress(view: JobView) -> None:
-            handle.set_counts(expected=view.counts.get("expected", 0),
-                              received=view.counts.get("received", 0)
-                              + view.counts.get("reused", 0))
+            handle.set_counts(
+                expected=view.counts.get("expected", 0),
+                received=view.counts.get("received", 0) + view.counts.get("reused", 0),
+            )
             handle.check()
 
         with RetrieverClient(s.retriever_url, s.outgoing_token()) as retriever:
             started = retriever.retrieve(accessions, s.retrieve_method)
             handle.update(result={"retrieval_id": started.id})
-            view = retriever.wait(started.id, timeout=s.retrieve_wait, poll=0.5,
-                                  on_progress=progress)
+            view = retriever.wait(
+                started.id, timeout=s.retrieve_wait, poll=0.5, on_progress=progress
+            )
         if view.state != "succeeded":
             raise RetrievalFailed(f"retrieval failed: {view.error or 'no reason given'}")
         return view
@@ -161,17 +175,21 @@ class Packaging:
             try:
                 data, _ = self.store.get_json(manifest_key(uid))
             except ObjectMissing as exc:
-                raise RetrievalFailed(f"study {uid} is no longer complete in the bucket; "
-                                      "ask again") from exc
+                raise RetrievalFailed(
+                    f"study {uid} is no longer complete in the bucket; ask again"
+                ) from exc
             manifests.append(data)
         ids = {str((m.get("patient") or {}).get("id") or "").strip() for m in manifests}
         if len(ids) > 1:
-            raise Conflict(f"the studies carry {len(ids)} different Patient IDs in the PACS; "
-                           "a disc holds the studies of one patient only")
+            raise Conflict(
+                f"the studies carry {len(ids)} different Patient IDs in the PACS; "
+                "a disc holds the studies of one patient only"
+            )
         return manifests
 
-    def _build_and_upload(self, handle: JobHandle, manifests: list[dict[str, Any]],
-                          tmp: Path, filename: str) -> dict[str, Any]:
+    def _build_and_upload(
+        self, handle: JobHandle, manifests: list[dict[str, Any]], tmp: Path, filename: str
+    ) -> dict[str, Any]:
         request = handle.record.request
         profile = media.PROFILES[request["profile"]]
         fmt = request["format"]
@@ -182,21 +200,29 @@ class Packaging:
             image = disc.assemble(self.store, manifests, profile, self.settings, tmp, handle)
             with path.open("w+b") as out:
                 if fmt == "iso":
-                    iso.write_iso(image.files, out, image.volume_id, joliet=image.joliet,
-                                  prefetch=self.settings.build_prefetch)
+                    iso.write_iso(
+                        image.files,
+                        out,
+                        image.volume_id,
+                        joliet=image.joliet,
+                        prefetch=self.settings.build_prefetch,
+                    )
                 else:
                     iso.write_zip(image.files, out, prefetch=self.settings.build_prefetch)
                 size = out.tell()
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise WorkDirFull("no space left for the image in DICOMISO_WORK_DIR "
-                                  f"({self.settings.work_dir or 'the system temp dir'})"
-                                  ) from exc
+                raise WorkDirFull(
+                    "no space left for the image in DICOMISO_WORK_DIR "
+                    f"({self.settings.work_dir or 'the system temp dir'})"
+                ) from exc
             raise
         handle.check()
         if fmt == "iso" and size > size_limit:
-            raise TooLarge(f"the image is {size / 1e6:.0f} MB, more than a {profile.medium} "
-                           f"holds ({size_limit / 1e6:.0f} MB); use a DVD profile or ZIP")
+            raise TooLarge(
+                f"the image is {size / 1e6:.0f} MB, more than a {profile.medium} "
+                f"holds ({size_limit / 1e6:.0f} MB); use a DVD profile or ZIP"
+            )
         sha256 = _sha256(path)
         handle.update(phase="upload", flush=True)
         handle.set_counts(image_bytes=size)
@@ -206,21 +232,41 @@ class Packaging:
         # A run that lost S3 mid-upload cannot abort its multipart upload; the key is this
         # job's, so whoever runs it next clears what is left before uploading again.
         self.store.abort_uploads(key)
-        self.store.upload_path(key, path, content_type=CONTENT_TYPES[fmt],
-                               content_disposition=f'attachment; filename="{filename}"',
-                               metadata={"sha256": sha256})
-        result = {"key": key, "filename": filename, "size": size, "sha256": sha256,
-                  "format": fmt, "profile": profile.name, "medium": profile.medium,
-                  "fits_medium": size <= size_limit, "studies": len(manifests),
-                  "study_uids": [m["study_uid"] for m in manifests],
-                  "instances": image.instances, "transcoded": image.transcoded,
-                  "files": len(image.files), "volume_id": image.volume_id}
+        self.store.upload_path(
+            key,
+            path,
+            content_type=CONTENT_TYPES[fmt],
+            content_disposition=f'attachment; filename="{filename}"',
+            metadata={"sha256": sha256},
+        )
+        result = {
+            "key": key,
+            "filename": filename,
+            "size": size,
+            "sha256": sha256,
+            "format": fmt,
+            "profile": profile.name,
+            "medium": profile.medium,
+            "fits_medium": size <= size_limit,
+            "studies": len(manifests),
+            "study_uids": [m["study_uid"] for m in manifests],
+            "instances": image.instances,
+            "transcoded": image.transcoded,
+            "files": len(image.files),
+            "volume_id": image.volume_id,
+        }
         # The package manifest (beside the image, written after it): what is on the disc.
         # Without it the image is not a package: it is removed again, never left looking done.
         try:
-            self.store.put_json(manifest_key_of(handle.id), {
-                **result, "job_id": handle.id, "created_at": datetime.now(UTC).isoformat(),
-                "tree": [{"path": "/".join(f.path), "size": f.size} for f in image.files]})
+            self.store.put_json(
+                manifest_key_of(handle.id),
+                {
+                    **result,
+                    "job_id": handle.id,
+                    "created_at": datetime.now(UTC).isoformat(),
+                    "tree": [{"path": "/".join(f.path), "size": f.size} for f in image.files],
+                },
+            )
         except DicomisoError:
             self._discard(key)
             raise
@@ -240,17 +286,25 @@ class Packaging:
         email = handle.record.request.get("email")
         result["email"] = self._mail(email, result) if email else {"state": "not_requested"}
         if email:
-            audit.record_outcome(self.store, "packager", "email", result["email"]["state"],
-                                 job_id=handle.id, email=email, via="package",
-                                 error=result["email"].get("error"))
+            audit.record_outcome(
+                self.store,
+                "packager",
+                "email",
+                result["email"]["state"],
+                job_id=handle.id,
+                email=email,
+                via="package",
+                error=result["email"].get("error"),
+            )
 
     def _mail(self, to: str, result: dict[str, Any]) -> dict[str, Any]:
         """Send the link; a failure is reported in the status and never fails the package."""
         if not mail.mail_enabled(self.settings):
             return {"state": "failed", "error": "e-mail is not configured (DICOMISO_SMTP_URL)"}
         expires = datetime.fromisoformat(result["expires_at"])
-        msg = mail.compose(self.settings, to, result["download_url"], expires,
-                           result["filename"], result["size"])
+        msg = mail.compose(
+            self.settings, to, result["download_url"], expires, result["filename"], result["size"]
+        )
         try:
             mail.send(self.settings, msg)
         except DicomisoError as exc:

@@ -38,11 +38,22 @@ _NON_IMAGE_PREFIXES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.1
 _NAME_83 = re.compile(r"^[A-Z0-9_]{1,8}(\.[A-Z0-9_]{1,3})?$")  # ISO 9660 Level 1 d-characters
 _CRLF = "\r\n"
 _WIDTH = 76
-_DECODE_ERRORS = (InvalidDicomError, ValueError, TypeError, KeyError, AttributeError,
-                  NotImplementedError, RuntimeError, OSError, EOFError)
-_STYLE = ("body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse}"
-          "th,td{border:1px solid #999;padding:.2em .5em;text-align:left;vertical-align:top}"
-          "p.note{font-size:90%}img{max-width:100%}")
+_DECODE_ERRORS = (
+    InvalidDicomError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+    EOFError,
+)
+_STYLE = (
+    "body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse}"
+    "th,td{border:1px solid #999;padding:.2em .5em;text-align:left;vertical-align:top}"
+    "p.note{font-size:90%}img{max-width:100%}"
+)
 
 
 def _version() -> str:
@@ -54,8 +65,9 @@ def _version() -> str:
 
 def _is_image(entry: dict[str, Any]) -> bool:
     sop_class = str(entry.get("sop_class_uid") or "")
-    return bool(entry.get("rows") and entry.get("columns")) and \
-        not sop_class.startswith(_NON_IMAGE_PREFIXES)
+    return bool(entry.get("rows") and entry.get("columns")) and not sop_class.startswith(
+        _NON_IMAGE_PREFIXES
+    )
 
 
 def _series_of(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
@@ -79,8 +91,13 @@ def _modalities(manifest: dict[str, Any]) -> str:
 
 
 def _sorted_studies(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(manifests, key=lambda m: (str((m.get("study") or {}).get("date") or ""),
-                                            str(m.get("study_uid") or "")))
+    return sorted(
+        manifests,
+        key=lambda m: (
+            str((m.get("study") or {}).get("date") or ""),
+            str(m.get("study_uid") or ""),
+        ),
+    )
 
 
 def _date(value: Any) -> str:
@@ -96,6 +113,7 @@ def _patient(manifests: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- README.TXT ------------------------------------------------------------------------------
 
+
 def _ascii(text: str) -> str:
     """Fold text to printable ASCII: accents dropped (PS3.12 default repertoire ISO 646)."""
     folded = unicodedata.normalize("NFKD", text)
@@ -103,8 +121,15 @@ def _ascii(text: str) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in kept)
 
 
-def readme_text(manifests: list[dict[str, Any]], *, institution: str, profile: str,
-                created_at: datetime, viewer: str | None, contact: str | None = None) -> bytes:
+def readme_text(
+    manifests: list[dict[str, Any]],
+    *,
+    institution: str,
+    profile: str,
+    created_at: datetime,
+    viewer: str | None,
+    contact: str | None = None,
+) -> bytes:
     """Return README.TXT: what the disc is, how to open it, who made it, what it holds.
 
     RAD TF-3 4.47.4.1.2 asks for contact information of the creator, the creating application
@@ -136,11 +161,15 @@ def readme_text(manifests: list[dict[str, Any]], *, institution: str, profile: s
         "DICOMDIR into their own systems.",
     ]
     if viewer:
-        paragraphs.append(f"3. A DICOM viewer is included in the {_ascii(viewer)} folder. Start "
-                          "it yourself from there: this disc does not rely on autorun.")
+        paragraphs.append(
+            f"3. A DICOM viewer is included in the {_ascii(viewer)} folder. Start "
+            "it yourself from there: this disc does not rely on autorun."
+        )
     else:
-        paragraphs.append("3. No viewer program is included. Nothing on this disc starts "
-                          "automatically (no autorun).")
+        paragraphs.append(
+            "3. No viewer program is included. Nothing on this disc starts "
+            "automatically (no autorun)."
+        )
     paragraphs += [
         "PRIVACY",
         "This disc contains personal health information. Keep it safe and give it only to "
@@ -152,12 +181,16 @@ def readme_text(manifests: list[dict[str, Any]], *, institution: str, profile: s
     ]
     lines: list[str] = []
     for paragraph in paragraphs:
-        lines += textwrap.wrap(paragraph, _WIDTH, subsequent_indent="   "
-                               if paragraph[:2] in ("1.", "2.", "3.") else "") + [""]
+        lines += textwrap.wrap(
+            paragraph,
+            _WIDTH,
+            subsequent_indent="   " if paragraph[:2] in ("1.", "2.", "3.") else "",
+        ) + [""]
     return _CRLF.join(lines).encode("ascii")
 
 
 # -- web content -----------------------------------------------------------------------------
+
 
 def _e(value: Any) -> str:
     """Escape for XHTML text and attribute values (quotes included)."""
@@ -179,16 +212,23 @@ def _page(title: str, body: Iterable[str]) -> bytes:
     Non-ASCII characters become character references, so the bytes are ASCII and show right
     whatever charset a browser guesses for a file:// page; the meta still declares UTF-8.
     """
-    text = "\n".join([
-        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
-        '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">',
-        '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">',
-        "<head>",
-        '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />',
-        f"<title>{_e(title)}</title>",
-        f'<style type="text/css">{_STYLE}</style>',
-        "</head>", "<body>", *body, "</body>", "</html>", "",
-    ])
+    text = "\n".join(
+        [
+            '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
+            '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">',
+            '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">',
+            "<head>",
+            '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />',
+            f"<title>{_e(title)}</title>",
+            f'<style type="text/css">{_STYLE}</style>',
+            "</head>",
+            "<body>",
+            *body,
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
     return text.encode("ascii", "xmlcharrefreplace")
 
 
@@ -201,46 +241,76 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def _header(institution: str, created_at: datetime) -> list[str]:
     """The informative header RAD TF-3 4.47.4.1.2 asks of INDEX.HTM, with the privacy note."""
-    return [f"<p>Created by {_e(institution)} on {created_at:%Y-%m-%d} with dicom-iso "
-            f"{_e(_version())}.</p>",
-            '<p class="note">This disc contains personal health information. The pictures on '
-            "these pages are reduced previews, not of diagnostic quality; the complete images "
-            "are in DICOM format (see DICOMDIR) and need a DICOM viewer. These pages contain "
-            "no diagnosis.</p>"]
+    return [
+        f"<p>Created by {_e(institution)} on {created_at:%Y-%m-%d} with dicom-iso "
+        f"{_e(_version())}.</p>",
+        '<p class="note">This disc contains personal health information. The pictures on '
+        "these pages are reduced previews, not of diagnostic quality; the complete images "
+        "are in DICOM format (see DICOMDIR) and need a DICOM viewer. These pages contain "
+        "no diagnosis.</p>",
+    ]
 
 
 def _patient_block(patient: dict[str, Any]) -> list[str]:
     name = person_name(str(patient.get("name") or "")).display
-    return _table(["Patient", "Patient ID", "Birth date", "Sex"],
-                  [[_e(name), _e(patient.get("id")), _e(_date(patient.get("birth_date"))),
-                    _e(patient.get("sex"))]])
+    return _table(
+        ["Patient", "Patient ID", "Birth date", "Sex"],
+        [
+            [
+                _e(name),
+                _e(patient.get("id")),
+                _e(_date(patient.get("birth_date"))),
+                _e(patient.get("sex")),
+            ]
+        ],
+    )
 
 
-def _study_page(manifest: dict[str, Any], page: tuple[str, ...], institution: str,
-                previews: dict[str, tuple[str, ...]], created_at: datetime) -> bytes:
+def _study_page(
+    manifest: dict[str, Any],
+    page: tuple[str, ...],
+    institution: str,
+    previews: dict[str, tuple[str, ...]],
+    created_at: datetime,
+) -> bytes:
     study = manifest.get("study") or {}
-    title = " ".join(x for x in (_date(study.get("date")), str(study.get("description") or ""))
-                     if x) or "Study"
+    title = (
+        " ".join(x for x in (_date(study.get("date")), str(study.get("description") or "")) if x)
+        or "Study"
+    )
     rows = []
     for uid, series, count in _series_of(manifest):
         number = series.get("number")
         preview = previews.get(uid)
-        cell = (f'<img src="{_e(_href(page, preview))}" alt="Preview of series '
-                f'{_e(number if number is not None else "")}" />' if preview else "no preview")
-        rows.append([_e(number), _e(series.get("modality")), _e(series.get("description")),
-                     _e(count), cell])
-    body = [f'<p><a href="{_e(_href(page, ("INDEX.HTM",)))}">Back to the list of studies</a>'
-            "</p>", f"<h1>{_e(title)}</h1>", *_header(institution, created_at),
-            *_patient_block(manifest.get("patient") or {}),
-            f"<p>Accession number: {_e(study.get('accession_number'))}. Modalities: "
-            f"{_e(_modalities(manifest))}.</p>",
-            *_table(["Series", "Modality", "Description", "Images", "Preview"], rows)]
+        cell = (
+            f'<img src="{_e(_href(page, preview))}" alt="Preview of series '
+            f'{_e(number if number is not None else "")}" />'
+            if preview
+            else "no preview"
+        )
+        rows.append(
+            [_e(number), _e(series.get("modality")), _e(series.get("description")), _e(count), cell]
+        )
+    body = [
+        f'<p><a href="{_e(_href(page, ("INDEX.HTM",)))}">Back to the list of studies</a></p>',
+        f"<h1>{_e(title)}</h1>",
+        *_header(institution, created_at),
+        *_patient_block(manifest.get("patient") or {}),
+        f"<p>Accession number: {_e(study.get('accession_number'))}. Modalities: "
+        f"{_e(_modalities(manifest))}.</p>",
+        *_table(["Series", "Modality", "Description", "Images", "Preview"], rows),
+    ]
     return _page(title, body)
 
 
-def web_pages(manifests: list[dict[str, Any]], *, institution: str,
-              previews: dict[str, tuple[str, ...]], created_at: datetime,
-              viewer: str | None = None) -> list[tuple[tuple[str, ...], bytes]]:
+def web_pages(
+    manifests: list[dict[str, Any]],
+    *,
+    institution: str,
+    previews: dict[str, tuple[str, ...]],
+    created_at: datetime,
+    viewer: str | None = None,
+) -> list[tuple[tuple[str, ...], bytes]]:
     """Return INDEX.HTM and one IHE_PDI/STUDYnnn.HTM per study, as (path, bytes).
 
     INDEX.HTM carries what RAD TF-3 4.47.4.1.2 lists: the creating institution, a privacy
@@ -263,29 +333,54 @@ def web_pages(manifests: list[dict[str, Any]], *, institution: str,
         pages.append((path, _study_page(manifest, path, institution, previews, created_at)))
         study = manifest.get("study") or {}
         series = _series_of(manifest)
-        rows.append([_e(_date(study.get("date"))), _e(study.get("description")),
-                     _e(_modalities(manifest)), _e(study.get("accession_number")),
-                     _e(len(series)), _e(sum(c for _, _, c in series)),
-                     f'<a href="{_e(_href(index, path))}">Open</a>'])
-    viewer_note = (f"<p>A DICOM viewer is in the {_e(viewer)} folder of this disc; start it "
-                   "from there (nothing starts automatically).</p>" if viewer else "")
-    body = ["<h1>Medical images</h1>", *_header(institution, created_at),
-            *_patient_block(_patient(studies)), "<h2>Studies on this disc</h2>",
-            *_table(["Date", "Description", "Modalities", "Accession", "Series", "Images",
-                     "Details"], rows),
-            f'<p>About this disc: <a href="{_e(_href(index, ("README.TXT",)))}">README.TXT</a>'
-            "</p>", viewer_note]
+        rows.append(
+            [
+                _e(_date(study.get("date"))),
+                _e(study.get("description")),
+                _e(_modalities(manifest)),
+                _e(study.get("accession_number")),
+                _e(len(series)),
+                _e(sum(c for _, _, c in series)),
+                f'<a href="{_e(_href(index, path))}">Open</a>',
+            ]
+        )
+    viewer_note = (
+        f"<p>A DICOM viewer is in the {_e(viewer)} folder of this disc; start it "
+        "from there (nothing starts automatically).</p>"
+        if viewer
+        else ""
+    )
+    body = [
+        "<h1>Medical images</h1>",
+        *_header(institution, created_at),
+        *_patient_block(_patient(studies)),
+        "<h2>Studies on this disc</h2>",
+        *_table(
+            ["Date", "Description", "Modalities", "Accession", "Series", "Images", "Details"], rows
+        ),
+        f'<p>About this disc: <a href="{_e(_href(index, ("README.TXT",)))}">README.TXT</a></p>',
+        viewer_note,
+    ]
     return [(index, _page(f"Medical images - {institution}", body)), *pages]
 
 
 # -- previews --------------------------------------------------------------------------------
 
+
 def preview_candidate(manifest: dict[str, Any], series_uid: str) -> dict[str, Any] | None:
     """The series' middle image instance by Instance Number, or None without one."""
-    images = [e for e in manifest.get("instances") or []
-              if e.get("series_uid") == series_uid and _is_image(e)]
-    images.sort(key=lambda e: (e.get("instance_number") is None, e.get("instance_number") or 0,
-                               str(e.get("sop_uid") or "")))
+    images = [
+        e
+        for e in manifest.get("instances") or []
+        if e.get("series_uid") == series_uid and _is_image(e)
+    ]
+    images.sort(
+        key=lambda e: (
+            e.get("instance_number") is None,
+            e.get("instance_number") or 0,
+            str(e.get("sop_uid") or ""),
+        )
+    )
     return images[len(images) // 2] if images else None
 
 
@@ -310,8 +405,11 @@ def _grayscale(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     if "VOILUTSequence" in ds:
         values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64)
     finite = values[np.isfinite(values)]
-    return _scaled(values, float(finite.min()), float(finite.max())) if finite.size \
+    return (
+        _scaled(values, float(finite.min()), float(finite.max()))
+        if finite.size
         else np.zeros(values.shape, np.uint8)
+    )
 
 
 def _color(arr: np.ndarray, ds: Dataset) -> np.ndarray:
@@ -351,8 +449,10 @@ def series_preview(fileobj: IO[bytes], max_size: int = 512) -> bytes | None:
             return None
         image = _render(ds)
     except _DECODE_ERRORS as exc:
-        log.warning("no preview: pixel data not decodable",
-                    extra={"sop_uid": sop_uid, "error": type(exc).__name__})
+        log.warning(
+            "no preview: pixel data not decodable",
+            extra={"sop_uid": sop_uid, "error": type(exc).__name__},
+        )
         return None
     image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
     out = io.BytesIO()

@@ -54,8 +54,11 @@ class PackageStatus(JobStatus):
         if record.state == "succeeded":
             r = record.result
             status.download_url, status.expires_at = r.get("download_url"), r.get("expires_at")
-            status.filename, status.size, status.sha256 = \
-                r.get("filename"), r.get("size"), r.get("sha256")
+            status.filename, status.size, status.sha256 = (
+                r.get("filename"),
+                r.get("size"),
+                r.get("sha256"),
+            )
             status.email = EmailState(**r["email"]) if r.get("email") else None
         return status
 
@@ -67,13 +70,18 @@ def canonical(body: PackageRequest, settings: PackagerSettings) -> dict[str, Any
     """
     accessions = list(dict.fromkeys(validate_accession(a) for a in body.accession_numbers))
     email = check_email(body.email) if body.email and body.email.strip() else None
-    return {"accession_numbers": accessions, "email": email,
-            "profile": body.profile or settings.default_profile, "format": body.format,
-            "expires_in": body.expires_in}
+    return {
+        "accession_numbers": accessions,
+        "email": email,
+        "profile": body.profile or settings.default_profile,
+        "format": body.format,
+        "expires_in": body.expires_in,
+    }
 
 
-def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, store: Store,
-                guard: Any) -> APIRouter:
+def make_router(
+    jobs: Jobs, packaging: Packaging, settings: PackagerSettings, store: Store, guard: Any
+) -> APIRouter:
     # The guard is per route: /mkiso shows the staff page to a browser without a token.
     guarded = [Depends(guard)]
     router = APIRouter(tags=["packages"], responses=PROBLEM_RESPONSES)
@@ -87,27 +95,53 @@ def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, st
         return jobs.submit(request)
 
     def audited(request: Request, record: JobRecord) -> None:
-        audit(store, settings, request, "package", job_id=record.id, state=record.state,
-              accession_numbers=record.request["accession_numbers"],
-              profile=record.request.get("profile"), format=record.request.get("format"))
+        audit(
+            store,
+            settings,
+            request,
+            "package",
+            job_id=record.id,
+            state=record.state,
+            accession_numbers=record.request["accession_numbers"],
+            profile=record.request.get("profile"),
+            format=record.request.get("format"),
+        )
 
     def link_issued(request: Request, record: JobRecord, via: str) -> None:
-        audit(store, settings, request, "link", "issued", job_id=record.id, via=via,
-              accession_numbers=record.request.get("accession_numbers"))
+        audit(
+            store,
+            settings,
+            request,
+            "link",
+            "issued",
+            job_id=record.id,
+            via=via,
+            accession_numbers=record.request.get("accession_numbers"),
+        )
 
-    @router.post("/v1/packages", status_code=202, response_model=JobAccepted,
-                 dependencies=guarded,
-                 responses={409: PROBLEM_RESPONSES[422] | {
-                     "description": "The accession numbers belong to more than one patient"}},
-                 summary="Make a disc image of one patient's studies, by accession number")
+    @router.post(
+        "/v1/packages",
+        status_code=202,
+        response_model=JobAccepted,
+        dependencies=guarded,
+        responses={
+            409: PROBLEM_RESPONSES[422]
+            | {"description": "The accession numbers belong to more than one patient"}
+        },
+        summary="Make a disc image of one patient's studies, by accession number",
+    )
     def create(body: PackageRequest, request: Request, response: Response) -> JobAccepted:
         record = submit(body)
         audited(request, record)
         return accepted(record, request, response, "package_status")
 
-    @router.get("/v1/packages/{job_id}", response_model=PackageStatus, name="package_status",
-                dependencies=guarded,
-                summary="State and progress of a package; the link when it is done")
+    @router.get(
+        "/v1/packages/{job_id}",
+        response_model=PackageStatus,
+        name="package_status",
+        dependencies=guarded,
+        summary="State and progress of a package; the link when it is done",
+    )
     def status(job_id: str, request: Request) -> PackageStatus:
         record = jobs.get(validate_job_id(job_id))
         status = PackageStatus.of_package(record)
@@ -115,9 +149,14 @@ def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, st
             link_issued(request, record, "status")
         return status
 
-    @router.get("/v1/packages/{job_id}/download", status_code=307,
-                response_class=RedirectResponse, name="package_download", dependencies=guarded,
-                summary="Redirect to a freshly signed link to the image")
+    @router.get(
+        "/v1/packages/{job_id}/download",
+        status_code=307,
+        response_class=RedirectResponse,
+        name="package_download",
+        dependencies=guarded,
+        summary="Redirect to a freshly signed link to the image",
+    )
     def download(job_id: str, request: Request) -> RedirectResponse:
         record = jobs.get(validate_job_id(job_id))
         if record.state != "succeeded":
@@ -126,10 +165,15 @@ def make_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, st
         ttl = int(record.request.get("expires_in") or settings.link_ttl)
         return RedirectResponse(store.presign_get(record.result["key"], ttl), status_code=307)
 
-    @router.get("/mkiso", status_code=303, response_class=RedirectResponse,
-                summary="Legacy entry of mkiso.php / mkiso_multiple.php bookmarks")
-    def legacy(request: Request,
-               accession_number: str = Query(max_length=MAX_ACCESSIONS * 17)) -> Response:
+    @router.get(
+        "/mkiso",
+        status_code=303,
+        response_class=RedirectResponse,
+        summary="Legacy entry of mkiso.php / mkiso_multiple.php bookmarks",
+    )
+    def legacy(
+        request: Request, accession_number: str = Query(max_length=MAX_ACCESSIONS * 17)
+    ) -> Response:
         """A browser gets the staff page with the numbers filled in (nothing starts before
         the clerk confirms the patient). A script with the token: `?accession_number=A,B`
         starts or finds the package, then 303 to the download once ready, else its status."""

@@ -27,16 +27,16 @@ class PackagerSettings(CommonSettings):
     retrieve_wait: Annotated[float, Field(gt=0)] = 3600.0  # seconds to wait for a retrieval
     link_ttl: Annotated[int, Field(ge=60, le=MAX_LINK_TTL)] = 259_200
     package_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 7  # lifecycle on packages/
-    manage_lifecycle: bool = True           # put the lifecycle rule on the bucket at start-up
+    manage_lifecycle: bool = True  # put the lifecycle rule on the bucket at start-up
     default_profile: Profile = "STD-GEN-DVD-JPEG"
-    work_dir: Path | None = None            # temporary image files; None = the system's TMPDIR
+    work_dir: Path | None = None  # temporary image files; None = the system's TMPDIR
     institution_name: str = "dicom-iso demo hospital"
-    viewer_dir: Path | None = None          # a DICOM viewer copied onto every disc
+    viewer_dir: Path | None = None  # a DICOM viewer copied onto every disc
     build_workers: Annotated[int, Field(ge=1, le=32)] = 4  # parallel S3 reads while building
     build_prefetch: Annotated[int, Field(ge=0, le=16)] = 4  # S3 objects opened ahead of the writer
 
-    smtp_url: SecretStr | None = None       # smtp://user:pass@host:port or smtps://...
-    smtp_starttls: bool = True              # smtp:// upgrades with STARTTLS (refuses if absent)
-    smtp_ca_file: Path | None = None        # extra CA to trust (self-signed relay, tests)
+    smtp_url: SecretStr | None = None  # smtp://user:pass@host:port or smtps://...
+    smtp_starttls: bool = True  # smtp:// upgrades with STARTTLS (refuses if absent)
+    smtp_ca_file: Path | None = None  # extra CA to trust (self-signed relay, tests)
     smtp_timeout: Annotated[float, Field(gt=0)] = 20.0
     mail_from: str = "dicom-iso@localhost"

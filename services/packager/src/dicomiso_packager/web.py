@@ -45,19 +45,23 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 RECENT = 20
-RECENT_SCAN = 1000        # job records read to find the newest (the bucket listing has no dates)
+RECENT_SCAN = 1000  # job records read to find the newest (the bucket listing has no dates)
 MAX_ACCESSIONS = 50
 # A deliberately plain address check (no quoted local parts, no IP literals): the value goes
 # into an SMTP envelope, so anything exotic is refused rather than interpreted.
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}"
-                    r"(\.[A-Za-z0-9-]{1,63})+")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}"
+    r"(\.[A-Za-z0-9-]{1,63})+"
+)
 # Everything the page loads is its own; data is rendered with textContent, never as markup.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self'; connect-src 'self'; form-action 'self'; "
-                               "base-uri 'none'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store"}
+    "img-src 'self'; connect-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
 
 
 def check_email(value: str) -> str:
@@ -70,6 +74,7 @@ def check_email(value: str) -> str:
 
 # -- the page ----------------------------------------------------------------------------------
 
+
 def wants_html(request: Request) -> bool:
     """A browser navigating (Accept: text/html), not a script or API client."""
     return "text/html" in request.headers.get("accept", "")
@@ -78,8 +83,10 @@ def wants_html(request: Request) -> bool:
 def page(settings: PackagerSettings, prefill: str = "") -> HTMLResponse:
     """The staff page; `prefill` (the legacy URL's numbers) goes into the form, escaped."""
     template = string.Template((HERE / "templates" / "index.html").read_text("utf-8"))
-    body = template.substitute(institution=html.escape(settings.institution_name),
-                               prefill=html.escape(prefill.replace(",", "\n")))
+    body = template.substitute(
+        institution=html.escape(settings.institution_name),
+        prefill=html.escape(prefill.replace(",", "\n")),
+    )
     return HTMLResponse(body, headers=SECURITY_HEADERS)
 
 
@@ -95,14 +102,17 @@ def page_router(settings: PackagerSettings) -> APIRouter:
     def static(name: str) -> FileResponse:
         if name not in STATIC:
             raise NotFound("no such file")
-        return FileResponse(HERE / "static" / name, media_type=STATIC[name],
-                            headers={"Cache-Control": "no-cache",
-                                     "X-Content-Type-Options": "nosniff"})
+        return FileResponse(
+            HERE / "static" / name,
+            media_type=STATIC[name],
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
 
     return router
 
 
 # -- who asked: the audit trail ----------------------------------------------------------------
+
 
 def user_of(request: Request, settings: PackagerSettings) -> str:
     """The staff member: the proxy's header if configured and given, else how we were called.
@@ -112,14 +122,21 @@ def user_of(request: Request, settings: PackagerSettings) -> str:
     return audit_trail.requester(request, settings)
 
 
-def audit(store: Store, settings: PackagerSettings, request: Request, action: str,
-          outcome: str = "requested", **fields: Any) -> None:
+def audit(
+    store: Store,
+    settings: PackagerSettings,
+    request: Request,
+    action: str,
+    outcome: str = "requested",
+    **fields: Any,
+) -> None:
     """Write one event to audit/{yyyy}/{mm}/{dd}/{id}.json (the key names no one); raises
     if it cannot be written, so the action does not happen unrecorded."""
     audit_trail.record(store, settings, "packager", request, action, outcome, **fields)
 
 
 # -- the JSON endpoints of the page ------------------------------------------------------------
+
 
 class PreviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -161,11 +178,17 @@ def studies_in_bucket(store: Store, accession: str) -> list[dict[str, Any]] | No
         for uid in known.get("study_uids", []):
             manifest, _ = store.get_json(manifest_key(uid))
             study = manifest.get("study") or {}
-            modalities = sorted({s.get("modality") or "" for s in
-                                 (manifest.get("series") or {}).values()} - {""})
-            studies.append({"date": study.get("date"), "description": study.get("description"),
-                            "modalities": modalities,
-                            "instances": manifest.get("instance_count")})
+            modalities = sorted(
+                {s.get("modality") or "" for s in (manifest.get("series") or {}).values()} - {""}
+            )
+            studies.append(
+                {
+                    "date": study.get("date"),
+                    "description": study.get("description"),
+                    "modalities": modalities,
+                    "instances": manifest.get("instance_count"),
+                }
+            )
     except DicomisoError:
         return None
     return studies
@@ -175,15 +198,22 @@ def package_summary(record: JobRecord, settings: PackagerSettings) -> dict[str, 
     """One row of the recent-packages list (the record's own data, nothing re-signed)."""
     r = record.result
     created = datetime.fromtimestamp(record.created_at, UTC)
-    return {"id": record.id, "state": record.state, "phase": record.phase,
-            "error": record.error, "accession_numbers": record.request.get("accession_numbers"),
-            "format": record.request.get("format"), "profile": record.request.get("profile"),
-            "created_at": created.isoformat(),
-            "updated_at": datetime.fromtimestamp(record.updated_at, UTC).isoformat(),
-            "filename": r.get("filename"), "size": r.get("size"),
-            "link_expires_at": r.get("expires_at"),
-            "deleted_after": (created + timedelta(days=settings.package_expiry_days)).isoformat(),
-            "email": (r.get("email") or {}).get("state")}
+    return {
+        "id": record.id,
+        "state": record.state,
+        "phase": record.phase,
+        "error": record.error,
+        "accession_numbers": record.request.get("accession_numbers"),
+        "format": record.request.get("format"),
+        "profile": record.request.get("profile"),
+        "created_at": created.isoformat(),
+        "updated_at": datetime.fromtimestamp(record.updated_at, UTC).isoformat(),
+        "filename": r.get("filename"),
+        "size": r.get("size"),
+        "link_expires_at": r.get("expires_at"),
+        "deleted_after": (created + timedelta(days=settings.package_expiry_days)).isoformat(),
+        "email": (r.get("email") or {}).get("state"),
+    }
 
 
 def recent_packages(store: Store, settings: PackagerSettings) -> list[JobRecord]:
@@ -210,24 +240,33 @@ def _done(jobs: Jobs, job_id: str) -> JobRecord:
 def _fresh_link(store: Store, settings: PackagerSettings, record: JobRecord) -> dict[str, Any]:
     ttl = int(record.request.get("expires_in") or settings.link_ttl)
     expires = datetime.now(UTC) + timedelta(seconds=ttl)
-    return {"download_url": store.presign_get(record.result["key"], ttl),
-            "expires_at": expires.isoformat(), "filename": record.result.get("filename"),
-            "size": record.result.get("size")}
+    return {
+        "download_url": store.presign_get(record.result["key"], ttl),
+        "expires_at": expires.isoformat(),
+        "filename": record.result.get("filename"),
+        "size": record.result.get("size"),
+    }
 
 
-def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings, store: Store,
-                    guard: Any) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], tags=["page"],
-                       responses=PROBLEM_RESPONSES)
+def make_web_router(
+    jobs: Jobs, packaging: Packaging, settings: PackagerSettings, store: Store, guard: Any
+) -> APIRouter:
+    router = APIRouter(
+        prefix="/v1", dependencies=[Depends(guard)], tags=["page"], responses=PROBLEM_RESPONSES
+    )
 
     def forwarder() -> ForwarderClient:
         return ForwarderClient(settings.forwarder_url, settings.outgoing_token())
 
     @router.get("/session", summary="Who is signed in and what this packager offers")
     def session(request: Request) -> dict[str, Any]:
-        return {"user": user_of(request, settings), "institution": settings.institution_name,
-                "mail": mail.mail_enabled(settings), "default_profile": settings.default_profile,
-                "link_ttl": settings.link_ttl}
+        return {
+            "user": user_of(request, settings),
+            "institution": settings.institution_name,
+            "mail": mail.mail_enabled(settings),
+            "default_profile": settings.default_profile,
+            "link_ttl": settings.link_ttl,
+        }
 
     @router.post("/previews", summary="Whom accession numbers belong to; nothing is retrieved")
     def preview(body: PreviewRequest, request: Request) -> dict[str, Any]:
@@ -235,16 +274,31 @@ def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings
         audit(store, settings, request, "preview", accession_numbers=accessions)
         with packaging.lookup() as lookup:
             resolved = lookup.resolve(accessions)
-        rows = [{"accession_number": a.accession_number, "patient_id": a.patient_id,
-                 "patient_name": a.patient_name.display, "source": a.source,
-                 "studies": studies_in_bucket(store, a.accession_number)}
-                for a in resolved.accessions]
+        rows = [
+            {
+                "accession_number": a.accession_number,
+                "patient_id": a.patient_id,
+                "patient_name": a.patient_name.display,
+                "source": a.source,
+                "studies": studies_in_bucket(store, a.accession_number),
+            }
+            for a in resolved.accessions
+        ]
         patients = len({a.patient_id.strip().casefold() for a in resolved.accessions})
-        reason = None if resolved.same_patient else (
-            f"these accession numbers belong to {patients} different patients; a disc holds "
-            "the studies of one patient only: remove the ones that are not this patient's")
-        return {"accessions": rows, "same_patient": resolved.same_patient,
-                "patients": patients, "reason": reason}
+        reason = (
+            None
+            if resolved.same_patient
+            else (
+                f"these accession numbers belong to {patients} different patients; a disc holds "
+                "the studies of one patient only: remove the ones that are not this patient's"
+            )
+        )
+        return {
+            "accessions": rows,
+            "same_patient": resolved.same_patient,
+            "patients": patients,
+            "reason": reason,
+        }
 
     @router.get("/packages", summary="The newest packages (from the job records in the bucket)")
     def recent() -> list[dict[str, Any]]:
@@ -253,8 +307,16 @@ def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings
     @router.post("/packages/{job_id}/link", summary="A freshly signed link to a finished package")
     def link(job_id: str, request: Request) -> dict[str, Any]:
         record = _done(jobs, job_id)
-        audit(store, settings, request, "link", "issued", job_id=record.id, via="page",
-              accession_numbers=record.request.get("accession_numbers"))
+        audit(
+            store,
+            settings,
+            request,
+            "link",
+            "issued",
+            job_id=record.id,
+            via="page",
+            accession_numbers=record.request.get("accession_numbers"),
+        )
         return _fresh_link(store, settings, record)
 
     @router.post("/packages/{job_id}/email", summary="Mail a fresh link to the patient")
@@ -263,22 +325,34 @@ def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings
         record = _done(jobs, job_id)
         if not mail.mail_enabled(settings):
             raise Conflict("e-mail is not configured on this server (DICOMISO_SMTP_URL)")
-        about: dict[str, Any] = {"job_id": record.id, "email": to, "accession_numbers":
-                                 record.request.get("accession_numbers")}
+        about: dict[str, Any] = {
+            "job_id": record.id,
+            "email": to,
+            "accession_numbers": record.request.get("accession_numbers"),
+        }
         audit(store, settings, request, "email", **about)
         fresh = _fresh_link(store, settings, record)
-        msg = mail.compose(settings, to, fresh["download_url"],
-                           datetime.fromisoformat(fresh["expires_at"]), fresh["filename"],
-                           int(fresh["size"] or 0))
+        msg = mail.compose(
+            settings,
+            to,
+            fresh["download_url"],
+            datetime.fromisoformat(fresh["expires_at"]),
+            fresh["filename"],
+            int(fresh["size"] or 0),
+        )
         try:
             mail.send(settings, msg)
         except DicomisoError as exc:
-            audit_trail.record_outcome(store, "packager", "email", "failed", **about,
-                                       error=str(exc))
+            audit_trail.record_outcome(
+                store, "packager", "email", "failed", **about, error=str(exc)
+            )
             raise
         audit_trail.record_outcome(store, "packager", "email", "sent", **about)
-        return {"state": "sent", "sent_at": datetime.now(UTC).isoformat(),
-                "expires_at": fresh["expires_at"]}
+        return {
+            "state": "sent",
+            "sent_at": datetime.now(UTC).isoformat(),
+            "expires_at": fresh["expires_at"],
+        }
 
     @router.get("/peers", summary="PACS peers the forwarder can send to (and whether they answer)")
     def peers() -> Any:
@@ -289,16 +363,28 @@ def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings
     def forward(body: ForwardRequest, request: Request) -> dict[str, Any]:
         accessions = _accessions(body.accession_numbers)
         with forwarder() as client:
-            view = client.start({"accession_numbers": accessions,
-                                 "destination": body.destination})
-        audit(store, settings, request, "forward", job_id=view.id,
-              accession_numbers=accessions, destination=body.destination)
+            view = client.start({"accession_numbers": accessions, "destination": body.destination})
+        audit(
+            store,
+            settings,
+            request,
+            "forward",
+            job_id=view.id,
+            accession_numbers=accessions,
+            destination=body.destination,
+        )
         return {"id": view.id, "state": view.state}
 
     @router.get("/audit", summary="Audit events since a time, oldest first")
-    def audit_events(since: str = Query(max_length=64, description=(
-            "A duration back from now (90s, 30m, 1h, 2d, 1w) or an ISO date / date-time")),
-            limit: int = Query(1000, ge=1, le=audit_trail.MAX_EVENTS)) -> dict[str, Any]:
+    def audit_events(
+        since: str = Query(
+            max_length=64,
+            description=(
+                "A duration back from now (90s, 30m, 1h, 2d, 1w) or an ISO date / date-time"
+            ),
+        ),
+        limit: int = Query(1000, ge=1, le=audit_trail.MAX_EVENTS),
+    ) -> dict[str, Any]:
         start = audit_trail.parse_since(since)
         events, truncated = audit_trail.events_since(store, start, limit=limit)
         return {"since": start.isoformat(), "events": events, "truncated": truncated}
@@ -311,9 +397,14 @@ def make_web_router(jobs: Jobs, packaging: Packaging, settings: PackagerSettings
     return router
 
 
-def include(app: FastAPI, jobs: Jobs, packaging: Packaging, settings: PackagerSettings,
-            store: Store, guard: Any) -> None:
+def include(
+    app: FastAPI,
+    jobs: Jobs,
+    packaging: Packaging,
+    settings: PackagerSettings,
+    store: Store,
+    guard: Any,
+) -> None:
     """Add the page and its endpoints to the packager app."""
     app.include_router(page_router(settings))
     app.include_router(make_web_router(jobs, packaging, settings, store, guard))
-

@@ -43,11 +43,14 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
             jobs.shutdown()
             scp.stop()
 
-    app = FastAPI(title="dicom-iso retriever", version="0.1.0", lifespan=lifespan,
-                  description="Finds studies by accession number (C-FIND), pulls them "
-                              "(C-MOVE into our Storage SCP, or C-GET) into the bucket.")
-    app.state.settings, app.state.store, app.state.scp, app.state.jobs = \
-        settings, store, scp, jobs
+    app = FastAPI(
+        title="dicom-iso retriever",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Finds studies by accession number (C-FIND), pulls them "
+        "(C-MOVE into our Storage SCP, or C-GET) into the bucket.",
+    )
+    app.state.settings, app.state.store, app.state.scp, app.state.jobs = settings, store, scp, jobs
     add_problem_handlers(app)
 
     def scp_listening() -> None:

@@ -29,8 +29,11 @@ def lease_key(study_uid: str) -> str:
 
 
 def _live(data: Any, stale_after: float) -> bool:
-    return (isinstance(data, dict) and not data.get("released")
-            and time.time() - float(data.get("heartbeat_at", 0)) <= stale_after)
+    return (
+        isinstance(data, dict)
+        and not data.get("released")
+        and time.time() - float(data.get("heartbeat_at", 0)) <= stale_after
+    )
 
 
 def lease_is_live(store: Store, study_uid: str, stale_after: float) -> bool:
@@ -73,8 +76,7 @@ class Lease:
             current, etag = self.store.get_json(self.key)
         except ObjectMissing:
             return None
-        return etag if isinstance(current, dict) and current.get("token") == self.token \
-            else None
+        return etag if isinstance(current, dict) and current.get("token") == self.token else None
 
     def _write(self, body: dict[str, Any]) -> None:
         """Conditional update of our lease; PreconditionFailed only if it is not ours."""
@@ -134,8 +136,9 @@ class Lease:
 
 
 @contextmanager
-def study_lease(store: Store, study_uid: str, job_id: str, *, stale_after: float,
-                heartbeat: float) -> Iterator[Lease]:
+def study_lease(
+    store: Store, study_uid: str, job_id: str, *, stale_after: float, heartbeat: float
+) -> Iterator[Lease]:
     """Hold the study's lease, refreshed in the background, for the duration of the block."""
     lease = Lease(store, study_uid, job_id, stale_after)
     lease.acquire()

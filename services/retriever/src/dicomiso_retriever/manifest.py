@@ -54,28 +54,42 @@ def _charsets(ds: Dataset) -> list[str]:
     value = ds.get("SpecificCharacterSet")
     if value in (None, ""):
         return []
-    return [str(v) for v in value] if isinstance(value, MultiValue | list | tuple) \
-        else [str(value)]
+    return [str(v) for v in value] if isinstance(value, MultiValue | list | tuple) else [str(value)]
 
 
-def describe(ds: Dataset, transfer_syntax: str, size: int, sha256: str, key: str
-             ) -> dict[str, Any]:
+def describe(ds: Dataset, transfer_syntax: str, size: int, sha256: str, key: str) -> dict[str, Any]:
     """Reduce one instance's header to its manifest entry (no pixel data is touched)."""
     return {
-        "key": key, "size": size, "sha256": sha256, "transfer_syntax": transfer_syntax,
-        "sop_class_uid": str(ds.SOPClassUID), "sop_uid": str(ds.SOPInstanceUID),
-        "series_uid": str(ds.SeriesInstanceUID), "instance_number": _int(ds, "InstanceNumber"),
-        "rows": _int(ds, "Rows"), "columns": _int(ds, "Columns"),
+        "key": key,
+        "size": size,
+        "sha256": sha256,
+        "transfer_syntax": transfer_syntax,
+        "sop_class_uid": str(ds.SOPClassUID),
+        "sop_uid": str(ds.SOPInstanceUID),
+        "series_uid": str(ds.SeriesInstanceUID),
+        "instance_number": _int(ds, "InstanceNumber"),
+        "rows": _int(ds, "Rows"),
+        "columns": _int(ds, "Columns"),
         "frames": _int(ds, "NumberOfFrames"),
-        "series": {"modality": _text(ds, "Modality"), "number": _int(ds, "SeriesNumber"),
-                   "description": _text(ds, "SeriesDescription")},
-        "study": {"study_uid": str(ds.StudyInstanceUID), "date": _text(ds, "StudyDate"),
-                  "time": _text(ds, "StudyTime"), "id": _text(ds, "StudyID"),
-                  "description": _text(ds, "StudyDescription"),
-                  "accession_number": _text(ds, "AccessionNumber")},
-        "patient": {"id": _text(ds, "PatientID"), "name": _text(ds, "PatientName"),
-                    "birth_date": _text(ds, "PatientBirthDate"),
-                    "sex": _text(ds, "PatientSex")},
+        "series": {
+            "modality": _text(ds, "Modality"),
+            "number": _int(ds, "SeriesNumber"),
+            "description": _text(ds, "SeriesDescription"),
+        },
+        "study": {
+            "study_uid": str(ds.StudyInstanceUID),
+            "date": _text(ds, "StudyDate"),
+            "time": _text(ds, "StudyTime"),
+            "id": _text(ds, "StudyID"),
+            "description": _text(ds, "StudyDescription"),
+            "accession_number": _text(ds, "AccessionNumber"),
+        },
+        "patient": {
+            "id": _text(ds, "PatientID"),
+            "name": _text(ds, "PatientName"),
+            "birth_date": _text(ds, "PatientBirthDate"),
+            "sex": _text(ds, "PatientSex"),
+        },
         "charset": _charsets(ds),
     }
 
@@ -122,8 +136,9 @@ def _representative(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return next(e for e in entries if str((e.get("patient") or {}).get("name")) == common)
 
 
-def build_manifest(store: Store, study_uid: str, known: dict[str, dict[str, Any]],
-                   job_id: str, method: str) -> dict[str, Any]:
+def build_manifest(
+    store: Store, study_uid: str, known: dict[str, dict[str, Any]], job_id: str, method: str
+) -> dict[str, Any]:
     """Assemble the manifest from the bucket listing; entries we hold already are reused."""
     entries = []
     for obj in store.list(study_prefix(study_uid)):
@@ -145,8 +160,10 @@ def build_manifest(store: Store, study_uid: str, known: dict[str, dict[str, Any]
         "series": series,
         "instance_count": len(entries),
         "total_bytes": sum(e["size"] for e in entries),
-        "instances": [{k: v for k, v in e.items() if k not in ("patient", "study", "series",
-                                                              "charset")} for e in entries],
+        "instances": [
+            {k: v for k, v in e.items() if k not in ("patient", "study", "series", "charset")}
+            for e in entries
+        ],
         "retrieved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "job_id": job_id,
         "method": method,

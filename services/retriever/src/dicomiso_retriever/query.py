@@ -38,9 +38,17 @@ log = logging.getLogger(__name__)
 
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 # Proposed per SOP class for C-GET, so a compressed instance can arrive byte-exact.
-COMPRESSED = ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
-              "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
-              "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5"]
+COMPRESSED = [
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5",
+]
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context ids are odd numbers 1..255
 
 # What the retriever acts on of a C-FIND answer: `study_uid` and `instances`.
@@ -61,8 +69,7 @@ class TransferResult:
 
     @property
     def ok(self) -> bool:
-        return (not self.aborted and self.status in (0x0000, 0xB000)
-                and self.failed == 0)
+        return not self.aborted and self.status in (0x0000, 0xB000) and self.failed == 0
 
 
 Progress = Callable[[TransferResult], None]
@@ -70,10 +77,16 @@ Progress = Callable[[TransferResult], None]
 
 def peer(s: RetrieverSettings) -> PacsPeer:
     """The PACS as the retriever's settings describe it, called as `our_calling_aet`."""
-    return PacsPeer(aet=s.pacs_aet, host=s.pacs_host, port=s.pacs_port,
-                    calling_aet=s.our_calling_aet, acse_timeout=s.dicom_acse_timeout,
-                    dimse_timeout=s.dicom_dimse_timeout,
-                    network_timeout=s.dicom_network_timeout, max_pdu=s.scp_max_pdu)
+    return PacsPeer(
+        aet=s.pacs_aet,
+        host=s.pacs_host,
+        port=s.pacs_port,
+        calling_aet=s.our_calling_aet,
+        acse_timeout=s.dicom_acse_timeout,
+        dimse_timeout=s.dicom_dimse_timeout,
+        network_timeout=s.dicom_network_timeout,
+        max_pdu=s.scp_max_pdu,
+    )
 
 
 def find_by_accession(s: RetrieverSettings, accession: str) -> list[StudyHit]:
@@ -110,8 +123,9 @@ def find_sop_classes(s: RetrieverSettings, study_uid: str) -> list[str]:
             image_q.SeriesInstanceUID = series_uid
             image_q.SOPInstanceUID = ""
             image_q.SOPClassUID = ""
-            for status, ident in assoc.send_c_find(image_q,
-                                                   StudyRootQueryRetrieveInformationModelFind):
+            for status, ident in assoc.send_c_find(
+                image_q, StudyRootQueryRetrieveInformationModelFind
+            ):
                 if "Status" in status and int(status.Status) in PENDING and ident is not None:
                     sop_class = str(ident.get("SOPClassUID", ""))
                     if is_valid_uid(sop_class):
@@ -126,8 +140,9 @@ def _retrieve_query(study_uid: str) -> Dataset:
     return ds
 
 
-def _follow(responses: Iterator[tuple[Dataset, Dataset | None]], assoc: Association,
-            progress: Progress) -> TransferResult:
+def _follow(
+    responses: Iterator[tuple[Dataset, Dataset | None]], assoc: Association, progress: Progress
+) -> TransferResult:
     """Track a C-MOVE/C-GET's pending and final responses into a TransferResult."""
     result = TransferResult()
     for status, ident in responses:
@@ -158,8 +173,9 @@ def move_study(s: RetrieverSettings, study_uid: str, progress: Progress) -> Tran
     ae = make_ae(peer(s))
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     with associate(peer(s), ae) as assoc:
-        responses = assoc.send_c_move(_retrieve_query(study_uid), s.scp_aet,
-                                      StudyRootQueryRetrieveInformationModelMove)
+        responses = assoc.send_c_move(
+            _retrieve_query(study_uid), s.scp_aet, StudyRootQueryRetrieveInformationModelMove
+        )
         return _follow(responses, assoc, progress)
 
 
@@ -170,8 +186,10 @@ def get_contexts(sop_classes: list[str]) -> list[tuple[str, list[str]]]:
     """
     budget = MAX_CONTEXTS - 1
     if len(sop_classes) > budget:
-        raise InvalidInput(f"study has {len(sop_classes)} SOP classes; C-GET can negotiate "
-                           f"{budget}; use method 'move'")
+        raise InvalidInput(
+            f"study has {len(sop_classes)} SOP classes; C-GET can negotiate "
+            f"{budget}; use method 'move'"
+        )
     contexts = [(c, UNCOMPRESSED) for c in sop_classes]
     for ts in COMPRESSED:
         if len(contexts) + len(sop_classes) > budget:
@@ -180,8 +198,13 @@ def get_contexts(sop_classes: list[str]) -> list[tuple[str, list[str]]]:
     return contexts
 
 
-def get_study(s: RetrieverSettings, study_uid: str, sop_classes: list[str],
-              on_store: Callable[[evt.Event], Any], progress: Progress) -> TransferResult:
+def get_study(
+    s: RetrieverSettings,
+    study_uid: str,
+    sop_classes: list[str],
+    on_store: Callable[[evt.Event], Any],
+    progress: Progress,
+) -> TransferResult:
     """C-GET one study on our own association; its C-STOREs go to `on_store`."""
     ae = make_ae(peer(s))
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
@@ -189,6 +212,7 @@ def get_study(s: RetrieverSettings, study_uid: str, sop_classes: list[str],
         ae.add_requested_context(sop_class, [UID(t) for t in syntaxes])
     roles = [build_role(c, scp_role=True) for c in sop_classes]
     with associate(peer(s), ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
-        responses = assoc.send_c_get(_retrieve_query(study_uid),
-                                     StudyRootQueryRetrieveInformationModelGet)
+        responses = assoc.send_c_get(
+            _retrieve_query(study_uid), StudyRootQueryRetrieveInformationModelGet
+        )
         return _follow(responses, assoc, progress)

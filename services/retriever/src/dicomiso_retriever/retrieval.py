@@ -69,8 +69,9 @@ class _Progress:
 class Retrieval:
     """Runs retrieval jobs on this replica (the Jobs engine calls `run`)."""
 
-    def __init__(self, settings: RetrieverSettings, store: Store, scp: StorageSCP,
-                 leases: LeaseBook) -> None:
+    def __init__(
+        self, settings: RetrieverSettings, store: Store, scp: StorageSCP, leases: LeaseBook
+    ) -> None:
         self.settings = settings
         self.store = store
         self.scp = scp
@@ -79,8 +80,9 @@ class Retrieval:
     def is_current(self, record: JobRecord) -> bool:
         """A succeeded job stays the answer while every study it stored still has a manifest."""
         studies = record.result.get("studies", [])
-        return bool(studies) and all(self.store.exists(manifest_key(st["study_uid"]))
-                                     for st in studies)
+        return bool(studies) and all(
+            self.store.exists(manifest_key(st["study_uid"])) for st in studies
+        )
 
     def run(self, handle: JobHandle) -> dict[str, Any]:
         request = handle.record.request
@@ -89,12 +91,15 @@ class Retrieval:
         progress = _Progress(handle, sum(h.instances or 0 for h in hits))
         handle.update(phase="retrieve", flush=True)
         method = request.get("method") or self.settings.retrieve_method
-        with ThreadPoolExecutor(self.settings.move_parallel,
-                                thread_name_prefix=f"move-{handle.id[:6]}") as pool:
+        with ThreadPoolExecutor(
+            self.settings.move_parallel, thread_name_prefix=f"move-{handle.id[:6]}"
+        ) as pool:
             futures = [pool.submit(self._study, handle, hit, method, progress) for hit in hits]
             studies = [f.result() for f in futures]
-        log.info("retrieval finished", extra={"job_id": handle.id, "studies": len(studies),
-                                              **handle.record.counts})
+        log.info(
+            "retrieval finished",
+            extra={"job_id": handle.id, "studies": len(studies), **handle.record.counts},
+        )
         return {"studies": studies, "accessions": accessions, "method": method}
 
     def _find(self, request: dict[str, Any]) -> tuple[list[StudyHit], dict[str, list[str]]]:
@@ -105,9 +110,14 @@ class Retrieval:
             if not found:
                 raise StudyNotFound(f"no study found for accession {accession}")
             accessions[accession] = sorted(h.study_uid for h in found)
-            self.store.put_json(accession_key(accession), {
-                "accession_number": accession, "study_uids": accessions[accession],
-                "found_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            self.store.put_json(
+                accession_key(accession),
+                {
+                    "accession_number": accession,
+                    "study_uids": accessions[accession],
+                    "found_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
             hits.update((h.study_uid, h) for h in found)
         for study_uid in request.get("study_uids", []):
             found = query.find_by_study_uid(self.settings, study_uid)
@@ -116,8 +126,9 @@ class Retrieval:
             hits.update((h.study_uid, h) for h in found)
         return list(hits.values()), accessions
 
-    def _study(self, handle: JobHandle, hit: StudyHit, method: str,
-               progress: _Progress) -> dict[str, Any]:
+    def _study(
+        self, handle: JobHandle, hit: StudyHit, method: str, progress: _Progress
+    ) -> dict[str, Any]:
         """Make sure one study is complete in the bucket, moving it if no one else is."""
         s = self.settings
         while True:
@@ -126,20 +137,28 @@ class Retrieval:
             if _complete(manifest, hit):
                 assert manifest is not None  # noqa: S101 - narrowed by _complete
                 progress.reused(hit.study_uid, int(manifest["instance_count"]))
-                return {"study_uid": hit.study_uid, "instances": manifest["instance_count"],
-                        "transferred": False}
+                return {
+                    "study_uid": hit.study_uid,
+                    "instances": manifest["instance_count"],
+                    "transferred": False,
+                }
             try:
-                with study_lease(self.store, hit.study_uid, handle.id,
-                                 stale_after=s.job_stale_after,
-                                 heartbeat=s.job_heartbeat) as lease:
+                with study_lease(
+                    self.store,
+                    hit.study_uid,
+                    handle.id,
+                    stale_after=s.job_stale_after,
+                    heartbeat=s.job_heartbeat,
+                ) as lease:
                     if _complete(read_manifest(self.store, hit.study_uid), hit):
                         continue  # finished by another job while we waited for the lease
                     return self._transfer(handle, hit, method, progress, lease)
             except (LeaseHeld, LeaseLost):
                 time.sleep(s.lease_poll)  # another live runner is moving it: wait, look again
 
-    def _transfer(self, handle: JobHandle, hit: StudyHit, method: str,
-                  progress: _Progress, lease: Lease) -> dict[str, Any]:
+    def _transfer(
+        self, handle: JobHandle, hit: StudyHit, method: str, progress: _Progress, lease: Lease
+    ) -> dict[str, Any]:
         s = self.settings
         uid = hit.study_uid
         started = time.monotonic()
@@ -163,8 +182,7 @@ class Retrieval:
             self.leases.forget(uid)
             self.scp.forget(uid)  # drop what a failed transfer left behind
         self._judge(hit, result, method)
-        expected = hit.instances if hit.instances is not None \
-            else result.completed + result.warning
+        expected = hit.instances if hit.instances is not None else result.completed + result.warning
         settle = time.monotonic() + s.settle_timeout
         while self._stored_count(uid) < expected and time.monotonic() < settle:
             # Another replica's SCP may have received part of the study and still be
@@ -173,13 +191,20 @@ class Retrieval:
             handle.check()
         manifest = build_manifest(self.store, uid, described, handle.id, method)
         if manifest["instance_count"] == 0 or manifest["instance_count"] < expected:
-            raise IncompleteStudy(f"study {uid}: {manifest['instance_count']} of "
-                                  f"{expected} instances arrived")
+            raise IncompleteStudy(
+                f"study {uid}: {manifest['instance_count']} of {expected} instances arrived"
+            )
         write_manifest(self.store, manifest)
-        log.info("study stored", extra={"job_id": handle.id, "study_uid": uid,
-                                        "instances": manifest["instance_count"],
-                                        "bytes": manifest["total_bytes"],
-                                        "seconds": round(time.monotonic() - started, 3)})
+        log.info(
+            "study stored",
+            extra={
+                "job_id": handle.id,
+                "study_uid": uid,
+                "instances": manifest["instance_count"],
+                "bytes": manifest["total_bytes"],
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
         return {"study_uid": uid, "instances": manifest["instance_count"], "transferred": True}
 
     def _stored_count(self, study_uid: str) -> int:
@@ -192,12 +217,15 @@ class Retrieval:
         pacs = f"PACS {s.pacs_aet}"
         total = hit.instances or (result.completed + result.failed + result.warning)
         if result.aborted:
-            raise DicomError(f"{pacs} aborted the association during {op} of study "
-                             f"{hit.study_uid}; {result.completed} of {total} instances arrived")
+            raise DicomError(
+                f"{pacs} aborted the association during {op} of study "
+                f"{hit.study_uid}; {result.completed} of {total} instances arrived"
+            )
         failed = max(result.failed, len(result.failed_uids))
         if failed:
-            raise IncompleteStudy(f"study {hit.study_uid}: {failed} of {total} "
-                                  f"instances failed during {op}")
+            raise IncompleteStudy(
+                f"study {hit.study_uid}: {failed} of {total} instances failed during {op}"
+            )
         if result.status not in (0x0000, 0xB000):
             code = "none" if result.status is None else f"0x{result.status:04X}"
             raise DicomError(f"{pacs} ended {op} of study {hit.study_uid} with status {code}")

@@ -34,22 +34,37 @@ def canonical(body: RetrievalRequest, default_method: str) -> dict[str, Any]:
         raise InvalidInput("give either accession_numbers or study_uids (one non-empty list)")
     accessions = sorted({validate_accession(a) for a in body.accession_numbers})
     studies = sorted({validate_uid(u, "StudyInstanceUID") for u in body.study_uids})
-    return {"accession_numbers": accessions, "study_uids": studies,
-            "method": body.method or default_method}
+    return {
+        "accession_numbers": accessions,
+        "study_uids": studies,
+        "method": body.method or default_method,
+    }
 
 
 def make_router(jobs: Jobs, default_method: str, guard: Any) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], tags=["retrievals"],
-                       responses=PROBLEM_RESPONSES)
+    router = APIRouter(
+        prefix="/v1",
+        dependencies=[Depends(guard)],
+        tags=["retrievals"],
+        responses=PROBLEM_RESPONSES,
+    )
 
-    @router.post("/retrievals", status_code=202, response_model=JobAccepted,
-                 summary="Retrieve studies by accession number or Study Instance UID")
+    @router.post(
+        "/retrievals",
+        status_code=202,
+        response_model=JobAccepted,
+        summary="Retrieve studies by accession number or Study Instance UID",
+    )
     def create(body: RetrievalRequest, request: Request, response: Response) -> JobAccepted:
         record = jobs.submit(canonical(body, default_method))
         return accepted(record, request, response, "retrieval_status")
 
-    @router.get("/retrievals/{job_id}", response_model=RetrievalStatus,
-                name="retrieval_status", summary="State, counts and result of a retrieval")
+    @router.get(
+        "/retrievals/{job_id}",
+        response_model=RetrievalStatus,
+        name="retrieval_status",
+        summary="State, counts and result of a retrieval",
+    )
     def status(job_id: str) -> RetrievalStatus:
         return RetrievalStatus.of(jobs.get(validate_job_id(job_id)))
 

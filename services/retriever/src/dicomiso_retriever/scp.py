@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 
 VERIFICATION = UID("1.2.840.10008.1.1")
 SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700    # PS3.4 B.2.3: Refused, out of resources
-NOT_MATCHING = 0xA900        # PS3.4 B.2.3: Error, data set does not match SOP class
-CANNOT_UNDERSTAND = 0xC000   # PS3.4 B.2.3: Error, cannot understand
-_WANTED_TTL = 2.0            # seconds a bucket lease look-up is trusted
+OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: Refused, out of resources
+NOT_MATCHING = 0xA900  # PS3.4 B.2.3: Error, data set does not match SOP class
+CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3: Error, cannot understand
+_WANTED_TTL = 2.0  # seconds a bucket lease look-up is trusted
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -124,9 +124,12 @@ class StorageSCP:
         self.settings = settings
         self.store = store
         self.leases = leases
-        self.uploads = Uploads(store, workers=settings.scp_upload_workers,
-                               backlog=settings.scp_upload_backlog,
-                               multipart_threshold=settings.s3_multipart_threshold)
+        self.uploads = Uploads(
+            store,
+            workers=settings.scp_upload_workers,
+            backlog=settings.scp_upload_backlog,
+            multipart_threshold=settings.s3_multipart_threshold,
+        )
         self._server: ThreadedAssociationServer | None = None
         self._described: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -150,8 +153,11 @@ class StorageSCP:
             if cx.abstract_syntax is not None:
                 ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(VERIFICATION)
-        self._server = ae.start_server((s.scp_host, s.scp_port), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])
+        self._server = ae.start_server(
+            (s.scp_host, s.scp_port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self.handle_store)],
+        )
         log.info("storage SCP listening", extra={"aet": s.scp_aet, "port": self.port})
 
     @property
@@ -213,11 +219,17 @@ class StorageSCP:
                 sop_uid = str(ds.SOPInstanceUID)
                 study_uid = str(ds.StudyInstanceUID)
                 series_uid = str(ds.SeriesInstanceUID)
-            except (AttributeError, ValueError, EOFError, OSError,
-                    pydicom.errors.InvalidDicomError):
+            except (
+                AttributeError,
+                ValueError,
+                EOFError,
+                OSError,
+                pydicom.errors.InvalidDicomError,
+            ):
                 return self._refuse(CANNOT_UNDERSTAND, "data set unreadable or missing UIDs")
-            if sop_class != str(req.AffectedSOPClassUID) or \
-                    sop_class != str(event.context.abstract_syntax):
+            if sop_class != str(req.AffectedSOPClassUID) or sop_class != str(
+                event.context.abstract_syntax
+            ):
                 return self._refuse(NOT_MATCHING, "SOP class differs from the request")
             if sop_uid != str(req.AffectedSOPInstanceUID):
                 return self._refuse(NOT_MATCHING, "SOP instance UID differs from the request")
@@ -237,15 +249,20 @@ class StorageSCP:
         spool = path.with_name(path.name + ".up")
         path.rename(spool)
         local = self.leases.is_local(study_uid)
-        self.uploads.submit(study_uid, spool, key,
-                            {"sha256": sha, "transfer-syntax": str(transfer_syntax)},
-                            track=local)
+        self.uploads.submit(
+            study_uid,
+            spool,
+            key,
+            {"sha256": sha, "transfer-syntax": str(transfer_syntax)},
+            track=local,
+        )
         with self._lock:
             if local:  # kept only for a manifest this process writes
                 self._described.setdefault(study_uid, {})[sop_uid] = entry
             self.stored += 1
-        log.debug("instance accepted", extra={"study_uid": study_uid, "sop_uid": sop_uid,
-                                               "bytes": size})
+        log.debug(
+            "instance accepted", extra={"study_uid": study_uid, "sop_uid": sop_uid, "bytes": size}
+        )
         return SUCCESS
 
     def _refuse(self, code: int, reason: str) -> Dataset:

@@ -17,25 +17,25 @@ class RetrieverSettings(CommonSettings):
     pacs_aet: str = "ABPACS"
     pacs_host: str = "127.0.0.1"
     pacs_port: int = 11112
-    calling_aet: str | None = None          # AE title we call the PACS with; default: scp_aet
+    calling_aet: str | None = None  # AE title we call the PACS with; default: scp_aet
 
     scp_aet: str = "CDRECORD"
-    scp_host: str = "127.0.0.1"             # bind address of the Storage SCP
+    scp_host: str = "127.0.0.1"  # bind address of the Storage SCP
     scp_port: int = 10104
-    scp_calling_aets: str = ""              # who may C-STORE to us; "" = the PACS, "*" = anyone
-    scp_max_pdu: Annotated[int, Field(ge=0)] = 1_048_576   # largest PDU we accept (0 = no limit)
+    scp_calling_aets: str = ""  # who may C-STORE to us; "" = the PACS, "*" = anyone
+    scp_max_pdu: Annotated[int, Field(ge=0)] = 1_048_576  # largest PDU we accept (0 = no limit)
     scp_max_instance_bytes: Annotated[int, Field(gt=0)] = 4 * 1024**3  # larger: 0xA700
 
-    scp_upload_workers: Annotated[int, Field(ge=1)] = 4    # parallel PUTs of received instances
-    scp_upload_backlog: Annotated[int, Field(ge=1)] = 8    # spooled instances waiting for a PUT
+    scp_upload_workers: Annotated[int, Field(ge=1)] = 4  # parallel PUTs of received instances
+    scp_upload_backlog: Annotated[int, Field(ge=1)] = 8  # spooled instances waiting for a PUT
 
     retrieve_method: Literal["move", "get"] = "move"
-    dicom_acse_timeout: float = 30.0        # association negotiation
-    dicom_dimse_timeout: float = 600.0      # one DIMSE reply, e.g. the next C-MOVE pending
-    dicom_network_timeout: float = 60.0     # silence on the socket
-    move_parallel: Annotated[int, Field(ge=1)] = 2      # studies moved at once within one job
-    settle_timeout: Annotated[float, Field(ge=0)] = 30.0   # wait for other replicas' uploads
-    lease_poll: Annotated[float, Field(gt=0)] = 0.5     # how often we look at another job's study
+    dicom_acse_timeout: float = 30.0  # association negotiation
+    dicom_dimse_timeout: float = 600.0  # one DIMSE reply, e.g. the next C-MOVE pending
+    dicom_network_timeout: float = 60.0  # silence on the socket
+    move_parallel: Annotated[int, Field(ge=1)] = 2  # studies moved at once within one job
+    settle_timeout: Annotated[float, Field(ge=0)] = 30.0  # wait for other replicas' uploads
+    lease_poll: Annotated[float, Field(gt=0)] = 0.5  # how often we look at another job's study
 
     @property
     def our_calling_aet(self) -> str:

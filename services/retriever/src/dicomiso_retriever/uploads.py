@@ -28,8 +28,9 @@ BACKLOG_WAIT = 8.0  # seconds a C-STORE may wait for a free upload slot
 class Uploads:
     """A bounded pool of PUTs from spool files, tracked per study for the jobs that wait."""
 
-    def __init__(self, store: Store, *, workers: int, backlog: int,
-                 multipart_threshold: int) -> None:
+    def __init__(
+        self, store: Store, *, workers: int, backlog: int, multipart_threshold: int
+    ) -> None:
         self._store = store
         self._threshold = multipart_threshold
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="upload")
@@ -37,8 +38,9 @@ class Uploads:
         self._pending: dict[str, list[Future[None]]] = {}
         self._lock = threading.Lock()
 
-    def submit(self, study_uid: str, spool: Path, key: str, metadata: dict[str, str], *,
-               track: bool) -> None:
+    def submit(
+        self, study_uid: str, spool: Path, key: str, metadata: dict[str, str], *, track: bool
+    ) -> None:
         """Queue one upload (waiting while the backlog is full); `track` it for `wait`.
 
         Raises:
@@ -71,8 +73,10 @@ class Uploads:
         if failed:
             first = next((f.exception() for f in done if f.exception() is not None), None)
             reason = str(first) if first else "timed out"
-            raise StoreError(f"study {study_uid}: {failed} of {len(futures)} received "
-                             f"instances could not be written to the bucket ({reason})")
+            raise StoreError(
+                f"study {study_uid}: {failed} of {len(futures)} received "
+                f"instances could not be written to the bucket ({reason})"
+            )
         return len(futures)
 
     def forget(self, study_uid: str) -> None:
@@ -89,9 +93,14 @@ class Uploads:
             with spool.open("rb") as fh:
                 if spool.stat().st_size < self._threshold:
                     try:
-                        self._store.put_bytes(key, fh, content_type="application/dicom",
-                                              if_none_match=True, metadata=metadata,
-                                              sha256_hex=metadata["sha256"])
+                        self._store.put_bytes(
+                            key,
+                            fh,
+                            content_type="application/dicom",
+                            if_none_match=True,
+                            metadata=metadata,
+                            sha256_hex=metadata["sha256"],
+                        )
                     except PreconditionFailed:
                         log.debug("duplicate instance dropped", extra={"key": key})
                 elif not self._store.exists(key):
