@@ -1,5 +1,5 @@
 # The two commands README.md promises: `make run` (the whole system locally, on embedded
-# defaults) and `make test` (what .ci/run calls).
+# defaults) and `make test` (what .ci/run calls); each installs what it needs first.
 .PHONY: run test lint bench-retrieve
 
 run:
@@ -7,7 +7,9 @@ run:
 	PATH="$$PATH:$$HOME/.local/bin" uv run --frozen dicom-iso dev
 
 test:
-	uv run --frozen pytest
+	bash scripts/setup
+	bash scripts/test-services
+	PATH="$$PATH:$$HOME/.local/bin" uv run --frozen pytest
 
 lint:
 	uv run --frozen ruff check libs services tests bench
