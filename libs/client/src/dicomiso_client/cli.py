@@ -213,7 +213,8 @@ def package(
             out.done(
                 _job_doc(view, pkg),
                 f"package {job.id} ready: {pkg.get('filename')} "
-                f"({pkg.get('size')} bytes), link until {pkg.get('expires_at')}:\n{url}",
+                f"({pkg.get('size')} bytes), link until {pkg.get('expires_at')}:\n{url}"
+                + (f"\nview online: {pkg['view_url']}" if pkg.get("view_url") else ""),
             )
     path, size = download_to(url, target, pkg, out)
     out.done(
@@ -328,6 +329,8 @@ def status(
         lines.append(f"error: {view.error}")
     if raw.get("download_url"):
         lines.append(f"{raw.get('filename')} until {raw.get('expires_at')}: {raw['download_url']}")
+    if raw.get("view_url"):
+        lines.append(f"view online: {raw['view_url']}")
     out.done(_job_doc(view, raw), "\n".join(lines), FAILED if view.state == "failed" else OK)
 
 

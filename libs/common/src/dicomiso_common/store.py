@@ -124,11 +124,14 @@ class Store:
         if_match: str | None = None,
         metadata: dict[str, str] | None = None,
         sha256_hex: str | None = None,
+        cache_control: str | None = None,
+        content_disposition: str | None = None,
     ) -> str:
         """Write one object in a single PUT and return its ETag.
 
         `data` may be an open, seekable file: botocore streams it without reading it whole.
         With `sha256_hex` the endpoint verifies the body against it and refuses a corrupt one.
+        `cache_control` and `content_disposition` are stored and sent back on every GET.
 
         Raises:
             PreconditionFailed: the conditional write lost (object exists / changed).
@@ -145,6 +148,10 @@ class Store:
             kwargs["IfMatch"] = if_match
         if metadata:
             kwargs["Metadata"] = metadata
+        if cache_control:
+            kwargs["CacheControl"] = cache_control
+        if content_disposition:
+            kwargs["ContentDisposition"] = content_disposition
         if sha256_hex:
             kwargs["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
         with _translated("writing", key):

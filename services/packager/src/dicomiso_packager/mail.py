@@ -13,6 +13,7 @@ import ssl
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from dicomiso_common.errors import DicomisoError, InvalidInput
@@ -45,11 +46,16 @@ def mail_enabled(settings: PackagerSettings) -> bool:
     return settings.smtp_url is not None and bool(settings.smtp_url.get_secret_value())
 
 
-def compose(
-    settings: PackagerSettings, to: str, link: str, expires_at: datetime, filename: str, size: int
-) -> EmailMessage:
-    """The message a patient receives (plain text; the link is the only URL in it)."""
+def compose(settings: PackagerSettings, to: str, links: dict[str, Any]) -> EmailMessage:
+    """The message a patient receives (plain text; the package's links are its only URLs).
+
+    `links` is a package result or fresh links: download_url, view_url (None without the
+    online page), expires_at, filename, size.
+    """
     org = settings.institution_name
+    link, view_url = links["download_url"], links.get("view_url")
+    filename, size = links.get("filename"), int(links.get("size") or 0)
+    expires_at = datetime.fromisoformat(links["expires_at"])
     msg = EmailMessage()
     msg["Subject"] = f"Your imaging disc from {org} is ready to download"
     msg["From"] = settings.mail_from
@@ -57,15 +63,26 @@ def compose(
     msg["Date"] = format_datetime(datetime.now().astimezone())
     msg["Message-ID"] = make_msgid(domain=settings.mail_from.rpartition("@")[2] or None)
     when = expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    online = (
+        f"View your images online, in your web browser, without downloading anything (the "
+        f"page works until {when}):\n\n{view_url}\n\n"
+        "The page also offers the disc image for a CD or USB stick, and a ZIP file.\n\n"
+        if view_url
+        else ""
+    )
+    contact = (
+        f"Questions: {settings.institution_contact}\n\n" if settings.institution_contact else ""
+    )
     msg.set_content(
         f"Hello,\n\n{org} has prepared a copy of your medical images as a disc image.\n\n"
+        f"{online}"
         f"Download it here (the link works until {when}):\n\n{link}\n\n"
         f"The file is {filename} ({size / 1e6:.0f} MB). Burn it to a CD/DVD or open it "
         "directly: it holds your images in the DICOM format, a README.TXT and an INDEX.HTM "
         "you can open in a web browser.\n\n"
         "The file contains personal health information. Keep it safe and do not forward "
         "this message. If you did not ask for your images, please contact us.\n\n"
-        f"{org}\n"
+        f"{contact}{org}\n"
     )
     return msg
 

@@ -38,10 +38,22 @@ class EmailState(BaseModel):
     sent_at: str | None = None
 
 
+class Download(BaseModel):
+    """One image of the package (the requested format, and the other one for the page)."""
+
+    format: str
+    filename: str
+    size: int
+    sha256: str
+    url: str | None = None
+
+
 class PackageStatus(JobStatus):
-    """Job state and progress; when done, the link and what it points at."""
+    """Job state and progress; when done, the links and what they point at."""
 
     download_url: str | None = None
+    view_url: str | None = None
+    downloads: list[Download] | None = None
     expires_at: str | None = None
     filename: str | None = None
     size: int | None = None
@@ -54,6 +66,8 @@ class PackageStatus(JobStatus):
         if record.state == "succeeded":
             r = record.result
             status.download_url, status.expires_at = r.get("download_url"), r.get("expires_at")
+            status.view_url = r.get("view_url")
+            status.downloads = [Download.model_validate(d) for d in r.get("downloads") or []]
             status.filename, status.size, status.sha256 = (
                 r.get("filename"),
                 r.get("size"),

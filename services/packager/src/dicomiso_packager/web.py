@@ -237,17 +237,6 @@ def _done(jobs: Jobs, job_id: str) -> JobRecord:
     return record
 
 
-def _fresh_link(store: Store, settings: PackagerSettings, record: JobRecord) -> dict[str, Any]:
-    ttl = int(record.request.get("expires_in") or settings.link_ttl)
-    expires = datetime.now(UTC) + timedelta(seconds=ttl)
-    return {
-        "download_url": store.presign_get(record.result["key"], ttl),
-        "expires_at": expires.isoformat(),
-        "filename": record.result.get("filename"),
-        "size": record.result.get("size"),
-    }
-
-
 def make_web_router(
     jobs: Jobs, packaging: Packaging, settings: PackagerSettings, store: Store, guard: Any
 ) -> APIRouter:
@@ -304,7 +293,10 @@ def make_web_router(
     def recent() -> list[dict[str, Any]]:
         return [package_summary(r, settings) for r in recent_packages(store, settings)]
 
-    @router.post("/packages/{job_id}/link", summary="A freshly signed link to a finished package")
+    @router.post(
+        "/packages/{job_id}/link",
+        summary="Freshly signed links to a finished package (its online page re-signed too)",
+    )
     def link(job_id: str, request: Request) -> dict[str, Any]:
         record = _done(jobs, job_id)
         audit(
@@ -317,7 +309,7 @@ def make_web_router(
             via="page",
             accession_numbers=record.request.get("accession_numbers"),
         )
-        return _fresh_link(store, settings, record)
+        return packaging.fresh_links(record)
 
     @router.post("/packages/{job_id}/email", summary="Mail a fresh link to the patient")
     def email(job_id: str, body: EmailRequest, request: Request) -> dict[str, Any]:
@@ -331,15 +323,8 @@ def make_web_router(
             "accession_numbers": record.request.get("accession_numbers"),
         }
         audit(store, settings, request, "email", **about)
-        fresh = _fresh_link(store, settings, record)
-        msg = mail.compose(
-            settings,
-            to,
-            fresh["download_url"],
-            datetime.fromisoformat(fresh["expires_at"]),
-            fresh["filename"],
-            int(fresh["size"] or 0),
-        )
+        fresh = packaging.fresh_links(record)
+        msg = mail.compose(settings, to, fresh)
         try:
             mail.send(settings, msg)
         except DicomisoError as exc:

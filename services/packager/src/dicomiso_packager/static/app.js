@@ -221,6 +221,9 @@ function showDone(s) {
   const link = $("download");
   link.href = s.download_url;
   link.textContent = `Download ${s.filename} (${mb(s.size)})`;
+  const view = $("view-online");
+  view.hidden = !s.view_url;
+  if (s.view_url) view.href = s.view_url;
   $("job-expiry").textContent = `The link works until ${when(s.expires_at)}.`;
   const mail = s.email || {};
   $("job-mail").textContent = mail.state === "sent" ? "The link was e-mailed to the patient."
@@ -340,6 +343,10 @@ async function resign(p, cell) {
     const fresh = await api("POST", `/v1/packages/${encodeURIComponent(p.id)}/link`);
     const link = el("a", { href: fresh.download_url, text: `Download (until ${when(fresh.expires_at)})` });
     cell.replaceChildren(link);
+    if (fresh.view_url) {
+      cell.append(" ", el("a", { href: fresh.view_url, target: "_blank", rel: "noopener noreferrer",
+                                 text: "View online" }));
+    }
     link.focus();
   } catch (err) {
     say(`No new link: ${err.message}`);
