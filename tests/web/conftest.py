@@ -43,6 +43,7 @@ from support.servers import serving
 
 TOKEN = "web-token"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "web"
+ONLINE_ARTIFACTS = ARTIFACTS.parent / "online"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -168,6 +169,8 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrom
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    # Every request the browser makes is in the performance log (tests/web/test_online.py).
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must not fetch anything
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     browser.set_page_load_timeout(30)
@@ -249,8 +252,10 @@ class Page:
 
 @pytest.fixture
 def page(driver: webdriver.Chrome, request: pytest.FixtureRequest, tmp_path: Path) -> Page:
-    """The session's browser, on a clean slate: screenshots and downloads of this test only."""
-    shots = ARTIFACTS / re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)
+    """The session's browser, on a clean slate: screenshots and downloads of this test only
+    (under artifacts/online/ for the online page's tests)."""
+    root = ONLINE_ARTIFACTS if request.node.path.name == "test_online.py" else ARTIFACTS
+    shots = root / re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
     downloads = tmp_path / "downloads"
@@ -259,4 +264,5 @@ def page(driver: webdriver.Chrome, request: pytest.FixtureRequest, tmp_path: Pat
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
     driver.delete_all_cookies()
+    driver.get_log("performance")  # what earlier tests left
     return Page(driver, shots, downloads)

@@ -73,6 +73,8 @@ def test_two_accessions_of_one_patient_confirm_wait_download(
     page.shot("done")
     assert "NunezBudi" not in link.text and "BudiSantoso-MR7001CT7002.iso" in link.text
     assert "The link works until" in page.el("job-expiry").text
+    view = page.el("view-online")
+    assert view.is_displayed() and "/view.html?" in str(view.get_attribute("href"))
     assert JOB_URL.match(page.driver.current_url), page.driver.current_url
     link.click()
     image = page.downloaded()
