@@ -12,13 +12,9 @@ sign with that secret instead of conftest's "testing" (and prove that "testing" 
 from __future__ import annotations
 
 import calendar
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -27,93 +23,20 @@ import pytest
 
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import MAX_LINK_TTL, Store
-from support.net import LOOPBACK, free_port
+from support import localstack
+from support.localstack import VerifyingS3
+from support.net import LOOPBACK
 
-LOCALSTACK_PYTHON = os.environ.get(
-    "DICOMISO_TEST_LOCALSTACK_PYTHON", "/opt/dicomiso-localstack/bin/python"
-)
-VERIFIED_SECRET = "test"  # LocalStack's secret for access keys it has not issued itself
+VERIFIED_SECRET = localstack.VERIFIED_SECRET
 KEY = "packages/p1/p1.iso"
 OTHER_KEY = "packages/p2/p2.iso"
-
-# LocalStack would look up "s3.localhost.localstack.cloud" in DNS at start; tell it the
-# answer (no) first, so that nothing leaves loopback.
-_BOOT = """
-import localstack.utils.aws.aws_stack as aws_stack
-aws_stack.CACHE_S3_HOSTNAME_DNS_STATUS = False
-from localstack.runtime.main import main
-main()
-"""
-
-
-@dataclass(frozen=True)
-class VerifyingS3:
-    """A running LocalStack S3: `endpoint_url` for the services, `public_url` for links."""
-
-    endpoint_url: str
-    public_url: str
 
 
 @pytest.fixture(scope="module")
 def verifying_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VerifyingS3]:
     """LocalStack's S3 alone, on a free loopback port, with signature checks on."""
-    if not Path(LOCALSTACK_PYTHON).exists():
-        pytest.fail(
-            f"{LOCALSTACK_PYTHON} missing: install LocalStack as "
-            "tests/common/PRESIGN_ENDPOINT.md says"
-        )
-    home = tmp_path_factory.mktemp("localstack")
-    port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "TMPDIR": str(home),
-        "LOCALSTACK_VOLUME_DIR": str(home / "volume"),
-        "GATEWAY_LISTEN": f"{LOOPBACK}:{port}",
-        "SERVICES": "s3",
-        "EAGER_SERVICE_LOADING": "1",
-        "S3_SKIP_SIGNATURE_VALIDATION": "0",
-        # no analytics, no certificate download, no DNS server, no pinging Docker bridges
-        "DISABLE_EVENTS": "1",
-        "SKIP_SSL_CERT_DOWNLOAD": "1",
-        "DNS_ADDRESS": "0",
-        "DOCKER_BRIDGE_IP": LOOPBACK,
-    }
-    log_path = home / "localstack.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [LOCALSTACK_PYTHON, "-c", _BOOT],
-            env=env,
-            cwd=home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    endpoint = f"http://{LOOPBACK}:{port}"
-    try:
-        _wait_until_ready(proc, endpoint, log_path)
-        yield VerifyingS3(endpoint_url=endpoint, public_url=f"http://localhost:{port}")
-    finally:
-        proc.kill()  # one process, state in a tmp dir: SIGTERM would only cost 2.5 s
-        proc.wait(timeout=30)
-
-
-def _wait_until_ready(
-    proc: subprocess.Popen[bytes], endpoint: str, log_path: Path, timeout: float = 90.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(trust_env=False, timeout=2) as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            try:
-                health = http.get(f"{endpoint}/_localstack/health").json()
-                if health["services"].get("s3") in ("running", "available"):
-                    return
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            time.sleep(0.1)
-    tail = log_path.read_text(errors="replace")[-3000:]
-    raise RuntimeError(f"LocalStack S3 did not come up (exit {proc.poll()}):\n{tail}")
+    with localstack.verifying_s3(tmp_path_factory.mktemp("localstack")) as s3:
+        yield s3
 
 
 def _store(s3: VerifyingS3, bucket: str, monkeypatch: pytest.MonkeyPatch, secret: str) -> Store:

@@ -107,15 +107,15 @@ def test_view_url_opens_the_first_series_from_the_bucket_alone(
             assert by_format[fmt]["filename"] in got.headers["content-disposition"]
         first = data["studies"][0]["series"][0]
         assert first["modality"] == "CT" and len(first["instances"]) == 3
-        first_slice = pydicom.dcmread(
-            io.BytesIO(http.get(first["instances"][0]["url"]).content)
-        )
+        first_slice = pydicom.dcmread(io.BytesIO(http.get(first["instances"][0]["url"]).content))
 
     page.open(view_url)
     state = page.wait(
-        lambda: (s := page.driver.execute_script("return window.dicomisoViewer?.state()"))
-        and s["shown"]
-        and s,
+        lambda: (
+            (s := page.driver.execute_script("return window.dicomisoViewer?.state()"))
+            and s["shown"]
+            and s
+        ),
         timeout=60,
         what="the first series on screen",
     )
@@ -149,8 +149,7 @@ def test_view_url_opens_the_first_series_from_the_bucket_alone(
         assert identifier not in page.driver.current_url
     # Every request the browser made went to the S3 origin.
     requests = [
-        json.loads(entry["message"])["message"]
-        for entry in page.driver.get_log("performance")
+        json.loads(entry["message"])["message"] for entry in page.driver.get_log("performance")
     ]
     sent = [
         m["params"]["request"]["url"]

@@ -162,13 +162,13 @@ def signed(studies: list[dict[str, Any]], sign: Callable[[str], str]) -> list[di
     ]
 
 
-def instructions(settings: PackagerSettings, expires_at: datetime) -> list[str]:
-    when = expires_at.strftime("%Y-%m-%d %H:%M UTC")
+def instructions(settings: PackagerSettings) -> list[str]:
+    """Three lines for the patient (the viewer shows the expiry and the contact itself)."""
     return [
         "The first series is open; choose another series in the list to see its images.",
         "To keep a copy, download the disc image for a CD or USB stick (ISO), or the ZIP "
         "to open on a computer.",
-        f"This page and its downloads work until {when}; after that, ask "
+        "This page and its downloads stop working at the time below; after that, ask "
         f"{settings.institution_name} for a new link.",
     ]
 
@@ -187,7 +187,7 @@ def document(
             "institution": settings.institution_name,
             "contact": settings.institution_contact,
             "expires_at": expires_at.isoformat(),
-            "instructions": instructions(settings, expires_at),
+            "instructions": instructions(settings),
             "downloads": downloads,
         },
         "studies": studies,
