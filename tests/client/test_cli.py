@@ -102,6 +102,7 @@ def jobs_url() -> Iterator[str]:
         if state == "succeeded" and kind == "packages":
             view |= {
                 "download_url": f"http://127.0.0.1:{port}/bucket/x?X-Amz-Signature=s",
+                "view_url": f"http://127.0.0.1:{port}/bucket/view.html?X-Amz-Signature=v",
                 "filename": "Doe-ACC1.iso",
                 "size": len(IMAGE),
                 "sha256": hashlib.sha256(IMAGE).hexdigest(),
@@ -182,6 +183,18 @@ def test_package_download_saves_the_disc_under_its_served_name(
     saved = tmp_path / "JaneDoe-ACC1.iso"
     assert doc["state"] == "succeeded" and doc["saved_to"] == str(saved)
     assert saved.read_bytes() == IMAGE and sorted(tmp_path.iterdir()) == [saved]
+
+
+def test_package_wait_shows_the_link_and_the_online_page(jobs_url: str) -> None:
+    """--wait: the download link and the view_url, in the text and in --json."""
+    text = run("package", "ACC1", "--wait", "--packager-url", jobs_url)
+    assert text.exit_code == 0, text.output
+    assert "/bucket/x?X-Amz-Signature=s" in text.stdout
+    assert "view online: http://127.0.0.1:" in text.stdout and "/bucket/view.html?" in text.stdout
+    doc = json.loads(run("package", "ACC2", "--wait", "--json", "--packager-url", jobs_url).stdout)
+    assert doc["view_url"].endswith("/bucket/view.html?X-Amz-Signature=v")
+    status = run("status", doc["id"], "--packager-url", jobs_url)
+    assert "view online: " in status.stdout
 
 
 def test_a_failed_job_is_exit_1_with_its_reason(jobs_url: str) -> None:

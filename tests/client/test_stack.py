@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pycdlib
 import pytest
 
@@ -157,6 +158,9 @@ def test_newcomer_flow_package_verify_and_ctrl_c(dev_stack: DevStack, tmp_path: 
     result = json.loads(run.stdout)
     image = out / "BudiSantoso-MR001CT002.iso"
     assert image.exists(), (result, list(out.iterdir()))
+    page = httpx.get(result["view_url"], trust_env=False, timeout=30)  # the online page
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="dicomiso-study">{' in page.text
 
     assert dev_stack.cli("verify", str(image)).returncode == 0
     broken = tmp_path / "broken.iso"

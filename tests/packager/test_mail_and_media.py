@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def test_the_link_arrives_by_mail_without_patient_data_in_the_subject(
         smtp_url=f"smtp://relay-user:relay-secret@127.0.0.1:{smtp_sink.port}",
         smtp_ca_file=smtp_sink.ca_file,
         mail_from="discs@hospital.test",
+        institution_contact="Radiology desk, +00 0000",
     )
     add_patient(stack.his, "RM-M-1", "Kartika Wijaya", [study.accession])
 
@@ -59,6 +61,23 @@ def test_the_link_arrives_by_mail_without_patient_data_in_the_subject(
     assert "Synthetic General Hospital" in subject and "Synthetic General Hospital" in body
     assert status["download_url"] in body
     assert status["expires_at"][:10] in body
+    # The online page comes first; its link names nobody either.
+    assert status["view_url"] in body and body.index(status["view_url"]) < body.index(
+        status["download_url"]
+    )
+    assert "View your images online" in body and "Questions: Radiology desk, +00 0000" in body
+    for identifier in ("Kartika", "Wijaya", "RM-M-1", study.accession):
+        assert identifier not in status["view_url"]
+
+    # Mailed again from the staff page: fresh links, the page re-signed.
+    time.sleep(1.1)  # signatures are per second: a new X-Amz-Date
+    again = stack.packager.post(
+        f"/v1/packages/{status['id']}/email", json={"email": "kartika@patients.test"}
+    )
+    assert again.status_code == 200, again.text
+    second = smtp_sink.messages[1].get_content()
+    [view_url] = [w for w in second.split() if "/view.html?" in w]
+    assert view_url != status["view_url"] and status["id"] in view_url
 
 
 def test_a_mail_that_cannot_be_sent_is_reported_and_the_package_stands(
