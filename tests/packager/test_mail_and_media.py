@@ -65,7 +65,7 @@ def test_the_link_arrives_by_mail_without_patient_data_in_the_subject(
     assert status["view_url"] in body and body.index(status["view_url"]) < body.index(
         status["download_url"]
     )
-    assert "View your images online" in body and "Questions: Radiology desk, +00 0000" in body
+    assert "View them online" in body and "Questions: Radiology desk, +00 0000" in body
     for identifier in ("Kartika", "Wijaya", "RM-M-1", study.accession):
         assert identifier not in status["view_url"]
 

@@ -63,20 +63,21 @@ def compose(settings: PackagerSettings, to: str, links: dict[str, Any]) -> Email
     msg["Date"] = format_datetime(datetime.now().astimezone())
     msg["Message-ID"] = make_msgid(domain=settings.mail_from.rpartition("@")[2] or None)
     when = expires_at.strftime("%Y-%m-%d %H:%M UTC")
-    online = (
-        f"View your images online, in your web browser, without downloading anything (the "
-        f"page works until {when}):\n\n{view_url}\n\n"
-        "The page also offers the disc image for a CD or USB stick, and a ZIP file.\n\n"
-        if view_url
-        else ""
-    )
+    if view_url:
+        links_text = (
+            "View them online, in your web browser, with nothing to install (the page also "
+            f"offers the disc image for a CD or USB stick, and a ZIP file):\n\n{view_url}\n\n"
+            f"Or download the disc image directly:\n\n{link}\n\n"
+            f"Both links work until {when}.\n\n"
+        )
+    else:
+        links_text = f"Download it here (the link works until {when}):\n\n{link}\n\n"
     contact = (
         f"Questions: {settings.institution_contact}\n\n" if settings.institution_contact else ""
     )
     msg.set_content(
         f"Hello,\n\n{org} has prepared a copy of your medical images as a disc image.\n\n"
-        f"{online}"
-        f"Download it here (the link works until {when}):\n\n{link}\n\n"
+        f"{links_text}"
         f"The file is {filename} ({size / 1e6:.0f} MB). Burn it to a CD/DVD or open it "
         "directly: it holds your images in the DICOM format, a README.TXT and an INDEX.HTM "
         "you can open in a web browser.\n\n"

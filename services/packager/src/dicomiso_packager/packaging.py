@@ -262,9 +262,7 @@ class Packaging:
         if self.settings.view_online:
             view = {
                 "studies": online.studies_of(manifests),
-                "downloads": [
-                    {"format": f, "key": downloads[f]["key"]} for f in ("iso", "zip")
-                ],
+                "downloads": [{"format": f, "key": downloads[f]["key"]} for f in ("iso", "zip")],
             }
             made.append(online.view_key(handle.id))
             result |= online.publish(self.store, self.settings, handle.id, view, self._ttl(handle))
