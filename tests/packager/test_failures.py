@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from support.mariadb import add_patient
 from support.s3fault import S3Fault
 
@@ -82,6 +84,29 @@ def test_s3_refusing_the_upload_fails_the_package_and_leaves_nothing(
 
     assert status["state"] == "failed"
     assert "AccessDenied" in status["error"] and "uploading packages/" in status["error"]
+    assert proxy.refused >= 1
+    assert stack.keys("packages/") == []
+
+
+@pytest.mark.parametrize("refused", ["view.html", ".json"])
+def test_a_package_without_its_online_page_or_manifest_is_failed_and_removed(
+    make_stack: Any, orthanc: Any, study_factory: Any, s3_bucket: Any, refused: str
+) -> None:
+    """Both images are uploaded, then the page (or the package manifest) is refused: the
+    package fails and neither image, nor the page, is left under packages/."""
+    study = _small_study(study_factory, f"RM-F-V{len(refused)}")
+    orthanc.upload(study.files)
+
+    def refuse(method: str, path: str) -> bool:
+        return method == "PUT" and "/packages/" in path and refused in path.split("?")[0]
+
+    with S3Fault(s3_bucket.endpoint_url, refuse) as proxy:
+        stack = make_stack(s3_endpoint_url=proxy.url)
+        add_patient(stack.his, f"RM-F-V{len(refused)}", "Dian Sastro", [study.accession])
+        status = stack.run({"accession_numbers": [study.accession]})
+
+    assert status["state"] == "failed"
+    assert "AccessDenied" in status["error"] and refused in status["error"]
     assert proxy.refused >= 1
     assert stack.keys("packages/") == []
 
