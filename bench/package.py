@@ -125,7 +125,7 @@ def build_main(spec_path: str, out_path: str) -> None:
     from dicomiso_common.dicom import accession_key, manifest_key
     from dicomiso_common.jobs import JobHandle, Jobs
     from dicomiso_common.store import Store
-    from dicomiso_packager import disc, iso, packaging
+    from dicomiso_packager import disc, iso, online, packaging
     from dicomiso_packager.packaging import Packaging, package_filename
     from dicomiso_packager.settings import PackagerSettings
 
@@ -138,10 +138,13 @@ def build_main(spec_path: str, out_path: str) -> None:
         timers.wrap(disc._Assembler, "_previews", "assemble: preview JPEG")
         timers.wrap(dicomdir_module(), "build_dicomdir", "assemble: DICOMDIR")
         timers.wrap(iso, "write_iso", "write_iso (total)")
+        timers.wrap(iso, "write_zip", "write_zip (total)")
+        timers.wrap(online, "publish", "online page: sign + view.html")
         timers.wrap(iso._LazyReader, "_source", "write_iso: S3 GET request (open)")
         timers.wrap(iso._LazyReader, "read", "write_iso: source reads (S3 open + body)")
         timers.wrap(packaging, "_sha256", "sha256 of the image")
         timers.wrap(Store, "upload", "upload (multipart)")
+        timers.wrap(Store, "upload_path", "upload_path (multipart, each image)")
         timers.wrap(Packaging, "_finish", "presign + package manifest")
         timers.wrap(JobHandle, "flush", "job record writes")
 
@@ -149,9 +152,12 @@ def build_main(spec_path: str, out_path: str) -> None:
         acc = handle.record.request["accession_numbers"][0]
         uids = store.get_json(accession_key(acc))[0]["study_uids"]
         manifests = [store.get_json(manifest_key(u))[0] for u in uids]
-        filename = package_filename([acc], "", "iso")
+
+        def names(fmt: str) -> str:
+            return package_filename([acc], "", fmt)
+
         with tempfile.TemporaryDirectory(prefix="package-", dir=settings.work_dir) as tmp:
-            result = pk._build_and_upload(handle, manifests, Path(tmp), filename)
+            result = pk._build_and_upload(handle, manifests, Path(tmp), names)
         pk._finish(handle, result)
         return result
 
@@ -179,7 +185,15 @@ def build_main(spec_path: str, out_path: str) -> None:
                 "seconds": seconds,
                 "state": record.state,
                 "error": record.error,
-                "result": {k: v for k, v in record.result.items() if k != "download_url"},
+                "result": {
+                    k: v
+                    for k, v in record.result.items()
+                    if k not in ("download_url", "view_url", "downloads")
+                },
+                "images": [
+                    {k: d[k] for k in ("format", "size")}
+                    for d in record.result.get("downloads", [])
+                ],
                 "counts": record.counts,
                 "rss_before_kb": before["VmRSS"],
                 "vmhwm_kb": after["VmHWM"],
