@@ -49,8 +49,9 @@ def view_key(package_id: str) -> str:
     return f"packages/{package_id}/view.html"
 
 
-def viewer_entry(root: Path = VIEWER_DIST) -> Path:
+def viewer_entry(root: Path | None = None) -> Path:
     """The bundle's entry: the one HTML file holding the study marker exactly once."""
+    root = root or VIEWER_DIST
     found = [
         p
         for p in sorted(root.glob("*.HTM*")) + sorted(root.glob("*.htm*"))
@@ -70,7 +71,7 @@ def _template(path: Path, mtime_ns: int) -> str:
     return path.read_text("utf-8")
 
 
-def template(root: Path = VIEWER_DIST) -> str:
+def template(root: Path | None = None) -> str:
     entry = viewer_entry(root)
     return _template(entry, entry.stat().st_mtime_ns)
 
@@ -195,17 +196,22 @@ def document(
 
 
 def inject(page: str, data: dict[str, Any]) -> str:
-    """Put the JSON into the marker; `<`, `>` and `&` escaped so no text can end the
-    script element. Adds the page's CSP when the bundle does not carry it already."""
+    """Put the JSON into the marker (`<`, `>` and `&` escaped, so no text can end the
+    script element) and the page's CSP as a meta element right after the charset."""
     if page.count(MARKER) != 1:
         raise ViewerMissing("the viewer page does not hold the study marker exactly once")
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     text = re.sub("[<>&]", lambda m: _ESCAPES[m.group(0)], text)
     filled = page.replace(MARKER, MARKER.replace(">null<", f">{text}<"))
-    if 'http-equiv="Content-Security-Policy"' not in filled:
-        meta = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        filled = re.sub(r"(<head[^>]*>)", lambda m: m.group(1) + meta, filled, count=1)
-    return filled
+    # A static policy, in force before any script of the page runs (the bundle's own, set
+    # by its first script, is the same; two policies both apply, so it can only narrow).
+    meta = f'\n<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+    at = re.search(r"<meta charset=[^>]*>", filled, re.I) or re.search(
+        r"<head(\s[^>]*)?>", filled, re.I
+    )
+    if at is None:
+        raise ViewerMissing("the viewer page has no <head>")
+    return filled[: at.end()] + meta + filled[at.end() :]
 
 
 # -- writing it ---------------------------------------------------------------------------------
