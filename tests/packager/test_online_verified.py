@@ -9,8 +9,6 @@ tampered or expired URL; LocalStack refuses both.
 from __future__ import annotations
 
 import calendar
-import json
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,8 +25,7 @@ from dicomiso_packager.online import view_key
 from support import localstack
 from support.localstack import VerifyingS3
 from support.mariadb import add_patient
-
-MARKER = re.compile(r'<script type="application/json" id="dicomiso-study">(.*?)</script>', re.S)
+from support.online import instance_urls, study_json
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +57,6 @@ def s3_bucket(verifying_s3: VerifyingS3, monkeypatch: pytest.MonkeyPatch) -> Ite
     client.create_bucket(Bucket=name)
     yield _Bucket(verifying_s3.endpoint_url, name, client)
     client.close()
-
-
-def _study_json(text: str) -> dict[str, Any]:
-    [found] = MARKER.findall(text)
-    data: dict[str, Any] = json.loads(found)
-    return data
-
-
-def _instance_urls(data: dict[str, Any]) -> list[str]:
-    return [i["url"] for st in data["studies"] for se in st["series"] for i in se["instances"]]
 
 
 def _flip_signature(url: str) -> str:
@@ -115,8 +102,8 @@ def test_view_url_and_its_instance_urls_are_checked_by_the_endpoint(
         assert page.status_code == 200, page.text[:300]
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert page.headers["cache-control"] == "private, no-store"
-        data = _study_json(page.text)
-        urls = _instance_urls(data)
+        data = study_json(page.text)
+        urls = instance_urls(data)
         assert len(urls) == sum(1 for _ in stack.store.list(f"instances/{study.study_uid}/"))
         for url in urls:
             assert http.get(url).status_code == 200
@@ -147,8 +134,8 @@ def test_view_url_and_its_instance_urls_are_checked_by_the_endpoint(
         assert fresh.status_code == 200, fresh.text
         new = fresh.json()
         assert new["view_url"] != view_url and new["expires_at"] > status["expires_at"]
-        again = _study_json(http.get(view_url).text)
-        assert _instance_urls(again) != urls
-        assert _study_json(http.get(new["view_url"]).text) == again
-        assert all(http.get(u).status_code == 200 for u in _instance_urls(again))
+        again = study_json(http.get(view_url).text)
+        assert instance_urls(again) != urls
+        assert study_json(http.get(new["view_url"]).text) == again
+        assert all(http.get(u).status_code == 200 for u in instance_urls(again))
         assert http.get(new["download_url"]).status_code == 200

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,12 +21,9 @@ import numpy as np
 import pydicom
 
 from support.mariadb import add_patient
+from support.online import instance_urls, study_json
 
 from .conftest import TOKEN
-
-MARKER = re.compile(
-    r'<script type="application/json" id="dicomiso-study">(.*?)</script>', re.DOTALL
-)
 
 
 def _package(stack: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -42,12 +38,6 @@ def _package(stack: Any, body: dict[str, Any]) -> dict[str, Any]:
                 return status
             time.sleep(0.3)
     raise AssertionError(f"package did not finish: {status}")
-
-
-def _study_json(page_html: str) -> dict[str, Any]:
-    [found] = MARKER.findall(page_html)
-    data: dict[str, Any] = json.loads(found)
-    return data
 
 
 def _windowed(ds: pydicom.Dataset, center: float, width: float) -> np.ndarray:
@@ -84,12 +74,10 @@ def test_view_url_opens_the_first_series_from_the_bucket_alone(
         assert served.headers["content-type"] == "text/html; charset=utf-8"
         assert served.headers["cache-control"] == "private, no-store"
         assert served.headers["content-disposition"] == "inline"
-        data = _study_json(served.text)
+        data = study_json(served.text)
         assert data["version"] == 1 and data["page"]["contact"] == contact
         assert data["page"]["expires_at"] <= status["expires_at"]
-        urls = [view_url, *(d["url"] for d in data["page"]["downloads"])] + [
-            i["url"] for st in data["studies"] for se in st["series"] for i in se["instances"]
-        ]
+        urls = [view_url, *(d["url"] for d in data["page"]["downloads"]), *instance_urls(data)]
         for identifier in ("Lestari", "Dewi", "RM-ONL-1", study.accession):
             assert not [u for u in urls if identifier in u], identifier
         assert all(u.startswith(f"{origin}/") for u in urls)
