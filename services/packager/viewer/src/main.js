@@ -123,9 +123,11 @@ function showList() {
 }
 
 async function thumbnails() {
+  stats.thumbnails = false;
   for (const study of state.studies) {
     for (const series of study.series) await thumbnail(series);
   }
+  stats.thumbnails = true;
 }
 
 async function thumbnail(series) {
@@ -548,6 +550,8 @@ function start() {
     stats,
     state: () => ({
       series: state.studies.flatMap((s) => s.series).map((s) => ({ uid: s.uid, modality: s.modality, files: s.instances.length, problem: s.problem || null })),
+      current: state.series ? state.series.uid : null,
+      thumbnails: stats.thumbnails,
       index: state.index,
       length: state.stack.length,
       window: state.win,
