@@ -7,6 +7,7 @@ with pydicom/numpy's rendering of the same file. The page's CSP stops any reques
 from __future__ import annotations
 
 import http.server
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_sp
 from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
 from selenium.webdriver.common.by import By
 
-from dicomiso_packager.viewer import bundle_html
+from dicomiso_packager.viewer import STUDY_MARKER, bundle_html
 from support.net import free_port
 from support.studies import make_study
 from support.viewer import (
@@ -299,3 +300,85 @@ def test_firefox_renders_the_viewer_and_index(folder: Folder, tmp_path: Path) ->
         Path(__file__).resolve().parents[2] / "artifacts" / "viewer" / "firefox" / "viewer.png",
     )
     assert distinct_colours(out) > 8
+
+
+PAGE_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' 'wasm-unsafe-eval'; "
+    "style-src 'unsafe-inline'; img-src data: blob:; connect-src 'self'"
+)
+
+
+@pytest.fixture
+def online_site(folder: Folder, tmp_path: Path) -> Iterator[str]:
+    """VIEWER.HTM with a study in its marker (as the packager's view page does), served with
+    the page CSP of docs/media.md from a loopback HTTP server beside the instances."""
+    site = tmp_path / "site"
+    site.mkdir()
+    series = []
+    for label in ("jpegls", "rle_rgb"):
+        path = folder.files[label]
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        shutil.copy(path, site / f"{label}.dcm")
+        series.append({"series_uid": folder.series[label], "modality": "CT",
+                       "description": label, "number": int(ds.SeriesNumber),
+                       "instances": [{"url": f"{label}.dcm", "sop_uid": str(ds.SOPInstanceUID),
+                                      "number": 1, "size": path.stat().st_size}]})  # fmt: skip
+    study = {
+        "version": 1,
+        "page": {"title": "Your images", "institution": MARKUP, "contact": "Imaging desk",
+                 "expires_at": "2031-01-01T00:00:00Z", "instructions": ["Scroll to page."],
+                 "downloads": [{"label": "Download the ZIP", "url": "disc.zip"},
+                               {"label": "bad", "url": "javascript:window.pwned=1"}]},
+        "studies": [{"study_uid": "1.2.3", "date": "20240315", "description": "Online",
+                     "series": series}],
+    }  # fmt: skip
+    text = json.dumps(study).replace("<", "\\u003c")
+    page = (
+        bundle_html().read_text().replace(STUDY_MARKER, STUDY_MARKER.replace(">null<", f">{text}<"))
+    )
+    (site / "view.html").write_text(page)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(site), **kwargs)
+
+        def end_headers(self) -> None:
+            self.send_header("Content-Security-Policy", PAGE_CSP)
+            super().end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/view.html"
+    server.shutdown()
+    server.server_close()
+
+
+def test_online_mode_shows_the_first_series_without_a_click(
+    online_site: str, folder: Folder, tmp_path: Path
+) -> None:
+    """With a study in the marker the viewer fetches its instances from the page's origin
+    under the page CSP and shows the first series at once; page texts are text, downloads
+    plain links (a javascript: URL is dropped)."""
+    with chromium(tmp_path / "profile") as driver:
+        shot = Shots(driver, "test_online_mode")
+        requested_urls(driver)
+        driver.get(online_site)
+        wait_for(driver, "dicomisoViewer.state().shown && dicomisoViewer.state().thumbnails")
+        shot("1-online")
+        _gray(driver, folder.files["jpegls"], 1000, 500)
+        info = driver.find_element(By.ID, "online-page")
+        assert MARKUP in info.text and "Scroll to page." in info.text
+        links = [a.get_attribute("href") for a in info.find_elements(By.TAG_NAME, "a")]
+        assert links == [online_site.replace("view.html", "disc.zip")]
+        assert driver.execute_script("return window.pwned") is None
+        assert driver.title == "Your images"
+        origin = online_site.rsplit("/", 1)[0]
+        asked = [
+            url
+            for document, url in requested_urls(driver)
+            if document.startswith(origin) and not url.startswith(("data:", "blob:"))
+        ]
+        assert f"{origin}/jpegls.dcm" in asked and all(u.startswith(origin) for u in asked)
