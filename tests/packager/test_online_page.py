@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dicomiso_packager import online
+from dicomiso_packager import online, viewer
 from dicomiso_packager.app import create_app
 from dicomiso_packager.settings import PackagerSettings
 
@@ -112,18 +112,19 @@ def test_series_by_number_instances_by_number_keys_until_signed() -> None:
 
 
 def test_a_page_without_the_marker_is_refused() -> None:
-    with pytest.raises(online.ViewerMissing):
+    with pytest.raises(viewer.ViewerMissing):
         online.inject("<html><head></head><body>no marker</body></html>", {"version": 1})
-    with pytest.raises(online.ViewerMissing):
+    with pytest.raises(viewer.ViewerMissing):
         online.inject(f"<html><head></head>{online.MARKER}{online.MARKER}</html>", {})
 
 
 def test_the_packager_does_not_start_without_the_viewer_bundle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without VIEWER.HTM the online page cannot be made: a clear error at start-up, and
-    with DICOMISO_VIEW_ONLINE=false the packager starts as before."""
-    monkeypatch.setattr(online, "VIEWER_DIST", tmp_path)
-    with pytest.raises(online.ViewerMissing, match="scripts/build-viewer"):
-        create_app(PackagerSettings(s3_endpoint_url="http://127.0.0.1:9"))
-    assert create_app(PackagerSettings(s3_endpoint_url="http://127.0.0.1:9", view_online=False))
+    """Without VIEWER.HTM the online page cannot be made: a clear error at start-up even
+    with no viewer on the discs; with DICOMISO_VIEW_ONLINE=false too, the packager starts."""
+    monkeypatch.setattr(viewer, "BUNDLE_DIR", tmp_path)
+    off = {"s3_endpoint_url": "http://127.0.0.1:9", "viewer": False}
+    with pytest.raises(viewer.ViewerMissing, match="scripts/build-viewer"):
+        create_app(PackagerSettings(**off))  # no viewer on the discs, but online pages
+    assert create_app(PackagerSettings(**off, view_online=False))

@@ -16,7 +16,7 @@ from dicomiso_common.ops import add_ops_routes
 from dicomiso_common.serve import run as serve_run
 from dicomiso_common.store import Store
 
-from . import online, web
+from . import online, viewer, web
 from .packaging import Packaging
 from .routes import make_router
 from .settings import PackagerSettings
@@ -41,8 +41,9 @@ def ensure_lifecycle(store: Store, settings: PackagerSettings) -> None:
 def create_app(settings: PackagerSettings | None = None, store: Store | None = None) -> FastAPI:
     """Wire the packager; the job sweeper runs for the app's lifetime."""
     settings = settings or PackagerSettings()
+    viewer.viewer_source(settings)  # fail at start-up, not with every disc, when it is missing
     if settings.view_online:
-        online.viewer_entry()  # refuse to start without the viewer bundle the pages need
+        online.template()  # and so without the bundle the online pages need
     store = store or Store.from_settings(settings)
     packaging = Packaging(settings, store)
     jobs = Jobs(store, "package", settings, packaging.run, packaging.is_current)

@@ -23,13 +23,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dicomiso_common.errors import DicomisoError
 from dicomiso_common.store import Store
 
+from . import viewer
 from .settings import PackagerSettings
 
-VIEWER_DIST = Path(__file__).parent / "viewer_dist"
-MARKER = '<script type="application/json" id="dicomiso-study">null</script>'
+MARKER = viewer.STUDY_MARKER
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline' 'wasm-unsafe-eval'; "
     "style-src 'unsafe-inline'; img-src data: blob:; connect-src 'self'"
@@ -38,31 +37,8 @@ LABELS = {"iso": "Download for a CD or USB stick (ISO)", "zip": "Download as ZIP
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 
-class ViewerMissing(DicomisoError):
-    """The viewer bundle was not built, so no online page can be made."""
-
-    status = 503
-    title = "Online viewer not available"
-
-
 def view_key(package_id: str) -> str:
     return f"packages/{package_id}/view.html"
-
-
-def viewer_entry(root: Path | None = None) -> Path:
-    """The bundle's entry: the one HTML file holding the study marker exactly once."""
-    root = root or VIEWER_DIST
-    found = [
-        p
-        for p in sorted(root.glob("*.HTM*")) + sorted(root.glob("*.htm*"))
-        if p.is_file() and p.read_text("utf-8", errors="replace").count(MARKER) == 1
-    ]
-    if not found:
-        raise ViewerMissing(
-            f"no viewer page with the study marker in {root}: run scripts/build-viewer "
-            "(or set DICOMISO_VIEW_ONLINE=false)"
-        )
-    return found[0]
 
 
 @functools.lru_cache(maxsize=4)
@@ -71,8 +47,9 @@ def _template(path: Path, mtime_ns: int) -> str:
     return path.read_text("utf-8")
 
 
-def template(root: Path | None = None) -> str:
-    entry = viewer_entry(root)
+def template() -> str:
+    """The bundled viewer page (scripts/build-viewer); raises ViewerMissing without it."""
+    entry = viewer.bundle_html()
     return _template(entry, entry.stat().st_mtime_ns)
 
 
@@ -199,7 +176,7 @@ def inject(page: str, data: dict[str, Any]) -> str:
     """Put the JSON into the marker (`<`, `>` and `&` escaped, so no text can end the
     script element) and the page's CSP as a meta element right after the charset."""
     if page.count(MARKER) != 1:
-        raise ViewerMissing("the viewer page does not hold the study marker exactly once")
+        raise viewer.ViewerMissing("the viewer page does not hold the study marker exactly once")
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     text = re.sub("[<>&]", lambda m: _ESCAPES[m.group(0)], text)
     filled = page.replace(MARKER, MARKER.replace(">null<", f">{text}<"))
@@ -210,7 +187,7 @@ def inject(page: str, data: dict[str, Any]) -> str:
         r"<head(\s[^>]*)?>", filled, re.I
     )
     if at is None:
-        raise ViewerMissing("the viewer page has no <head>")
+        raise viewer.ViewerMissing("the viewer page has no <head>")
     return filled[: at.end()] + meta + filled[at.end() :]
 
 

@@ -33,9 +33,11 @@ class PackagerSettings(CommonSettings):
     institution_name: str = "dicom-iso demo hospital"
     # Who the patient asks (shown on the online page and in the e-mail): desk, phone, address.
     institution_contact: str = ""
-    # Write the online page (packages/{id}/view.html) and both formats (ISO and ZIP).
+    viewer: bool = True  # a viewer on every disc; false: none (README.TXT and INDEX.HTM say so)
+    viewer_dir: Path | None = None  # another viewer instead of the bundled web viewer
+    # Write the online page (packages/{id}/view.html, the bundled viewer whatever the disc
+    # holds) and both formats (ISO and ZIP).
     view_online: bool = True
-    viewer_dir: Path | None = None  # a DICOM viewer copied onto every disc
     build_workers: Annotated[int, Field(ge=1, le=32)] = 4  # parallel S3 reads while building
     build_prefetch: Annotated[int, Field(ge=0, le=16)] = 4  # S3 objects opened ahead of the writer
 

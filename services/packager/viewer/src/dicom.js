@@ -79,9 +79,11 @@ const num = (ds, tag, i = 0) => {
   return v === undefined || Number.isNaN(v) ? undefined : v;
 };
 
-/** Patient Name (PN, PS3.5 6.2): the alphabetic group, components joined by spaces. */
+/** Patient Name (PN, PS3.5 6.2): the alphabetic group as "prefix given middle family
+ * suffix", the order INDEX.HTM uses. */
 export function personName(value) {
-  return (value || "").split("=")[0].split("^").filter((p) => p.trim()).join(" ").trim();
+  const [family, given, middle, prefix, suffix] = (value || "").split("=")[0].split("^");
+  return [prefix, given, middle, family, suffix].map((p) => (p || "").trim()).filter(Boolean).join(" ");
 }
 
 export function describe(ds) {

@@ -60,13 +60,13 @@ function load(instance) {
   return remember(parsed, instance, async () => {
     const ds = await parse(await bytesOf(instance));
     const meta = describe(ds);
-    if (!meta.hasPixels) throw new Unsupported("holds no image (a report, key object or presentation state)");
+    if (!meta.hasPixels) throw new Unsupported("it holds no image (a report, key object or presentation state)");
     const image = imageInfo(ds);
     if (!SYNTAXES[image.transferSyntax]) {
-      throw new Unsupported(`uses transfer syntax ${image.transferSyntax}, which this viewer cannot decode`);
+      throw new Unsupported(`its transfer syntax ${image.transferSyntax} is not one this viewer can decode`);
     }
     if (image.photometric.startsWith("YBR_") && image.photometric !== "YBR_FULL" && SYNTAXES[image.transferSyntax].kind === "native") {
-      throw new Unsupported(`uses ${image.photometric} colour, which this viewer cannot show`);
+      throw new Unsupported(`its colour model ${image.photometric} is not one this viewer can show`);
     }
     return { ds, image, meta };
   });
@@ -80,9 +80,12 @@ function frame(instance, index) {
   });
 }
 
+/** "cannot be shown: <why>" for what the viewer does not support, "cannot be read (...)"
+ * for a damaged file. dicom-parser throws strings or {exception} objects, not Errors. */
 function problem(err) {
-  if (err instanceof Unsupported) return err.message;
-  return `cannot be read (${err && err.message ? err.message : err})`;
+  if (err instanceof Unsupported) return `cannot be shown: ${err.message}`;
+  const why = (err && (err.message || err.exception)) || String(err);
+  return `cannot be read (the file is damaged or incomplete: ${String(why).slice(0, 120)})`;
 }
 
 // -- the list ------------------------------------------------------------------------------
@@ -123,9 +126,11 @@ function showList() {
 }
 
 async function thumbnails() {
+  stats.thumbnails = false;
   for (const study of state.studies) {
     for (const series of study.series) await thumbnail(series);
   }
+  stats.thumbnails = true;
 }
 
 async function thumbnail(series) {
@@ -136,27 +141,40 @@ async function thumbnail(series) {
     series.text.append(el("span", { class: "problem" }, "no images to show"));
     return;
   }
-  const inst = images[Math.floor(images.length / 2)];
-  try {
-    const { meta, image } = await load(inst);
-    if (!series.description && meta.seriesDescription) {
-      series.description = meta.seriesDescription;
-      series.text.firstChild.textContent = seriesLabel(series);
+  // The middle image, else the first or the last: one damaged file does not cost the preview.
+  const picks = [...new Set([images[Math.floor(images.length / 2)], images[0], images[images.length - 1]])];
+  let failure = null;
+  let failures = 0;
+  for (const inst of picks) {
+    try {
+      await thumbnailOf(series, inst);
+      break;
+    } catch (err) {
+      failure ||= err;
+      failures++;
     }
-    const f = await frame(inst, Math.floor(image.frames / 2));
-    const canvas = el("canvas", { width: image.columns, height: image.rows });
-    const data = canvas.getContext("2d").createImageData(image.columns, image.rows);
-    paint(data, image, f.decoded, f.range, defaultWindow(image, f.range));
-    canvas.getContext("2d").putImageData(data, 0, 0);
-    series.thumb.replaceWith(canvas);
-    series.thumb = canvas;
-  } catch (err) {
-    series.thumb.textContent = "no preview";
-    if (images.length === series.instances.length && err instanceof Unsupported) {
-      series.problem = `This series cannot be shown: its images ${err.message}.`;
-    }
-    series.text.append(el("span", { class: "problem" }, series.problem || `one image ${problem(err)}`));
   }
+  if (!failure) return;
+  if (failures === picks.length) series.thumb.textContent = "no preview";
+  if (failures === picks.length && images.length === series.instances.length && failure instanceof Unsupported) {
+    series.problem = `This series ${problem(failure)}.`;
+  }
+  series.text.append(el("span", { class: "problem" }, series.problem || `One image ${problem(failure)}.`));
+}
+
+async function thumbnailOf(series, inst) {
+  const { meta, image } = await load(inst);
+  if (!series.description && meta.seriesDescription) {
+    series.description = meta.seriesDescription;
+    series.text.firstChild.textContent = seriesLabel(series);
+  }
+  const f = await frame(inst, Math.floor(image.frames / 2));
+  const canvas = el("canvas", { width: image.columns, height: image.rows });
+  const data = canvas.getContext("2d").createImageData(image.columns, image.rows);
+  paint(data, image, f.decoded, f.range, defaultWindow(image, f.range));
+  canvas.getContext("2d").putImageData(data, 0, 0);
+  series.thumb.replaceWith(canvas);
+  series.thumb = canvas;
 }
 
 // -- the stack -------------------------------------------------------------------------------
@@ -548,6 +566,8 @@ function start() {
     stats,
     state: () => ({
       series: state.studies.flatMap((s) => s.series).map((s) => ({ uid: s.uid, modality: s.modality, files: s.instances.length, problem: s.problem || null })),
+      current: state.series ? state.series.uid : null,
+      thumbnails: stats.thumbnails,
       index: state.index,
       length: state.stack.length,
       window: state.win,
