@@ -135,6 +135,21 @@ def test_view_url_opens_the_first_series_from_the_bucket_alone(
     assert contact in body and "Download as ZIP" in body
     for identifier in ("RM-ONL-1", study.accession):
         assert identifier not in page.driver.current_url
+    # The second series (MR) opens with a click, from the bucket too.
+    mr = data["studies"][0]["series"][1]
+    page.driver.find_element(
+        "css selector", f'button.series[data-series="{mr["series_uid"]}"]'
+    ).click()
+    page.wait(
+        lambda: (
+            (s := page.driver.execute_script("return window.dicomisoViewer.state()"))
+            and s["shown"]
+            and s["length"] == len(mr["instances"])
+        ),
+        timeout=30,
+        what="the MR series",
+    )
+    page.shot("second-series")
     # Every request the browser made went to the S3 origin.
     requests = [
         json.loads(entry["message"])["message"] for entry in page.driver.get_log("performance")
