@@ -20,7 +20,12 @@ import pydicom
 import pytest
 from pydicom.fileset import FileSet
 from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space
-from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    generate_uid,
+)
 from selenium.webdriver.common.by import By
 
 from dicomiso_packager.viewer import STUDY_MARKER, bundle_html
@@ -100,6 +105,12 @@ def _make_inputs(tmp: Path) -> dict[str, list[Path]]:
         dcmtk_encode("dcmcjpls", [], p, p.with_name(p.stem + "-ls.dcm"))
         for p in _series(tmp, t, "jpegls", gray16, photometric="MONOCHROME2", bits_stored=12)
     ]
+
+    def deflate(ds: pydicom.Dataset) -> None:
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian  # pydicom deflates
+
+    out["deflate"] = _series(tmp, t, "deflate", gray16[:1], photometric="MONOCHROME2",
+                             bits_stored=12, edit=deflate)  # fmt: skip
     out["mono1"] = _series(tmp, t, "mono1", [rng.integers(0, 256, (48, 64)).astype(np.uint8)],
                            photometric="MONOCHROME1")  # fmt: skip
 
@@ -203,7 +214,7 @@ def test_every_codec_and_bad_input(
         wait_for(driver, "dicomisoViewer.state().shown && dicomisoViewer.state().thumbnails")
         shot("1-list")
         s = folder.series
-        for label in ("rle", "j2k", "jpegls", "mono1"):
+        for label in ("rle", "j2k", "jpegls", "deflate", "mono1"):
             assert _open(driver, s[label])["shown"], label
             _gray(driver, folder.files[label], 1000, 500 if label != "rle" else 0)
         shot("2-jpegls")
