@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -20,8 +21,15 @@ import pydicom
 import pytest
 from pydicom.fileset import FileSet
 from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space
-from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    generate_uid,
+)
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 from dicomiso_packager.viewer import STUDY_MARKER, bundle_html
 from support.net import free_port
@@ -100,6 +108,12 @@ def _make_inputs(tmp: Path) -> dict[str, list[Path]]:
         dcmtk_encode("dcmcjpls", [], p, p.with_name(p.stem + "-ls.dcm"))
         for p in _series(tmp, t, "jpegls", gray16, photometric="MONOCHROME2", bits_stored=12)
     ]
+
+    def deflate(ds: pydicom.Dataset) -> None:
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian  # pydicom deflates
+
+    out["deflate"] = _series(tmp, t, "deflate", gray16[:1], photometric="MONOCHROME2",
+                             bits_stored=12, edit=deflate)  # fmt: skip
     out["mono1"] = _series(tmp, t, "mono1", [rng.integers(0, 256, (48, 64)).astype(np.uint8)],
                            photometric="MONOCHROME1")  # fmt: skip
 
@@ -203,7 +217,7 @@ def test_every_codec_and_bad_input(
         wait_for(driver, "dicomisoViewer.state().shown && dicomisoViewer.state().thumbnails")
         shot("1-list")
         s = folder.series
-        for label in ("rle", "j2k", "jpegls", "mono1"):
+        for label in ("rle", "j2k", "jpegls", "deflate", "mono1"):
             assert _open(driver, s[label])["shown"], label
             _gray(driver, folder.files[label], 1000, 500 if label != "rle" else 0)
         shot("2-jpegls")
@@ -382,3 +396,33 @@ def test_online_mode_shows_the_first_series_without_a_click(
             if document.startswith(origin) and not url.startswith(("data:", "blob:"))
         ]
         assert f"{origin}/jpegls.dcm" in asked and all(u.startswith(origin) for u in asked)
+
+
+def test_pointer_value_presets_drag_and_zoom(folder: Folder, tmp_path: Path) -> None:
+    """The value under the pointer is the stored value after rescale, in HU for CT; a preset
+    sets its window; dragging widens the window; zoom and Fit change and restore the view."""
+    with chromium(tmp_path / "profile") as driver:
+        shot = Shots(driver, "test_pointer_value_presets_drag_and_zoom")
+        driver.get((folder.root / "VIEWER" / "VIEWER.HTM").as_uri())
+        driver.find_element(By.ID, "folder").send_keys(str(folder.root))
+        wait_for(driver, "dicomisoViewer.state().shown && dicomisoViewer.state().thumbnails")
+        _open(driver, folder.series["rle"])
+        view = driver.find_element(By.ID, "view")
+        ActionChains(driver).move_to_element_with_offset(view, 10, 20).perform()
+        text = driver.find_element(By.ID, "banner-value").text
+        found = re.search(r"x (\d+) y (\d+): (-?\d+) HU", text)
+        assert found, text
+        ds = pydicom.dcmread(folder.files["rle"])
+        x, y, value = (int(g) for g in found.groups())
+        assert value == apply_modality_lut(ds.pixel_array, ds)[y, x]
+        Select(driver.find_element(By.ID, "preset")).select_by_value("lung")
+        wait_for(driver, "dicomisoViewer.state().window.width === 1500")
+        assert driver.execute_script("return dicomisoViewer.state().window.center") == -600
+        ActionChains(driver).click_and_hold(view).move_by_offset(60, 0).release().perform()
+        assert driver.execute_script("return dicomisoViewer.state().window.width") > 1500
+        zoom = driver.execute_script("return dicomisoViewer.state().zoom")
+        driver.find_element(By.ID, "zoom-in").click()
+        assert driver.execute_script("return dicomisoViewer.state().zoom") > zoom
+        shot("zoomed")
+        driver.find_element(By.ID, "fit").click()
+        assert driver.execute_script("return dicomisoViewer.state().zoom") == zoom

@@ -4,26 +4,40 @@ import * as dicomParser from "dicom-parser";
 import { Unsupported } from "./codecs.js";
 
 const DEFLATED = "1.2.840.10008.1.2.1.99";
-const HEADER_PROBE = 128 * 1024;
+const HEADER_PROBE = 16 * 1024; // nearly every header; a longer one is read whole
 
 async function inflateRaw(bytes) {
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+  const run = async (b) => {
+    const stream = new Blob([b]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  };
+  try {
+    return await run(bytes);
+  } catch (err) {
+    // The Value of the deflated stream is padded to an even length (PS3.5 A.5, 7.1): a
+    // trailing zero after the end of the stream is not an error.
+    if (bytes.length && bytes[bytes.length - 1] === 0) return run(bytes.subarray(0, bytes.length - 1));
+    throw err;
+  }
 }
 
-/** Parse a whole file (or its first bytes with untilPixels), inflating a deflated dataset. */
+/** Parse a whole file (or its first bytes with untilPixels), inflating a deflated dataset.
+ * The File Meta Information is parsed a second time only for a deflated file. */
 export async function parse(bytes, { untilPixels = false } = {}) {
   const options = untilPixels ? { untilTag: "x7fe00010" } : {};
-  const meta = dicomParser.readPart10Header(bytes);
-  if (meta.string("x00020010") === DEFLATED) {
-    const start = meta.elements.x00020010 ? metaEnd(meta) : 132;
+  try {
+    return dicomParser.parseDicom(bytes, options);
+  } catch (err) {
+    const meta = dicomParser.readPart10Header(bytes);
+    if (meta.string("x00020010") !== DEFLATED) throw err;
+    const start = metaEnd(meta);
     const body = await inflateRaw(bytes.subarray(start));
     const whole = new Uint8Array(start + body.length);
     whole.set(bytes.subarray(0, start));
     whole.set(body, start);
     options.inflater = () => whole;
+    return dicomParser.parseDicom(bytes, options);
   }
-  return dicomParser.parseDicom(bytes, options);
 }
 
 function metaEnd(meta) {

@@ -571,6 +571,7 @@ function start() {
       index: state.index,
       length: state.stack.length,
       window: state.win,
+      zoom: state.view ? state.view.scale : null,
       shown: !!state.frame,
       message: $("message").hidden ? null : $("message").textContent,
     }),

@@ -154,10 +154,10 @@ async function fromHeaders(files, progress) {
       } catch {
         unreadable.push(f.path);
       }
-      progress?.(++done, files.length);
+      if (++done % 50 === 0) progress?.(done, files.length);
     }
   };
-  await Promise.all([worker(), worker(), worker(), worker()]);
+  await Promise.all(Array.from({ length: 8 }, worker));
   return { patient, studies: finish(studies), unreadable };
 }
 
