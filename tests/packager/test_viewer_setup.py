@@ -34,12 +34,15 @@ def test_the_bundle_is_built_with_its_study_marker() -> None:
 def test_a_missing_bundle_stops_start_up_naming_the_build_script(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without the bundle create_app raises; DICOMISO_VIEWER=false starts without one."""
+    """Without the bundle create_app raises; DICOMISO_VIEWER=false (with no online pages,
+    DICOMISO_VIEW_ONLINE=false, which need the bundle too) starts without one."""
     monkeypatch.setattr(viewer, "BUNDLE_DIR", tmp_path / "nothing")
     with pytest.raises(viewer.ViewerMissing, match="scripts/build-viewer"):
         create_app(PackagerSettings(s3_endpoint_url="http://127.0.0.1:9"))
     assert viewer.viewer_source(PackagerSettings(viewer=False)) is None
-    create_app(PackagerSettings(viewer=False, s3_endpoint_url="http://127.0.0.1:9"))
+    create_app(
+        PackagerSettings(viewer=False, view_online=False, s3_endpoint_url="http://127.0.0.1:9")
+    )
 
 
 def test_viewer_dir_overrides_and_must_exist(tmp_path: Path) -> None:
