@@ -18,8 +18,14 @@ from typing import Any
 
 import pydicom
 from botocore.exceptions import BotoCoreError
-from pydicom.uid import UID
-from pynetdicom import _config
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+)
 from pynetdicom.association import Association
 
 from dicomiso_common.errors import ObjectMissing, StoreError
@@ -29,17 +35,9 @@ from dicomiso_common.store import Store
 
 log = logging.getLogger(__name__)
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_LE = str(ExplicitVRLittleEndian)
 MAX_CONTEXTS = 128
-LOSSY = {
-    UID(u)
-    for u in (
-        "1.2.840.10008.1.2.4.50",
-        "1.2.840.10008.1.2.4.51",
-        "1.2.840.10008.1.2.4.81",
-        "1.2.840.10008.1.2.4.91",
-    )
-}
+LOSSY = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000}
 _CHUNK = 1024 * 1024
 
 
@@ -109,7 +107,6 @@ class Sender:
     def __init__(
         self, store: Store, peer: PacsPeer, on_result: Callable[[Item, Outcome], None]
     ) -> None:
-        _config.STORE_SEND_CHUNKED_DATASET = True  # send from the file, never load it whole
         self.store = store
         self.peer = peer
         self.on_result = on_result

@@ -12,10 +12,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom import uid as uids
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import build_role, evt
 from pynetdicom.association import Association
+
+# pynetdicom.sop_class generates its SOP class names at import: mypy cannot see them.
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
 from dicomiso_common.dicom import is_valid_uid, validate_uid
 from dicomiso_common.errors import InvalidInput
@@ -23,9 +31,6 @@ from dicomiso_common.pacs import (
     PENDING,
     PacsPeer,
     StudyAnswer,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
     associate,
     find_studies_by_accession,
     find_study_by_uid,
@@ -36,18 +41,18 @@ from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
 
-UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+UNCOMPRESSED: list[str] = [uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian]
 # Proposed per SOP class for C-GET, so a compressed instance can arrive byte-exact.
-COMPRESSED = [
-    "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.5",
+COMPRESSED: list[str] = [
+    uids.JPEGLosslessSV1,
+    uids.JPEGBaseline8Bit,
+    uids.JPEGExtended12Bit,
+    uids.JPEGLossless,
+    uids.JPEGLSLossless,
+    uids.JPEGLSNearLossless,
+    uids.JPEG2000Lossless,
+    uids.JPEG2000,
+    uids.RLELossless,
 ]
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context ids are odd numbers 1..255
 

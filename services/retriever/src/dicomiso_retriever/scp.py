@@ -17,11 +17,14 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
+
+# pynetdicom.sop_class generates its SOP class names at import: mypy cannot see them.
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomiso_common.dicom import instance_key, is_valid_uid, tune_pynetdicom
+from dicomiso_common.dicom import CONNECTION_HANDLERS, instance_key, is_valid_uid
 from dicomiso_common.errors import DicomisoError
 from dicomiso_common.models import InstanceDescription
 from dicomiso_common.store import Store
@@ -32,7 +35,7 @@ from .uploads import Uploads
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = UID("1.2.840.10008.1.1")
+VERIFICATION = Verification
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: Refused, out of resources
 NOT_MATCHING = 0xA900  # PS3.4 B.2.3: Error, data set does not match SOP class
@@ -139,8 +142,6 @@ class StorageSCP:
 
     def start(self) -> None:
         """Listen on DICOMISO_SCP_HOST:DICOMISO_SCP_PORT as DICOMISO_SCP_AET."""
-        tune_pynetdicom()
-        _config.STORE_RECV_CHUNKED_DATASET = True
         s = self.settings
         ae = AE(ae_title=s.scp_aet)
         ae.maximum_pdu_size = s.scp_max_pdu
@@ -157,7 +158,7 @@ class StorageSCP:
         self._server = ae.start_server(
             (s.scp_host, s.scp_port),
             block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self.handle_store)],
+            evt_handlers=[*CONNECTION_HANDLERS, (evt.EVT_C_STORE, self.handle_store)],
         )
         log.info("storage SCP listening", extra={"aet": s.scp_aet, "port": self.port})
 
