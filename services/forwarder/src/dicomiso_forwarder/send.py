@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
-from botocore.exceptions import BotoCoreError
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -132,7 +131,7 @@ class Sender:
                         spool.write(chunk)
             except ObjectMissing:
                 return Outcome(status="failed", reason="instance missing from the bucket")
-            except (StoreError, BotoCoreError, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 raise Transient(
                     f"reading the instance from S3 failed: {type(exc).__name__}"
                 ) from exc

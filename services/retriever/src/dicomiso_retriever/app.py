@@ -55,11 +55,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     app.state.settings, app.state.store, app.state.scp, app.state.jobs = settings, store, scp, jobs
     add_problem_handlers(app)
 
-    def scp_listening() -> None:
-        if scp.port == 0:
-            raise RuntimeError("storage SCP not listening")
-
-    add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp_listening})
+    add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp.check_listening})
     app.include_router(make_router(jobs, settings.retrieve_method, bearer_guard(settings)))
     return app
 

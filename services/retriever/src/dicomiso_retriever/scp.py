@@ -25,7 +25,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomiso_common.dicom import CONNECTION_HANDLERS, instance_key, is_valid_uid
-from dicomiso_common.errors import DicomisoError
+from dicomiso_common.errors import DicomisoError, Unavailable
 from dicomiso_common.models import InstanceDescription
 from dicomiso_common.store import Store
 
@@ -165,6 +165,15 @@ class StorageSCP:
     @property
     def port(self) -> int:
         return int(self._server.server_address[1]) if self._server else self.settings.scp_port
+
+    def check_listening(self) -> None:
+        """Readiness: raise Unavailable unless the SCP is started and its socket is open.
+
+        (`port` falls back to the configured port, so it cannot tell a stopped SCP.)
+        """
+        sock = self._server.socket if self._server is not None else None
+        if sock is None or sock.fileno() < 0:
+            raise Unavailable(f"storage SCP {self.settings.scp_aet} is not listening")
 
     def stop(self) -> None:
         if self._server is not None:
