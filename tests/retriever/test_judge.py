@@ -6,9 +6,10 @@ import pytest
 
 from dicomiso_common.errors import DicomError
 from dicomiso_retriever.manifest import IncompleteStudy
-from dicomiso_retriever.query import StudyHit, TransferResult
+from dicomiso_retriever.query import StudyHit
 from dicomiso_retriever.retrieval import Retrieval
 from dicomiso_retriever.settings import RetrieverSettings
+from dicomiso_retriever.transfer import TransferResult
 
 
 def _judge(hit: StudyHit, result: TransferResult) -> None:

@@ -26,12 +26,13 @@ from dicomiso_common.models import (
 )
 from dicomiso_common.store import Store
 
-from . import query
+from . import query, transfer
 from .leases import Lease, LeaseHeld, study_lease
 from .manifest import IncompleteStudy, build_manifest, read_manifest, write_manifest
-from .query import StudyHit, TransferResult
+from .query import StudyHit
 from .scp import LeaseBook, StorageSCP
 from .settings import RetrieverSettings
+from .transfer import TransferResult
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,9 @@ class Retrieval:
         try:
             if method == "get":
                 classes = query.find_sop_classes(s, uid)
-                result = query.get_study(s, uid, classes, self.scp.handle_store, report)
+                result = transfer.get_study(s, uid, classes, self.scp.handle_store, report)
             else:
-                result = query.move_study(s, uid, report)
+                result = transfer.move_study(s, uid, report)
             described = self.scp.take_descriptions(uid)
         finally:
             self.leases.forget(uid)
