@@ -17,9 +17,10 @@ from dicomiso_common.logs import configure_logging
 from dicomiso_common.ops import add_ops_routes
 from dicomiso_common.store import Store
 
+from .leases import LeaseBook
 from .retrieval import Retrieval
 from .routes import make_router
-from .scp import LeaseBook, StorageSCP
+from .scp import StorageSCP
 from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)

@@ -27,10 +27,10 @@ from dicomiso_common.models import (
 from dicomiso_common.store import Store
 
 from . import query, transfer
-from .leases import Lease, LeaseHeld, study_lease
+from .leases import Lease, LeaseBook, LeaseHeld, study_lease
 from .manifest import IncompleteStudy, build_manifest, read_manifest, write_manifest
 from .query import StudyHit
-from .scp import LeaseBook, StorageSCP
+from .scp import StorageSCP
 from .settings import RetrieverSettings
 from .transfer import TransferResult
 

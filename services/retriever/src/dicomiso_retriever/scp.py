@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import cast
 
@@ -29,6 +28,7 @@ from dicomiso_common.errors import DicomisoError, Unavailable
 from dicomiso_common.models import InstanceDescription
 from dicomiso_common.store import Store
 
+from .leases import LeaseBook
 from .manifest import describe, sha256_of
 from .settings import RetrieverSettings
 from .uploads import Uploads
@@ -40,7 +40,6 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: Refused, out of resources
 NOT_MATCHING = 0xA900  # PS3.4 B.2.3: Error, data set does not match SOP class
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3: Error, cannot understand
-_WANTED_TTL = 2.0  # seconds a bucket lease look-up is trusted
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -74,51 +73,6 @@ def native_pixel_problem(ds: Dataset, transfer_syntax: UID) -> str | None:
     if length < expected:
         return f"pixel data {length} bytes, attributes promise {expected}"
     return None
-
-
-class LeaseBook:
-    """Which studies a live job is moving: ours in memory, other replicas' via bucket leases."""
-
-    def __init__(self, store: Store, stale_after: float) -> None:
-        self._store = store
-        self._stale_after = stale_after
-        self._local: dict[str, int] = {}
-        self._seen: dict[str, tuple[bool, float]] = {}
-        self._lock = threading.Lock()
-
-    def expect(self, study_uid: str) -> None:
-        with self._lock:
-            self._local[study_uid] = self._local.get(study_uid, 0) + 1
-
-    def forget(self, study_uid: str) -> None:
-        with self._lock:
-            left = self._local.get(study_uid, 0) - 1
-            if left > 0:
-                self._local[study_uid] = left
-            else:
-                self._local.pop(study_uid, None)
-
-    def is_local(self, study_uid: str) -> bool:
-        """True while a job of this process is moving the study."""
-        with self._lock:
-            return study_uid in self._local
-
-    def wanted(self, study_uid: str) -> bool:
-        with self._lock:
-            if study_uid in self._local:
-                return True
-            if len(self._seen) > 1000:  # forget old look-ups; they expire after 2 s anyway
-                now = time.monotonic()
-                self._seen = {k: v for k, v in self._seen.items() if now - v[1] < _WANTED_TTL}
-            seen = self._seen.get(study_uid)
-        if seen and time.monotonic() - seen[1] < _WANTED_TTL:
-            return seen[0]
-        from .leases import lease_is_live  # local import: leases imports this module's peers
-
-        answer = lease_is_live(self._store, study_uid, self._stale_after)
-        with self._lock:
-            self._seen[study_uid] = (answer, time.monotonic())
-        return answer
 
 
 class StorageSCP:
