@@ -31,9 +31,6 @@ from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
 
-# What the retriever acts on of a C-FIND answer: `study_uid` and `instances`.
-StudyHit = StudyAnswer
-
 
 def peer(s: RetrieverSettings) -> PacsPeer:
     """The PACS as the retriever's settings describe it, called as `our_calling_aet`."""
@@ -49,12 +46,12 @@ def peer(s: RetrieverSettings) -> PacsPeer:
     )
 
 
-def find_by_accession(s: RetrieverSettings, accession: str) -> list[StudyHit]:
+def find_by_accession(s: RetrieverSettings, accession: str) -> list[StudyAnswer]:
     """Return the studies whose AccessionNumber equals `accession` exactly."""
     return find_studies_by_accession(peer(s), accession)
 
 
-def find_by_study_uid(s: RetrieverSettings, study_uid: str) -> list[StudyHit]:
+def find_by_study_uid(s: RetrieverSettings, study_uid: str) -> list[StudyAnswer]:
     """Return the study with this StudyInstanceUID (an empty list when the PACS has none)."""
     return find_study_by_uid(peer(s), study_uid)
 

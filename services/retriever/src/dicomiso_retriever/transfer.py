@@ -57,10 +57,6 @@ class TransferResult:
     aborted: bool = False
     failed_uids: list[str] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.aborted and self.status in (0x0000, 0xB000) and self.failed == 0
-
 
 Progress = Callable[[TransferResult], None]
 
