@@ -75,6 +75,7 @@ def echo_scp() -> Iterator[tuple[int, list[int]]]:
     seen: list[int] = []
 
     def on_echo(event: evt.Event) -> int:
+        assert event.assoc.dul.socket is not None and event.assoc.dul.socket.socket is not None
         sock = event.assoc.dul.socket.socket
         seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         return 0x0000
@@ -87,6 +88,7 @@ def echo_scp() -> Iterator[tuple[int, list[int]]]:
         block=False,
         evt_handlers=[*CONNECTION_HANDLERS, (evt.EVT_C_ECHO, on_echo)],
     )
+    assert server is not None
     yield port, seen
     server.shutdown()
 
@@ -99,6 +101,7 @@ def test_both_ends_of_an_association_disable_nagle(echo_scp: tuple[int, list[int
     ae = make_ae(peer)
     ae.add_requested_context(Verification)
     with associate(peer, ae) as assoc:
+        assert assoc.dul.socket is not None and assoc.dul.socket.socket is not None
         ours = assoc.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert int(assoc.send_c_echo().Status) == 0
     assert ours != 0
