@@ -83,26 +83,52 @@ def canonical(body: PackageRequest, settings: PackagerSettings) -> PackageJobReq
     )
 
 
-def package_summary(record: JobRecord, settings: PackagerSettings) -> dict[str, Any]:
+class PackageSummary(BaseModel):
+    """One row of the recent-packages list."""
+
+    id: str
+    state: str
+    phase: str | None
+    error: str | None
+    accession_numbers: list[str]
+    format: str
+    profile: str
+    created_at: str
+    updated_at: str
+    filename: str | None
+    size: int | None
+    link_expires_at: str | None
+    deleted_after: str
+    email: str | None
+
+
+class FreshLink(BaseModel):
+    download_url: str
+    expires_at: str
+    filename: str | None
+    size: int | None
+
+
+def package_summary(record: JobRecord, settings: PackagerSettings) -> PackageSummary:
     """One row of the recent-packages list (the record's own data, nothing re-signed)."""
     wanted, r = package_request(record), package_result(record)
     created = datetime.fromtimestamp(record.created_at, UTC)
-    return {
-        "id": record.id,
-        "state": record.state,
-        "phase": record.phase,
-        "error": record.error,
-        "accession_numbers": list(wanted.accession_numbers),
-        "format": wanted.format,
-        "profile": wanted.profile,
-        "created_at": created.isoformat(),
-        "updated_at": datetime.fromtimestamp(record.updated_at, UTC).isoformat(),
-        "filename": r.filename,
-        "size": r.size,
-        "link_expires_at": r.expires_at,
-        "deleted_after": (created + timedelta(days=settings.package_expiry_days)).isoformat(),
-        "email": r.email.state if r.email else None,
-    }
+    return PackageSummary(
+        id=record.id,
+        state=record.state,
+        phase=record.phase,
+        error=record.error,
+        accession_numbers=list(wanted.accession_numbers),
+        format=wanted.format,
+        profile=wanted.profile,
+        created_at=created.isoformat(),
+        updated_at=datetime.fromtimestamp(record.updated_at, UTC).isoformat(),
+        filename=r.filename,
+        size=r.size,
+        link_expires_at=r.expires_at,
+        deleted_after=(created + timedelta(days=settings.package_expiry_days)).isoformat(),
+        email=r.email.state if r.email else None,
+    )
 
 
 def recent_packages(store: Store, settings: PackagerSettings) -> list[JobRecord]:
@@ -126,16 +152,16 @@ def _done(jobs: Jobs, job_id: str) -> JobRecord:
     return record
 
 
-def _fresh_link(store: Store, settings: PackagerSettings, record: JobRecord) -> dict[str, Any]:
+def _fresh_link(store: Store, settings: PackagerSettings, record: JobRecord) -> FreshLink:
     ttl = package_request(record).expires_in or settings.link_ttl
     expires = datetime.now(UTC) + timedelta(seconds=ttl)
     result = package_result(record)
-    return {
-        "download_url": store.presign_get(package_key(record), ttl),
-        "expires_at": expires.isoformat(),
-        "filename": result.filename,
-        "size": result.size,
-    }
+    return FreshLink(
+        download_url=store.presign_get(package_key(record), ttl),
+        expires_at=expires.isoformat(),
+        filename=result.filename,
+        size=result.size,
+    )
 
 
 def make_router(
@@ -230,7 +256,7 @@ def make_router(
         dependencies=guarded,
         summary="The newest packages (from the job records in the bucket)",
     )
-    def recent() -> list[dict[str, Any]]:
+    def recent() -> list[PackageSummary]:
         return [package_summary(r, settings) for r in recent_packages(store, settings)]
 
     @router.post(
@@ -238,7 +264,7 @@ def make_router(
         dependencies=guarded,
         summary="A freshly signed link to a finished package",
     )
-    def link(job_id: str, request: Request) -> dict[str, Any]:
+    def link(job_id: str, request: Request) -> FreshLink:
         record = _done(jobs, job_id)
         link_issued(request, record, "page")
         return _fresh_link(store, settings, record)
@@ -263,10 +289,10 @@ def make_router(
         msg = mail.compose(
             settings,
             to,
-            fresh["download_url"],
-            datetime.fromisoformat(fresh["expires_at"]),
-            fresh["filename"],
-            int(fresh["size"] or 0),
+            fresh.download_url,
+            datetime.fromisoformat(fresh.expires_at),
+            fresh.filename or "",
+            fresh.size or 0,
         )
         try:
             mail.send(settings, msg)
@@ -279,7 +305,7 @@ def make_router(
         return {
             "state": "sent",
             "sent_at": datetime.now(UTC).isoformat(),
-            "expires_at": fresh["expires_at"],
+            "expires_at": fresh.expires_at,
         }
 
     @router.get(
