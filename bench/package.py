@@ -122,11 +122,12 @@ def dicomdir_module() -> Any:
 def build_main(spec_path: str, out_path: str) -> None:
     """One package build the way the service runs it, minus lookup and retrieval."""
     spec = json.loads(Path(spec_path).read_text())
-    from dicomiso_common.dicom import accession_key, manifest_key
+    from dicomiso_common.dicom import accession_key
     from dicomiso_common.jobs import JobHandle, Jobs
+    from dicomiso_common.manifests import load_manifest
     from dicomiso_common.store import Store
     from dicomiso_packager import disc, iso, online, packaging
-    from dicomiso_packager.packaging import Packaging, package_filename
+    from dicomiso_packager.packaging import Packaging, package_filename, package_request
     from dicomiso_packager.settings import PackagerSettings
 
     settings = PackagerSettings()  # DICOMISO_* from the environment, as in the service
@@ -151,15 +152,15 @@ def build_main(spec_path: str, out_path: str) -> None:
     def run(handle: JobHandle) -> dict[str, Any]:  # Packaging.run minus lookup + retrieval
         acc = handle.record.request["accession_numbers"][0]
         uids = store.get_json(accession_key(acc))[0]["study_uids"]
-        manifests = [store.get_json(manifest_key(u))[0] for u in uids]
+        manifests = [load_manifest(store, u) for u in uids]
+        request = package_request(handle.record)
 
         def names(fmt: str) -> str:
             return package_filename([acc], "", fmt)
 
         with tempfile.TemporaryDirectory(prefix="package-", dir=settings.work_dir) as tmp:
-            result = pk._build_and_upload(handle, manifests, Path(tmp), names)
-        pk._finish(handle, result)
-        return result
+            contents, links = pk._build_and_upload(handle, request, manifests, Path(tmp), names)
+        return pk._finish(handle, request, contents, links).to_json()
 
     jobs = Jobs(store, "package", settings, run, pk.is_current)
     before = vm_status()

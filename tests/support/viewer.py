@@ -35,9 +35,8 @@ US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
-@contextmanager
-def chromium(profile: Path, size: str = "1280,900") -> Iterator[webdriver.Chrome]:
-    """Headless Chromium with a fresh profile, its performance and console logs kept."""
+def chromium_options(profile: Path, size: str) -> webdriver.ChromeOptions:
+    """Debian's Chromium, headless, a fresh profile, nothing of its own on the network."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -56,8 +55,15 @@ def chromium(profile: Path, size: str = "1280,900") -> Iterator[webdriver.Chrome
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must not fetch anything
+    return options
+
+
+@contextmanager
+def chromium(profile: Path, size: str = "1280,900") -> Iterator[webdriver.Chrome]:
+    """Headless Chromium with a fresh profile, its performance and console logs kept."""
+    options = chromium_options(profile, size)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     try:

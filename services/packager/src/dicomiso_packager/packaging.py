@@ -24,9 +24,20 @@ from typing import IO, Any, BinaryIO
 from dicomiso_client import LookupClient, RetrieverClient
 from dicomiso_client.models import JobView, Resolved
 from dicomiso_common import audit
-from dicomiso_common.dicom import manifest_key
 from dicomiso_common.errors import Conflict, DicomisoError, ObjectMissing
 from dicomiso_common.jobs import JobHandle, JobLost, JobRecord
+from dicomiso_common.manifests import load_manifest
+from dicomiso_common.models import (
+    EmailOutcome,
+    PackageContents,
+    PackageImage,
+    PackageJobRequest,
+    PackageJobResult,
+    PackageManifest,
+    RetrievalJobResult,
+    StudyManifest,
+    TreeEntry,
+)
 from dicomiso_common.names import ascii_filename_part
 from dicomiso_common.store import Store
 
@@ -37,7 +48,6 @@ from .settings import PackagerSettings
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
-_SIGNED = ("view_url", "expires_at", "download_urls")  # not in the package manifest
 CONTENT_TYPES = {"iso": "application/x-iso9660-image", "zip": "application/zip"}
 
 
@@ -82,6 +92,24 @@ def package_filename(accessions: list[str], patient_name: str, fmt: str) -> str:
     return f"{name}-{accs}.{fmt}" if name else f"{accs}.{fmt}"
 
 
+def package_request(record: JobRecord) -> PackageJobRequest:
+    """A package job's request, typed."""
+    return PackageJobRequest.model_validate(record.request)
+
+
+def package_result(record: JobRecord) -> PackageJobResult:
+    """A package job's result so far, typed (only `retrieval_id` while it runs)."""
+    return PackageJobResult.model_validate(record.result)
+
+
+def package_key(record: JobRecord) -> str:
+    """The image's key of a succeeded package job."""
+    key = package_result(record).key
+    if key is None:
+        raise ObjectMissing(f"package {record.id} has no image")
+    return key
+
+
 def one_patient(resolved: Resolved) -> None:
     """Refuse accession numbers of more than one patient (never two patients on one disc)."""
     if not resolved.same_patient:
@@ -102,15 +130,17 @@ class Packaging:
 
     def is_current(self, record: JobRecord) -> bool:
         """A succeeded package stays the answer while its image exists (lifecycle expiry)."""
-        key = record.result.get("key")
-        return isinstance(key, str) and self.store.exists(key)
+        key = package_result(record).key
+        return key is not None and self.store.exists(key)
 
     def run(self, handle: JobHandle) -> dict[str, Any]:
         """Build the package; its outcome goes into the audit trail (a lost job's does not:
         the replica that took it over reports it)."""
         about = {
             "job_id": handle.id,
-            "accession_numbers": handle.record.request.get("accession_numbers"),
+            "accession_numbers": list(
+                PackageJobRequest.model_validate(handle.record.request).accession_numbers
+            ),
             "attempt": handle.record.attempt,
         }
         try:
@@ -127,15 +157,15 @@ class Packaging:
             "package",
             "succeeded",
             **about,
-            study_uids=result.get("study_uids"),
-            size=result.get("size"),
-            email_state=(result.get("email") or {}).get("state"),
+            study_uids=list(result.study_uids or ()),
+            size=result.size,
+            email_state=result.email.state if result.email else None,
         )
-        return result
+        return result.to_json()
 
-    def _run(self, handle: JobHandle) -> dict[str, Any]:
-        request = handle.record.request
-        accessions: list[str] = request["accession_numbers"]
+    def _run(self, handle: JobHandle) -> PackageJobResult:
+        request = package_request(handle.record)
+        accessions = list(request.accession_numbers)
         handle.update(phase="lookup", flush=True)
         with self.lookup() as lookup:
             resolved = lookup.resolve(accessions)
@@ -150,9 +180,8 @@ class Packaging:
         manifests = self._manifests(retrieval)
         workdir = self.settings.work_dir
         with tempfile.TemporaryDirectory(prefix="package-", dir=workdir) as tmp:
-            result = self._build_and_upload(handle, manifests, Path(tmp), names)
-        self._finish(handle, result)
-        return result
+            contents, links = self._build_and_upload(handle, request, manifests, Path(tmp), names)
+        return self._finish(handle, request, contents, links)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -168,7 +197,7 @@ class Packaging:
 
         with RetrieverClient(s.retriever_url, s.outgoing_token()) as retriever:
             started = retriever.retrieve(accessions, s.retrieve_method)
-            handle.update(result={"retrieval_id": started.id})
+            handle.update(result=PackageJobResult(retrieval_id=started.id).to_json())
             view = retriever.wait(
                 started.id, timeout=s.retrieve_wait, poll=0.5, on_progress=progress
             )
@@ -176,20 +205,20 @@ class Packaging:
             raise RetrievalFailed(f"retrieval failed: {view.error or 'no reason given'}")
         return view
 
-    def _manifests(self, retrieval: JobView) -> list[dict[str, Any]]:
-        uids = sorted({st["study_uid"] for st in retrieval.result.get("studies", [])})
+    def _manifests(self, retrieval: JobView) -> list[StudyManifest]:
+        result = RetrievalJobResult.model_validate(retrieval.result)
+        uids = sorted({st.study_uid for st in result.studies})
         if not uids:
             raise RetrievalFailed("retrieval found no studies")
         manifests = []
         for uid in uids:
             try:
-                data, _ = self.store.get_json(manifest_key(uid))
+                manifests.append(load_manifest(self.store, uid))
             except ObjectMissing as exc:
                 raise RetrievalFailed(
                     f"study {uid} is no longer complete in the bucket; ask again"
                 ) from exc
-            manifests.append(data)
-        ids = {str((m.get("patient") or {}).get("id") or "").strip() for m in manifests}
+        ids = {(m.patient.id or "").strip() for m in manifests}
         if len(ids) > 1:
             raise Conflict(
                 f"the studies carry {len(ids)} different Patient IDs in the PACS; "
@@ -198,11 +227,17 @@ class Packaging:
         return manifests
 
     def _build_and_upload(
-        self, handle: JobHandle, manifests: list[dict[str, Any]], tmp: Path, names: Names
-    ) -> dict[str, Any]:
-        request = handle.record.request
-        profile = media.PROFILES[request["profile"]]
-        fmt = request["format"]
+        self,
+        handle: JobHandle,
+        request: PackageJobRequest,
+        manifests: list[StudyManifest],
+        tmp: Path,
+        names: Names,
+    ) -> tuple[PackageContents, dict[str, Any] | None]:
+        """Build, upload and describe the package; with the online page also the other
+        format and view.html, whose signed links come back beside the contents."""
+        profile = media.PROFILES[request.profile]
+        fmt = request.format
         handle.update(phase="build", flush=True)
         with self._space():
             image = disc.assemble(self.store, manifests, profile, self.settings, tmp, handle)
@@ -218,7 +253,7 @@ class Packaging:
         handle.set_counts(image_bytes=sum(p.stat().st_size for p in paths.values()))
         made: list[str] = []  # removed again if the package cannot be completed
         try:
-            return self._publish(handle, manifests, image, paths, names, made)
+            return self._publish(handle, request, manifests, image, paths, names, made)
         except DicomisoError:
             for key in made:
                 self._discard(key)
@@ -227,56 +262,56 @@ class Packaging:
     def _publish(
         self,
         handle: JobHandle,
-        manifests: list[dict[str, Any]],
+        request: PackageJobRequest,
+        manifests: list[StudyManifest],
         image: disc.Disc,
         paths: dict[str, Path],
         names: Names,
         made: list[str],
-    ) -> dict[str, Any]:
+    ) -> tuple[PackageContents, dict[str, Any] | None]:
         """Upload the images, then the page (links signed now), then the package manifest
         (what is on the disc and what the page shows): only that makes it a package."""
-        request = handle.record.request
-        profile = media.PROFILES[request["profile"]]
-        fmt = request["format"]
-        downloads = {}
+        profile = media.PROFILES[request.profile]
+        downloads: dict[str, PackageImage] = {}
         for f, path in paths.items():
             made.append(image_key(handle.id, f))
             downloads[f] = self._upload(handle.id, f, path, names(f))
-        main = downloads[fmt]
-        size = main["size"]
-        result = {
-            **main,
-            "format": fmt,
-            "profile": profile.name,
-            "medium": profile.medium,
-            "fits_medium": size <= profile.capacity,
-            "studies": len(manifests),
-            "study_uids": [m["study_uid"] for m in manifests],
-            "instances": image.instances,
-            "transcoded": image.transcoded,
-            "files": len(image.files),
-            "volume_id": image.volume_id,
-            "downloads": list(downloads.values()),
-        }
-        view = None
+        main = downloads[request.format]
+        contents = PackageContents(
+            key=main.key,
+            filename=main.filename,
+            size=main.size,
+            sha256=main.sha256,
+            format=request.format,
+            profile=profile.name,
+            medium=profile.medium,
+            fits_medium=main.size <= profile.capacity,
+            studies=len(manifests),
+            study_uids=tuple(m.study_uid for m in manifests),
+            instances=image.instances,
+            transcoded=tuple(image.transcoded),
+            files=len(image.files),
+            volume_id=image.volume_id,
+            downloads=tuple(downloads.values()),
+        )
+        view = links = None
         if self.settings.view_online:
             view = {
-                "studies": online.studies_of(manifests),
-                "downloads": [{"format": f, "key": downloads[f]["key"]} for f in ("iso", "zip")],
+                "studies": online.studies_of([m.to_json() for m in manifests]),
+                "downloads": [{"format": f, "key": downloads[f].key} for f in ("iso", "zip")],
             }
             made.append(online.view_key(handle.id))
-            result |= online.publish(self.store, self.settings, handle.id, view, self._ttl(handle))
-        self.store.put_json(
-            manifest_key_of(handle.id),
-            {
-                **{k: v for k, v in result.items() if k not in _SIGNED},
-                "job_id": handle.id,
-                "created_at": datetime.now(UTC).isoformat(),
-                "tree": [{"path": "/".join(f.path), "size": f.size} for f in image.files],
-                "view": view,
-            },
+            ttl = int(request.expires_in or self.settings.link_ttl)
+            links = online.publish(self.store, self.settings, handle.id, view, ttl)
+        package = PackageManifest(
+            **dict(contents),
+            job_id=handle.id,
+            created_at=datetime.now(UTC).isoformat(),
+            tree=tuple(TreeEntry(path="/".join(f.path), size=f.size) for f in image.files),
+            view=view,
         )
-        return result
+        self.store.put_json(manifest_key_of(handle.id), package.to_json())
+        return contents, links
 
     def _write_images(
         self, handle: JobHandle, image: disc.Disc, tmp: Path, formats: tuple[str, ...]
@@ -316,7 +351,7 @@ class Packaging:
         else:
             iso.write_zip(files, out, prefetch=ahead)
 
-    def _upload(self, package_id: str, fmt: str, path: Path, filename: str) -> dict[str, Any]:
+    def _upload(self, package_id: str, fmt: str, path: Path, filename: str) -> PackageImage:
         sha256 = _sha256(path)
         key = image_key(package_id, fmt)
         # The friendly name travels as the object's Content-Disposition: neither the key nor
@@ -331,45 +366,42 @@ class Packaging:
             content_disposition=f'attachment; filename="{filename}"',
             metadata={"sha256": sha256},
         )
-        return {
-            "format": fmt,
-            "key": key,
-            "filename": filename,
-            "size": path.stat().st_size,
-            "sha256": sha256,
-        }
-
-    def _ttl(self, handle: JobHandle) -> int:
-        return int(handle.record.request.get("expires_in") or self.settings.link_ttl)
+        return PackageImage(
+            format=fmt, key=key, filename=filename, size=path.stat().st_size, sha256=sha256
+        )
 
     def fresh_links(self, record: JobRecord) -> dict[str, Any]:
         """Sign the package's links again (staff page "New link", e-mail again).
 
         With an online page, the page is re-written with fresh signatures first, so the new
-        view_url, the new download links and every instance URL expire together.
+        view_url, the new download links and every instance URL expire together. Returns
+        download_url, view_url (None without a page), expires_at, downloads (with urls),
+        filename and size.
         """
-        ttl = int(record.request.get("expires_in") or self.settings.link_ttl)
-        r = record.result
+        ttl = int(package_request(record).expires_in or self.settings.link_ttl)
+        r = package_result(record)
+        key = package_key(record)
         view = None
-        if self.settings.view_online and r.get("view_url"):
-            manifest, _ = self.store.get_json(manifest_key_of(record.id))
-            view = manifest.get("view")
+        if self.settings.view_online and r.view_url:
+            view = PackageManifest.model_validate(
+                self.store.get_json(manifest_key_of(record.id))[0]
+            ).view
+        images = r.downloads or ()
         if view:
             links = online.publish(self.store, self.settings, record.id, view, ttl)
-            urls = links.pop("download_urls")
         else:
             expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-            links = {"view_url": None, "expires_at": expires_at.isoformat()}
-            urls = {
-                d["format"]: self.store.presign_get(d["key"], ttl) for d in r.get("downloads") or []
-            }
-            urls[r["format"]] = self.store.presign_get(r["key"], ttl)
+            urls = {d.format: self.store.presign_get(d.key, ttl) for d in images}
+            urls[str(r.format)] = self.store.presign_get(key, ttl)
+            links = {"view_url": None, "expires_at": expires_at.isoformat(), "download_urls": urls}
+        urls = links["download_urls"]
         return {
-            **links,
-            "download_url": urls[r["format"]],
-            "downloads": [{**d, "url": urls.get(d["format"])} for d in r.get("downloads") or []],
-            "filename": r.get("filename"),
-            "size": r.get("size"),
+            "download_url": urls[str(r.format)],
+            "view_url": links["view_url"],
+            "expires_at": links["expires_at"],
+            "downloads": [d.model_copy(update={"url": urls.get(d.format)}) for d in images],
+            "filename": r.filename,
+            "size": r.size,
         }
 
     def _discard(self, key: str) -> None:
@@ -378,39 +410,66 @@ class Packaging:
         except DicomisoError:
             log.warning("incomplete package not removed", extra={"key": key})
 
-    def _finish(self, handle: JobHandle, result: dict[str, Any]) -> None:
-        urls = result.pop("download_urls", None)
-        if urls is None:  # no online page: the link alone is signed now
-            ttl = self._ttl(handle)
-            result["expires_at"] = (datetime.now(UTC) + timedelta(seconds=ttl)).isoformat()
-            urls = {result["format"]: self.store.presign_get(result["key"], ttl)}
-        result["download_url"] = urls[result["format"]]
-        result["downloads"] = [{**d, "url": urls.get(d["format"])} for d in result["downloads"]]
-        email = handle.record.request.get("email")
-        result["email"] = self._mail(email, result) if email else {"state": "not_requested"}
+    def _finish(
+        self,
+        handle: JobHandle,
+        request: PackageJobRequest,
+        contents: PackageContents,
+        links: dict[str, Any] | None,
+    ) -> PackageJobResult:
+        if links is None:  # no online page: the link alone is signed now
+            ttl = int(request.expires_in or self.settings.link_ttl)
+            expires = datetime.now(UTC) + timedelta(seconds=ttl)
+            links = {
+                "view_url": None,
+                "expires_at": expires.isoformat(),
+                "download_urls": {contents.format: self.store.presign_get(contents.key, ttl)},
+            }
+        urls = links["download_urls"]
+        found = {
+            "download_url": urls[contents.format],
+            "view_url": links["view_url"],
+            "expires_at": links["expires_at"],
+            "filename": contents.filename,
+            "size": contents.size,
+        }
+        email = request.email
+        outcome = self._mail(email, found) if email else EmailOutcome(state="not_requested")
         if email:
             audit.record_outcome(
                 self.store,
                 "packager",
                 "email",
-                result["email"]["state"],
+                outcome.state,
                 job_id=handle.id,
                 email=email,
                 via="package",
-                error=result["email"].get("error"),
+                error=outcome.error,
             )
+        return PackageJobResult(
+            **{**dict(contents), "downloads": None},
+            downloads=tuple(
+                d.model_copy(update={"url": urls.get(d.format)}) for d in contents.downloads
+            ),
+            download_url=found["download_url"],
+            view_url=found["view_url"],
+            expires_at=found["expires_at"],
+            email=outcome,
+        )
 
-    def _mail(self, to: str, result: dict[str, Any]) -> dict[str, Any]:
-        """Send the link; a failure is reported in the status and never fails the package."""
+    def _mail(self, to: str, links: dict[str, Any]) -> EmailOutcome:
+        """Send the links; a failure is reported in the status and never fails the package."""
         if not mail.mail_enabled(self.settings):
-            return {"state": "failed", "error": "e-mail is not configured (DICOMISO_SMTP_URL)"}
-        msg = mail.compose(self.settings, to, result)
+            return EmailOutcome(
+                state="failed", error="e-mail is not configured (DICOMISO_SMTP_URL)"
+            )
+        msg = mail.compose(self.settings, to, links)
         try:
             mail.send(self.settings, msg)
         except DicomisoError as exc:
             log.warning("link not mailed", extra={"error": str(exc)})
-            return {"state": "failed", "error": str(exc)}
-        return {"state": "sent", "sent_at": datetime.now(UTC).isoformat()}
+            return EmailOutcome(state="failed", error=str(exc))
+        return EmailOutcome(state="sent", sent_at=datetime.now(UTC).isoformat())
 
 
 def _from_zip(files: list[DiscFile], archive: zipfile.ZipFile, handle: JobHandle) -> list[DiscFile]:

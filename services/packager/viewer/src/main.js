@@ -545,7 +545,8 @@ function online(study) {
   }));
   stats.chosenAt = performance.now();
   showList();
-  const first = state.studies.flatMap((s) => s.series)[0];
+  const all = state.studies.flatMap((s) => s.series);
+  const first = all.find((s) => s.instances.length && !["SR", "KO", "PR"].includes(s.modality)) || all[0];
   if (first) openSeries(first);
 }
 
