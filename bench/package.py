@@ -323,10 +323,11 @@ def native_tree(store: Any, accession: str, files: list[Path], root: Path) -> li
     """Hard-link the files into the packager's own File ID tree under root/ (untimed)."""
     import pydicom
 
-    from dicomiso_common.dicom import accession_key, manifest_key
+    from dicomiso_common.dicom import accession_key
+    from dicomiso_common.manifests import load_manifest
 
     uids = store.get_json(accession_key(accession))[0]["study_uids"]
-    manifests = [store.get_json(manifest_key(u))[0] for u in uids]
+    manifests = [load_manifest(store, u) for u in uids]
     ids = dicomdir_module().assign_file_ids(manifests)
     if root.exists():
         shutil.rmtree(root)

@@ -447,10 +447,12 @@ class Packaging:
                 error=outcome.error,
             )
         return PackageJobResult(
-            **{**dict(contents), "downloads": None},
-            downloads=tuple(
-                d.model_copy(update={"url": urls.get(d.format)}) for d in contents.downloads
-            ),
+            **{
+                **dict(contents),
+                "downloads": tuple(
+                    d.model_copy(update={"url": urls.get(d.format)}) for d in contents.downloads
+                ),
+            },
             download_url=found["download_url"],
             view_url=found["view_url"],
             expires_at=found["expires_at"],
