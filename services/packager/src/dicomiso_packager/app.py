@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dicomiso_common.auth import bearer_guard
+from dicomiso_common.dicom import configure
 from dicomiso_common.errors import DicomisoError, add_problem_handlers
 from dicomiso_common.jobs import Jobs
 from dicomiso_common.logs import configure_logging
@@ -40,6 +41,7 @@ def ensure_lifecycle(store: Store, settings: PackagerSettings) -> None:
 
 def create_app(settings: PackagerSettings | None = None, store: Store | None = None) -> FastAPI:
     """Wire the packager; the job sweeper runs for the app's lifetime."""
+    configure()  # pydicom and pynetdicom, once per process
     settings = settings or PackagerSettings()
     viewer.viewer_source(settings)  # fail at start-up, not with every disc, when it is missing
     store = store or Store.from_settings(settings)
