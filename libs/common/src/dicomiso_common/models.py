@@ -216,6 +216,14 @@ class PackageManifest(PackageContents):
     # [{"format", "key"}]}, so that a new link can re-sign it; None without the page.
     view: dict[str, Any] | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """As stored; a package without the online page keeps the keys it always had."""
+        data = super().to_json()
+        for key in ("downloads", "view"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
+
 
 class PackageJobResult(_Document):
     """A package job's result: while it runs only `retrieval_id`; when done, the contents,
