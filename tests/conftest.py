@@ -20,6 +20,7 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from support.dcmqrscp import Dcmqrscp
 from support.net import LOOPBACK  # also switches pynetdicom identifier logging off
 from support.orthanc import Orthanc
 from support.studies import Study, make_study
@@ -99,6 +100,40 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     """The shared PACS (AE "ABPACS"); tests must not kill or restart it."""
     with Orthanc(tmp_path_factory.mktemp("orthanc"), aet="ABPACS") as pacs:
         yield pacs
+
+
+@pytest.fixture(scope="session")
+def dcmqrscp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dcmqrscp]:
+    """The second PACS: dcmtk's dcmqrscp (AE "QRPACS"), sparse in its C-FIND answers."""
+    with Dcmqrscp(tmp_path_factory.mktemp("dcmqrscp"), aet="QRPACS") as pacs:
+        yield pacs
+
+
+@pytest.fixture(params=["orthanc", "dcmqrscp"])
+def any_pacs(request: pytest.FixtureRequest) -> Orthanc | Dcmqrscp:
+    """Each PACS implementation in turn, for the tests that must hold against both."""
+    pacs: Orthanc | Dcmqrscp = request.getfixturevalue(request.param)
+    return pacs
+
+
+DcmqrscpFactory = Callable[..., Dcmqrscp]
+
+
+@pytest.fixture
+def dcmqrscp_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DcmqrscpFactory]:
+    """Make private dcmqrscp instances with other options; all killed at the end."""
+    made: list[Dcmqrscp] = []
+
+    def make(aet: str = "QRPACS", *, start: bool = True, **kwargs: Any) -> Dcmqrscp:
+        pacs = Dcmqrscp(tmp_path_factory.mktemp(f"dcmqrscp-{aet.lower()}"), aet, **kwargs)
+        made.append(pacs)
+        if start:
+            pacs.start()
+        return pacs
+
+    yield make
+    for pacs in made:
+        pacs.stop()
 
 
 OrthancFactory = Callable[..., Orthanc]
