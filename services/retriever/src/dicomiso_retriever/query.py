@@ -2,7 +2,9 @@
 
 Associations and STUDY-level C-FIND live in `dicomiso_common.pacs`, so every service queries
 the PACS with the same validation; this module adds what only the retriever does: listing a
-study's SOP classes and moving or getting it.
+study's instances (SERIES and IMAGE level) and moving or getting it. Every association
+proposes the Study Root and the Patient Root model and uses the one the PACS accepts; on
+Patient Root the identifier carries the study's PatientID (PS3.4 C.4.1.2.1).
 """
 
 from __future__ import annotations
@@ -18,38 +20,24 @@ from pynetdicom import build_role, evt
 from pynetdicom.association import Association
 
 from dicomiso_common.dicom import is_valid_uid, validate_uid
-from dicomiso_common.errors import InvalidInput
 from dicomiso_common.pacs import (
+    MODELS,
     PENDING,
     PacsPeer,
     StudyAnswer,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
+    accepted_model,
     associate,
     find_studies_by_accession,
     find_study_by_uid,
     make_ae,
+    request_models,
+    unpadded,
 )
 
+from .negotiation import Plan
 from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
-
-UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
-# Proposed per SOP class for C-GET, so a compressed instance can arrive byte-exact.
-COMPRESSED = [
-    "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.5",
-]
-MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context ids are odd numbers 1..255
 
 # What the retriever acts on of a C-FIND answer: `study_uid` and `instances`.
 StudyHit = StudyAnswer
@@ -99,45 +87,62 @@ def find_by_study_uid(s: RetrieverSettings, study_uid: str) -> list[StudyHit]:
     return find_study_by_uid(peer(s), study_uid)
 
 
-def find_sop_classes(s: RetrieverSettings, study_uid: str) -> list[str]:
-    """List the SOP classes in a study (IMAGE-level C-FIND), to propose exactly those for C-GET."""
-    ae = make_ae(peer(s))
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    classes: set[str] = set()
-    with associate(peer(s), ae) as assoc:
-        series_q = Dataset()
-        series_q.QueryRetrieveLevel = "SERIES"
-        series_q.StudyInstanceUID = study_uid
-        series_q.SeriesInstanceUID = ""
-        series: list[str] = []
-        answers = assoc.send_c_find(series_q, StudyRootQueryRetrieveInformationModelFind)
-        for status, ident in answers:
-            if "Status" in status and int(status.Status) in PENDING and ident is not None:
-                uid = str(ident.get("SeriesInstanceUID", ""))
-                if is_valid_uid(uid):
-                    series.append(uid)
-        for series_uid in series:
-            image_q = Dataset()
-            image_q.QueryRetrieveLevel = "IMAGE"
-            image_q.StudyInstanceUID = study_uid
-            image_q.SeriesInstanceUID = series_uid
-            image_q.SOPInstanceUID = ""
-            image_q.SOPClassUID = ""
-            for status, ident in assoc.send_c_find(
-                image_q, StudyRootQueryRetrieveInformationModelFind
-            ):
-                if "Status" in status and int(status.Status) in PENDING and ident is not None:
-                    sop_class = str(ident.get("SOPClassUID", ""))
-                    if is_valid_uid(sop_class):
-                        classes.add(sop_class)
-    return sorted(classes)
+Inventory = dict[str, dict[str, str | None]]  # series UID -> {SOP instance UID: class}
 
 
-def _retrieve_query(study_uid: str) -> Dataset:
+def _patient_root(model: UID) -> bool:
+    return model in (m[1] for m in MODELS.values())
+
+
+def _level(level: str, hit: StudyHit, model: UID, **keys: str) -> Dataset:
+    """An identifier at `level` below the study, with PatientID on Patient Root."""
     ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
-    ds.StudyInstanceUID = validate_uid(study_uid, "StudyInstanceUID")
+    ds.QueryRetrieveLevel = level
+    if _patient_root(model):
+        ds.PatientID = hit.patient_id or ""
+    ds.StudyInstanceUID = validate_uid(hit.study_uid, "StudyInstanceUID")
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
     return ds
+
+
+def _pending(answers: Iterator[tuple[Dataset, Dataset | None]]) -> Iterator[Dataset]:
+    for status, ident in answers:
+        if "Status" in status and int(status.Status) in PENDING and ident is not None:
+            yield ident
+
+
+def take_inventory(s: RetrieverSettings, hit: StudyHit) -> Inventory:
+    """List the study's instances by series (SERIES-, then IMAGE-level C-FIND).
+
+    The IMAGE-level query names the series: hierarchical archives (dcmqrscp) answer nothing
+    without it. SOPClassUID is asked for and kept when the PACS returns it (None otherwise).
+    Answers of another study or series, or with an illegal UID, are dropped.
+    """
+    ae = make_ae(peer(s))
+    request_models(ae, "find")
+    found: Inventory = {}
+    with associate(peer(s), ae) as assoc:
+        model = accepted_model(assoc, "find", peer(s))
+        series_q = _level("SERIES", hit, model, SeriesInstanceUID="")
+        for ident in _pending(assoc.send_c_find(series_q, model)):
+            uid = unpadded(ident.get("SeriesInstanceUID"))
+            if is_valid_uid(uid) and unpadded(ident.get("StudyInstanceUID")) == hit.study_uid:
+                found[uid] = {}
+        for series_uid, instances in found.items():
+            image_q = _level(
+                "IMAGE", hit, model, SeriesInstanceUID=series_uid, SOPInstanceUID="", SOPClassUID=""
+            )
+            for ident in _pending(assoc.send_c_find(image_q, model)):
+                sop = unpadded(ident.get("SOPInstanceUID"))
+                if not is_valid_uid(sop) or unpadded(ident.get("SeriesInstanceUID")) not in (
+                    series_uid,
+                    "",
+                ):
+                    continue
+                sop_class = unpadded(ident.get("SOPClassUID"))
+                instances[sop] = sop_class if is_valid_uid(sop_class) else None
+    return found
 
 
 def _follow(
@@ -168,51 +173,62 @@ def _follow(
     return result
 
 
-def move_study(s: RetrieverSettings, study_uid: str, progress: Progress) -> TransferResult:
+def merge(results: list[TransferResult]) -> TransferResult:
+    """Several transfers of one study (split or retried) as one; the last status counts."""
+    if len(results) == 1:
+        return results[0]
+    merged = TransferResult(status=results[-1].status)
+    for r in results:
+        merged.completed += r.completed
+        merged.failed += r.failed
+        merged.warning += r.warning
+        merged.aborted = merged.aborted or r.aborted
+        merged.failed_uids += r.failed_uids
+        if r.status not in (0x0000, 0xB000):
+            merged.status = r.status
+    return merged
+
+
+def move_study(s: RetrieverSettings, hit: StudyHit, progress: Progress) -> TransferResult:
     """C-MOVE one study to our Storage SCP (the PACS must know our AE title)."""
     ae = make_ae(peer(s))
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    request_models(ae, "move")
     with associate(peer(s), ae) as assoc:
-        responses = assoc.send_c_move(
-            _retrieve_query(study_uid), s.scp_aet, StudyRootQueryRetrieveInformationModelMove
-        )
+        model = accepted_model(assoc, "move", peer(s))
+        responses = assoc.send_c_move(_level("STUDY", hit, model), s.scp_aet, model)
         return _follow(responses, assoc, progress)
-
-
-def get_contexts(sop_classes: list[str]) -> list[tuple[str, list[str]]]:
-    """Presentation contexts for a C-GET: each SOP class uncompressed, plus compressed if room.
-
-    The Get model itself takes one of the 128 contexts.
-    """
-    budget = MAX_CONTEXTS - 1
-    if len(sop_classes) > budget:
-        raise InvalidInput(
-            f"study has {len(sop_classes)} SOP classes; C-GET can negotiate "
-            f"{budget}; use method 'move'"
-        )
-    contexts = [(c, UNCOMPRESSED) for c in sop_classes]
-    for ts in COMPRESSED:
-        if len(contexts) + len(sop_classes) > budget:
-            break
-        contexts += [(c, [ts]) for c in sop_classes]
-    return contexts
 
 
 def get_study(
     s: RetrieverSettings,
-    study_uid: str,
-    sop_classes: list[str],
+    hit: StudyHit,
+    plan: Plan,
     on_store: Callable[[evt.Event], Any],
     progress: Progress,
 ) -> TransferResult:
-    """C-GET one study on our own association; its C-STOREs go to `on_store`."""
-    ae = make_ae(peer(s))
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    for sop_class, syntaxes in get_contexts(sop_classes):
-        ae.add_requested_context(sop_class, [UID(t) for t in syntaxes])
-    roles = [build_role(c, scp_role=True) for c in sop_classes]
-    with associate(peer(s), ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
-        responses = assoc.send_c_get(
-            _retrieve_query(study_uid), StudyRootQueryRetrieveInformationModelGet
-        )
-        return _follow(responses, assoc, progress)
+    """C-GET one study as `plan` says: per association its contexts, the whole study or its
+    series one C-GET each; the C-STOREs go to `on_store`. Counts add up across the parts."""
+    done: list[TransferResult] = []
+
+    def running(result: TransferResult) -> None:
+        progress(merge([*done, result]))
+
+    for contexts, series in plan.associations:
+        ae = make_ae(peer(s))
+        request_models(ae, "get")
+        for sop_class, syntaxes in contexts:
+            ae.add_requested_context(sop_class, [UID(t) for t in syntaxes])
+        roles = [build_role(c, scp_role=True) for c in dict.fromkeys(c for c, _ in contexts)]
+        handlers = [(evt.EVT_C_STORE, on_store)]
+        with associate(peer(s), ae, ext_neg=roles, evt_handlers=handlers) as assoc:
+            model = accepted_model(assoc, "get", peer(s))
+            queries = (
+                [_level("SERIES", hit, model, SeriesInstanceUID=u) for u in series]
+                if series
+                else [_level("STUDY", hit, model)]
+            )
+            for query in queries:
+                done.append(_follow(assoc.send_c_get(query, model), assoc, running))
+                if done[-1].aborted:
+                    return merge(done)
+    return merge(done)
