@@ -450,5 +450,6 @@ def test_interop_matrix_is_the_one_in_the_doc() -> None:
         return
     assert re.search(r"<!-- generated:interop-matrix -->", text), "no interop-matrix block"
     assert fresh == text, (
-        "docs/conformance.md's interop matrix is stale: DICOMISO_WRITE_DOCS=1 uv run --frozen pytest tests/reliability/test_interop.py"
+        "docs/conformance.md's interop matrix is stale: "
+        "DICOMISO_WRITE_DOCS=1 uv run --frozen pytest tests/reliability/test_interop.py"
     )
