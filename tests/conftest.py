@@ -116,16 +116,14 @@ def any_pacs(request: pytest.FixtureRequest) -> Orthanc | Dcmqrscp:
     return pacs
 
 
-DcmqrscpFactory = Callable[..., Dcmqrscp]
+def _pacs_factory(
+    tmp_path_factory: pytest.TempPathFactory, kind: type[Any], default_aet: str
+) -> Iterator[Callable[..., Any]]:
+    """Make private PACS instances of `kind`; every one is killed by PID at teardown."""
+    made: list[Any] = []
 
-
-@pytest.fixture
-def dcmqrscp_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DcmqrscpFactory]:
-    """Make private dcmqrscp instances with other options; all killed at the end."""
-    made: list[Dcmqrscp] = []
-
-    def make(aet: str = "QRPACS", *, start: bool = True, **kwargs: Any) -> Dcmqrscp:
-        pacs = Dcmqrscp(tmp_path_factory.mktemp(f"dcmqrscp-{aet.lower()}"), aet, **kwargs)
+    def make(aet: str = default_aet, *, start: bool = True, **kwargs: Any) -> Any:
+        pacs = kind(tmp_path_factory.mktemp(f"{kind.name}-{aet.lower()}"), aet, **kwargs)
         made.append(pacs)
         if start:
             pacs.start()
@@ -133,7 +131,16 @@ def dcmqrscp_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dcmqr
 
     yield make
     for pacs in made:
-        pacs.stop()
+        pacs.kill()
+
+
+DcmqrscpFactory = Callable[..., Dcmqrscp]
+
+
+@pytest.fixture
+def dcmqrscp_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DcmqrscpFactory]:
+    """Make private dcmqrscp instances with other options; all killed at the end."""
+    yield from _pacs_factory(tmp_path_factory, Dcmqrscp, "QRPACS")
 
 
 OrthancFactory = Callable[..., Orthanc]
@@ -148,18 +155,7 @@ def orthanc_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthan
     storage is a throwaway tmp dir, and a graceful Orthanc shutdown costs
     ~2.5 s (mostly the HTTP server winding down).
     """
-    made: list[Orthanc] = []
-
-    def make(aet: str = "ABPACS", *, start: bool = True, **kwargs: Any) -> Orthanc:
-        pacs = Orthanc(tmp_path_factory.mktemp(f"orthanc-{aet.lower()}"), aet, **kwargs)
-        made.append(pacs)
-        if start:
-            pacs.start()
-        return pacs
-
-    yield make
-    for pacs in made:
-        pacs.kill()
+    yield from _pacs_factory(tmp_path_factory, Orthanc, "ABPACS")
 
 
 StudyFactory = Callable[..., Study]
