@@ -144,15 +144,21 @@ def associate(peer: PacsPeer, ae: AE, **kwargs: Any) -> Iterator[Association]:
     Telling "unreachable" from "refused" matters to whoever reads the error: the first is a
     network or PACS outage, the second a configuration problem (our AE title unknown there).
     A transient rejection (PS3.8 9.3.4 result 2, e.g. an archive that takes one association
-    at a time) is retried with a growing pause for up to `peer.busy_wait` seconds.
+    at a time) is retried with a growing pause for up to `peer.busy_wait` seconds; a
+    negotiation the peer cut without an answer is tried three times.
     An exception inside the block aborts rather than releases, so the PACS stops at once.
     """
     tune_pynetdicom()  # no identifiers in pynetdicom's logs, TCP_NODELAY on the socket
     deadline = time.monotonic() + peer.busy_wait
-    pause = 0.1
+    pause, aborts = 0.1, 0
     while True:
         assoc, connected, rejected = _open(peer, ae, **dict(kwargs))
-        if assoc.is_established or rejected != 0x02 or time.monotonic() + pause > deadline:
+        # A busy archive may also just close the socket instead of sending its rejection
+        # (dcmqrscp at MaxAssociations): a negotiation that ends so is tried three times.
+        dropped = connected and rejected is None and not assoc.is_established
+        aborts += dropped
+        busy = rejected == 0x02 or (dropped and aborts < 3)
+        if assoc.is_established or not busy or time.monotonic() + pause > deadline:
             break
         log.info("PACS busy (transient rejection); retrying", extra={"aet": peer.aet})
         time.sleep(pause)
