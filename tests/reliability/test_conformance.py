@@ -28,7 +28,7 @@ from dicomiso_forwarder.send import EXPLICIT_LE, MAX_CONTEXTS, Item, Sender
 from dicomiso_forwarder.settings import ForwarderSettings
 from dicomiso_lookup.settings import LookupSettings
 from dicomiso_packager.media import PROFILES
-from dicomiso_retriever import negotiation, query
+from dicomiso_retriever import negotiation, query, transfer
 from dicomiso_retriever.scp import StorageSCP
 from dicomiso_retriever.settings import RetrieverSettings
 
@@ -101,14 +101,14 @@ def scu_contexts() -> dict[str, AE]:
         aet=lookup.pacs_aet, host="127.0.0.1", port=lookup.pacs_port, calling_aet=lookup.calling_aet
     )
     sender = Sender(None, lookup_peer, lambda _i, _o: None)  # type: ignore[arg-type]
-    study = query.StudyHit("1.2.3.4", instances=1, sop_classes=[CT])
+    study = pacs.StudyAnswer("1.2.3.4", instances=1, sop_classes=[CT])
     return {
         "lookup-find": _requested(lambda: pacs.find_studies_by_accession(lookup_peer, "A1")),
         "retriever-find": _requested(lambda: query.find_by_accession(s, "A1")),
         "retriever-find-image": _requested(lambda: query.take_inventory(s, study)),
-        "retriever-move": _requested(lambda: query.move_study(s, study, lambda _r: None)),
+        "retriever-move": _requested(lambda: transfer.move_study(s, study, lambda _r: None)),
         "retriever-get": _requested(
-            lambda: query.get_study(
+            lambda: transfer.get_study(
                 s, study, negotiation.plan([CT], {}), lambda _e: 0, lambda _r: None
             )
         ),

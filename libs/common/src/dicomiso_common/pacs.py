@@ -20,7 +20,13 @@ from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from .dicom import is_valid_uid, status_text, tune_pynetdicom, validate_accession, validate_uid
+from .dicom import (
+    CONNECTION_HANDLERS,
+    is_valid_uid,
+    status_text,
+    validate_accession,
+    validate_uid,
+)
 from .errors import DicomError
 
 log = logging.getLogger(__name__)
@@ -130,6 +136,7 @@ def _open(peer: PacsPeer, ae: AE, **kwargs: Any) -> tuple[Association, bool, int
 
     handlers = [
         *kwargs.pop("evt_handlers", []),
+        *CONNECTION_HANDLERS,
         (evt.EVT_CONN_OPEN, lambda _: connected.set()),
         (evt.EVT_ACSE_RECV, on_acse),
     ]
@@ -148,7 +155,6 @@ def associate(peer: PacsPeer, ae: AE, **kwargs: Any) -> Iterator[Association]:
     negotiation the peer cut without an answer is tried three times.
     An exception inside the block aborts rather than releases, so the PACS stops at once.
     """
-    tune_pynetdicom()  # no identifiers in pynetdicom's logs, TCP_NODELAY on the socket
     deadline = time.monotonic() + peer.busy_wait
     pause, aborts = 0.1, 0
     while True:

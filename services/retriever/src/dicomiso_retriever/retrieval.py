@@ -20,14 +20,23 @@ from typing import Any
 from dicomiso_common.dicom import accession_key, manifest_key, study_prefix
 from dicomiso_common.errors import DicomError, NotFound
 from dicomiso_common.jobs import JobHandle, JobRecord
+from dicomiso_common.models import (
+    AccessionIndex,
+    RetrievalJobRequest,
+    RetrievalJobResult,
+    StudyManifest,
+    StudyOutcome,
+)
+from dicomiso_common.pacs import StudyAnswer
 from dicomiso_common.store import Store
 
-from . import negotiation, query
-from .leases import Lease, LeaseHeld, study_lease
+from . import negotiation, query, transfer
+from .leases import Lease, LeaseBook, LeaseHeld, study_lease
 from .manifest import IncompleteStudy, build_manifest, read_manifest, write_manifest
-from .query import Inventory, StudyHit, TransferResult
-from .scp import LeaseBook, StorageSCP
+from .query import Inventory
+from .scp import StorageSCP
 from .settings import RetrieverSettings
+from .transfer import TransferResult
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +58,7 @@ def _listed(inventory: Inventory | None) -> set[str]:
 
 
 def _expectation(
-    hit: StudyHit, inventory: Inventory | None, result: TransferResult
+    hit: StudyAnswer, inventory: Inventory | None, result: TransferResult
 ) -> tuple[int, str]:
     """How many instances make the study complete, and what says so (the module's rule)."""
     if hit.instances is not None:
@@ -59,16 +68,16 @@ def _expectation(
     return result.completed + result.warning, "the PACS's sub-operation counts"
 
 
-def _complete(manifest: dict[str, Any] | None, hit: StudyHit) -> bool:
+def _complete(manifest: StudyManifest | None, hit: StudyAnswer) -> bool:
     if manifest is None:
         return False
-    return hit.instances is None or int(manifest["instance_count"]) >= hit.instances
+    return hit.instances is None or manifest.instance_count >= hit.instances
 
 
 class _Progress:
     """Sums the per-study transfer counts into the job's counts."""
 
-    def __init__(self, handle: JobHandle, hits: list[StudyHit]) -> None:
+    def __init__(self, handle: JobHandle, hits: list[StudyAnswer]) -> None:
         self._handle = handle
         self._lock = threading.Lock()
         self._per_study: dict[str, tuple[int, int, int]] = {}
@@ -110,18 +119,18 @@ class Retrieval:
 
     def is_current(self, record: JobRecord) -> bool:
         """A succeeded job stays the answer while every study it stored still has a manifest."""
-        studies = record.result.get("studies", [])
+        studies = RetrievalJobResult.model_validate(record.result).studies
         return bool(studies) and all(
-            self.store.exists(manifest_key(st["study_uid"])) for st in studies
+            self.store.exists(manifest_key(st.study_uid)) for st in studies
         )
 
     def run(self, handle: JobHandle) -> dict[str, Any]:
-        request = handle.record.request
+        request = RetrievalJobRequest.model_validate(handle.record.request)
         handle.update(phase="query", flush=True)
         hits, accessions = self._find(request)
         progress = _Progress(handle, hits)
         handle.update(phase="retrieve", flush=True)
-        method = request.get("method") or self.settings.retrieve_method
+        method = request.method or self.settings.retrieve_method
         with ThreadPoolExecutor(
             self.settings.move_parallel, thread_name_prefix=f"move-{handle.id[:6]}"
         ) as pool:
@@ -131,26 +140,27 @@ class Retrieval:
             "retrieval finished",
             extra={"job_id": handle.id, "studies": len(studies), **handle.record.counts},
         )
-        return {"studies": studies, "accessions": accessions, "method": method}
+        result = RetrievalJobResult(studies=tuple(studies), accessions=accessions, method=method)
+        return result.to_json()
 
-    def _find(self, request: dict[str, Any]) -> tuple[list[StudyHit], dict[str, list[str]]]:
-        hits: dict[str, StudyHit] = {}
-        accessions: dict[str, list[str]] = {}
-        for accession in request.get("accession_numbers", []):
+    def _find(
+        self, request: RetrievalJobRequest
+    ) -> tuple[list[StudyAnswer], dict[str, tuple[str, ...]]]:
+        hits: dict[str, StudyAnswer] = {}
+        accessions: dict[str, tuple[str, ...]] = {}
+        for accession in request.accession_numbers:
             found = query.find_by_accession(self.settings, accession)
             if not found:
                 raise StudyNotFound(f"no study found for accession {accession}")
-            accessions[accession] = sorted(h.study_uid for h in found)
-            self.store.put_json(
-                accession_key(accession),
-                {
-                    "accession_number": accession,
-                    "study_uids": accessions[accession],
-                    "found_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
+            index = AccessionIndex(
+                accession_number=accession,
+                study_uids=tuple(sorted(h.study_uid for h in found)),
+                found_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             )
+            accessions[accession] = index.study_uids
+            self.store.put_json(accession_key(accession), index.to_json())
             hits.update((h.study_uid, h) for h in found)
-        for study_uid in request.get("study_uids", []):
+        for study_uid in request.study_uids:
             found = query.find_by_study_uid(self.settings, study_uid)
             if not found:
                 raise StudyNotFound(f"no study {study_uid} in PACS {self.settings.pacs_aet}")
@@ -158,8 +168,8 @@ class Retrieval:
         return list(hits.values()), accessions
 
     def _study(
-        self, handle: JobHandle, hit: StudyHit, method: str, progress: _Progress
-    ) -> dict[str, Any]:
+        self, handle: JobHandle, hit: StudyAnswer, method: str, progress: _Progress
+    ) -> StudyOutcome:
         """Make sure one study is complete in the bucket, moving it if no one else is."""
         s = self.settings
         while True:
@@ -167,12 +177,12 @@ class Retrieval:
             manifest = read_manifest(self.store, hit.study_uid)
             if _complete(manifest, hit):
                 assert manifest is not None  # noqa: S101 - narrowed by _complete
-                progress.reused(hit.study_uid, int(manifest["instance_count"]))
-                return {
-                    "study_uid": hit.study_uid,
-                    "instances": manifest["instance_count"],
-                    "transferred": False,
-                }
+                progress.reused(hit.study_uid, manifest.instance_count)
+                return StudyOutcome(
+                    study_uid=hit.study_uid,
+                    instances=manifest.instance_count,
+                    transferred=False,
+                )
             try:
                 with study_lease(
                     self.store,
@@ -188,8 +198,8 @@ class Retrieval:
                 time.sleep(s.lease_poll)  # another live runner is moving it: wait, look again
 
     def _transfer(
-        self, handle: JobHandle, hit: StudyHit, method: str, progress: _Progress, lease: Lease
-    ) -> dict[str, Any]:
+        self, handle: JobHandle, hit: StudyAnswer, method: str, progress: _Progress, lease: Lease
+    ) -> StudyOutcome:
         s = self.settings
         uid = hit.study_uid
         started = time.monotonic()
@@ -213,7 +223,7 @@ class Retrieval:
                 plan = negotiation.plan(hit.sop_classes, inventory or {})
                 result = self._get(hit, plan, inventory or {}, report)
             else:
-                result = query.move_study(s, hit, report)
+                result = transfer.move_study(s, hit, report)
             described = self.scp.take_descriptions(uid)
         finally:
             self.leases.forget(uid)
@@ -227,12 +237,12 @@ class Retrieval:
             time.sleep(0.5)
             handle.check()
         manifest = build_manifest(self.store, uid, described, handle.id, method)
-        if manifest["instance_count"] == 0 or manifest["instance_count"] < expected:
+        if manifest.instance_count == 0 or manifest.instance_count < expected:
             raise IncompleteStudy(
-                f"study {uid}: {manifest['instance_count']} of {expected} instances arrived "
+                f"study {uid}: {manifest.instance_count} of {expected} instances arrived "
                 f"(expected count from {basis})"
             )
-        missing = _listed(inventory) - {i["sop_uid"] for i in manifest["instances"]}
+        missing = _listed(inventory) - {i.sop_uid for i in manifest.instances}
         if missing:
             raise IncompleteStudy(
                 f"study {uid}: {len(missing)} instance(s) the PACS listed at IMAGE level "
@@ -244,32 +254,30 @@ class Retrieval:
             extra={
                 "job_id": handle.id,
                 "study_uid": uid,
-                "instances": manifest["instance_count"],
-                "bytes": manifest["total_bytes"],
+                "instances": manifest.instance_count,
+                "bytes": manifest.total_bytes,
                 "seconds": round(time.monotonic() - started, 3),
             },
         )
-        done: dict[str, Any] = {
-            "study_uid": uid,
-            "instances": manifest["instance_count"],
-            "transferred": True,
-            "completeness": {"expected": expected, "from": basis},
-        }
-        if plan is not None:
-            done["negotiation"] = plan.report()
-        return done
+        return StudyOutcome(
+            study_uid=uid,
+            instances=manifest.instance_count,
+            transferred=True,
+            completeness={"expected": expected, "from": basis},
+            negotiation=plan.report() if plan is not None else None,
+        )
 
     def _get(
         self,
-        hit: StudyHit,
+        hit: StudyAnswer,
         plan: negotiation.Plan,
         inventory: Inventory,
-        report: query.Progress,
+        report: transfer.Progress,
     ) -> TransferResult:
         """C-GET as planned; sub-operations that failed are retried once with the contexts
         they need (negotiation.retry_plan), if that proposes anything new."""
         s = self.settings
-        result = query.get_study(s, hit, plan, self.scp.handle_store, report)
+        result = transfer.get_study(s, hit, plan, self.scp.handle_store, report)
         if result.aborted or not (result.failed or result.failed_uids):
             return result
         classes = {
@@ -282,14 +290,14 @@ class Retrieval:
             "C-GET retried with more contexts",
             extra={"study_uid": hit.study_uid, "failed": result.failed},
         )
-        second = query.get_study(s, hit, retry, self.scp.handle_store, report)
+        second = transfer.get_study(s, hit, retry, self.scp.handle_store, report)
         plan.retried.append({**retry.report(), "first_failed": result.failed})
         return second
 
     def _stored_count(self, study_uid: str) -> int:
         return sum(1 for _ in self.store.list(study_prefix(study_uid)))
 
-    def _judge(self, hit: StudyHit, result: TransferResult, method: str, expected: int) -> None:
+    def _judge(self, hit: StudyAnswer, result: TransferResult, method: str, expected: int) -> None:
         """Turn a transfer's final counts into a user-readable failure, or pass."""
         s = self.settings
         op = "C-GET" if method == "get" else "C-MOVE"

@@ -1,0 +1,136 @@
+"""The PACS side of a retrieval, part two: C-MOVE or C-GET of one study.
+
+C-GET proposes what `negotiation.plan` chose; its parts (a split by series, a retry) add up
+into one TransferResult.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import build_role, evt
+from pynetdicom.association import Association
+
+from dicomiso_common.dicom import is_valid_uid
+from dicomiso_common.pacs import (
+    PENDING,
+    StudyAnswer,
+    accepted_model,
+    associate,
+    make_ae,
+    request_models,
+)
+
+from .negotiation import Plan
+from .query import level, peer
+from .settings import RetrieverSettings
+
+
+@dataclass
+class TransferResult:
+    """Final counts of one C-MOVE or C-GET."""
+
+    status: int | None = None
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    remaining: int = 0
+    aborted: bool = False
+    failed_uids: list[str] = field(default_factory=list)
+
+
+
+Progress = Callable[[TransferResult], None]
+
+
+def _follow(
+    responses: Iterator[tuple[Dataset, Dataset | None]], assoc: Association, progress: Progress
+) -> TransferResult:
+    """Track a C-MOVE/C-GET's pending and final responses into a TransferResult."""
+    result = TransferResult()
+    for status, ident in responses:
+        if "Status" not in status:
+            result.aborted = True
+            break
+        code = int(status.Status)
+        result.completed = int(status.get("NumberOfCompletedSuboperations", result.completed))
+        result.failed = int(status.get("NumberOfFailedSuboperations", result.failed))
+        result.warning = int(status.get("NumberOfWarningSuboperations", result.warning))
+        result.remaining = int(status.get("NumberOfRemainingSuboperations", 0) or 0)
+        if code in PENDING:
+            progress(result)
+            continue
+        result.status = code
+        if ident is not None and "FailedSOPInstanceUIDList" in ident:
+            raw = ident.FailedSOPInstanceUIDList
+            uids = raw if isinstance(raw, list | tuple) else [raw]
+            result.failed_uids = [str(u) for u in uids if is_valid_uid(str(u))]
+    if assoc.is_aborted:
+        result.aborted = True
+    progress(result)
+    return result
+
+
+def merge(results: list[TransferResult]) -> TransferResult:
+    """Several transfers of one study (split or retried) as one; the last status counts."""
+    if len(results) == 1:
+        return results[0]
+    merged = TransferResult(status=results[-1].status)
+    for r in results:
+        merged.completed += r.completed
+        merged.failed += r.failed
+        merged.warning += r.warning
+        merged.aborted = merged.aborted or r.aborted
+        merged.failed_uids += r.failed_uids
+        if r.status not in (0x0000, 0xB000):
+            merged.status = r.status
+    return merged
+
+
+def move_study(s: RetrieverSettings, hit: StudyAnswer, progress: Progress) -> TransferResult:
+    """C-MOVE one study to our Storage SCP (the PACS must know our AE title)."""
+    ae = make_ae(peer(s))
+    request_models(ae, "move")
+    with associate(peer(s), ae) as assoc:
+        model = accepted_model(assoc, "move", peer(s))
+        responses = assoc.send_c_move(level("STUDY", hit, model), s.scp_aet, model)
+        return _follow(responses, assoc, progress)
+
+
+def get_study(
+    s: RetrieverSettings,
+    hit: StudyAnswer,
+    plan: Plan,
+    on_store: Callable[[evt.Event], Any],
+    progress: Progress,
+) -> TransferResult:
+    """C-GET one study as `plan` says: per association its contexts, the whole study or its
+    series one C-GET each; the C-STOREs go to `on_store`. Counts add up across the parts."""
+    done: list[TransferResult] = []
+
+    def running(result: TransferResult) -> None:
+        progress(merge([*done, result]))
+
+    for contexts, series in plan.associations:
+        ae = make_ae(peer(s))
+        request_models(ae, "get")
+        for sop_class, syntaxes in contexts:
+            ae.add_requested_context(sop_class, [UID(t) for t in syntaxes])
+        roles = [build_role(c, scp_role=True) for c in dict.fromkeys(c for c, _ in contexts)]
+        handlers = [(evt.EVT_C_STORE, on_store)]
+        with associate(peer(s), ae, ext_neg=roles, evt_handlers=handlers) as assoc:
+            model = accepted_model(assoc, "get", peer(s))
+            queries = (
+                [level("SERIES", hit, model, SeriesInstanceUID=u) for u in series]
+                if series
+                else [level("STUDY", hit, model)]
+            )
+            for query in queries:
+                done.append(_follow(assoc.send_c_get(query, model), assoc, running))
+                if done[-1].aborted:
+                    return merge(done)
+    return merge(done)
