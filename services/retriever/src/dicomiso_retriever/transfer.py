@@ -43,7 +43,6 @@ class TransferResult:
     failed_uids: list[str] = field(default_factory=list)
 
 
-
 Progress = Callable[[TransferResult], None]
 
 
