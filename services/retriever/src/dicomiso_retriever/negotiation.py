@@ -123,10 +123,6 @@ def contexts_for(classes: list[str], compress: list[str] | None = None) -> list[
     return contexts
 
 
-def default_contexts() -> list[Context]:
-    return contexts_for(DEFAULT_CLASSES, _DEFAULT_COMPRESSED_FOR)
-
-
 @dataclass
 class Plan:
     """How one study is fetched by C-GET: associations, each with its contexts and series.
