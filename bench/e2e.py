@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import forward as fb  # noqa: E402  (wait for a quiet machine)
 import retrieve as rb  # noqa: E402  (moto, Orthanc environment, CPU meter, study cache)
 
 LOOPBACK, log = rb.LOOPBACK, rb.log
@@ -150,8 +151,8 @@ class CountedMoto(rb.Moto):
 def classify(rec: dict[str, Any]) -> tuple[str, str]:
     """(verb class, key prefix) of one S3 request."""
     q = parse_qs(rec["query"], keep_blank_values=True)
-    parts = rec["path"].split("/", 3)
-    key = parts[3] if len(parts) > 3 else q.get("prefix", [""])[0]
+    parts = rec["path"].split("/", 2)  # "", bucket, key
+    key = parts[2] if len(parts) > 2 and parts[2] else q.get("prefix", [""])[0]
     prefix = key.split("/", 1)[0] + "/" if key else "(bucket)"
     m = rec["method"]
     if "uploads" in q:
@@ -194,16 +195,9 @@ class Service:
 
         self.name, port = name, free_port()
         self.url = f"http://{LOOPBACK}:{port}"
-        full = rb.s3_env()
-        full.update(
-            AWS_ACCESS_KEY_ID=name,
-            DICOMISO_HTTP_HOST=LOOPBACK,
-            DICOMISO_HTTP_PORT=str(port),
-            DICOMISO_LOG_LEVEL="WARNING",
-            DICOMISO_API_TOKEN="",
-            DICOMISO_REPLICA_ID=f"e2e-{name}",
-            **env,
-        )
+        full = {**rb.s3_env(), "AWS_ACCESS_KEY_ID": name, "DICOMISO_HTTP_HOST": LOOPBACK}
+        full.update(DICOMISO_HTTP_PORT=str(port), DICOMISO_LOG_LEVEL="WARNING", **env)
+        full.update(DICOMISO_API_TOKEN="", DICOMISO_REPLICA_ID=f"e2e-{name}")
         self.log_path = work / f"{name}.log"
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -270,13 +264,7 @@ def order_and_wait(url: str, accession: str, poll: float) -> dict[str, Any]:
             if time.time() - t0 > 1800:
                 raise TimeoutError(f"package still {status['state']} after 1800 s")
             time.sleep(poll)
-    return {
-        "status": status,
-        "t0": t0,
-        "seconds": time.time() - t0,
-        "polls": polls,
-        "phases": phases,
-    }
+    return dict(status=status, t0=t0, seconds=time.time() - t0, polls=polls, phases=phases)
 
 
 def timeline(recs: list[dict[str, Any]], t0: float) -> dict[str, float]:
@@ -286,6 +274,7 @@ def timeline(recs: list[dict[str, Any]], t0: float) -> dict[str, float]:
         ("instance_put", "retriever", "PUT", "instances/"),
         ("instance_get", "packager", "GET", "instances/"),
         ("image_upload", "packager", "", "packages/"),
+        ("retrieval_record", "retriever", "PUT", "jobs/"),
     ):
         ts = [
             r["t"] - t0
@@ -322,7 +311,7 @@ def run_ours(ctx: Ctx, st: Study, i: int) -> dict[str, Any]:
         "rss_mib": rss,
         "iso_bytes": result["size"],
         "requests": request_summary([x for x in recs if x["who"] != "bench"]),
-        "timeline": timeline(recs, r.pop("t0")),
+        "timeline": timeline(recs, r["t0"]),
         "raw_requests": recs if ctx.args.keep_requests else None,
     }
 
@@ -470,38 +459,28 @@ def s3_probe(ctx: Ctx, st: Study) -> dict[str, Any]:
 # -- the CLI -------------------------------------------------------------------------------
 
 
-def cli_startup(ctx: Ctx | None, repeat: int) -> dict[str, Any]:
-    env = {**rb.s3_env()}
+def cli_startup(urls: dict[str, str], accession: str, repeat: int) -> dict[str, Any]:
+    """Median wall s of `dicom-iso --help`, `lookup ACC`, `status JOB` (an unknown job: one
+    round trip) and of a bare interpreter; what `import dicomiso_client.cli` spends where."""
+    env = {**rb.s3_env(), **urls}
     cmds = {"--help": ["--help"]}
-    if ctx is not None and ctx.cli_urls:
-        env.update(ctx.cli_urls)
-        cmds["lookup"] = ["lookup", ctx.cli_accession]
-        cmds["status"] = ["status", ctx.cli_job]
-    out: dict[str, Any] = {}
-    for name, argv in cmds.items():
-        walls = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            subprocess.run(
-                [str(VENV / "dicom-iso"), *argv], env=env, capture_output=True, check=False
-            )
-            walls.append(time.perf_counter() - t0)
-        out[name] = {"median_s": round(statistics.median(walls), 3), "runs": walls}
-    probe = subprocess.run(
-        [str(VENV / "python"), "-X", "importtime", "-c", "import dicomiso_client.cli"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    ).stderr
-    out["python -c pass"] = min(timed([str(VENV / "python"), "-c", "pass"]) for _ in range(repeat))
-    out["imports"] = top_imports(probe)
+    if urls:
+        cmds.update(lookup=["lookup", accession], status=["status", "0" * 32])
+    cli, py = str(VENV / "dicom-iso"), str(VENV / "python")
+    out: dict[str, Any] = {
+        name: statistics.median(timed([cli, *argv], env) for _ in range(repeat))
+        for name, argv in cmds.items()
+    }
+    for code in ("pass", "import typer, httpx, pydantic"):  # the floor of a typer/httpx CLI
+        out[f"python -c {code}"] = statistics.median(timed([py, "-c", code], env) for _ in range(3))
+    probe = [py, "-X", "importtime", "-c", "import dicomiso_client.cli"]
+    out["imports"] = top_imports(subprocess.run(probe, capture_output=True, text=True).stderr)
     return out
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, capture_output=True, check=False)
+    subprocess.run(cmd, capture_output=True, env=env, check=False)
     return round(time.perf_counter() - t0, 3)
 
 
@@ -534,8 +513,6 @@ class Ctx:
         self.moto_pid = moto.proc.pid if moto.proc else None
         self.his: Any = None
         self.his_env: dict[str, str] = {}
-        self.cli_urls: dict[str, str] = {}
-        self.cli_accession = self.cli_job = ""
 
 
 @contextlib.contextmanager
@@ -568,12 +545,15 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in paths}
     for i in range(ctx.args.repeat):
         for name, fn in paths.items():
+            waited = fb.wait_quiet(ctx.args.quiet_wait) if ctx.args.quiet_wait else 0.0
             load = os.getloadavg()[0]
             r = fn(i)
-            r.update(loadavg_1m=load, others_cpu_s=busy_others(r["cpu_s"]))
+            r.update(loadavg_1m=load, others_cpu_s=busy_others(r["cpu_s"]), waited_s=waited)
+            r["others_busy_after"] = fb.others_busy()
             log(f"{n} {name} #{i + 1}: {r['seconds']:.2f}s cpu {r['cpu_s']}")
             runs[name].append(r)
-    out: dict[str, Any] = {"instances": n, "bytes": sum(st.sizes), "runs": runs}
+    out: dict[str, Any] = {"instances": n, "accession": st.accession, "bytes": sum(st.sizes)}
+    out["runs"] = runs
     if "a ours" in runs:
         out["segments"] = segment_bound(st, runs["a ours"])
         out["overlap"] = overlap_bound(runs["a ours"])
@@ -657,6 +637,7 @@ def main() -> None:
     p.add_argument("--his", choices=["mariadb", "pacs"], default="mariadb")
     p.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c"])
     p.add_argument("--probe", action="store_true", help="also the S3 layout probe")
+    p.add_argument("--quiet-wait", type=float, default=0, help="wait <= S s for no pytest")
     p.add_argument("--cli-only", action="store_true", help="only the CLI start-up")
     p.add_argument("--cli-repeat", type=int, default=5)
     p.add_argument("--keep-dir", help="cache studies and Orthanc's database (bench/retrieve.py)")
@@ -666,7 +647,7 @@ def main() -> None:
     args.orthanc_config = []
     machine0 = rb.machine()
     if args.cli_only:
-        result: dict[str, Any] = {"cli": cli_startup(None, args.cli_repeat)}
+        result: dict[str, Any] = {"cli": cli_startup({}, "", args.cli_repeat)}
         print(json.dumps(result, indent=2))
         rb.write_json("e2e-cli", {"machine": machine0, **result})
         return None
@@ -684,13 +665,8 @@ def main() -> None:
         ctx.moto.fresh_bucket("e2e-cli")
         procs = start_stack(ctx, "e2e-cli", "cli")
         try:
-            ctx.cli_urls = {
-                "DICOMISO_LOOKUP_URL": procs["lookup"].url,
-                "DICOMISO_PACKAGER_URL": procs["packager"].url,
-            }
-            ctx.cli_accession = f"BENCH{args.sizes[0]}X{args.rows}"[:16]
-            ctx.cli_job = "0" * 32  # an unknown job: the status call's full round trip
-            cli = cli_startup(ctx, args.cli_repeat)
+            urls = {f"DICOMISO_{k.upper()}_URL": procs[k].url for k in ("lookup", "packager")}
+            cli = cli_startup(urls, sizes[0]["accession"], args.cli_repeat)
         finally:
             for pr in procs.values():
                 pr.stop()
