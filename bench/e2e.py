@@ -132,15 +132,7 @@ def moto_main(port: int) -> None:
 class CountedMoto(rb.Moto):
     """bench/retrieve.py's moto process, started from this file (the counting server)."""
 
-    def start(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--_moto", str(self.port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=rb.s3_env(),
-            )
-        rb.wait_http(f"{self.url}/moto-api/", proc=self.proc)
+    script = __file__
 
     def requests(self) -> list[dict[str, Any]]:
         import httpx
@@ -178,13 +170,6 @@ def request_summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- (a) ours ------------------------------------------------------------------------------
-
-
-def vmhwm_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 class Service:
@@ -296,7 +281,7 @@ def run_ours(ctx: Ctx, st: Study, i: int) -> dict[str, Any]:
         with rb.CpuMeter(**pids, moto=ctx.moto_pid, orthanc=ctx.orthanc.pid) as cpu:
             r = order_and_wait(procs["packager"].url, st.accession, ctx.args.poll)
         recs = ctx.moto.requests()
-        rss = {k: round(vmhwm_kb(p) / 1024) for k, p in pids.items()}
+        rss = {k: round(rb.RssSampler(p).status()["VmHWM"] / 1024) for k, p in pids.items()}
     finally:
         for p in procs.values():
             p.stop()
@@ -515,18 +500,6 @@ class Ctx:
         self.his_env: dict[str, str] = {}
 
 
-@contextlib.contextmanager
-def his(args: argparse.Namespace) -> Iterator[Any]:
-    """A bench HIS in the local MariaDB (tests/support/mariadb.py), or None: PACS fallback."""
-    if args.his == "pacs":
-        yield None
-        return
-    from support.mariadb import his_database
-
-    with his_database() as db:
-        yield db
-
-
 def busy_others(cpu: dict[str, float]) -> float:
     """CPU seconds the rest of the machine used during a run (other helpers' work)."""
     measured = sum(v for k, v in cpu.items() if k not in ("wall", "machine_busy"))
@@ -652,7 +625,10 @@ def main() -> None:
         rb.write_json("e2e-cli", {"machine": machine0, **result})
         return None
     rb.Moto = CountedMoto  # rb.environment() starts the counting server
-    with rb.environment(args) as (work, cache, orthanc, moto), his(args) as db:
+    from support.mariadb import his_database  # a bench HIS: fresh databases, SELECT-only user
+
+    his = contextlib.nullcontext() if args.his == "pacs" else his_database()
+    with rb.environment(args) as (work, cache, orthanc, moto), his as db:
         ctx = Ctx(args, work, cache, orthanc, moto)
         if db is not None:
             ctx.his = db
