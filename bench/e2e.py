@@ -239,9 +239,13 @@ def order_and_wait(url: str, accession: str, poll: float) -> dict[str, Any]:
         t0 = time.time()
         r = http.post("/v1/packages", json={"accession_numbers": [accession]})
         r.raise_for_status()
-        job, polls = r.json()["id"], 0
+        job, polls, stalled = r.json()["id"], 0, []
         while True:
-            status = http.get(f"/v1/packages/{job}").json()
+            try:
+                status = http.get(f"/v1/packages/{job}").json()
+            except httpx.TimeoutException:  # a status GET that takes > 30 s is a finding
+                stalled.append(round(time.time() - t0, 1))
+                continue
             polls += 1
             phases.setdefault(str(status.get("phase") or status["state"]), time.time() - t0)
             if status["state"] in ("succeeded", "failed"):
@@ -249,7 +253,14 @@ def order_and_wait(url: str, accession: str, poll: float) -> dict[str, Any]:
             if time.time() - t0 > 1800:
                 raise TimeoutError(f"package still {status['state']} after 1800 s")
             time.sleep(poll)
-    return dict(status=status, t0=t0, seconds=time.time() - t0, polls=polls, phases=phases)
+    return dict(
+        status=status,
+        t0=t0,
+        seconds=time.time() - t0,
+        polls=polls,
+        phases=phases,
+        status_timeouts=stalled,
+    )
 
 
 def timeline(recs: list[dict[str, Any]], t0: float) -> dict[str, float]:
@@ -637,7 +648,10 @@ def main() -> None:
                 "DICOMISO_HIS_ACCESSION_DB": db.accession_db,
                 "DICOMISO_HIS_PATIENT_DB": db.patient_db,
             }
-        sizes = [run_size(ctx, n) for n in args.sizes]
+        sizes = []
+        for n in args.sizes:  # raw numbers after each size: a later failure keeps them
+            sizes.append(run_size(ctx, n))
+            rb.write_json("e2e-partial", {"args": vars(args), "sizes": sizes})
         ctx.moto.fresh_bucket("e2e-cli")
         procs = start_stack(ctx, "e2e-cli", "cli")
         try:
