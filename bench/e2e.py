@@ -222,6 +222,7 @@ def start_stack(ctx: Ctx, bucket: str, tag: str) -> dict[str, Any]:
                 "DICOMISO_LOOKUP_URL": procs["lookup"].url,
                 "DICOMISO_RETRIEVER_URL": procs["retriever"].url,
                 "DICOMISO_WORK_DIR": str(ctx.work),
+                "DICOMISO_VIEWER": "false",  # like the native disc: no viewer bundle on it
             },
         )
     except BaseException:
