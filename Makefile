@@ -1,6 +1,6 @@
 # The two commands README.md promises: `make run` (the whole system locally, on embedded
 # defaults) and `make test` (what .ci/run calls); each installs what it needs first.
-.PHONY: run test lint bench-retrieve
+.PHONY: run test lint bench-retrieve bench-e2e
 
 run:
 	bash scripts/setup
@@ -18,3 +18,6 @@ lint:
 
 bench-retrieve:
 	uv run --frozen python bench/retrieve.py
+
+bench-e2e:
+	uv run --frozen python bench/e2e.py --keep-dir /tmp/e2e-keep --probe
