@@ -1,5 +1,6 @@
 # The two commands README.md promises: `make run` (the whole system locally, on embedded
-# defaults; `make run ARGS="--port-base 100"` passes options) and `make test` (what .ci/run calls); each installs what it needs first.
+# defaults; `make run ARGS="--port-base 100"` passes options) and `make test` (what .ci/run
+# calls); each installs what it needs first.
 .PHONY: run test lint bench-retrieve bench-e2e
 
 run:
