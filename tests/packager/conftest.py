@@ -156,7 +156,8 @@ def make_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
     """Start lookup + retriever over HTTP and the packager in-process; all stopped after."""
     with ExitStack() as stack:
 
-        def make(**overrides: Any) -> Stack:
+        def make(pacs: Any = None, **overrides: Any) -> Stack:
+            pacs = pacs or orthanc
             his = stack.enter_context(his_database())
             s3 = {"s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name}
             token = "stack-token"
@@ -175,14 +176,14 @@ def make_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
                 **s3,
                 http_port=free_port(),
                 api_token=token,
-                pacs_aet=orthanc.aet,
-                pacs_port=orthanc.dicom_port,
+                pacs_aet=pacs.aet,
+                pacs_port=pacs.dicom_port,
                 scp_port=free_port(),
                 job_heartbeat=0.5,
                 job_stale_after=5.0,
                 replica_id="stack-retriever",
             )
-            orthanc.register_modality(
+            pacs.register_modality(
                 retriever_settings.scp_aet, "127.0.0.1", retriever_settings.scp_port
             )
             retriever_url = stack.enter_context(
@@ -205,6 +206,6 @@ def make_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
                 TestClient(create_packager(settings), raise_server_exceptions=False)
             )
             store = Store.from_settings(CommonSettings(**s3))
-            return Stack(client, store, settings, his, orthanc, retriever_url, lookup_url)
+            return Stack(client, store, settings, his, pacs, retriever_url, lookup_url)
 
         yield make
