@@ -59,11 +59,37 @@ if [ "$CA_BUNDLE" != none ]; then
   [ -r "$CA_BUNDLE" ] || die "CA bundle $CA_BUNDLE is missing or unreadable (DICOMISO_CA_BUNDLE)"
   python3 - "$CA_BUNDLE" <<'EOF' || die "CA bundle $CA_BUNDLE holds no usable certificate"
 import ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[1])
+try:
+    ctx = ssl.create_default_context(cafile=sys.argv[1])
+except ssl.SSLError:
+    sys.exit(1)
 sys.exit(0 if ctx.cert_store_stats()["x509_ca"] > 0 else 1)
 EOF
   secret_args=(--secret "id=ca,src=$CA_BUNDLE")
 fi
+
+# ---- the package index: reachable, and its certificate verifies with the bundle ----------
+# The index is the one uv.lock was resolved against (the build downloads what the lock names).
+INDEX=$(grep -m1 -o 'registry = "[^"]*"' uv.lock | cut -d'"' -f2)
+[ -n "$INDEX" ] || die "no package index in uv.lock"
+python3 - "$INDEX" "$CA_BUNDLE" <<'EOF' || exit 1
+import ssl, sys, urllib.error, urllib.request
+index, bundle = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=None if bundle == "none" else bundle)
+try:
+    urllib.request.urlopen(index.rstrip("/") + "/uv/", timeout=20, context=ctx).close()
+except urllib.error.HTTPError:
+    pass  # it answered
+except urllib.error.URLError as exc:
+    if isinstance(exc.reason, ssl.SSLCertVerificationError):
+        sys.exit(f"build-image: the CA bundle {bundle} does not verify the package index "
+                 f"({exc.reason.verify_message}); behind a TLS-intercepting proxy pass a bundle "
+                 "holding the proxy's CA (DICOMISO_CA_BUNDLE)")
+    sys.exit(f"build-image: cannot reach the package index from uv.lock ({exc.reason}); "
+             "the build downloads the locked packages from it")
+except OSError as exc:
+    sys.exit(f"build-image: cannot reach the package index from uv.lock ({exc})")
+EOF
 
 # ---- the viewer the packager serves (built on the host, shipped in the wheel) ------------
 if [ -f scripts/build-viewer ]; then
