@@ -141,6 +141,7 @@ class Stack:
         started = time.monotonic()
         self.docker.run("stop", "-t", "10", self.containers[name], timeout=60)
         took = time.monotonic() - started
+        sys.stderr.write(f"\ndocker stop {name}: {took:.1f} s\n")
         return took, int(self.docker.inspect(self.containers[name], "{{.State.ExitCode}}"))
 
     def post(self, name: str, accession: str) -> str:
@@ -278,22 +279,26 @@ def test_one_accession_end_to_end(stack: Stack, tmp_path: Path) -> None:
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_stop_hands_the_job_over_and_every_container_stops_within_10_s(
-    stack: Stack, s3_server: Any, study_factory: Any
-) -> None:
-    """`docker stop` packager A mid-job: A exits by itself (not SIGKILLed) within 10 s, the
-    job record is left running (not failed), replica B takes it over and finishes it. Then
-    every other container stops within 10 s too."""
+def _busy_job(stack: Stack, study_factory: Any, packager: str, name: str) -> str:
+    """A 150-slice accession posted to `packager`, returned once it retrieves or builds."""
     study = plain_study(study_factory, f"RM-IMG-{uuid.uuid4().hex[:6]}", ct=150)
     stack.pacs.upload(study.files)
-    add_patient(stack.his, study.patient_id, "Bayu Pratama", [study.accession])
-    job = stack.post("packager-a", study.accession)
+    add_patient(stack.his, study.patient_id, name, [study.accession])
+    job = stack.post(packager, study.accession)
     wait_until(
-        lambda: stack.status("packager-a", job).get("phase") in ("retrieve", "build"),
+        lambda: stack.status(packager, job).get("phase") in ("retrieve", "build"),
         90,
-        "packager A to be working",
+        f"{packager} to be working",
         0.05,
     )
+    return job
+
+
+def test_stop_mid_job_hands_the_job_over(stack: Stack, s3_server: Any, study_factory: Any) -> None:
+    """`docker stop` packager A mid-job: A exits by itself (not SIGKILLed) within 10 s, the
+    job record is left running (handed over, not failed), replica B takes it over and
+    finishes it."""
+    job = _busy_job(stack, study_factory, "packager-a", "Bayu Pratama")
     took, code = stack.stop("packager-a")
     assert took < 10, f"docker stop took {took:.1f} s"
     assert code != 137, "packager A was SIGKILLed by docker stop"
@@ -304,7 +309,24 @@ def test_stop_hands_the_job_over_and_every_container_stops_within_10_s(
     assert status["state"] == "succeeded", status
     record = stack.record(s3, job)
     assert record["owner"] == "packager-b" and record["attempt"] == 1, record
-    for name in ("packager-b", "forwarder", "retriever", "lookup"):
+
+
+def test_killed_mid_package_is_taken_over(stack: Stack, s3_server: Any, study_factory: Any) -> None:
+    """Packager A back (`docker start`); B is SIGKILLed (`docker kill`) mid-job; A claims the
+    stale job and finishes it as the same attempt."""
+    stack.docker.run("start", stack.containers["packager-a"])
+    stack.wait_healthy("packager-a")
+    job = _busy_job(stack, study_factory, "packager-b", "Citra Lestari")
+    stack.docker.run("kill", stack.containers["packager-b"])
+    status = stack.wait("packager-a", job)
+    assert status["state"] == "succeeded", status
+    record = stack.record(s3_server.client(), job)
+    assert record["owner"] == "packager-a" and record["attempt"] == 1, record
+
+
+def test_every_container_stops_within_10_s(stack: Stack) -> None:
+    """SIGTERM ends each service by itself: no container waits for docker's SIGKILL."""
+    for name in ("packager-a", "forwarder", "retriever", "lookup"):
         took, code = stack.stop(name)
         assert took < 10 and code != 137, (name, took, code)
 
