@@ -21,6 +21,11 @@ from packaging.markers import Marker
 from .conftest import ROOT, tool
 from .docker_support import Docker, build_image
 
+# The first test of a session may build the image from scratch (debootstrap, every wheel):
+# minutes on a fresh machine, well past the suite's per-test timeout.
+pytestmark = pytest.mark.timeout(2400)
+
+
 ARTIFACTS = ROOT / "artifacts" / "image"
 SIZE_GOAL = 300 * 1000**2  # the runtime image's goal (issue 17); reported, guarded below
 SIZE_LIMIT = 350 * 1000**2  # a regression past this fails

@@ -33,6 +33,11 @@ from support.studies import make_study
 
 from .docker_support import Docker, env_names, run_args
 
+# The first test of a session may build the image from scratch (debootstrap, every wheel):
+# minutes on a fresh machine, well past the suite's per-test timeout.
+pytestmark = pytest.mark.timeout(2400)
+
+
 USER_TOKEN = "image-user-token"
 INTERNAL_TOKEN = "image-internal-token"
 SECRETS = {
