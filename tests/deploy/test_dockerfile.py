@@ -1,9 +1,10 @@
 """deploy/Dockerfile: hadolint-clean, and the rules a cluster admin checks by eye.
 
-There is no Docker engine in CI, so the image is never built here; what can be proven without
-one is: the lint, the structure (stages, user, tags, healthcheck), that every COPY source
-exists in the build context, and that the locked non-dev set the image installs holds no dev
-tool. The entry points themselves are exercised in test_entrypoints.py.
+What can be proven without building: the lint, the structure (stages, user, tags,
+healthcheck), that every COPY source exists in the build context, and that the locked non-dev
+set the image installs holds no dev tool. The built image is checked in test_image_build.py
+and run in test_image_run.py and test_compose.py; the entry points outside a container in
+test_entrypoints.py.
 """
 
 from __future__ import annotations
