@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 DOCKER = "/usr/bin/docker"
@@ -202,3 +204,20 @@ def env_names(
             ref = item["valueFrom"]["secretKeyRef"]
             names[item["name"]] = ("secret", ref["key"], ref.get("optional", False))
     return names
+
+
+def download_and_verify(url: str, disc: Path) -> None:
+    """Download the link as a user would, then `dicom-iso verify` it (the host's CLI)."""
+    with httpx.stream("GET", url, timeout=60) as response:
+        assert response.status_code == 200, response.status_code
+        with disc.open("wb") as out:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+    verify = subprocess.run(
+        [str(Path(sys.executable).with_name("dicom-iso")), "verify", str(disc)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -24,7 +24,7 @@ from support.net import free_port
 from support.studies import make_study
 
 from .conftest import DEPLOY, ROOT
-from .docker_support import Docker
+from .docker_support import Docker, download_and_verify
 
 # The first test of a session may build the image from scratch (debootstrap, every wheel):
 # minutes on a fresh machine, well past the suite's per-test timeout.
@@ -140,16 +140,7 @@ def test_compose_packages_one_accession_end_to_end(
                 time.sleep(0.3)
             assert status["state"] == "succeeded", status
             assert status["download_url"].startswith(s3_url)
-            disc = tmp_path / "disc.iso"
-            disc.write_bytes(httpx.get(status["download_url"], timeout=60).content)
-            verify = subprocess.run(
-                [str(Path(sys.executable).with_name("dicom-iso")), "verify", str(disc)],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            assert verify.returncode == 0, verify.stdout + verify.stderr
+            download_and_verify(status["download_url"], tmp_path / "disc.iso")
         finally:
             try:
                 sys.stderr.write(compose(docker, project, env, "logs", "--tail", "20", files=files))

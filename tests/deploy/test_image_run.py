@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -31,7 +30,7 @@ from support.mariadb import HisDb, add_patient, his_database
 from support.net import free_port
 from support.studies import make_study
 
-from .docker_support import Docker, env_names, run_args
+from .docker_support import Docker, download_and_verify, env_names, run_args
 
 # The first test of a session may build the image from scratch (debootstrap, every wheel):
 # minutes on a fresh machine, well past the suite's per-test timeout.
@@ -268,20 +267,7 @@ def test_one_accession_end_to_end(stack: Stack, tmp_path: Path) -> None:
     job = stack.post("packager-a", study.accession)
     status = stack.wait("packager-a", job)
     assert status["state"] == "succeeded", status
-    disc = tmp_path / "disc.iso"
-    with httpx.stream("GET", status["download_url"], timeout=60) as response:
-        assert response.status_code == 200
-        with disc.open("wb") as out:
-            for chunk in response.iter_bytes():
-                out.write(chunk)
-    verify = subprocess.run(
-        [str(Path(sys.executable).with_name("dicom-iso")), "verify", str(disc)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    download_and_verify(status["download_url"], tmp_path / "disc.iso")
 
 
 def _busy_job(stack: Stack, study_factory: Any, packager: str, name: str) -> str:
