@@ -141,6 +141,15 @@ def own_dockerd(root: Path = DOCKER_ROOT) -> Iterator[Docker]:
             proc.kill()
             proc.wait(10)
         log.close()
+        _unmount_under(root / "exec")
+
+
+def _unmount_under(path: Path) -> None:
+    """Unmount what the daemon left mounted under its exec root (libnetwork's netns/default)."""
+    prefix = f"{path}/"
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", point], capture_output=True, check=False, timeout=30)
 
 
 def build_image(
