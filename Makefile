@@ -13,7 +13,7 @@ test:
 
 lint:
 	uv run --frozen ruff check libs services tests bench
-	uv run --frozen mypy libs/common/src libs/client/src services/retriever/src services/lookup/src \
+	uv run --frozen mypy libs/common/src libs/client/src libs/tools/src services/retriever/src services/lookup/src \
 	  services/forwarder/src services/packager/src
 
 bench-retrieve:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from dicomiso_common import serve
 from dicomiso_common.auth import bearer_guard
+from dicomiso_common.dicom import configure
 from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.jobs import Jobs
 from dicomiso_common.logs import configure_logging
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: ForwarderSettings | None = None, store: Store | None = None) -> FastAPI:
     """Wire the forwarder; the job sweeper runs for the app's lifetime."""
+    configure()  # pydicom and pynetdicom, once per process
     settings = settings or ForwarderSettings()
     store = store or Store.from_settings(settings)
     forwarding = Forwarding(settings, store)

@@ -15,9 +15,11 @@ from typing import Any
 
 from dicomiso_client import RetrieverClient
 from dicomiso_common import audit
-from dicomiso_common.dicom import accession_key, manifest_key
+from dicomiso_common.dicom import manifest_key
 from dicomiso_common.errors import DicomError, DicomisoError, NotFound, ObjectMissing
 from dicomiso_common.jobs import JobHandle, JobLost
+from dicomiso_common.manifests import load, load_accession_index, load_manifest
+from dicomiso_common.models import ForwardJobRequest, ForwardJobResult, SendResult, SendResults
 from dicomiso_common.store import Store
 
 from .peers import pacs_peer, resolve
@@ -29,8 +31,21 @@ log = logging.getLogger(__name__)
 DONE = ("acknowledged", "warning")
 
 
+Results = dict[str, SendResult]  # by SOP Instance UID
+
+
 def results_key(job_id: str) -> str:
     return f"forwards/{job_id}/results.json"
+
+
+def load_send_results(store: Store, key: str) -> dict[str, SendResult]:
+    """forwards/{job_id}/results.json: each instance's outcome so far (ObjectMissing if none)."""
+    return load(store, key, SendResults).root
+
+
+def _done(results: Results, item: Item) -> bool:
+    result = results.get(item.sop_uid)
+    return result is not None and result.status in DONE
 
 
 class RetrievalFailed(DicomisoError):
@@ -46,16 +61,16 @@ class Forwarding:
     def run(self, handle: JobHandle) -> dict[str, Any]:
         """Forward the studies; the outcome goes into the audit trail (not a lost job's:
         the replica that took it over reports it)."""
-        request = handle.record.request
+        request = ForwardJobRequest.model_validate(handle.record.request)
         about = {
             "job_id": handle.id,
-            "destination": request.get("destination"),
-            "accession_numbers": request.get("accession_numbers") or None,
-            "study_uids": request.get("study_uids") or None,
+            "destination": request.destination,
+            "accession_numbers": list(request.accession_numbers) or None,
+            "study_uids": list(request.study_uids) or None,
             "attempt": handle.record.attempt,
         }
         try:
-            result = self._run(handle)
+            result = self._run(handle, request)
         except JobLost:
             raise
         except Exception as exc:
@@ -78,21 +93,20 @@ class Forwarding:
             **about,
             counts=dict(handle.record.counts),
         )
-        return result
+        return result.to_json()
 
-    def _run(self, handle: JobHandle) -> dict[str, Any]:
-        request = handle.record.request
-        peer = resolve(self.settings, request["destination"])  # config may have changed
+    def _run(self, handle: JobHandle, request: ForwardJobRequest) -> ForwardJobResult:
+        peer = resolve(self.settings, request.destination)  # config may have changed
         handle.update(phase="locate", flush=True)
         items = self._items(request, handle)
         results = self._previous(handle.id)
-        todo = [i for i in items if results.get(i.sop_uid, {}).get("status") not in DONE]
+        todo = [i for i in items if not _done(results, i)]
         lock = threading.Lock()
         last_write = [time.monotonic()]
 
         wanted = {i.sop_uid for i in items}
-        tally = Counter(r.get("status") for sop, r in results.items() if sop in wanted)
-        transcoded = Counter(sop for sop, r in results.items() if r.get("transcoded"))
+        tally = Counter(r.status for sop, r in results.items() if sop in wanted)
+        transcoded = Counter(sop for sop, r in results.items() if r.transcoded)
 
         def count() -> None:
             handle.set_counts(
@@ -109,10 +123,8 @@ class Forwarding:
             with lock:
                 before = results.get(item.sop_uid)
                 if before is not None:
-                    tally[before.get("status")] -= 1
-                results[item.sop_uid] = {
-                    k: v for k, v in vars(outcome).items() if v not in (None, False)
-                }
+                    tally[before.status] -= 1
+                results[item.sop_uid] = outcome
                 tally[outcome.status] += 1
                 if outcome.transcoded:
                     transcoded[item.sop_uid] = 1
@@ -139,28 +151,28 @@ class Forwarding:
                 if not handle.lost:  # a replica that lost the job must not overwrite results
                     self._save(handle.id, results)
                 count()
-        failed = [i for i in items if results.get(i.sop_uid, {}).get("status") not in DONE]
+        failed = [i for i in items if not _done(results, i)]
         if failed:
             reasons = sorted(
                 {
-                    str(results[i.sop_uid].get("reason") or results[i.sop_uid].get("code"))
+                    str(results[i.sop_uid].reason or results[i.sop_uid].code)
                     for i in failed
                     if i.sop_uid in results
                 }
             )
             raise DicomError(
                 f"{len(failed)} of {len(items)} instances were not accepted by "
-                f"{request['destination']} ({peer.aet}): "
+                f"{request.destination} ({peer.aet}): "
                 f"{'; '.join(reasons[:3]) or 'not sent'}"
             )
-        return {
-            "destination": request["destination"],
-            "instances": len(items),
-            "results_key": results_key(handle.id),
-        }
+        return ForwardJobResult(
+            destination=request.destination,
+            instances=len(items),
+            results_key=results_key(handle.id),
+        )
 
     def _send_shard(
-        self, sender: Sender, shard: list[Item], results: dict[str, Any], lock: threading.Lock
+        self, sender: Sender, shard: list[Item], results: Results, lock: threading.Lock
     ) -> None:
         """Send one shard, retrying what is left after a transient failure, with backoff."""
         s = self.settings
@@ -169,8 +181,8 @@ class Forwarding:
                 left = [
                     i
                     for i in shard
-                    if results.get(i.sop_uid, {}).get("status") not in DONE
-                    and results.get(i.sop_uid, {}).get("status") != "failed"
+                    if not _done(results, i)
+                    and (i.sop_uid not in results or results[i.sop_uid].status != "failed")
                 ]
             if not left:
                 return
@@ -190,22 +202,21 @@ class Forwarding:
                 )
                 time.sleep(delay)
 
-    def _previous(self, job_id: str) -> dict[str, Any]:
+    def _previous(self, job_id: str) -> Results:
         try:
-            data, _ = self.store.get_json(results_key(job_id))
+            return dict(load_send_results(self.store, results_key(job_id)))
         except ObjectMissing:
             return {}
-        return dict(data) if isinstance(data, dict) else {}
 
-    def _save(self, job_id: str, results: dict[str, Any]) -> None:
+    def _save(self, job_id: str, results: Results) -> None:
         try:
-            self.store.put_json(results_key(job_id), results)
+            self.store.put_json(results_key(job_id), {k: r.to_json() for k, r in results.items()})
         except DicomisoError:
             log.warning("results not saved", extra={"job_id": job_id})
 
     # -- finding the instances -----------------------------------------------------------
 
-    def _items(self, request: dict[str, Any], handle: JobHandle) -> list[Item]:
+    def _items(self, request: ForwardJobRequest, handle: JobHandle) -> list[Item]:
         uids = self._study_uids(request)
         if uids is None or not all(self.store.exists(manifest_key(u)) for u in uids):
             handle.update(phase="retrieve", flush=True)
@@ -215,31 +226,32 @@ class Forwarding:
                 raise NotFound("retrieval finished but the studies are not in the bucket")
         items: list[Item] = []
         for uid in uids:
-            manifest, _ = self.store.get_json(manifest_key(uid))
+            manifest = load_manifest(self.store, uid)
             items += [
-                Item(i["key"], i["sop_uid"], i["sop_class_uid"], i["transfer_syntax"])
-                for i in manifest["instances"]
+                Item(i.key, i.sop_uid, i.sop_class_uid, i.transfer_syntax)
+                for i in manifest.instances
             ]
         return items
 
-    def _study_uids(self, request: dict[str, Any]) -> list[str] | None:
-        uids = list(request.get("study_uids", []))
-        for accession in request.get("accession_numbers", []):
+    def _study_uids(self, request: ForwardJobRequest) -> list[str] | None:
+        uids = list(request.study_uids)
+        for accession in request.accession_numbers:
             try:
-                index, _ = self.store.get_json(accession_key(accession))
+                index = load_accession_index(self.store, accession)
             except ObjectMissing:
                 return None
-            uids += index["study_uids"]
+            uids += index.study_uids
         return sorted(set(uids))
 
-    def _retrieve(self, request: dict[str, Any]) -> None:
+    def _retrieve(self, request: ForwardJobRequest) -> None:
         """Ask the retriever (the mkiso2 relay) and wait for its job.
 
         The client waits out a restarting retriever (the job lives in the bucket) for up to
         30 s; anything else it cannot pass on is one of our errors, naming the retriever.
         """
         s = self.settings
-        body = {k: request[k] for k in ("accession_numbers", "study_uids") if request.get(k)}
+        wanted = {"accession_numbers": request.accession_numbers, "study_uids": request.study_uids}
+        body = {k: list(v) for k, v in wanted.items() if v}
         with RetrieverClient(s.retriever_url, s.outgoing_token()) as retriever:
             started = retriever.start(body)
             view = retriever.wait(started.id, timeout=s.retrieve_wait, outage=30.0)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dicomiso_common.auth import bearer_guard
+from dicomiso_common.dicom import configure
 from dicomiso_common.errors import DicomisoError, add_problem_handlers
 from dicomiso_common.jobs import Jobs
 from dicomiso_common.logs import configure_logging
@@ -16,7 +17,7 @@ from dicomiso_common.ops import add_ops_routes
 from dicomiso_common.serve import run as serve_run
 from dicomiso_common.store import Store
 
-from . import web
+from . import viewer, web
 from .packaging import Packaging
 from .routes import make_router
 from .settings import PackagerSettings
@@ -40,7 +41,9 @@ def ensure_lifecycle(store: Store, settings: PackagerSettings) -> None:
 
 def create_app(settings: PackagerSettings | None = None, store: Store | None = None) -> FastAPI:
     """Wire the packager; the job sweeper runs for the app's lifetime."""
+    configure()  # pydicom and pynetdicom, once per process
     settings = settings or PackagerSettings()
+    viewer.viewer_source(settings)  # fail at start-up, not with every disc, when it is missing
     store = store or Store.from_settings(settings)
     packaging = Packaging(settings, store)
     jobs = Jobs(store, "package", settings, packaging.run, packaging.is_current)

@@ -10,15 +10,17 @@ from fastapi import FastAPI
 
 from dicomiso_common import serve
 from dicomiso_common.auth import bearer_guard
+from dicomiso_common.dicom import configure
 from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.jobs import Jobs
 from dicomiso_common.logs import configure_logging
 from dicomiso_common.ops import add_ops_routes
 from dicomiso_common.store import Store
 
+from .leases import LeaseBook
 from .retrieval import Retrieval
 from .routes import make_router
-from .scp import LeaseBook, StorageSCP
+from .scp import StorageSCP
 from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: RetrieverSettings | None = None, store: Store | None = None) -> FastAPI:
     """Wire the retriever; the SCP and the job sweeper run for the app's lifetime."""
+    configure()  # pydicom and pynetdicom, once per process
     settings = settings or RetrieverSettings()
     store = store or Store.from_settings(settings)
     leases = LeaseBook(store, settings.job_stale_after)
@@ -53,11 +56,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     app.state.settings, app.state.store, app.state.scp, app.state.jobs = settings, store, scp, jobs
     add_problem_handlers(app)
 
-    def scp_listening() -> None:
-        if scp.port == 0:
-            raise RuntimeError("storage SCP not listening")
-
-    add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp_listening})
+    add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp.check_listening})
     app.include_router(make_router(jobs, settings.retrieve_method, bearer_guard(settings)))
     return app
 
