@@ -8,6 +8,7 @@ package index, a checkout that builds but does not run. None of these leaves a t
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -233,8 +234,11 @@ def test_an_image_that_does_not_start_is_not_tagged(
         check=True,
         capture_output=True,
     )
-    for built in ROOT.glob("services/*/src/*/viewer_dist"):
-        shutil.copytree(built, clone / built.relative_to(ROOT))
+    for built in ROOT.glob("services/*/src/*/viewer_dist"):  # built, gitignored: not cloned
+        copy = clone / built.relative_to(ROOT)
+        shutil.copytree(built, copy)
+        for file in copy.rglob("*"):
+            os.utime(file)  # newer than the clone's sources: scripts/build-viewer is a no-op
     app = clone / "services/packager/src/dicomiso_packager/app.py"
     app.write_text("raise ImportError('broken on purpose')\n" + app.read_text())
     subprocess.run(
