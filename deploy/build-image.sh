@@ -36,7 +36,7 @@ DEBIAN_SUITE=bookworm
 # What the Debian base holds: the interpreter, the CA store (for TLS to S3, the HIS, SMTP),
 # tzdata (log and audit times). Bump BASE_RECIPE when this list or make_debian_base changes.
 DEBIAN_PACKAGES=python3.11,ca-certificates,tzdata
-BASE_RECIPE=1
+BASE_RECIPE=2
 export DOCKER_BUILDKIT=1
 
 die() {

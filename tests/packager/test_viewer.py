@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.processing import apply_modality_lut
 from pydicom.uid import generate_uid
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -69,7 +69,7 @@ def _extra_series(study: Any, tmp: Path) -> dict[str, list[Path]]:
 
 def _on_disc(root: Path) -> dict[str, pydicom.Dataset]:
     """Every DICOM file under DICOM/ by SOP Instance UID."""
-    out = {}
+    out: dict[str, pydicom.Dataset] = {}
     for path in (root / "DICOM").rglob("*"):
         if path.is_file():
             ds = pydicom.dcmread(path)

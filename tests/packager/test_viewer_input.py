@@ -20,8 +20,9 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.fileset import FileSet
-from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, convert_color_space
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
@@ -132,7 +133,7 @@ def _make_inputs(tmp: Path) -> dict[str, list[Path]]:
                                photometric="MONOCHROME2", bits_stored=12)  # fmt: skip
 
     def unknown(ds: pydicom.Dataset) -> None:
-        ds.file_meta.TransferSyntaxUID = UNKNOWN_SYNTAX  # an explicit VR LE body, unknown UID
+        ds.file_meta.TransferSyntaxUID = UID(UNKNOWN_SYNTAX)  # explicit VR LE body, unknown UID
 
     out["unknown"] = _series(tmp, t, "unknown", gray16[:1], photometric="MONOCHROME2",
                              bits_stored=12, edit=unknown)  # fmt: skip

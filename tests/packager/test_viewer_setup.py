@@ -5,23 +5,29 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from dicomiso_common.models import StudyManifest
 from dicomiso_packager import viewer
 from dicomiso_packager.app import create_app
 from dicomiso_packager.pdi import readme_text, web_pages
 from dicomiso_packager.settings import PackagerSettings
 
 CREATED = datetime(2024, 5, 1, tzinfo=UTC)
-MANIFEST: dict[str, Any] = {
-    "study_uid": "1.2.3",
-    "patient": {"name": "Doe^Jane", "id": "P1"},
-    "study": {"date": "20240501", "description": "CT"},
-    "series": {"1.2.3.1": {"modality": "CT", "number": 1}},
-    "instances": [],
-}
+MANIFEST = StudyManifest.model_validate(
+    {
+        "study_uid": "1.2.3",
+        "patient": {"name": "Doe^Jane", "id": "P1"},
+        "study": {"date": "20240501", "description": "CT"},
+        "series": {"1.2.3.1": {"modality": "CT", "number": 1}},
+        "instance_count": 0,
+        "total_bytes": 0,
+        "retrieved_at": "2024-05-01T00:00:00Z",
+        "job_id": "job-1",
+        "method": "test",
+    }
+)
 
 
 def test_the_bundle_is_built_with_its_study_marker() -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -76,7 +76,7 @@ def requested_urls(driver: webdriver.Chrome) -> list[tuple[str, str]]:
     """(document URL, request URL) of every request since the last call
     (Network.requestWillBeSent in the performance log)."""
     out = []
-    for entry in driver.get_log("performance"):
+    for entry in driver.get_log("performance"):  # type: ignore[no-untyped-call]
         message = json.loads(entry["message"])["message"]
         if message.get("method") == "Network.requestWillBeSent":
             params = message["params"]
@@ -192,7 +192,7 @@ def derive(
             delattr(ds, keyword)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     if sop_class:
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     if modality:
         ds.Modality = modality
     ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = (
@@ -211,7 +211,7 @@ def derive(
     ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, int(signed)
     ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    if edit:
+    if edit is not None:
         edit(ds)
     pydicom.dcmwrite(out, ds, enforce_file_format=True)
     return out
