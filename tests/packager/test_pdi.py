@@ -58,7 +58,7 @@ def manifest_of(study: Study) -> dict[str, Any]:
             hashlib.sha256(data).hexdigest(),
             key,
         )
-        objects.append(ObjectInfo(key, len(data), "etag"))
+        objects.append(ObjectInfo(key, len(data), "etag", datetime.now(UTC)))
     store: Any = _Listing(objects)
     manifest: dict[str, Any] = build_manifest(store, study.study_uid, known, "job-1", "test")
     return manifest

@@ -33,7 +33,7 @@ from dicomiso_common.errors import (
     InvalidInput,
     NotFound,
 )
-from dicomiso_common.jobs import JobRecord, Jobs, validate_job_id
+from dicomiso_common.jobs import JobRecord, Jobs, records_prefix, validate_job_id
 from dicomiso_common.store import Store
 
 from . import mail
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 RECENT = 20
-RECENT_SCAN = 1000  # job records read to find the newest (the bucket listing has no dates)
+RECENT_SCAN = 100  # newest job records read (by LastModified) to show the RECENT newest
 MAX_ACCESSIONS = 50
 # A deliberately plain address check (no quoted local parts, no IP literals): the value goes
 # into an SMTP envelope, so anything exotic is refused rather than interpreted.
@@ -217,7 +217,8 @@ def package_summary(record: JobRecord, settings: PackagerSettings) -> dict[str, 
 
 
 def recent_packages(store: Store, settings: PackagerSettings) -> list[JobRecord]:
-    keys = [o.key for o in store.list("jobs/package/")][:RECENT_SCAN]
+    listed = sorted(store.list(records_prefix("package")), key=lambda o: o.last_modified)
+    keys = [o.key for o in reversed(listed[-RECENT_SCAN:])]  # the newest, by the bucket's clock
 
     def read(key: str) -> JobRecord | None:
         try:
