@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pytest
 from pydicom import dcmread
@@ -19,31 +18,10 @@ from dicomiso_client.cli import app
 from dicomiso_client.verify import verify
 from dicomiso_packager import dicomdir, pdi
 from dicomiso_packager.iso import DiscFile, write_iso, write_zip
-from dicomiso_retriever.manifest import describe
-from support.studies import Study, make_study
+from support.manifests import manifest_of
+from support.studies import make_study
 
 Files = list[DiscFile]
-
-
-def manifest_of(study: Study) -> dict[str, Any]:
-    """A study manifest shaped as the retriever writes it (see tests/packager/test_media.py)."""
-    entries = []
-    for path in study.files:
-        ds = dcmread(path, stop_before_pixels=True)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        entries.append(
-            describe(ds, str(ds.file_meta.TransferSyntaxUID), path.stat().st_size, sha, str(path))
-        )
-    entries.sort(key=lambda e: (e["series_uid"], e["instance_number"] or 0, e["sop_uid"]))
-    shared = ("patient", "study", "series", "charset")
-    return {
-        "study_uid": entries[0]["study"]["study_uid"],
-        "patient": entries[0]["patient"],
-        "study": entries[0]["study"],
-        "charset": entries[0]["charset"],
-        "series": {e["series_uid"]: e["series"] for e in entries},
-        "instances": [{k: v for k, v in e.items() if k not in shared} for e in entries],
-    }
 
 
 def _opener(data: bytes) -> Callable[[], IO[bytes]]:
@@ -62,12 +40,12 @@ def disc_files(tmp_path_factory: pytest.TempPathFactory) -> Files:
         make_study(root / "a", "ACC1", ct=2, mr=1),
         make_study(root / "b", "ACC2", ct=1, mr=0, with_ko=False, with_pr=False),
     ]
-    manifests = [manifest_of(s) for s in studies]
+    manifests = [manifest_of(s.files) for s in studies]
     ids = dicomdir.assign_file_ids(manifests)
-    entries = [e for m in manifests for e in m["instances"]]
-    final = {e["sop_uid"]: e["transfer_syntax"] for e in entries}
+    entries = [e for m in manifests for e in m.instances]
+    final = {e.sop_uid: e.transfer_syntax for e in entries}
     data = dicomdir.build_dicomdir(
-        manifests, ids, final, lambda e: dcmread(e["key"], stop_before_pixels=True), "DICOMISO_TEST"
+        manifests, ids, final, lambda e: dcmread(e.key, stop_before_pixels=True), "DICOMISO_TEST"
     )
     now = datetime.now(UTC)
     generated = [
@@ -81,7 +59,7 @@ def disc_files(tmp_path_factory: pytest.TempPathFactory) -> Files:
         *pdi.web_pages(manifests, institution="Test", previews={}, created_at=now),
     ]
     files = [_file(path, body) for path, body in generated]
-    files += [_file(ids[e["sop_uid"]], Path(e["key"]).read_bytes()) for e in entries]
+    files += [_file(ids[e.sop_uid], Path(e.key).read_bytes()) for e in entries]
     return files
 
 

@@ -6,7 +6,6 @@ dcmdump, pydicom's own FileSet reader, and dcmmkdir -Pgp for a STD-GEN-CD file-s
 
 from __future__ import annotations
 
-import hashlib
 import io
 import random
 import re
@@ -36,38 +35,14 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from dicomiso_common.models import InstanceEntry, StudyManifest
 from dicomiso_packager import dicomdir, media
-from dicomiso_retriever.manifest import _representative, describe
 from support.dcmtk import dcmtk_bin
+from support.manifests import manifest_of
 from support.studies import CT_IMAGE, Study
 
 ELE = str(ExplicitVRLittleEndian)
 _COMPONENT = re.compile(r"[A-Z0-9_]{1,8}")
-
-
-def manifest_of(files: list[Path]) -> dict[str, Any]:
-    """A study manifest shaped exactly as the retriever's build_manifest writes it."""
-    entries = []
-    for path in files:
-        ds = dcmread(path, stop_before_pixels=True)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        entries.append(
-            describe(ds, str(ds.file_meta.TransferSyntaxUID), path.stat().st_size, sha, str(path))
-        )
-    entries.sort(key=lambda e: (e["series_uid"], e["instance_number"] or 0, e["sop_uid"]))
-    series: dict[str, Any] = {}
-    for e in entries:
-        series.setdefault(e["series_uid"], e["series"])
-    shared = ("patient", "study", "series", "charset")
-    first = _representative(entries)
-    return {
-        "study_uid": first["study"]["study_uid"],
-        "patient": first["patient"],
-        "study": first["study"],
-        "charset": first["charset"],
-        "series": series,
-        "instances": [{k: v for k, v in e.items() if k not in shared} for e in entries],
-    }
 
 
 class HeaderReader:
@@ -76,26 +51,26 @@ class HeaderReader:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def __call__(self, entry: dict[str, Any]) -> Dataset:
-        self.calls.append(entry["sop_class_uid"])
-        return dcmread(entry["key"], stop_before_pixels=True)
+    def __call__(self, entry: InstanceEntry) -> Dataset:
+        self.calls.append(entry.sop_class_uid)
+        return dcmread(entry.key, stop_before_pixels=True)
 
 
 def lay_out(
-    manifests: list[dict[str, Any]], root: Path, write: Callable[[Path, Path], str] | None = None
+    manifests: list[StudyManifest], root: Path, write: Callable[[Path, Path], str] | None = None
 ) -> tuple[Path, bytes]:
     """Place every instance under its file ID, write the DICOMDIR; return it and its bytes."""
     ids = dicomdir.assign_file_ids(manifests)
     final: dict[str, str] = {}
     for m in manifests:
-        for e in m["instances"]:
-            dst = root.joinpath(*ids[e["sop_uid"]])
+        for e in m.instances:
+            dst = root.joinpath(*ids[e.sop_uid])
             dst.parent.mkdir(parents=True, exist_ok=True)
             if write is None:
-                shutil.copyfile(e["key"], dst)
-                final[e["sop_uid"]] = e["transfer_syntax"]
+                shutil.copyfile(e.key, dst)
+                final[e.sop_uid] = e.transfer_syntax
             else:
-                final[e["sop_uid"]] = write(Path(e["key"]), dst)
+                final[e.sop_uid] = write(Path(e.key), dst)
     data = dicomdir.build_dicomdir(manifests, ids, final, HeaderReader(), "DICOMISO_TEST")
     path = root / "DICOMDIR"
     path.write_bytes(data)
@@ -175,20 +150,20 @@ def test_file_ids_are_legal_and_deterministic(study_factory: Callable[..., Study
         manifest_of(study_factory(patient_id="P2", ct=2, mr=0).files),
     ]
     ids = dicomdir.assign_file_ids(studies)
-    assert len(ids) == len(set(ids.values())) == sum(len(m["instances"]) for m in studies)
+    assert len(ids) == len(set(ids.values())) == sum(len(m.instances) for m in studies)
     for components in ids.values():
         assert 1 <= len(components) <= 8 and components[0] == "DICOM"
         assert all(_COMPONENT.fullmatch(c) for c in components), components
     shuffled = [
-        dict(m, instances=random.sample(m["instances"], len(m["instances"])))
+        m.model_copy(update={"instances": tuple(random.sample(m.instances, len(m.instances)))})
         for m in reversed(studies)
     ]
     assert dicomdir.assign_file_ids(shuffled) == ids
     ct = sorted(
-        (e for e in studies[0]["instances"] if e["sop_class_uid"] == CT_IMAGE),
-        key=lambda e: e["instance_number"],
+        (e for e in studies[0].instances if e.sop_class_uid == CT_IMAGE),
+        key=lambda e: e.instance_number or 0,
     )
-    assert [ids[e["sop_uid"]][-1] for e in ct] == ["00000001", "00000002", "00000003"]
+    assert [ids[e.sop_uid][-1] for e in ct] == ["00000001", "00000002", "00000003"]
 
 
 def test_file_ids_refuse_to_overflow(
@@ -209,11 +184,11 @@ def test_dicomdir_of_a_mixed_study_is_valid(
     manifest = manifest_of(study.files)
     reader = HeaderReader()
     ids = dicomdir.assign_file_ids([manifest])
-    final = {e["sop_uid"]: e["transfer_syntax"] for e in manifest["instances"]}
-    for e in manifest["instances"]:
-        dst = tmp_path.joinpath("fs", *ids[e["sop_uid"]])
+    final = {e.sop_uid: e.transfer_syntax for e in manifest.instances}
+    for e in manifest.instances:
+        dst = tmp_path.joinpath("fs", *ids[e.sop_uid])
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(e["key"], dst)
+        shutil.copyfile(e.key, dst)
     data = dicomdir.build_dicomdir([manifest], ids, final, reader, "DICOMISO_TEST")
     (tmp_path / "fs" / "DICOMDIR").write_bytes(data)
 
@@ -358,7 +333,7 @@ def test_cd_file_set_of_transcoded_files_passes_dcmmkdir(
             _dcmtk("dcmcjpeg")(inst.path, dst)
     manifest = manifest_of(sorted(sources.iterdir()))
     cd = media.PROFILES["STD-GEN-CD"]
-    assert all(media.needs_transcode(cd, e["transfer_syntax"]) for e in manifest["instances"])
+    assert all(media.needs_transcode(cd, e.transfer_syntax) for e in manifest.instances)
 
     def transcode(src: Path, dst: Path) -> str:
         with src.open("rb") as fin, dst.open("wb") as fout:
@@ -411,23 +386,30 @@ def test_dicomdir_for_2000_instances_is_fast(tmp_path: Path) -> None:
         for uid in series
         for i in range(1, 501)
     ]
-    manifest = {
-        "study_uid": study_uid,
-        "charset": ["ISO_IR 192"],
-        "series": series,
-        "patient": {"id": "PID1", "name": "Nuñez^José", "birth_date": None, "sex": None},
-        "study": {
+    manifest = StudyManifest.model_validate(
+        {
             "study_uid": study_uid,
-            "date": "20240101",
-            "time": "1200",
-            "id": None,
-            "description": None,
-            "accession_number": "A1",
-        },
-        "instances": instances,
-    }
+            "instance_count": len(instances),
+            "total_bytes": len(instances),
+            "retrieved_at": "2024-01-01T12:00:00Z",
+            "job_id": "job-1",
+            "method": "test",
+            "charset": ["ISO_IR 192"],
+            "series": series,
+            "patient": {"id": "PID1", "name": "Nuñez^José", "birth_date": None, "sex": None},
+            "study": {
+                "study_uid": study_uid,
+                "date": "20240101",
+                "time": "1200",
+                "id": None,
+                "description": None,
+                "accession_number": "A1",
+            },
+            "instances": instances,
+        }
+    )
 
-    def no_reads(entry: dict[str, Any]) -> Dataset:
+    def no_reads(entry: InstanceEntry) -> Dataset:
         raise AssertionError("no header needed for images")
 
     started = time.perf_counter()

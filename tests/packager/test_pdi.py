@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import posixpath
 import re
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -22,10 +20,10 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from dicomiso_common.dicom import instance_key
-from dicomiso_common.store import ObjectInfo
+from dicomiso_common.models import StudyManifest
 from dicomiso_packager.pdi import preview_candidate, readme_text, series_preview, web_pages
-from dicomiso_retriever.manifest import build_manifest, describe
 from support.dcmtk import dcmtk_bin
+from support.manifests import manifest_of as support_manifest_of
 from support.studies import Study
 
 StudyFactory = Callable[..., Study]
@@ -34,41 +32,20 @@ CREATED = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 NAME_83 = re.compile(r"^[A-Z0-9_]{1,8}(\.[A-Z0-9_]{1,3})?$")
 
 
-class _Listing:
-    """The one Store method build_manifest needs when every entry is already known."""
+def manifest_of(study: Study) -> StudyManifest:
+    """The manifest the retriever would write for these files (bucket keys)."""
 
-    def __init__(self, objects: list[ObjectInfo]) -> None:
-        self.objects = objects
+    def key(path: Path, ds: pydicom.Dataset) -> str:
+        return instance_key(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        return iter(self.objects)
-
-
-def manifest_of(study: Study) -> dict[str, Any]:
-    """The manifest the retriever would write for these files (same describe/build code)."""
-    known, objects = {}, []
-    for path in study.files:
-        data = path.read_bytes()
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-        key = instance_key(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        known[str(ds.SOPInstanceUID)] = describe(
-            ds,
-            str(ds.file_meta.TransferSyntaxUID),
-            len(data),
-            hashlib.sha256(data).hexdigest(),
-            key,
-        )
-        objects.append(ObjectInfo(key, len(data), "etag", datetime.now(UTC)))
-    store: Any = _Listing(objects)
-    manifest: dict[str, Any] = build_manifest(store, study.study_uid, known, "job-1", "test")
-    return manifest
+    return support_manifest_of(study.files, key)
 
 
-def previews_for(manifests: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+def previews_for(manifests: list[StudyManifest]) -> dict[str, tuple[str, ...]]:
     """One JPEG path per series that has an image to preview, as the packager would name them."""
     out: dict[str, tuple[str, ...]] = {}
     for manifest in manifests:
-        for uid in manifest["series"]:
+        for uid in manifest.series:
             if preview_candidate(manifest, uid) is not None:
                 out[uid] = ("IHE_PDI", f"S{len(out) + 1:04d}.JPG")
     return out
@@ -83,7 +60,7 @@ def text_of(root: ET.Element) -> str:
 
 
 @pytest.fixture
-def two_studies(study_factory: StudyFactory) -> list[dict[str, Any]]:
+def two_studies(study_factory: StudyFactory) -> list[StudyManifest]:
     first = study_factory(patient_name="Santoso^Budi", patient_id="PID-77")
     second = study_factory(
         patient_name="Santoso^Budi", patient_id="PID-77", study_date="20240402", seed=1
@@ -91,7 +68,7 @@ def two_studies(study_factory: StudyFactory) -> list[dict[str, Any]]:
     return [manifest_of(first), manifest_of(second)]
 
 
-def test_readme_is_ascii_general_and_counts(two_studies: list[dict[str, Any]]) -> None:
+def test_readme_is_ascii_general_and_counts(two_studies: list[StudyManifest]) -> None:
     """README.TXT is CRLF ASCII, names creator, profile and counts, and no patient data."""
     data = readme_text(
         two_studies,
@@ -126,13 +103,13 @@ def test_readme_is_ascii_general_and_counts(two_studies: list[dict[str, Any]]) -
         "PID-77",
         "19700101",
         "1970-01-01",
-        two_studies[0]["study"]["accession_number"],
+        two_studies[0].study.accession_number,
         "No acute abnormality",
     ):
         assert private not in flat
 
 
-def test_readme_without_viewer_says_nothing_autoruns(two_studies: list[dict[str, Any]]) -> None:
+def test_readme_without_viewer_says_nothing_autoruns(two_studies: list[StudyManifest]) -> None:
     """Without a viewer bundle the README says none is included and nothing autoruns."""
     flat = " ".join(
         readme_text(
@@ -144,7 +121,7 @@ def test_readme_without_viewer_says_nothing_autoruns(two_studies: list[dict[str,
     assert "No viewer program is included" in flat and "1 study," in flat
 
 
-def test_pages_are_xhtml_with_resolving_relative_links(two_studies: list[dict[str, Any]]) -> None:
+def test_pages_are_xhtml_with_resolving_relative_links(two_studies: list[StudyManifest]) -> None:
     """Every page parses as XML; every href/src is relative and names a file on the disc."""
     previews = previews_for(two_studies)
     pages = web_pages(
@@ -178,13 +155,25 @@ def test_pages_are_xhtml_with_resolving_relative_links(two_studies: list[dict[st
     assert "Chest axial" in study and "T1 SE axial" in study and "no preview" in study
 
 
-def test_hostile_text_renders_as_text(two_studies: list[dict[str, Any]]) -> None:
+def test_hostile_text_renders_as_text(two_studies: list[StudyManifest]) -> None:
     """Names and descriptions with markup are escaped: no script, no handler, text intact."""
     hostile = '<script>alert(1)</script>^O\'Brien & "Co"'
     manifest = two_studies[0]
-    manifest["patient"]["name"] = hostile
-    manifest["study"]["description"] = '<img src="x" onerror="alert(2)">'
-    next(iter(manifest["series"].values()))["description"] = "</td></tr><b>x</b>"
+    first = next(iter(manifest.series))
+    manifest = manifest.model_copy(
+        update={
+            "patient": manifest.patient.model_copy(update={"name": hostile}),
+            "study": manifest.study.model_copy(
+                update={"description": '<img src="x" onerror="alert(2)">'}
+            ),
+            "series": {
+                **manifest.series,
+                first: manifest.series[first].model_copy(
+                    update={"description": "</td></tr><b>x</b>"}
+                ),
+            },
+        }
+    )
     pages = web_pages([manifest], institution="A & B <i>", previews={}, created_at=CREATED)
 
     for _, data in pages:
@@ -215,7 +204,7 @@ def test_preview_candidate_is_the_middle_image(study_factory: StudyFactory) -> N
     study = study_factory(ct=5, mr=0)
     manifest = manifest_of(study)
     ct_uid = study.of_kind("ct")[0].series_uid
-    assert preview_candidate(manifest, ct_uid)["instance_number"] == 3  # type: ignore[index]
+    assert preview_candidate(manifest, ct_uid).instance_number == 3  # type: ignore[union-attr]
     for kind in ("sr", "ko", "pr"):
         assert preview_candidate(manifest, study.of_kind(kind)[0].series_uid) is None
 
@@ -321,9 +310,9 @@ def test_undecodable_pixels_give_none_and_log_only_the_uid(
     assert "Secret" not in logged and ds.PatientID not in logged
 
 
-def test_preview_paths_must_be_iso9660_names(two_studies: list[dict[str, Any]]) -> None:
+def test_preview_paths_must_be_iso9660_names(two_studies: list[StudyManifest]) -> None:
     """A preview path that is not 8.3 upper case is refused rather than linked."""
-    uid = next(iter(two_studies[0]["series"]))
+    uid = next(iter(two_studies[0].series))
     with pytest.raises(ValueError, match="8.3"):
         web_pages(
             two_studies,

@@ -14,9 +14,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pydantic import ValidationError
+
 from dicomiso_client import RetrieverClient
 from dicomiso_common import audit
-from dicomiso_common.dicom import accession_key, manifest_key
+from dicomiso_common.dicom import manifest_key
 from dicomiso_common.errors import (
     DicomError,
     DicomisoError,
@@ -25,6 +27,8 @@ from dicomiso_common.errors import (
     PreconditionFailed,
 )
 from dicomiso_common.jobs import JobHandle, JobLost
+from dicomiso_common.manifests import BadDocument, load, load_accession_index, load_manifest
+from dicomiso_common.models import ForwardJobRequest, ForwardJobResult, SendResult, SendResults
 from dicomiso_common.store import Store
 
 from .peers import pacs_peer, resolve
@@ -37,11 +41,14 @@ DONE = ("acknowledged", "warning")
 RESULTS_PREFIX = "forwards/"
 
 
+Results = dict[str, SendResult]  # by SOP Instance UID
+
+
 def results_key(job_id: str) -> str:
     return f"{RESULTS_PREFIX}{job_id}/results.json"
 
 
-class Results:
+class ResultsFile:
     """One job's results.json, fenced: a write that finds it changed goes ahead only after
     the job record confirms we still own the job (else JobLost), merged with what is there."""
 
@@ -51,14 +58,20 @@ class Results:
         self.key = results_key(handle.id)
         self._etag: str | None = None
 
-    def load(self) -> dict[str, Any]:
+    def load(self) -> Results:
+        """What the job's earlier runs recorded ({} if none); remembers the ETag."""
         try:
-            data, self._etag = self._store.get_json(self.key)
+            read = self._store.read_json(self.key)
         except ObjectMissing:
+            self._etag = None
             return {}
-        return dict(data) if isinstance(data, dict) else {}
+        self._etag = read.etag
+        try:
+            return dict(SendResults.model_validate(read.body).root)
+        except ValidationError as exc:
+            raise BadDocument(f"{self.key}: {exc.error_count()} invalid field(s)") from exc
 
-    def save(self, results: dict[str, Any]) -> None:
+    def save(self, results: Results) -> None:
         """Write our results; raises JobLost if the job has passed to another replica."""
         try:
             try:
@@ -73,11 +86,22 @@ class Results:
         except DicomisoError:
             log.warning("results not saved", extra={"job_id": self._handle.id})
 
-    def _put(self, results: dict[str, Any]) -> None:
+    def _put(self, results: Results) -> None:
+        body = {k: r.to_json() for k, r in results.items()}
         if self._etag is None:
-            self._etag = self._store.put_json(self.key, results, if_none_match=True)
+            self._etag = self._store.put_json(self.key, body, if_none_match=True)
         else:
-            self._etag = self._store.put_json(self.key, results, if_match=self._etag)
+            self._etag = self._store.put_json(self.key, body, if_match=self._etag)
+
+
+def load_send_results(store: Store, key: str) -> dict[str, SendResult]:
+    """forwards/{job_id}/results.json: each instance's outcome so far (ObjectMissing if none)."""
+    return load(store, key, SendResults).root
+
+
+def _done(results: Results, item: Item) -> bool:
+    result = results.get(item.sop_uid)
+    return result is not None and result.status in DONE
 
 
 class RetrievalFailed(DicomisoError):
@@ -93,16 +117,16 @@ class Forwarding:
     def run(self, handle: JobHandle) -> dict[str, Any]:
         """Forward the studies; the outcome goes into the audit trail (not a lost job's:
         the replica that took it over reports it)."""
-        request = handle.record.request
+        request = ForwardJobRequest.model_validate(handle.record.request)
         about = {
             "job_id": handle.id,
-            "destination": request.get("destination"),
-            "accession_numbers": request.get("accession_numbers") or None,
-            "study_uids": request.get("study_uids") or None,
+            "destination": request.destination,
+            "accession_numbers": list(request.accession_numbers) or None,
+            "study_uids": list(request.study_uids) or None,
             "attempt": handle.record.attempt,
         }
         try:
-            result = self._run(handle)
+            result = self._run(handle, request)
         except JobLost:
             raise
         except Exception as exc:
@@ -125,22 +149,21 @@ class Forwarding:
             **about,
             counts=dict(handle.record.counts),
         )
-        return result
+        return result.to_json()
 
-    def _run(self, handle: JobHandle) -> dict[str, Any]:
-        request = handle.record.request
-        peer = resolve(self.settings, request["destination"])  # config may have changed
+    def _run(self, handle: JobHandle, request: ForwardJobRequest) -> ForwardJobResult:
+        peer = resolve(self.settings, request.destination)  # config may have changed
         handle.update(phase="locate", flush=True)
         items = self._items(request, handle)
-        saved = Results(self.store, handle)
+        saved = ResultsFile(self.store, handle)
         results = saved.load()
-        todo = [i for i in items if results.get(i.sop_uid, {}).get("status") not in DONE]
+        todo = [i for i in items if not _done(results, i)]
         lock = threading.Lock()
         last_write = [time.monotonic()]
 
         wanted = {i.sop_uid for i in items}
-        tally = Counter(r.get("status") for sop, r in results.items() if sop in wanted)
-        transcoded = Counter(sop for sop, r in results.items() if r.get("transcoded"))
+        tally = Counter(r.status for sop, r in results.items() if sop in wanted)
+        transcoded = Counter(sop for sop, r in results.items() if r.transcoded)
 
         def count() -> None:
             handle.set_counts(
@@ -157,10 +180,8 @@ class Forwarding:
             with lock:
                 before = results.get(item.sop_uid)
                 if before is not None:
-                    tally[before.get("status")] -= 1
-                results[item.sop_uid] = {
-                    k: v for k, v in vars(outcome).items() if v not in (None, False)
-                }
+                    tally[before.status] -= 1
+                results[item.sop_uid] = outcome
                 tally[outcome.status] += 1
                 if outcome.transcoded:
                     transcoded[item.sop_uid] = 1
@@ -187,28 +208,28 @@ class Forwarding:
                 if not handle.lost:  # a replica that lost the job must not overwrite results
                     saved.save(results)
                 count()
-        failed = [i for i in items if results.get(i.sop_uid, {}).get("status") not in DONE]
+        failed = [i for i in items if not _done(results, i)]
         if failed:
             reasons = sorted(
                 {
-                    str(results[i.sop_uid].get("reason") or results[i.sop_uid].get("code"))
+                    str(results[i.sop_uid].reason or results[i.sop_uid].code)
                     for i in failed
                     if i.sop_uid in results
                 }
             )
             raise DicomError(
                 f"{len(failed)} of {len(items)} instances were not accepted by "
-                f"{request['destination']} ({peer.aet}): "
+                f"{request.destination} ({peer.aet}): "
                 f"{'; '.join(reasons[:3]) or 'not sent'}"
             )
-        return {
-            "destination": request["destination"],
-            "instances": len(items),
-            "results_key": results_key(handle.id),
-        }
+        return ForwardJobResult(
+            destination=request.destination,
+            instances=len(items),
+            results_key=results_key(handle.id),
+        )
 
     def _send_shard(
-        self, sender: Sender, shard: list[Item], results: dict[str, Any], lock: threading.Lock
+        self, sender: Sender, shard: list[Item], results: Results, lock: threading.Lock
     ) -> None:
         """Send one shard, retrying what is left after a transient failure, with backoff."""
         s = self.settings
@@ -217,8 +238,8 @@ class Forwarding:
                 left = [
                     i
                     for i in shard
-                    if results.get(i.sop_uid, {}).get("status") not in DONE
-                    and results.get(i.sop_uid, {}).get("status") != "failed"
+                    if not _done(results, i)
+                    and (i.sop_uid not in results or results[i.sop_uid].status != "failed")
                 ]
             if not left:
                 return
@@ -240,7 +261,7 @@ class Forwarding:
 
     # -- finding the instances -----------------------------------------------------------
 
-    def _items(self, request: dict[str, Any], handle: JobHandle) -> list[Item]:
+    def _items(self, request: ForwardJobRequest, handle: JobHandle) -> list[Item]:
         uids = self._study_uids(request)
         if uids is None or not all(self.store.exists(manifest_key(u)) for u in uids):
             handle.update(phase="retrieve", flush=True)
@@ -250,31 +271,32 @@ class Forwarding:
                 raise NotFound("retrieval finished but the studies are not in the bucket")
         items: list[Item] = []
         for uid in uids:
-            manifest, _ = self.store.get_json(manifest_key(uid))
+            manifest = load_manifest(self.store, uid)
             items += [
-                Item(i["key"], i["sop_uid"], i["sop_class_uid"], i["transfer_syntax"])
-                for i in manifest["instances"]
+                Item(i.key, i.sop_uid, i.sop_class_uid, i.transfer_syntax)
+                for i in manifest.instances
             ]
         return items
 
-    def _study_uids(self, request: dict[str, Any]) -> list[str] | None:
-        uids = list(request.get("study_uids", []))
-        for accession in request.get("accession_numbers", []):
+    def _study_uids(self, request: ForwardJobRequest) -> list[str] | None:
+        uids = list(request.study_uids)
+        for accession in request.accession_numbers:
             try:
-                index, _ = self.store.get_json(accession_key(accession))
+                index = load_accession_index(self.store, accession)
             except ObjectMissing:
                 return None
-            uids += index["study_uids"]
+            uids += index.study_uids
         return sorted(set(uids))
 
-    def _retrieve(self, request: dict[str, Any]) -> None:
+    def _retrieve(self, request: ForwardJobRequest) -> None:
         """Ask the retriever (the mkiso2 relay) and wait for its job.
 
         The client waits out a restarting retriever (the job lives in the bucket) for up to
         30 s; anything else it cannot pass on is one of our errors, naming the retriever.
         """
         s = self.settings
-        body = {k: request[k] for k in ("accession_numbers", "study_uids") if request.get(k)}
+        wanted = {"accession_numbers": request.accession_numbers, "study_uids": request.study_uids}
+        body = {k: list(v) for k, v in wanted.items() if v}
         with RetrieverClient(s.retriever_url, s.outgoing_token()) as retriever:
             started = retriever.start(body)
             view = retriever.wait(started.id, timeout=s.retrieve_wait, outage=30.0)

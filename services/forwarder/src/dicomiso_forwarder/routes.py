@@ -12,10 +12,11 @@ from dicomiso_common import audit
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput, ObjectMissing
 from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, JobStatus, accepted, validate_job_id
+from dicomiso_common.models import ForwardJobRequest, SendResult
 from dicomiso_common.store import Store
 
 from . import peers
-from .forward import results_key
+from .forward import load_send_results, results_key
 from .settings import ForwarderSettings
 
 MAX_KEYS = 50
@@ -34,7 +35,7 @@ class ForwardRequest(BaseModel):
 class ForwardStatus(JobStatus):
     """State, counts, and with `?instances=true` each instance's result."""
 
-    instances: dict[str, Any] | None = None
+    instances: dict[str, SendResult] | None = None
 
 
 class PeerView(BaseModel):
@@ -45,22 +46,22 @@ class PeerView(BaseModel):
     reason: str | None
 
 
-def canonical(body: ForwardRequest, settings: ForwarderSettings) -> dict[str, Any]:
+def canonical(body: ForwardRequest, settings: ForwarderSettings) -> ForwardJobRequest:
     peers.resolve(settings, body.destination)
     if bool(body.accession_numbers) == bool(body.study_uids):
         raise InvalidInput("give either accession_numbers or study_uids (one non-empty list)")
-    return {
-        "accession_numbers": sorted({validate_accession(a) for a in body.accession_numbers}),
-        "study_uids": sorted({validate_uid(u, "StudyInstanceUID") for u in body.study_uids}),
-        "destination": body.destination,
-    }
+    return ForwardJobRequest(
+        accession_numbers=tuple(sorted({validate_accession(a) for a in body.accession_numbers})),
+        study_uids=tuple(sorted({validate_uid(u, "StudyInstanceUID") for u in body.study_uids})),
+        destination=body.destination,
+    )
 
 
 def _status(record: JobRecord, store: Store, with_instances: bool) -> ForwardStatus:
     status = ForwardStatus.of(record)
     if with_instances:
         try:
-            status.instances, _ = store.get_json(results_key(record.id))
+            status.instances = load_send_results(store, results_key(record.id))
         except ObjectMissing:
             status.instances = {}
     return status
@@ -79,7 +80,7 @@ def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: An
     )
     def create(body: ForwardRequest, request: Request, response: Response) -> JobAccepted:
         wanted = canonical(body, settings)
-        record = jobs.submit(wanted)
+        record = jobs.submit(wanted.to_json())
         audit.record(
             store,
             settings,
@@ -88,9 +89,9 @@ def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: An
             "forward",
             job_id=record.id,
             state=record.state,
-            destination=wanted["destination"],
-            accession_numbers=wanted["accession_numbers"] or None,
-            study_uids=wanted["study_uids"] or None,
+            destination=wanted.destination,
+            accession_numbers=list(wanted.accession_numbers) or None,
+            study_uids=list(wanted.study_uids) or None,
         )
         return accepted(record, request, response, "forward_status")
 

@@ -23,6 +23,7 @@ from pynetdicom import _config
 from pynetdicom.association import Association
 
 from dicomiso_common.errors import ObjectMissing, StoreError
+from dicomiso_common.models import SendResult
 from dicomiso_common.pacs import PacsPeer, associate, make_ae
 from dicomiso_common.store import Store
 
@@ -52,12 +53,7 @@ class Item:
     transfer_syntax: str
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # acknowledged | warning | failed
-    code: int | None = None  # the peer's C-STORE status
-    transcoded: bool = False
-    reason: str | None = None
+Outcome = SendResult  # what became of one instance (stored in forwards/{id}/results.json)
 
 
 class Transient(Exception):
@@ -99,12 +95,12 @@ def _classify(code: int) -> Outcome | None:
     A warning means the peer stored the instance (perhaps coerced): it counts as delivered.
     """
     if code == 0x0000:
-        return Outcome("acknowledged", code)
+        return Outcome(status="acknowledged", code=code)
     if code in WARNINGS or 0xB000 <= code <= 0xBFFF:
-        return Outcome("warning", code)
+        return Outcome(status="warning", code=code)
     if 0xA700 <= code <= 0xA7FF:
         return None
-    return Outcome("failed", code, reason=f"peer answered 0x{code:04X}")
+    return Outcome(status="failed", code=code, reason=f"peer answered 0x{code:04X}")
 
 
 class Sender:
@@ -138,7 +134,7 @@ class Sender:
                     while chunk := body.read(_CHUNK):
                         spool.write(chunk)
             except ObjectMissing:
-                return Outcome("failed", reason="instance missing from the bucket")
+                return Outcome(status="failed", reason="instance missing from the bucket")
             except (StoreError, BotoCoreError, OSError) as exc:
                 raise Transient(
                     f"reading the instance from S3 failed: {type(exc).__name__}"
@@ -150,11 +146,11 @@ class Sender:
             elif (item.sop_class, EXPLICIT_LE) in accepted:
                 payload = self._as_explicit_le(spool.name)
                 if payload is None:
-                    return Outcome("failed", reason="cannot re-encode for the peer")
+                    return Outcome(status="failed", reason="cannot re-encode for the peer")
                 transcoded = True
             else:
                 return Outcome(
-                    "failed", reason="peer accepted no transfer syntax for the SOP class"
+                    status="failed", reason="peer accepted no transfer syntax for the SOP class"
                 )
             if not assoc.is_established:
                 raise Transient("association lost")
@@ -164,7 +160,7 @@ class Sender:
         outcome = _classify(int(status.Status))
         if outcome is None:
             raise Transient(f"peer out of resources (0x{int(status.Status):04X})")
-        return Outcome(outcome.status, outcome.code, transcoded, outcome.reason)
+        return outcome.model_copy(update={"transcoded": transcoded})
 
     @staticmethod
     def _as_explicit_le(path: str) -> pydicom.Dataset | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
-from collections.abc import Callable, Iterator, MutableSequence
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import PersonName
 
 from dicomiso_common.errors import InvalidInput
+from dicomiso_common.models import InstanceEntry, PatientInfo, SeriesInfo, StudyManifest
 
 from .media import (
     IMPLEMENTATION_CLASS_UID,
@@ -40,23 +41,25 @@ log = logging.getLogger(__name__)
 MAX_COMPONENT = 99_999  # patients/studies/series per parent: "PAT" + 5 digits
 MAX_IMAGES = 99_999_999  # instances per series: 8 digits, no prefix (PS3.10 8.2 allows it)
 
+HeaderReader = Callable[[InstanceEntry], Dataset]
+
 
 @dataclass
 class _Series:
     uid: str
-    info: dict[str, Any]
-    entries: list[dict[str, Any]]
+    info: SeriesInfo
+    entries: list[InstanceEntry]
 
 
 @dataclass
 class _Study:
-    manifest: dict[str, Any]
+    manifest: StudyManifest
     series: list[_Series]
 
 
 @dataclass
 class _Patient:
-    info: dict[str, Any]
+    info: PatientInfo
     studies: list[_Study]
 
 
@@ -64,40 +67,35 @@ def _key_int(value: int | None) -> tuple[bool, int]:
     return (value is None, value or 0)
 
 
-def _tree(manifests: list[dict[str, Any]]) -> list[_Patient]:
+def _tree(manifests: list[StudyManifest]) -> list[_Patient]:
     """Group manifests into patients (by PatientID, PS3.11 H.3.3), studies and series, sorted.
 
     A study or instance listed twice (two accessions of one study) is kept once.
     """
-    by_study = {m["study_uid"]: m for m in reversed(manifests)}
+    by_study = {m.study_uid: m for m in reversed(manifests)}
     patients: dict[str, _Patient] = {}
 
-    def study_key(m: dict[str, Any]) -> tuple[str, str, str, str]:
-        study = m.get("study") or {}
-        return (
-            (m.get("patient") or {}).get("id") or "",
-            study.get("date") or "",
-            study.get("time") or "",
-            m["study_uid"],
-        )
+    def study_key(m: StudyManifest) -> tuple[str, str, str, str]:
+        return (m.patient.id or "", m.study.date or "", m.study.time or "", m.study_uid)
 
     seen: set[str] = set()
     for m in sorted(by_study.values(), key=study_key):
-        info = m.get("patient") or {}
-        patient = patients.setdefault(info.get("id") or "", _Patient(dict(info), []))
-        for k, v in info.items():
-            patient.info[k] = patient.info.get(k) or v
+        info = m.patient
+        patient = patients.setdefault(info.id or "", _Patient(info, []))
+        patient.info = patient.info.model_copy(
+            update={k: v for k, v in info if not getattr(patient.info, k)}
+        )
         series: dict[str, _Series] = {}
-        for e in m["instances"]:
-            if e["sop_uid"] in seen:
+        for e in m.instances:
+            if e.sop_uid in seen:
                 continue
-            seen.add(e["sop_uid"])
-            uid = e["series_uid"]
-            series.setdefault(uid, _Series(uid, (m.get("series") or {}).get(uid) or {}, []))
+            seen.add(e.sop_uid)
+            uid = e.series_uid
+            series.setdefault(uid, _Series(uid, m.series_info(uid), []))
             series[uid].entries.append(e)
         for s in series.values():
-            s.entries.sort(key=lambda e: (_key_int(e.get("instance_number")), e["sop_uid"]))
-        ordered = sorted(series.values(), key=lambda s: (_key_int(s.info.get("number")), s.uid))
+            s.entries.sort(key=lambda e: (_key_int(e.instance_number), e.sop_uid))
+        ordered = sorted(series.values(), key=lambda s: (_key_int(s.info.number), s.uid))
         patient.studies.append(_Study(m, ordered))
     return [patients[k] for k in sorted(patients)]
 
@@ -107,7 +105,7 @@ def _check_count(count: int, limit: int, what: str) -> None:
         raise FileSetError(f"{count} {what} exceed the {limit} one file-set can name")
 
 
-def assign_file_ids(manifests: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+def assign_file_ids(manifests: list[StudyManifest]) -> dict[str, tuple[str, ...]]:
     """Map each SOP Instance UID to its File ID components, e.g. DICOM/PAT00001/.../00000001.
 
     Components are 1-8 characters of A-Z, 0-9 and _ without extension (PS3.10 8.2, PS3.12
@@ -127,7 +125,7 @@ def assign_file_ids(manifests: list[dict[str, Any]]) -> dict[str, tuple[str, ...
             for r, series in enumerate(study.series, 1):
                 _check_count(len(series.entries), MAX_IMAGES, "instances of one series")
                 for i, entry in enumerate(series.entries, 1):
-                    ids[entry["sop_uid"]] = (
+                    ids[entry.sop_uid] = (
                         "DICOM",
                         f"PAT{p:05d}",
                         f"STU{s:05d}",
@@ -184,7 +182,7 @@ def _strings(value: Any) -> Iterator[str]:
         yield str(value)
 
 
-def _set_charset(record: Dataset, preferred: list[str]) -> None:
+def _set_charset(record: Dataset, preferred: Sequence[str]) -> None:
     """Set (0008,0005) when a key is not ASCII (PS3.3 F.5: 1C per record).
 
     The manifest's (single-valued, non-ISO 2022) character set is kept when it can encode the
@@ -204,7 +202,7 @@ def _set_charset(record: Dataset, preferred: list[str]) -> None:
     record.SpecificCharacterSet = charset
 
 
-def _encode(kind: str, keys: Dataset, charset: list[str]) -> bytearray:
+def _encode(kind: str, keys: Dataset, charset: Sequence[str]) -> bytearray:
     """One directory record, Explicit VR Little Endian, with both offsets still zero."""
     record = Dataset()
     record.OffsetOfTheNextDirectoryRecord = 0
@@ -230,7 +228,7 @@ def _ascii(value: object, pad: bytes = b" ") -> bytes:
 
 
 def _image_record(
-    entry: dict[str, Any], index: int, file_id: tuple[str, ...], syntax: str
+    entry: InstanceEntry, index: int, file_id: tuple[str, ...], syntax: str
 ) -> bytearray:
     """An IMAGE record encoded directly: thousands of them via pydicom take seconds.
 
@@ -244,64 +242,64 @@ def _image_record(
             _element(0x0004, 0x1420, b"UL", b"\0\0\0\0"),
             _element(0x0004, 0x1430, b"CS", b"IMAGE "),
             _element(0x0004, 0x1500, b"CS", _ascii("\\".join(file_id))),
-            _element(0x0004, 0x1510, b"UI", _ascii(entry["sop_class_uid"], b"\0")),
-            _element(0x0004, 0x1511, b"UI", _ascii(entry["sop_uid"], b"\0")),
+            _element(0x0004, 0x1510, b"UI", _ascii(entry.sop_class_uid, b"\0")),
+            _element(0x0004, 0x1511, b"UI", _ascii(entry.sop_uid, b"\0")),
             _element(0x0004, 0x1512, b"UI", _ascii(syntax, b"\0")),
-            _element(0x0020, 0x0013, b"IS", _ascii(entry.get("instance_number") or index)),
+            _element(0x0020, 0x0013, b"IS", _ascii(entry.instance_number or index)),
         ]
-        if entry.get("frames") is not None:
-            parts.append(_element(0x0028, 0x0008, b"IS", _ascii(int(entry["frames"]))))
-        for elem, name in ((0x0010, "rows"), (0x0011, "columns")):
-            if entry.get(name) is not None:
-                parts.append(_element(0x0028, elem, b"US", struct.pack("<H", entry[name])))
+        if entry.frames is not None:
+            parts.append(_element(0x0028, 0x0008, b"IS", _ascii(entry.frames)))
+        for elem, value in ((0x0010, entry.rows), (0x0011, entry.columns)):
+            if value is not None:
+                parts.append(_element(0x0028, elem, b"US", struct.pack("<H", value)))
     except (UnicodeEncodeError, struct.error, ValueError, TypeError) as exc:
-        raise FileSetError(f"{entry.get('sop_uid')}: invalid IMAGE record key") from exc
+        raise FileSetError(f"{entry.sop_uid}: invalid IMAGE record key") from exc
     return bytearray(b"".join(parts))
 
 
-def _patient_keys(info: dict[str, Any], index: int) -> Dataset:
+def _patient_keys(info: PatientInfo, index: int) -> Dataset:
     keys = Dataset()
-    keys.PatientName = info.get("name") or ""
-    keys.PatientID = info.get("id") or f"UNKNOWN{index:05d}"
-    for attr, name in (("PatientBirthDate", "birth_date"), ("PatientSex", "sex")):
-        if info.get(name):  # 1C in STD-GEN-DVD (PS3.11 Table H.3-2)
-            setattr(keys, attr, info[name])
+    keys.PatientName = info.name or ""
+    keys.PatientID = info.id or f"UNKNOWN{index:05d}"
+    # 1C in STD-GEN-DVD (PS3.11 Table H.3-2)
+    if info.birth_date:
+        keys.PatientBirthDate = info.birth_date
+    if info.sex:
+        keys.PatientSex = info.sex
     return keys
 
 
-def _study_keys(m: dict[str, Any], index: int) -> Dataset:
-    study = m.get("study") or {}
+def _study_keys(m: StudyManifest, index: int) -> Dataset:
+    study = m.study
     keys = Dataset()
-    keys.StudyDate = study.get("date") or _INVENTED_STUDY["date"]
-    keys.StudyTime = study.get("time") or _INVENTED_STUDY["time"]
-    keys.StudyDescription = study.get("description") or ""
-    keys.StudyInstanceUID = m["study_uid"]
-    keys.StudyID = study.get("id") or f"{index}"
-    keys.AccessionNumber = study.get("accession_number") or ""
+    keys.StudyDate = study.date or _INVENTED_STUDY["date"]
+    keys.StudyTime = study.time or _INVENTED_STUDY["time"]
+    keys.StudyDescription = study.description or ""
+    keys.StudyInstanceUID = m.study_uid
+    keys.StudyID = study.id or f"{index}"
+    keys.AccessionNumber = study.accession_number or ""
     return keys
 
 
 def _series_keys(series: _Series, index: int) -> Dataset:
     keys = Dataset()
-    keys.Modality = series.info.get("modality") or "OT"
+    keys.Modality = series.info.modality or "OT"
     keys.SeriesInstanceUID = series.uid
-    keys.SeriesNumber = (
-        series.info.get("number") if series.info.get("number") is not None else index
-    )
+    keys.SeriesNumber = series.info.number if series.info.number is not None else index
     return keys
 
 
 def _leaf_keys(
-    entry: dict[str, Any], kind: str, index: int, read_header: Callable[[dict[str, Any]], Dataset]
+    entry: InstanceEntry, kind: str, index: int, read_header: HeaderReader
 ) -> tuple[Dataset, list[str]]:
     """Keys of a non-image leaf record, from the header, and the character set they use."""
     header = read_header(entry)
     if "InstanceNumber" not in header or header.InstanceNumber in (None, ""):
-        header.InstanceNumber = entry.get("instance_number") or index
+        header.InstanceNumber = entry.instance_number or index
     try:
         keys = DIRECTORY_RECORDERS[kind](header)
     except (ValueError, KeyError, AttributeError) as exc:
-        raise FileSetError(f"{entry['sop_uid']}: no {kind} record ({exc})") from exc
+        raise FileSetError(f"{entry.sop_uid}: no {kind} record ({exc})") from exc
     if "ContentSequence" in keys:  # PS3.3 F.5: only the root's context and modifiers
         items = [
             i
@@ -329,38 +327,38 @@ _NEXT_AT, _LOWER_AT = 8, 30
 
 
 def _leaf(
-    entry: dict[str, Any],
+    entry: InstanceEntry,
     index: int,
     modality: str | None,
     file_id: tuple[str, ...],
     syntax: str,
-    charset: list[str],
-    read_header: Callable[[dict[str, Any]], Dataset],
+    charset: Sequence[str],
+    read_header: HeaderReader,
 ) -> _Node:
-    kind = leaf_record_type(entry["sop_class_uid"], modality)
+    kind = leaf_record_type(entry.sop_class_uid, modality)
     if kind == "IMAGE":
         return _Node(_image_record(entry, index, file_id, syntax))
     keys, leaf_charset = _leaf_keys(entry, kind, index, read_header)
     keys.ReferencedFileID = list(file_id)
-    keys.ReferencedSOPClassUIDInFile = entry["sop_class_uid"]
-    keys.ReferencedSOPInstanceUIDInFile = entry["sop_uid"]
+    keys.ReferencedSOPClassUIDInFile = entry.sop_class_uid
+    keys.ReferencedSOPInstanceUIDInFile = entry.sop_uid
     keys.ReferencedTransferSyntaxUIDInFile = syntax
     return _Node(_encode(kind, keys, leaf_charset or charset))
 
 
 def _nodes(
-    manifests: list[dict[str, Any]],
+    manifests: list[StudyManifest],
     file_ids: dict[str, tuple[str, ...]],
     final_syntax: dict[str, str],
-    read_header: Callable[[dict[str, Any]], Dataset],
+    read_header: HeaderReader,
 ) -> list[_Node]:
     roots: list[_Node] = []
     for p, patient in enumerate(_tree(manifests), 1):
-        first_charset = patient.studies[0].manifest.get("charset") or []
+        first_charset = patient.studies[0].manifest.charset
         pnode = _Node(_encode("PATIENT", _patient_keys(patient.info, p), first_charset))
         roots.append(pnode)
         for s, study in enumerate(patient.studies, 1):
-            charset = study.manifest.get("charset") or []
+            charset = study.manifest.charset
             snode = _Node(_encode("STUDY", _study_keys(study.manifest, s), charset))
             pnode.children.append(snode)
             for r, series in enumerate(study.series, 1):
@@ -370,9 +368,9 @@ def _nodes(
                     _leaf(
                         e,
                         i,
-                        series.info.get("modality"),
-                        file_ids[e["sop_uid"]],
-                        final_syntax[e["sop_uid"]],
+                        series.info.modality,
+                        file_ids[e.sop_uid],
+                        final_syntax[e.sop_uid],
                         charset,
                         read_header,
                     )
@@ -422,10 +420,10 @@ def _file_head(fileset_id: str, instance_uid: str, first: int, last: int) -> byt
 
 
 def build_dicomdir(
-    manifests: list[dict[str, Any]],
+    manifests: list[StudyManifest],
     file_ids: dict[str, tuple[str, ...]],
     final_syntax: dict[str, str],
-    read_header: Callable[[dict[str, Any]], Dataset],
+    read_header: HeaderReader,
     fileset_id: str,
 ) -> bytes:
     """Return the bytes of the DICOMDIR (Media Storage Directory, PS3.10 7.2, PS3.3 F.2).

@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicomiso_common.jobs import JobHandle
+from dicomiso_common.models import InstanceEntry, StudyManifest
 from dicomiso_common.store import Store
 
 from . import dicomdir, media, pdi
@@ -75,7 +76,7 @@ class _Assembler:
     def __init__(
         self,
         store: Store,
-        manifests: list[dict[str, Any]],
+        manifests: list[StudyManifest],
         profile: media.Profile,
         settings: PackagerSettings,
         tmp: Path,
@@ -83,7 +84,7 @@ class _Assembler:
     ) -> None:
         self.store, self.manifests, self.profile = store, manifests, profile
         self.settings, self.tmp, self.handle = settings, tmp, handle
-        self.entries = [e for m in manifests for e in m["instances"]]
+        self.entries = [e for m in manifests for e in m.instances]
         self.local: dict[str, Path] = {}  # sop_uid -> transcoded file in tmp
         self.final_syntax: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -92,20 +93,20 @@ class _Assembler:
         file_ids = dicomdir.assign_file_ids(self.manifests)
         with ThreadPoolExecutor(self.settings.build_workers, thread_name_prefix="build") as pool:
             todo = [
-                e for e in self.entries if media.needs_transcode(self.profile, e["transfer_syntax"])
+                e for e in self.entries if media.needs_transcode(self.profile, e.transfer_syntax)
             ]
             self.handle.set_counts(instances=len(self.entries), to_transcode=len(todo))
             for entry, syntax in zip(todo, pool.map(self._transcode, todo), strict=True):
-                self.final_syntax[entry["sop_uid"]] = syntax
+                self.final_syntax[entry.sop_uid] = syntax
             self.handle.check()
             for e in self.entries:
-                self.final_syntax.setdefault(e["sop_uid"], e["transfer_syntax"])
+                self.final_syntax.setdefault(e.sop_uid, e.transfer_syntax)
             previews = self._previews(pool)
             headers = self._headers(pool)
         self.handle.check()
         vid = volume_id(self.handle.id)
         directory = dicomdir.build_dicomdir(
-            self.manifests, file_ids, self.final_syntax, lambda e: headers[e["sop_uid"]], vid
+            self.manifests, file_ids, self.final_syntax, lambda e: headers[e.sop_uid], vid
         )
         now = datetime.now(UTC)
         viewer = self._viewer()
@@ -132,7 +133,7 @@ class _Assembler:
             *[(path, jpeg) for path, jpeg in previews.values()],
         ]
         files = [DiscFile(path, len(data), _bytes_opener(data)) for path, data in generated]
-        files += [self._instance_file(e, file_ids[e["sop_uid"]]) for e in self.entries]
+        files += [self._instance_file(e, file_ids[e.sop_uid]) for e in self.entries]
         files += viewer
         files = [replace(f, opener=self._counted(_call, f.opener)) for f in files]
         self.handle.set_counts(files=len(files), files_written=0)
@@ -140,13 +141,13 @@ class _Assembler:
 
     # -- instances -------------------------------------------------------------------------
 
-    def _instance_file(self, entry: dict[str, Any], file_id: tuple[str, ...]) -> DiscFile:
-        sop = entry["sop_uid"]
+    def _instance_file(self, entry: InstanceEntry, file_id: tuple[str, ...]) -> DiscFile:
+        sop = entry.sop_uid
         local = self.local.get(sop)
         if local is not None:
             return DiscFile(file_id, local.stat().st_size, _path_opener(local))
-        key = entry["key"]
-        return DiscFile(file_id, int(entry["size"]), lambda: self.store.open(key))
+        key = entry.key
+        return DiscFile(file_id, entry.size, lambda: self.store.open(key))
 
     def _counted(self, opener: Callable[[Any], IO[bytes]], arg: Any) -> Callable[[], IO[bytes]]:
         """An opener that counts progress and stops the build when the job was lost."""
@@ -158,11 +159,11 @@ class _Assembler:
 
         return open_
 
-    def _transcode(self, entry: dict[str, Any]) -> str:
-        sop = entry["sop_uid"]
+    def _transcode(self, entry: InstanceEntry) -> str:
+        sop = entry.sop_uid
         target = self.tmp / f"{sop}.dcm"  # a validated UID: digits and dots
         with tempfile.TemporaryFile(dir=self.tmp) as src:
-            with self.store.open(entry["key"]) as body:
+            with self.store.open(entry.key) as body:
                 _copy(body, src)
             src.seek(0)
             with target.open("wb") as dst:
@@ -176,9 +177,9 @@ class _Assembler:
         with self._lock:
             self.handle.set_counts(**{name: self.handle.record.counts.get(name, 0) + 1})
 
-    def _open_instance(self, entry: dict[str, Any]) -> IO[bytes]:
-        local = self.local.get(entry["sop_uid"])
-        return local.open("rb") if local is not None else self.store.open(entry["key"])
+    def _open_instance(self, entry: InstanceEntry) -> IO[bytes]:
+        local = self.local.get(entry.sop_uid)
+        return local.open("rb") if local is not None else self.store.open(entry.key)
 
     # -- what the DICOMDIR and the web pages need --------------------------------------------
 
@@ -186,30 +187,28 @@ class _Assembler:
         wanted = [
             e
             for m in self.manifests
-            for e in m["instances"]
-            if dicomdir.needs_header(
-                e["sop_class_uid"], (m["series"].get(e["series_uid"]) or {}).get("modality")
-            )
+            for e in m.instances
+            if dicomdir.needs_header(e.sop_class_uid, m.series_info(e.series_uid).modality)
         ]
 
-        def one(entry: dict[str, Any]) -> Dataset:
-            local = self.local.get(entry["sop_uid"])
+        def one(entry: InstanceEntry) -> Dataset:
+            local = self.local.get(entry.sop_uid)
             if local is not None:
                 return pydicom.dcmread(local, stop_before_pixels=True)
-            return read_header(self.store, entry["key"])
+            return read_header(self.store, entry.key)
 
-        return {e["sop_uid"]: ds for e, ds in zip(wanted, pool.map(one, wanted), strict=True)}
+        return {e.sop_uid: ds for e, ds in zip(wanted, pool.map(one, wanted), strict=True)}
 
     def _previews(self, pool: ThreadPoolExecutor) -> dict[str, tuple[tuple[str, ...], bytes]]:
         """One JPEG per image series, from its middle instance (series without: none)."""
         picks = [
             (uid, c)
             for m in self.manifests
-            for uid in sorted(m["series"])
+            for uid in sorted(m.series)
             if (c := pdi.preview_candidate(m, uid)) is not None
         ]
 
-        def one(entry: dict[str, Any]) -> bytes | None:
+        def one(entry: InstanceEntry) -> bytes | None:
             with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=str(self.tmp)) as spool:
                 with self._open_instance(entry) as body:
                     _copy(body, spool)
@@ -265,7 +264,7 @@ def _path_opener(path: Path) -> Callable[[], IO[bytes]]:
 
 def assemble(
     store: Store,
-    manifests: list[dict[str, Any]],
+    manifests: list[StudyManifest],
     profile: media.Profile,
     settings: PackagerSettings,
     tmp: Path,

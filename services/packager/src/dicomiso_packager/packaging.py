@@ -21,9 +21,19 @@ from typing import Any
 from dicomiso_client import LookupClient, RetrieverClient
 from dicomiso_client.models import JobView, Resolved
 from dicomiso_common import audit
-from dicomiso_common.dicom import manifest_key
 from dicomiso_common.errors import Conflict, DicomisoError, ObjectMissing
 from dicomiso_common.jobs import JobHandle, JobLost, JobRecord
+from dicomiso_common.manifests import load_manifest
+from dicomiso_common.models import (
+    EmailOutcome,
+    PackageContents,
+    PackageJobRequest,
+    PackageJobResult,
+    PackageManifest,
+    RetrievalJobResult,
+    StudyManifest,
+    TreeEntry,
+)
 from dicomiso_common.names import ascii_filename_part
 from dicomiso_common.store import Store
 
@@ -74,6 +84,24 @@ def package_filename(accessions: list[str], patient_name: str, fmt: str) -> str:
     return f"{name}-{accs}.{fmt}" if name else f"{accs}.{fmt}"
 
 
+def package_request(record: JobRecord) -> PackageJobRequest:
+    """A package job's request, typed."""
+    return PackageJobRequest.model_validate(record.request)
+
+
+def package_result(record: JobRecord) -> PackageJobResult:
+    """A package job's result so far, typed (only `retrieval_id` while it runs)."""
+    return PackageJobResult.model_validate(record.result)
+
+
+def package_key(record: JobRecord) -> str:
+    """The image's key of a succeeded package job."""
+    key = package_result(record).key
+    if key is None:
+        raise ObjectMissing(f"package {record.id} has no image")
+    return key
+
+
 def one_patient(resolved: Resolved) -> None:
     """Refuse accession numbers of more than one patient (never two patients on one disc)."""
     if not resolved.same_patient:
@@ -94,15 +122,17 @@ class Packaging:
 
     def is_current(self, record: JobRecord) -> bool:
         """A succeeded package stays the answer while its image exists (lifecycle expiry)."""
-        key = record.result.get("key")
-        return isinstance(key, str) and self.store.exists(key)
+        key = package_result(record).key
+        return key is not None and self.store.exists(key)
 
     def run(self, handle: JobHandle) -> dict[str, Any]:
         """Build the package; its outcome goes into the audit trail (a lost job's does not:
         the replica that took it over reports it)."""
         about = {
             "job_id": handle.id,
-            "accession_numbers": handle.record.request.get("accession_numbers"),
+            "accession_numbers": list(
+                PackageJobRequest.model_validate(handle.record.request).accession_numbers
+            ),
             "attempt": handle.record.attempt,
         }
         try:
@@ -119,30 +149,29 @@ class Packaging:
             "package",
             "succeeded",
             **about,
-            study_uids=result.get("study_uids"),
-            size=result.get("size"),
-            email_state=(result.get("email") or {}).get("state"),
+            study_uids=list(result.study_uids or ()),
+            size=result.size,
+            email_state=result.email.state if result.email else None,
         )
-        return result
+        return result.to_json()
 
-    def _run(self, handle: JobHandle) -> dict[str, Any]:
-        request = handle.record.request
-        accessions: list[str] = request["accession_numbers"]
+    def _run(self, handle: JobHandle) -> PackageJobResult:
+        request = package_request(handle.record)
+        accessions = list(request.accession_numbers)
         handle.update(phase="lookup", flush=True)
         with self.lookup() as lookup:
             resolved = lookup.resolve(accessions)
         one_patient(resolved)
         filename = package_filename(
-            accessions, resolved.accessions[0].patient_name.original, request["format"]
+            accessions, resolved.accessions[0].patient_name.original, request.format
         )
         handle.update(phase="retrieve", flush=True)
         retrieval = self._retrieve(handle, accessions)
         manifests = self._manifests(retrieval)
         workdir = self.settings.work_dir
         with tempfile.TemporaryDirectory(prefix="package-", dir=workdir) as tmp:
-            result = self._build_and_upload(handle, manifests, Path(tmp), filename)
-        self._finish(handle, result)
-        return result
+            contents = self._build_and_upload(handle, request, manifests, Path(tmp), filename)
+        return self._finish(handle, request, contents)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -158,7 +187,7 @@ class Packaging:
 
         with RetrieverClient(s.retriever_url, s.outgoing_token()) as retriever:
             started = retriever.retrieve(accessions, s.retrieve_method)
-            handle.update(result={"retrieval_id": started.id})
+            handle.update(result=PackageJobResult(retrieval_id=started.id).to_json())
             view = retriever.wait(
                 started.id, timeout=s.retrieve_wait, poll=0.5, on_progress=progress
             )
@@ -166,20 +195,20 @@ class Packaging:
             raise RetrievalFailed(f"retrieval failed: {view.error or 'no reason given'}")
         return view
 
-    def _manifests(self, retrieval: JobView) -> list[dict[str, Any]]:
-        uids = sorted({st["study_uid"] for st in retrieval.result.get("studies", [])})
+    def _manifests(self, retrieval: JobView) -> list[StudyManifest]:
+        result = RetrievalJobResult.model_validate(retrieval.result)
+        uids = sorted({st.study_uid for st in result.studies})
         if not uids:
             raise RetrievalFailed("retrieval found no studies")
         manifests = []
         for uid in uids:
             try:
-                data, _ = self.store.get_json(manifest_key(uid))
+                manifests.append(load_manifest(self.store, uid))
             except ObjectMissing as exc:
                 raise RetrievalFailed(
                     f"study {uid} is no longer complete in the bucket; ask again"
                 ) from exc
-            manifests.append(data)
-        ids = {str((m.get("patient") or {}).get("id") or "").strip() for m in manifests}
+        ids = {(m.patient.id or "").strip() for m in manifests}
         if len(ids) > 1:
             raise Conflict(
                 f"the studies carry {len(ids)} different Patient IDs in the PACS; "
@@ -188,11 +217,15 @@ class Packaging:
         return manifests
 
     def _build_and_upload(
-        self, handle: JobHandle, manifests: list[dict[str, Any]], tmp: Path, filename: str
-    ) -> dict[str, Any]:
-        request = handle.record.request
-        profile = media.PROFILES[request["profile"]]
-        fmt = request["format"]
+        self,
+        handle: JobHandle,
+        request: PackageJobRequest,
+        manifests: list[StudyManifest],
+        tmp: Path,
+        filename: str,
+    ) -> PackageContents:
+        profile = media.PROFILES[request.profile]
+        fmt = request.format
         handle.update(phase="build", flush=True)
         size_limit = profile.capacity
         path = tmp / f"image.{fmt}"
@@ -239,38 +272,36 @@ class Packaging:
             content_disposition=f'attachment; filename="{filename}"',
             metadata={"sha256": sha256},
         )
-        result = {
-            "key": key,
-            "filename": filename,
-            "size": size,
-            "sha256": sha256,
-            "format": fmt,
-            "profile": profile.name,
-            "medium": profile.medium,
-            "fits_medium": size <= size_limit,
-            "studies": len(manifests),
-            "study_uids": [m["study_uid"] for m in manifests],
-            "instances": image.instances,
-            "transcoded": image.transcoded,
-            "files": len(image.files),
-            "volume_id": image.volume_id,
-        }
+        contents = PackageContents(
+            key=key,
+            filename=filename,
+            size=size,
+            sha256=sha256,
+            format=fmt,
+            profile=profile.name,
+            medium=profile.medium,
+            fits_medium=size <= size_limit,
+            studies=len(manifests),
+            study_uids=tuple(m.study_uid for m in manifests),
+            instances=image.instances,
+            transcoded=tuple(image.transcoded),
+            files=len(image.files),
+            volume_id=image.volume_id,
+        )
         # The package manifest (beside the image, written after it): what is on the disc.
         # Without it the image is not a package: it is removed again, never left looking done.
+        package = PackageManifest(
+            **dict(contents),
+            job_id=handle.id,
+            created_at=datetime.now(UTC).isoformat(),
+            tree=tuple(TreeEntry(path="/".join(f.path), size=f.size) for f in image.files),
+        )
         try:
-            self.store.put_json(
-                manifest_key_of(handle.id),
-                {
-                    **result,
-                    "job_id": handle.id,
-                    "created_at": datetime.now(UTC).isoformat(),
-                    "tree": [{"path": "/".join(f.path), "size": f.size} for f in image.files],
-                },
-            )
+            self.store.put_json(manifest_key_of(handle.id), package.to_json())
         except DicomisoError:
             self._discard(key)
             raise
-        return result
+        return contents
 
     def _discard(self, key: str) -> None:
         try:
@@ -278,39 +309,48 @@ class Packaging:
         except DicomisoError:
             log.warning("incomplete package not removed", extra={"key": key})
 
-    def _finish(self, handle: JobHandle, result: dict[str, Any]) -> None:
-        ttl = int(handle.record.request.get("expires_in") or self.settings.link_ttl)
-        now = time.time()
-        result["download_url"] = self.store.presign_get(result["key"], ttl)
-        result["expires_at"] = datetime.fromtimestamp(now + ttl, UTC).isoformat()
-        email = handle.record.request.get("email")
-        result["email"] = self._mail(email, result) if email else {"state": "not_requested"}
+    def _finish(
+        self, handle: JobHandle, request: PackageJobRequest, contents: PackageContents
+    ) -> PackageJobResult:
+        ttl = int(request.expires_in or self.settings.link_ttl)
+        url = self.store.presign_get(contents.key, ttl)
+        expires = datetime.fromtimestamp(time.time() + ttl, UTC)
+        email = request.email
+        outcome = (
+            self._mail(email, url, expires, contents)
+            if email
+            else EmailOutcome(state="not_requested")
+        )
         if email:
             audit.record_outcome(
                 self.store,
                 "packager",
                 "email",
-                result["email"]["state"],
+                outcome.state,
                 job_id=handle.id,
                 email=email,
                 via="package",
-                error=result["email"].get("error"),
+                error=outcome.error,
             )
+        return PackageJobResult(
+            **dict(contents), download_url=url, expires_at=expires.isoformat(), email=outcome
+        )
 
-    def _mail(self, to: str, result: dict[str, Any]) -> dict[str, Any]:
+    def _mail(
+        self, to: str, url: str, expires: datetime, contents: PackageContents
+    ) -> EmailOutcome:
         """Send the link; a failure is reported in the status and never fails the package."""
         if not mail.mail_enabled(self.settings):
-            return {"state": "failed", "error": "e-mail is not configured (DICOMISO_SMTP_URL)"}
-        expires = datetime.fromisoformat(result["expires_at"])
-        msg = mail.compose(
-            self.settings, to, result["download_url"], expires, result["filename"], result["size"]
-        )
+            return EmailOutcome(
+                state="failed", error="e-mail is not configured (DICOMISO_SMTP_URL)"
+            )
+        msg = mail.compose(self.settings, to, url, expires, contents.filename, contents.size)
         try:
             mail.send(self.settings, msg)
         except DicomisoError as exc:
             log.warning("link not mailed", extra={"error": str(exc)})
-            return {"state": "failed", "error": str(exc)}
-        return {"state": "sent", "sent_at": datetime.now(UTC).isoformat()}
+            return EmailOutcome(state="failed", error=str(exc))
+        return EmailOutcome(state="sent", sent_at=datetime.now(UTC).isoformat())
 
 
 def _sha256(path: Path) -> str:

@@ -29,6 +29,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
 
+from dicomiso_common.models import InstanceEntry, PatientInfo, SeriesInfo, StudyManifest
 from dicomiso_common.names import person_name
 
 log = logging.getLogger(__name__)
@@ -63,41 +64,33 @@ def _version() -> str:
         return "unknown"
 
 
-def _is_image(entry: dict[str, Any]) -> bool:
-    sop_class = str(entry.get("sop_class_uid") or "")
-    return bool(entry.get("rows") and entry.get("columns")) and not sop_class.startswith(
+def _is_image(entry: InstanceEntry) -> bool:
+    return bool(entry.rows and entry.columns) and not entry.sop_class_uid.startswith(
         _NON_IMAGE_PREFIXES
     )
 
 
-def _series_of(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+def _series_of(manifest: StudyManifest) -> list[tuple[str, SeriesInfo, int]]:
     """(series_uid, series attributes, image count) in Series Number order.
 
     Images are instances with pixels; an SR, KO or PR series is listed with 0 images.
     """
     counts: dict[str, int] = {}
-    for entry in manifest.get("instances") or []:
-        uid = str(entry.get("series_uid") or "")
+    for entry in manifest.instances:
+        uid = entry.series_uid
         counts[uid] = counts.get(uid, 0) + _is_image(entry)
-    described: dict[str, Any] = manifest.get("series") or {}
-    uids = dict.fromkeys([*described, *counts])
-    rows = [(uid, described.get(uid) or {}, counts.get(uid, 0)) for uid in uids]
-    return sorted(rows, key=lambda r: (r[1].get("number") is None, r[1].get("number") or 0, r[0]))
+    uids = dict.fromkeys([*manifest.series, *counts])
+    rows = [(uid, manifest.series_info(uid), counts.get(uid, 0)) for uid in uids]
+    return sorted(rows, key=lambda r: (r[1].number is None, r[1].number or 0, r[0]))
 
 
-def _modalities(manifest: dict[str, Any]) -> str:
-    found = {str(s.get("modality")) for _, s, _ in _series_of(manifest) if s.get("modality")}
+def _modalities(manifest: StudyManifest) -> str:
+    found = {s.modality for _, s, _ in _series_of(manifest) if s.modality}
     return ", ".join(sorted(found))
 
 
-def _sorted_studies(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(
-        manifests,
-        key=lambda m: (
-            str((m.get("study") or {}).get("date") or ""),
-            str(m.get("study_uid") or ""),
-        ),
-    )
+def _sorted_studies(manifests: list[StudyManifest]) -> list[StudyManifest]:
+    return sorted(manifests, key=lambda m: (m.study.date or "", m.study_uid))
 
 
 def _date(value: Any) -> str:
@@ -106,9 +99,9 @@ def _date(value: Any) -> str:
     return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if re.fullmatch(r"\d{8}", text) else text
 
 
-def _patient(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+def _patient(manifests: list[StudyManifest]) -> PatientInfo:
     """The disc holds one patient (DESIGN.md Packaging 2); the first complete record wins."""
-    return next((m["patient"] for m in manifests if m.get("patient")), {})
+    return next((m.patient for m in manifests if m.patient != PatientInfo()), PatientInfo())
 
 
 # -- README.TXT ------------------------------------------------------------------------------
@@ -122,7 +115,7 @@ def _ascii(text: str) -> str:
 
 
 def readme_text(
-    manifests: list[dict[str, Any]],
+    manifests: list[StudyManifest],
     *,
     institution: str,
     profile: str,
@@ -140,7 +133,7 @@ def readme_text(
     in every editor; README.TXT is also what DICOM calls a File-set Descriptor File, whose
     default repertoire is ISO 646 (PS3.3 F.3.2.1, (0004,1142) absent). No diagnosis, ever.
     """
-    instances = [e for m in manifests for e in (m.get("instances") or [])]
+    instances = [e for m in manifests for e in m.instances]
     images = sum(1 for e in instances if _is_image(e))
     series = sum(len(_series_of(m)) for m in manifests)
     modalities = sorted({x for m in manifests for x in _modalities(m).split(", ") if x})
@@ -251,36 +244,26 @@ def _header(institution: str, created_at: datetime) -> list[str]:
     ]
 
 
-def _patient_block(patient: dict[str, Any]) -> list[str]:
-    name = person_name(str(patient.get("name") or "")).display
+def _patient_block(patient: PatientInfo) -> list[str]:
+    name = person_name(patient.name or "").display
     return _table(
         ["Patient", "Patient ID", "Birth date", "Sex"],
-        [
-            [
-                _e(name),
-                _e(patient.get("id")),
-                _e(_date(patient.get("birth_date"))),
-                _e(patient.get("sex")),
-            ]
-        ],
+        [[_e(name), _e(patient.id), _e(_date(patient.birth_date)), _e(patient.sex)]],
     )
 
 
 def _study_page(
-    manifest: dict[str, Any],
+    manifest: StudyManifest,
     page: tuple[str, ...],
     institution: str,
     previews: dict[str, tuple[str, ...]],
     created_at: datetime,
 ) -> bytes:
-    study = manifest.get("study") or {}
-    title = (
-        " ".join(x for x in (_date(study.get("date")), str(study.get("description") or "")) if x)
-        or "Study"
-    )
+    study = manifest.study
+    title = " ".join(x for x in (_date(study.date), study.description or "") if x) or "Study"
     rows = []
     for uid, series, count in _series_of(manifest):
-        number = series.get("number")
+        number = series.number
         preview = previews.get(uid)
         cell = (
             f'<img src="{_e(_href(page, preview))}" alt="Preview of series '
@@ -288,15 +271,13 @@ def _study_page(
             if preview
             else "no preview"
         )
-        rows.append(
-            [_e(number), _e(series.get("modality")), _e(series.get("description")), _e(count), cell]
-        )
+        rows.append([_e(number), _e(series.modality), _e(series.description), _e(count), cell])
     body = [
         f'<p><a href="{_e(_href(page, ("INDEX.HTM",)))}">Back to the list of studies</a></p>',
         f"<h1>{_e(title)}</h1>",
         *_header(institution, created_at),
-        *_patient_block(manifest.get("patient") or {}),
-        f"<p>Accession number: {_e(study.get('accession_number'))}. Modalities: "
+        *_patient_block(manifest.patient),
+        f"<p>Accession number: {_e(study.accession_number)}. Modalities: "
         f"{_e(_modalities(manifest))}.</p>",
         *_table(["Series", "Modality", "Description", "Images", "Preview"], rows),
     ]
@@ -304,7 +285,7 @@ def _study_page(
 
 
 def web_pages(
-    manifests: list[dict[str, Any]],
+    manifests: list[StudyManifest],
     *,
     institution: str,
     previews: dict[str, tuple[str, ...]],
@@ -331,14 +312,14 @@ def web_pages(
     for number, manifest in enumerate(studies, start=1):
         path = ("IHE_PDI", f"STUDY{number:03d}.HTM")
         pages.append((path, _study_page(manifest, path, institution, previews, created_at)))
-        study = manifest.get("study") or {}
+        study = manifest.study
         series = _series_of(manifest)
         rows.append(
             [
-                _e(_date(study.get("date"))),
-                _e(study.get("description")),
+                _e(_date(study.date)),
+                _e(study.description),
                 _e(_modalities(manifest)),
-                _e(study.get("accession_number")),
+                _e(study.accession_number),
                 _e(len(series)),
                 _e(sum(c for _, _, c in series)),
                 f'<a href="{_e(_href(index, path))}">Open</a>',
@@ -367,20 +348,10 @@ def web_pages(
 # -- previews --------------------------------------------------------------------------------
 
 
-def preview_candidate(manifest: dict[str, Any], series_uid: str) -> dict[str, Any] | None:
+def preview_candidate(manifest: StudyManifest, series_uid: str) -> InstanceEntry | None:
     """The series' middle image instance by Instance Number, or None without one."""
-    images = [
-        e
-        for e in manifest.get("instances") or []
-        if e.get("series_uid") == series_uid and _is_image(e)
-    ]
-    images.sort(
-        key=lambda e: (
-            e.get("instance_number") is None,
-            e.get("instance_number") or 0,
-            str(e.get("sop_uid") or ""),
-        )
-    )
+    images = [e for e in manifest.instances if e.series_uid == series_uid and _is_image(e)]
+    images.sort(key=lambda e: (e.instance_number is None, e.instance_number or 0, e.sop_uid))
     return images[len(images) // 2] if images else None
 
 

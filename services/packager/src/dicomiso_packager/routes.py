@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from dicomiso_common.dicom import validate_accession
 from dicomiso_common.errors import PROBLEM_RESPONSES, Conflict, InvalidInput
 from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, JobStatus, accepted, validate_job_id
+from dicomiso_common.models import PackageJobRequest
 from dicomiso_common.store import MAX_LINK_TTL, Store
 
-from .packaging import Packaging, one_patient
+from .packaging import Packaging, one_patient, package_key, package_request, package_result
 from .settings import PackagerSettings, Profile
 from .web import audit, check_email, page, wants_html
 
@@ -52,31 +53,27 @@ class PackageStatus(JobStatus):
     def of_package(cls, record: JobRecord) -> PackageStatus:
         status = cls.of(record)
         if record.state == "succeeded":
-            r = record.result
-            status.download_url, status.expires_at = r.get("download_url"), r.get("expires_at")
-            status.filename, status.size, status.sha256 = (
-                r.get("filename"),
-                r.get("size"),
-                r.get("sha256"),
-            )
-            status.email = EmailState(**r["email"]) if r.get("email") else None
+            r = package_result(record)
+            status.download_url, status.expires_at = r.download_url, r.expires_at
+            status.filename, status.size, status.sha256 = r.filename, r.size, r.sha256
+            status.email = EmailState(**r.email.model_dump()) if r.email else None
         return status
 
 
-def canonical(body: PackageRequest, settings: PackagerSettings) -> dict[str, Any]:
+def canonical(body: PackageRequest, settings: PackagerSettings) -> PackageJobRequest:
     """Validate every value; the result names the job (same request -> same package).
 
     The accession numbers keep the order given (it names the file), duplicates dropped.
     """
     accessions = list(dict.fromkeys(validate_accession(a) for a in body.accession_numbers))
     email = check_email(body.email) if body.email and body.email.strip() else None
-    return {
-        "accession_numbers": accessions,
-        "email": email,
-        "profile": body.profile or settings.default_profile,
-        "format": body.format,
-        "expires_in": body.expires_in,
-    }
+    return PackageJobRequest(
+        accession_numbers=tuple(accessions),
+        email=email,
+        profile=body.profile or settings.default_profile,
+        format=body.format,
+        expires_in=body.expires_in,
+    )
 
 
 def make_router(
@@ -91,10 +88,11 @@ def make_router(
         # Who the accessions belong to is checked before anything is retrieved: a mixed
         # request is a 409 here, and no job, retrieval or C-MOVE starts.
         with packaging.lookup() as lookup:
-            one_patient(lookup.resolve(request["accession_numbers"]))
-        return jobs.submit(request)
+            one_patient(lookup.resolve(list(request.accession_numbers)))
+        return jobs.submit(request.to_json())
 
     def audited(request: Request, record: JobRecord) -> None:
+        wanted = package_request(record)
         audit(
             store,
             settings,
@@ -102,9 +100,9 @@ def make_router(
             "package",
             job_id=record.id,
             state=record.state,
-            accession_numbers=record.request["accession_numbers"],
-            profile=record.request.get("profile"),
-            format=record.request.get("format"),
+            accession_numbers=list(wanted.accession_numbers),
+            profile=wanted.profile,
+            format=wanted.format,
         )
 
     def link_issued(request: Request, record: JobRecord, via: str) -> None:
@@ -116,7 +114,7 @@ def make_router(
             "issued",
             job_id=record.id,
             via=via,
-            accession_numbers=record.request.get("accession_numbers"),
+            accession_numbers=list(package_request(record).accession_numbers),
         )
 
     @router.post(
@@ -162,8 +160,8 @@ def make_router(
         if record.state != "succeeded":
             raise Conflict(f"package {record.id} is {record.state}, not ready for download")
         link_issued(request, record, "download")
-        ttl = int(record.request.get("expires_in") or settings.link_ttl)
-        return RedirectResponse(store.presign_get(record.result["key"], ttl), status_code=307)
+        ttl = package_request(record).expires_in or settings.link_ttl
+        return RedirectResponse(store.presign_get(package_key(record), ttl), status_code=307)
 
     @router.get(
         "/mkiso",

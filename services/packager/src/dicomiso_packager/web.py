@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dicomiso_client import ForwarderClient
 from dicomiso_common import audit as audit_trail
-from dicomiso_common.dicom import accession_key, manifest_key, validate_accession
+from dicomiso_common.dicom import validate_accession
 from dicomiso_common.errors import (
     PROBLEM_RESPONSES,
     Conflict,
@@ -34,10 +34,11 @@ from dicomiso_common.errors import (
     NotFound,
 )
 from dicomiso_common.jobs import JobRecord, Jobs, records_prefix, validate_job_id
+from dicomiso_common.manifests import load_accession_index, load_manifest
 from dicomiso_common.store import Store
 
 from . import mail
-from .packaging import Packaging
+from .packaging import Packaging, package_key, package_request, package_result
 from .settings import PackagerSettings
 
 log = logging.getLogger(__name__)
@@ -173,20 +174,17 @@ def studies_in_bucket(store: Store, accession: str) -> list[dict[str, Any]] | No
     """Dates and descriptions of the accession's studies if they were retrieved before, else None
     (lookup knows the patient only; the PACS is asked once the clerk confirms)."""
     try:
-        known, _ = store.get_json(accession_key(accession))
+        known = load_accession_index(store, accession)
         studies = []
-        for uid in known.get("study_uids", []):
-            manifest, _ = store.get_json(manifest_key(uid))
-            study = manifest.get("study") or {}
-            modalities = sorted(
-                {s.get("modality") or "" for s in (manifest.get("series") or {}).values()} - {""}
-            )
+        for uid in known.study_uids:
+            manifest = load_manifest(store, uid)
+            modalities = sorted({s.modality or "" for s in manifest.series.values()} - {""})
             studies.append(
                 {
-                    "date": study.get("date"),
-                    "description": study.get("description"),
+                    "date": manifest.study.date,
+                    "description": manifest.study.description,
                     "modalities": modalities,
-                    "instances": manifest.get("instance_count"),
+                    "instances": manifest.instance_count,
                 }
             )
     except DicomisoError:
@@ -196,23 +194,23 @@ def studies_in_bucket(store: Store, accession: str) -> list[dict[str, Any]] | No
 
 def package_summary(record: JobRecord, settings: PackagerSettings) -> dict[str, Any]:
     """One row of the recent-packages list (the record's own data, nothing re-signed)."""
-    r = record.result
+    wanted, r = package_request(record), package_result(record)
     created = datetime.fromtimestamp(record.created_at, UTC)
     return {
         "id": record.id,
         "state": record.state,
         "phase": record.phase,
         "error": record.error,
-        "accession_numbers": record.request.get("accession_numbers"),
-        "format": record.request.get("format"),
-        "profile": record.request.get("profile"),
+        "accession_numbers": list(wanted.accession_numbers),
+        "format": wanted.format,
+        "profile": wanted.profile,
         "created_at": created.isoformat(),
         "updated_at": datetime.fromtimestamp(record.updated_at, UTC).isoformat(),
-        "filename": r.get("filename"),
-        "size": r.get("size"),
-        "link_expires_at": r.get("expires_at"),
+        "filename": r.filename,
+        "size": r.size,
+        "link_expires_at": r.expires_at,
         "deleted_after": (created + timedelta(days=settings.package_expiry_days)).isoformat(),
-        "email": (r.get("email") or {}).get("state"),
+        "email": r.email.state if r.email else None,
     }
 
 
@@ -239,13 +237,14 @@ def _done(jobs: Jobs, job_id: str) -> JobRecord:
 
 
 def _fresh_link(store: Store, settings: PackagerSettings, record: JobRecord) -> dict[str, Any]:
-    ttl = int(record.request.get("expires_in") or settings.link_ttl)
+    ttl = package_request(record).expires_in or settings.link_ttl
     expires = datetime.now(UTC) + timedelta(seconds=ttl)
+    result = package_result(record)
     return {
-        "download_url": store.presign_get(record.result["key"], ttl),
+        "download_url": store.presign_get(package_key(record), ttl),
         "expires_at": expires.isoformat(),
-        "filename": record.result.get("filename"),
-        "size": record.result.get("size"),
+        "filename": result.filename,
+        "size": result.size,
     }
 
 
@@ -316,7 +315,7 @@ def make_web_router(
             "issued",
             job_id=record.id,
             via="page",
-            accession_numbers=record.request.get("accession_numbers"),
+            accession_numbers=list(package_request(record).accession_numbers),
         )
         return _fresh_link(store, settings, record)
 
@@ -329,7 +328,7 @@ def make_web_router(
         about: dict[str, Any] = {
             "job_id": record.id,
             "email": to,
-            "accession_numbers": record.request.get("accession_numbers"),
+            "accession_numbers": list(package_request(record).accession_numbers),
         }
         audit(store, settings, request, "email", **about)
         fresh = _fresh_link(store, settings, record)

@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from typing import IO, Any
+from typing import IO
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -21,6 +21,15 @@ from pydicom.multival import MultiValue
 
 from dicomiso_common.dicom import manifest_key, study_prefix
 from dicomiso_common.errors import DicomisoError
+from dicomiso_common.manifests import load_manifest
+from dicomiso_common.models import (
+    InstanceDescription,
+    InstanceEntry,
+    PatientInfo,
+    SeriesInfo,
+    StudyInfo,
+    StudyManifest,
+)
 from dicomiso_common.store import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
@@ -57,41 +66,45 @@ def _charsets(ds: Dataset) -> list[str]:
     return [str(v) for v in value] if isinstance(value, MultiValue | list | tuple) else [str(value)]
 
 
-def describe(ds: Dataset, transfer_syntax: str, size: int, sha256: str, key: str) -> dict[str, Any]:
+def describe(
+    ds: Dataset, transfer_syntax: str, size: int, sha256: str, key: str
+) -> InstanceDescription:
     """Reduce one instance's header to its manifest entry (no pixel data is touched)."""
-    return {
-        "key": key,
-        "size": size,
-        "sha256": sha256,
-        "transfer_syntax": transfer_syntax,
-        "sop_class_uid": str(ds.SOPClassUID),
-        "sop_uid": str(ds.SOPInstanceUID),
-        "series_uid": str(ds.SeriesInstanceUID),
-        "instance_number": _int(ds, "InstanceNumber"),
-        "rows": _int(ds, "Rows"),
-        "columns": _int(ds, "Columns"),
-        "frames": _int(ds, "NumberOfFrames"),
-        "series": {
-            "modality": _text(ds, "Modality"),
-            "number": _int(ds, "SeriesNumber"),
-            "description": _text(ds, "SeriesDescription"),
-        },
-        "study": {
-            "study_uid": str(ds.StudyInstanceUID),
-            "date": _text(ds, "StudyDate"),
-            "time": _text(ds, "StudyTime"),
-            "id": _text(ds, "StudyID"),
-            "description": _text(ds, "StudyDescription"),
-            "accession_number": _text(ds, "AccessionNumber"),
-        },
-        "patient": {
-            "id": _text(ds, "PatientID"),
-            "name": _text(ds, "PatientName"),
-            "birth_date": _text(ds, "PatientBirthDate"),
-            "sex": _text(ds, "PatientSex"),
-        },
-        "charset": _charsets(ds),
-    }
+    return InstanceDescription(
+        entry=InstanceEntry(
+            key=key,
+            size=size,
+            sha256=sha256,
+            transfer_syntax=transfer_syntax,
+            sop_class_uid=str(ds.SOPClassUID),
+            sop_uid=str(ds.SOPInstanceUID),
+            series_uid=str(ds.SeriesInstanceUID),
+            instance_number=_int(ds, "InstanceNumber"),
+            rows=_int(ds, "Rows"),
+            columns=_int(ds, "Columns"),
+            frames=_int(ds, "NumberOfFrames"),
+        ),
+        series=SeriesInfo(
+            modality=_text(ds, "Modality"),
+            number=_int(ds, "SeriesNumber"),
+            description=_text(ds, "SeriesDescription"),
+        ),
+        study=StudyInfo(
+            study_uid=str(ds.StudyInstanceUID),
+            date=_text(ds, "StudyDate"),
+            time=_text(ds, "StudyTime"),
+            id=_text(ds, "StudyID"),
+            description=_text(ds, "StudyDescription"),
+            accession_number=_text(ds, "AccessionNumber"),
+        ),
+        patient=PatientInfo(
+            id=_text(ds, "PatientID"),
+            name=_text(ds, "PatientName"),
+            birth_date=_text(ds, "PatientBirthDate"),
+            sex=_text(ds, "PatientSex"),
+        ),
+        charset=tuple(_charsets(ds)),
+    )
 
 
 def sha256_of(fileobj: IO[bytes]) -> str:
@@ -102,7 +115,7 @@ def sha256_of(fileobj: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def describe_stored(store: Store, obj: ObjectInfo) -> dict[str, Any]:
+def describe_stored(store: Store, obj: ObjectInfo) -> InstanceDescription:
     """Describe an instance from the bucket (one another replica, or a dead process, stored).
 
     A ranged GET of the first 256 KiB holds the header of nearly every instance; the rare
@@ -126,57 +139,63 @@ def describe_stored(store: Store, obj: ObjectInfo) -> dict[str, Any]:
     return describe(ds, ts, obj.size, sha, obj.key)
 
 
-def _representative(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The entry whose patient/study attributes stand for the study: one carrying the most
+def _representative(described: list[InstanceDescription]) -> InstanceDescription | None:
+    """The instance whose patient/study attributes stand for the study: one carrying the most
     common PatientName (one workstation's re-encoded spelling must not name the disc)."""
-    if not entries:
-        return {}
-    names = Counter(str((e.get("patient") or {}).get("name")) for e in entries)
+    if not described:
+        return None
+    names = Counter(str(d.patient.name) for d in described)
     common = names.most_common(1)[0][0]
-    return next(e for e in entries if str((e.get("patient") or {}).get("name")) == common)
+    return next(d for d in described if str(d.patient.name) == common)
 
 
 def build_manifest(
-    store: Store, study_uid: str, known: dict[str, dict[str, Any]], job_id: str, method: str
-) -> dict[str, Any]:
+    store: Store, study_uid: str, known: dict[str, InstanceDescription], job_id: str, method: str
+) -> StudyManifest:
     """Assemble the manifest from the bucket listing; entries we hold already are reused."""
-    entries = []
+    described = []
     for obj in store.list(study_prefix(study_uid)):
         sop_uid = obj.key.rsplit("/", 1)[-1].removesuffix(".dcm")
-        entry = known.get(sop_uid)
-        if entry is None or entry["size"] != obj.size:
-            entry = describe_stored(store, obj)
-        entries.append(entry)
-    entries.sort(key=lambda e: (e["series_uid"], e["instance_number"] or 0, e["sop_uid"]))
-    first = _representative(entries)
-    series: dict[str, Any] = {}
-    for e in entries:
-        series.setdefault(e["series_uid"], e["series"])
-    return {
-        "study_uid": study_uid,
-        "patient": first.get("patient"),
-        "study": first.get("study"),
-        "charset": first.get("charset"),
-        "series": series,
-        "instance_count": len(entries),
-        "total_bytes": sum(e["size"] for e in entries),
-        "instances": [
-            {k: v for k, v in e.items() if k not in ("patient", "study", "series", "charset")}
-            for e in entries
-        ],
-        "retrieved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "job_id": job_id,
-        "method": method,
-    }
+        one = known.get(sop_uid)
+        if one is None or one.entry.size != obj.size:
+            one = describe_stored(store, obj)
+        described.append(one)
+    return assemble_manifest(study_uid, described, job_id, method)
 
 
-def read_manifest(store: Store, study_uid: str) -> dict[str, Any] | None:
+def assemble_manifest(
+    study_uid: str, described: list[InstanceDescription], job_id: str, method: str
+) -> StudyManifest:
+    """The manifest of these instances: sorted by series, instance number and UID; the
+    patient and study attributes of the representative instance."""
+    described = sorted(
+        described, key=lambda d: (d.entry.series_uid, d.entry.instance_number or 0, d.entry.sop_uid)
+    )
+    first = _representative(described)
+    series: dict[str, SeriesInfo] = {}
+    for d in described:
+        series.setdefault(d.entry.series_uid, d.series)
+    return StudyManifest(
+        study_uid=study_uid,
+        patient=first.patient if first else PatientInfo(),
+        study=first.study if first else StudyInfo(),
+        charset=first.charset if first else (),
+        series=series,
+        instance_count=len(described),
+        total_bytes=sum(d.entry.size for d in described),
+        instances=tuple(d.entry for d in described),
+        retrieved_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        job_id=job_id,
+        method=method,
+    )
+
+
+def read_manifest(store: Store, study_uid: str) -> StudyManifest | None:
     """Return the study's manifest, or None when the study is not (completely) stored."""
     if not store.exists(manifest_key(study_uid)):
         return None
-    data, _ = store.get_json(manifest_key(study_uid))
-    return data if isinstance(data, dict) else None
+    return load_manifest(store, study_uid)
 
 
-def write_manifest(store: Store, manifest: dict[str, Any]) -> None:
-    store.put_json(manifest_key(manifest["study_uid"]), manifest)
+def write_manifest(store: Store, manifest: StudyManifest) -> None:
+    store.put_json(manifest_key(manifest.study_uid), manifest.to_json())

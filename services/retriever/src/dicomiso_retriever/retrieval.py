@@ -17,6 +17,13 @@ from typing import Any
 from dicomiso_common.dicom import accession_key, manifest_key, study_prefix
 from dicomiso_common.errors import DicomError, NotFound
 from dicomiso_common.jobs import JobHandle, JobRecord
+from dicomiso_common.models import (
+    AccessionIndex,
+    RetrievalJobRequest,
+    RetrievalJobResult,
+    StudyManifest,
+    StudyOutcome,
+)
 from dicomiso_common.store import Store
 
 from . import query
@@ -37,10 +44,10 @@ class LeaseLost(Exception):
     """Our lease on a study passed to another runner mid-transfer; stop and look again."""
 
 
-def _complete(manifest: dict[str, Any] | None, hit: StudyHit) -> bool:
+def _complete(manifest: StudyManifest | None, hit: StudyHit) -> bool:
     if manifest is None:
         return False
-    return hit.instances is None or int(manifest["instance_count"]) >= hit.instances
+    return hit.instances is None or manifest.instance_count >= hit.instances
 
 
 class _Progress:
@@ -79,18 +86,18 @@ class Retrieval:
 
     def is_current(self, record: JobRecord) -> bool:
         """A succeeded job stays the answer while every study it stored still has a manifest."""
-        studies = record.result.get("studies", [])
+        studies = RetrievalJobResult.model_validate(record.result).studies
         return bool(studies) and all(
-            self.store.exists(manifest_key(st["study_uid"])) for st in studies
+            self.store.exists(manifest_key(st.study_uid)) for st in studies
         )
 
     def run(self, handle: JobHandle) -> dict[str, Any]:
-        request = handle.record.request
+        request = RetrievalJobRequest.model_validate(handle.record.request)
         handle.update(phase="query", flush=True)
         hits, accessions = self._find(request)
         progress = _Progress(handle, sum(h.instances or 0 for h in hits))
         handle.update(phase="retrieve", flush=True)
-        method = request.get("method") or self.settings.retrieve_method
+        method = request.method or self.settings.retrieve_method
         with ThreadPoolExecutor(
             self.settings.move_parallel, thread_name_prefix=f"move-{handle.id[:6]}"
         ) as pool:
@@ -100,26 +107,27 @@ class Retrieval:
             "retrieval finished",
             extra={"job_id": handle.id, "studies": len(studies), **handle.record.counts},
         )
-        return {"studies": studies, "accessions": accessions, "method": method}
+        result = RetrievalJobResult(studies=tuple(studies), accessions=accessions, method=method)
+        return result.to_json()
 
-    def _find(self, request: dict[str, Any]) -> tuple[list[StudyHit], dict[str, list[str]]]:
+    def _find(
+        self, request: RetrievalJobRequest
+    ) -> tuple[list[StudyHit], dict[str, tuple[str, ...]]]:
         hits: dict[str, StudyHit] = {}
-        accessions: dict[str, list[str]] = {}
-        for accession in request.get("accession_numbers", []):
+        accessions: dict[str, tuple[str, ...]] = {}
+        for accession in request.accession_numbers:
             found = query.find_by_accession(self.settings, accession)
             if not found:
                 raise StudyNotFound(f"no study found for accession {accession}")
-            accessions[accession] = sorted(h.study_uid for h in found)
-            self.store.put_json(
-                accession_key(accession),
-                {
-                    "accession_number": accession,
-                    "study_uids": accessions[accession],
-                    "found_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
+            index = AccessionIndex(
+                accession_number=accession,
+                study_uids=tuple(sorted(h.study_uid for h in found)),
+                found_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             )
+            accessions[accession] = index.study_uids
+            self.store.put_json(accession_key(accession), index.to_json())
             hits.update((h.study_uid, h) for h in found)
-        for study_uid in request.get("study_uids", []):
+        for study_uid in request.study_uids:
             found = query.find_by_study_uid(self.settings, study_uid)
             if not found:
                 raise StudyNotFound(f"no study {study_uid} in PACS {self.settings.pacs_aet}")
@@ -128,7 +136,7 @@ class Retrieval:
 
     def _study(
         self, handle: JobHandle, hit: StudyHit, method: str, progress: _Progress
-    ) -> dict[str, Any]:
+    ) -> StudyOutcome:
         """Make sure one study is complete in the bucket, moving it if no one else is."""
         s = self.settings
         while True:
@@ -136,12 +144,12 @@ class Retrieval:
             manifest = read_manifest(self.store, hit.study_uid)
             if _complete(manifest, hit):
                 assert manifest is not None  # noqa: S101 - narrowed by _complete
-                progress.reused(hit.study_uid, int(manifest["instance_count"]))
-                return {
-                    "study_uid": hit.study_uid,
-                    "instances": manifest["instance_count"],
-                    "transferred": False,
-                }
+                progress.reused(hit.study_uid, manifest.instance_count)
+                return StudyOutcome(
+                    study_uid=hit.study_uid,
+                    instances=manifest.instance_count,
+                    transferred=False,
+                )
             try:
                 with study_lease(
                     self.store,
@@ -159,7 +167,7 @@ class Retrieval:
 
     def _transfer(
         self, handle: JobHandle, hit: StudyHit, method: str, progress: _Progress, lease: Lease
-    ) -> dict[str, Any]:
+    ) -> StudyOutcome:
         s = self.settings
         uid = hit.study_uid
         started = time.monotonic()
@@ -193,9 +201,9 @@ class Retrieval:
             if not lease.held():
                 raise LeaseLost(uid)
         manifest = build_manifest(self.store, uid, described, handle.id, method)
-        if manifest["instance_count"] == 0 or manifest["instance_count"] < expected:
+        if manifest.instance_count == 0 or manifest.instance_count < expected:
             raise IncompleteStudy(
-                f"study {uid}: {manifest['instance_count']} of {expected} instances arrived"
+                f"study {uid}: {manifest.instance_count} of {expected} instances arrived"
             )
         handle.check()
         if not lease.confirm():  # the fence: only a holder whose renewal just landed writes
@@ -206,12 +214,12 @@ class Retrieval:
             extra={
                 "job_id": handle.id,
                 "study_uid": uid,
-                "instances": manifest["instance_count"],
-                "bytes": manifest["total_bytes"],
+                "instances": manifest.instance_count,
+                "bytes": manifest.total_bytes,
                 "seconds": round(time.monotonic() - started, 3),
             },
         )
-        return {"study_uid": uid, "instances": manifest["instance_count"], "transferred": True}
+        return StudyOutcome(study_uid=uid, instances=manifest.instance_count, transferred=True)
 
     def _stored_count(self, study_uid: str) -> int:
         return sum(1 for _ in self.store.list(study_prefix(study_uid)))

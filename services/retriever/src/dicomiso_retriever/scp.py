@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -23,6 +23,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomiso_common.dicom import instance_key, is_valid_uid, tune_pynetdicom
 from dicomiso_common.errors import DicomisoError
+from dicomiso_common.models import InstanceDescription
 from dicomiso_common.store import Store
 
 from .manifest import describe, sha256_of
@@ -131,7 +132,7 @@ class StorageSCP:
             multipart_threshold=settings.s3_multipart_threshold,
         )
         self._server: ThreadedAssociationServer | None = None
-        self._described: dict[str, dict[str, dict[str, Any]]] = {}
+        self._described: dict[str, dict[str, InstanceDescription]] = {}
         self._lock = threading.Lock()
         self.stored = 0
         self.refused = 0
@@ -170,7 +171,7 @@ class StorageSCP:
             self._server = None
         self.uploads.close()
 
-    def take_descriptions(self, study_uid: str) -> dict[str, dict[str, Any]]:
+    def take_descriptions(self, study_uid: str) -> dict[str, InstanceDescription]:
         """Wait until this process's uploads for the study are in the bucket; hand over
         (and forget) their manifest entries.
 
