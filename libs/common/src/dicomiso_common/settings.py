@@ -38,7 +38,8 @@ class CommonSettings(BaseSettings):
     s3_multipart_chunk: int = 16 * 1024 * 1024
 
     job_heartbeat: Annotated[float, Field(gt=0)] = 5.0  # seconds between heartbeats
-    job_stale_after: Annotated[float, Field(gt=0)] = 30.0  # record age (bucket clock): "dead"
+    # record age by the bucket's clock that means "dead"; HTTP dates have whole seconds
+    job_stale_after: Annotated[float, Field(ge=2)] = 30.0
     job_margin: Annotated[float, Field(gt=0)] | None = None  # owner stops this much earlier
     job_workers: Annotated[int, Field(ge=1)] = 4  # jobs run at once by one replica
     job_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 30  # lifecycle on job records
