@@ -21,7 +21,7 @@ def give_up_after(stale_after: float, margin: float | None = None) -> float:
 
 
 class CommonSettings(BaseSettings):
-    """Names shared by all four services (DESIGN.md, Entry points and settings)."""
+    """Names shared by all four services (README.md has the table)."""
 
     model_config = SettingsConfigDict(env_prefix="DICOMISO_", extra="ignore")
 

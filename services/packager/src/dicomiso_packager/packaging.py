@@ -72,7 +72,7 @@ def manifest_key_of(package_id: str) -> str:
 
 
 def package_filename(accessions: list[str], patient_name: str, fmt: str) -> str:
-    """The legacy rule (DESIGN.md Packaging 2): `{ACC}.iso`, or `{NAME}-{ACCS}.iso`.
+    """The legacy rule (README.md, Run the packager): `{ACC}.iso`, or `{NAME}-{ACCS}.iso`.
 
     Both parts are reduced to ASCII letters and digits; a name with no Latin letters at all
     reduces to nothing, and then the accessions alone name the file.
