@@ -493,19 +493,23 @@ def run_s3_get(
 def plain_scu_main(port: int, list_file: str) -> None:
     """Hidden mode `--_plain-scu PORT LISTFILE`: send the files on one association."""
     from pydicom import dcmread
-    from pynetdicom import AE, _config
+    from pynetdicom import AE
 
-    from dicomiso_common.dicom import tune_pynetdicom
+    from dicomiso_common.dicom import CONNECTION_HANDLERS, configure
 
-    tune_pynetdicom()
-    _config.STORE_SEND_CHUNKED_DATASET = True
+    configure()  # quiet logs, C-STORE sent from the file
     files = Path(list_file).read_text().split("\n")
     head = dcmread(files[0], stop_before_pixels=True)
     ae = AE(ae_title=CALLING_AET)
     ae.maximum_pdu_size = 1_048_576
     ae.add_requested_context(str(head.SOPClassUID), [str(head.file_meta.TransferSyntaxUID)])
     started = time.perf_counter()
-    assoc = ae.associate(LOOPBACK, port, ae_title=PEER_AET)
+    assoc = ae.associate(
+        LOOPBACK,
+        port,
+        ae_title=PEER_AET,
+        evt_handlers=CONNECTION_HANDLERS,  # TCP_NODELAY
+    )
     if not assoc.is_established:
         raise SystemExit("association failed")
     bad = 0

@@ -537,12 +537,11 @@ def run_dcmtk(work: Path, orthanc: Any, study_uid: str, n: int, i: int) -> dict[
 
 def plain_scp_main(port: int, out_dir: str, max_pdu: int) -> None:
     """Hidden mode `--_plain-scp PORT DIR MAXPDU`: the smallest useful pynetdicom SCP."""
-    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-    from dicomiso_common.dicom import tune_pynetdicom
+    from dicomiso_common.dicom import CONNECTION_HANDLERS, configure
 
-    tune_pynetdicom()  # TCP_NODELAY on accepted sockets, quiet logs
-    _config.STORE_RECV_CHUNKED_DATASET = True
+    configure()  # quiet logs, C-STORE received into files
     target = Path(out_dir)
 
     def on_store(event: evt.Event) -> int:
@@ -554,7 +553,9 @@ def plain_scp_main(port: int, out_dir: str, max_pdu: int) -> None:
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     server = ae.start_server(
-        (LOOPBACK, port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+        (LOOPBACK, port),
+        block=False,
+        evt_handlers=[*CONNECTION_HANDLERS, (evt.EVT_C_STORE, on_store)],  # TCP_NODELAY
     )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

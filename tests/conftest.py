@@ -20,7 +20,8 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from support.net import LOOPBACK  # also switches pynetdicom identifier logging off
+from dicomiso_common.dicom import configure
+from support.net import LOOPBACK
 from support.orthanc import Orthanc
 from support.studies import Study, make_study
 
@@ -146,6 +147,13 @@ def study_factory(tmp_path: Path) -> StudyFactory:
         return make_study(tmp_path / f"study-{index}", **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dicom_configured() -> None:
+    """pydicom and pynetdicom set up as each service's start-up does (no identifiers in
+    pynetdicom's logs, C-STORE to and from files), before any test's first association."""
+    configure()
 
 
 @pytest.fixture(scope="session", autouse=True)

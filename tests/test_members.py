@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
         (["libs/common", "services/lookup"], "dicomiso_lookup.app"),
         (["libs/common", "libs/client", "services/forwarder"], "dicomiso_forwarder.app"),
         (["libs/common", "libs/client"], "dicomiso_client"),
+        (["libs/common", "libs/client", "libs/tools"], "dicomiso_tools.cli"),
         (["libs/common", "libs/client", "services/packager"], "dicomiso_packager.app"),
     ],
 )

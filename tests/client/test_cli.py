@@ -18,13 +18,13 @@ from packager import conftest as real_stack
 from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
-from dicomiso_client.cli import app
 from dicomiso_common.settings import CommonSettings
 from dicomiso_forwarder.app import create_app as create_forwarder
 from dicomiso_forwarder.settings import ForwarderSettings
 from dicomiso_lookup.app import create_app as create_lookup
 from dicomiso_lookup.settings import LookupSettings
 from dicomiso_packager.app import create_app as create_packager
+from dicomiso_tools.cli import app
 from support.mariadb import add_patient, his_database
 from support.net import free_port
 from support.servers import serving

@@ -21,7 +21,7 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from dicomiso_client.dev import Ports
+from dicomiso_tools.dev import Ports
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ import pytest
 from pydicom import dcmread
 from typer.testing import CliRunner
 
-from dicomiso_client.cli import app
-from dicomiso_client.verify import verify
 from dicomiso_packager import dicomdir, pdi
 from dicomiso_packager.iso import DiscFile, write_iso, write_zip
+from dicomiso_tools.cli import app
+from dicomiso_tools.verify import verify
 from support.manifests import manifest_of
 from support.studies import make_study
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import os
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from boto3.s3.transfer import TransferConfig
 
 from dicomiso_common.errors import ObjectMissing, PreconditionFailed, StoreError
+from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import MAX_LINK_TTL, Store
+from support.net import LOOPBACK
+from support.tcpproxy import TcpProxy
 
 
 def test_conditional_create_lets_exactly_one_writer_win(store: Store) -> None:
@@ -105,3 +113,82 @@ def test_expiry_rule_is_set_once_and_keeps_other_rules(store: Store) -> None:
     assert len(ours) == 1 and ours[0]["Expiration"]["Days"] == 3
     assert ours[0]["Filter"]["Prefix"] == "packages/"
     assert ours[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+
+
+def _small_parts(store: Store) -> Store:
+    return Store(
+        store.client,
+        store.bucket,
+        transfer=TransferConfig(
+            multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024
+        ),
+    )
+
+
+def _composite(data: bytes, part: int) -> str:
+    digests = b"".join(
+        hashlib.sha256(data[i : i + part]).digest() for i in range(0, len(data), part)
+    )
+    return base64.b64encode(hashlib.sha256(digests).digest()).decode()
+
+
+def test_multipart_upload_carries_the_sha256_checksum(store: Store, tmp_path: Path) -> None:
+    """Above the multipart threshold each part goes up with its SHA-256 (S3 checks it) and the
+    object keeps the composite checksum, for a stream (instances) and a file (images) alike;
+    the full-file sha256 stays in the metadata for the manifest."""
+    small = _small_parts(store)
+    data = os.urandom(12 * 1024 * 1024 + 7)
+    sha = hashlib.sha256(data).hexdigest()
+    path = tmp_path / "image.iso"
+    path.write_bytes(data)
+    small.upload("instances/1/2/3.dcm", io.BytesIO(data), metadata={"sha256": sha})
+    small.upload_path("packages/p/p.iso", path, metadata={"sha256": sha})
+    for key in ("instances/1/2/3.dcm", "packages/p/p.iso"):
+        head = store.client.head_object(Bucket=store.bucket, Key=key, ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"].split("-")[0] == _composite(data, 5 * 1024 * 1024)
+        assert head["Metadata"]["sha256"] == sha
+
+
+class _ChangesAfterUpload(io.BytesIO):
+    """A file whose bytes change once they have all been read (modified under the upload)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size, self.seen = len(data), 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if self.seen >= self.size:
+            chunk = bytes(b ^ 0xFF for b in chunk)
+        self.seen += len(chunk)
+        return chunk
+
+
+def test_upload_whose_bytes_differ_from_the_file_is_removed(store: Store) -> None:
+    """When the object's checksum is not the file's, the upload fails and nothing is left."""
+    with pytest.raises(StoreError, match="checksum"):
+        _small_parts(store).upload(
+            "instances/1/2/4.dcm", _ChangesAfterUpload(os.urandom(6 * 1024 * 1024))
+        )
+    assert not store.exists("instances/1/2/4.dcm")
+
+
+def test_connection_lost_mid_read_is_a_store_error(store: Store) -> None:
+    """A body cut off half-way raises our StoreError, not botocore's error (the forwarder and
+    the packager read instances through Store.open and handle StoreError only)."""
+    store.put_bytes("instances/1/2/5.dcm", os.urandom(8 * 1024 * 1024))
+    endpoint = urlsplit(store.client.meta.endpoint_url)
+    proxy = TcpProxy(int(endpoint.port or 80)).start()
+    try:
+        settings = CommonSettings(
+            s3_endpoint_url=f"http://{LOOPBACK}:{proxy.port}", s3_bucket=store.bucket
+        )
+        body = Store.from_settings(settings).open("instances/1/2/5.dcm")
+        assert len(body.read(64 * 1024)) == 64 * 1024
+        proxy.stop()
+        with pytest.raises(StoreError, match="reading instances/1/2/5.dcm"):
+            while body.read(1024 * 1024):
+                pass
+        body.close()
+    finally:
+        proxy.stop()

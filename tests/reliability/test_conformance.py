@@ -28,7 +28,7 @@ from dicomiso_forwarder.send import EXPLICIT_LE, MAX_CONTEXTS, Item, Sender
 from dicomiso_forwarder.settings import ForwarderSettings
 from dicomiso_lookup.settings import LookupSettings
 from dicomiso_packager.media import PROFILES
-from dicomiso_retriever import query
+from dicomiso_retriever import query, transfer
 from dicomiso_retriever.scp import StorageSCP
 from dicomiso_retriever.settings import RetrieverSettings
 
@@ -106,9 +106,9 @@ def scu_contexts() -> dict[str, AE]:
         "lookup-find": _requested(lambda: pacs.find_studies_by_accession(lookup_peer, "A1")),
         "retriever-find": _requested(lambda: query.find_by_accession(s, "A1")),
         "retriever-find-image": _requested(lambda: query.find_sop_classes(s, study)),
-        "retriever-move": _requested(lambda: query.move_study(s, study, lambda _r: None)),
+        "retriever-move": _requested(lambda: transfer.move_study(s, study, lambda _r: None)),
         "retriever-get": _requested(
-            lambda: query.get_study(s, study, [CT], lambda _e: 0, lambda _r: None)
+            lambda: transfer.get_study(s, study, [CT], lambda _e: 0, lambda _r: None)
         ),
         "forwarder-store": _requested(
             lambda: sender.send_batch([Item("k", "1.2.3.4.5", CT, "1.2.840.10008.1.2.4.90")])

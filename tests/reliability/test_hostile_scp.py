@@ -20,8 +20,6 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, StoragePresentationContexts, build_context
 
-from dicomiso_common.dicom import tune_pynetdicom
-
 FAILURES = {0xA700, 0xA900, 0xC000}
 
 
@@ -41,7 +39,6 @@ def study(study_factory: Any) -> Any:
 
 def _store(retriever: Any, items: list[Dataset | Path], calling: str = "ABPACS") -> list[int]:
     """C-STORE each data set or Part 10 file (sent as its bytes) to the SCP; the statuses."""
-    tune_pynetdicom()
     ae = AE(ae_title=calling)
     # Explicit VR LE only: the raw files are in it, and pynetdicom sends a file as it is when
     # STORE_SEND_CHUNKED_DATASET is on (a process-wide flag the forwarder sets), so the
@@ -168,7 +165,6 @@ def test_only_the_configured_calling_aets_may_associate(make_retriever: Any, stu
     retriever = make_retriever(scp_calling_aets=" PACSA , PACSB ")
     retriever.app.state.scp.leases.expect(study.study_uid)
     assert _store(retriever, [_first(study)], calling="PACSB") == [0]
-    tune_pynetdicom()
     for calling in ("PACSC", "ABPACS", "pacsa", "PACS", "PACSA2"):
         ae = AE(ae_title=calling)
         ae.requested_contexts = StoragePresentationContexts

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from dicomiso_common.errors import DicomError
+from dicomiso_common.pacs import StudyAnswer
 from dicomiso_retriever.manifest import IncompleteStudy
-from dicomiso_retriever.query import StudyHit, TransferResult
 from dicomiso_retriever.retrieval import Retrieval
 from dicomiso_retriever.settings import RetrieverSettings
+from dicomiso_retriever.transfer import TransferResult
 
 
-def _judge(hit: StudyHit, result: TransferResult) -> None:
+def _judge(hit: StudyAnswer, result: TransferResult) -> None:
     Retrieval(RetrieverSettings(), None, None, None)._judge(  # type: ignore[arg-type]
         hit, result, "move"
     )
@@ -21,21 +22,22 @@ def test_warning_with_failed_uids_is_incomplete() -> None:
     """PS3.4 C.4.2.1.5: the final response may omit counts; the UID list still says it failed."""
     with pytest.raises(IncompleteStudy, match="1 of 10 instances failed"):
         _judge(
-            StudyHit("1.2", 10), TransferResult(status=0xB000, completed=9, failed_uids=["1.2.3"])
+            StudyAnswer("1.2", 10),
+            TransferResult(status=0xB000, completed=9, failed_uids=["1.2.3"]),
         )
 
 
 @pytest.mark.parametrize("status", [0xA701, 0xA801, 0xC000, None])
 def test_failure_status_fails(status: int | None) -> None:
     with pytest.raises(DicomError):
-        _judge(StudyHit("1.2", 1), TransferResult(status=status))
+        _judge(StudyAnswer("1.2", 1), TransferResult(status=status))
 
 
 def test_aborted_association_fails_with_counts() -> None:
     with pytest.raises(DicomError, match="aborted .* 3 of 10 instances arrived"):
-        _judge(StudyHit("1.2", 10), TransferResult(completed=3, aborted=True))
+        _judge(StudyAnswer("1.2", 10), TransferResult(completed=3, aborted=True))
 
 
 def test_success_and_warning_without_failures_pass() -> None:
-    _judge(StudyHit("1.2", 2), TransferResult(status=0x0000, completed=2))
-    _judge(StudyHit("1.2", 2), TransferResult(status=0xB000, completed=1, warning=1))
+    _judge(StudyAnswer("1.2", 2), TransferResult(status=0x0000, completed=2))
+    _judge(StudyAnswer("1.2", 2), TransferResult(status=0xB000, completed=1, warning=1))

@@ -10,13 +10,11 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts
 
-from dicomiso_common.dicom import tune_pynetdicom
 from dicomiso_retriever.leases import lease_is_live, lease_key
 
 
 def _send(retriever: Any, datasets: list[Dataset], calling: str = "ABPACS") -> list[int]:
     """C-STORE each data set to the retriever's SCP as the PACS would; return the statuses."""
-    tune_pynetdicom()
     ae = AE(ae_title=calling)
     ae.requested_contexts = StoragePresentationContexts
     assoc = ae.associate(

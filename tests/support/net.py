@@ -11,7 +11,6 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
-import pynetdicom._config
 from pynetdicom import AE
 
 if TYPE_CHECKING:
@@ -24,9 +23,8 @@ if TYPE_CHECKING:
 
 LOOPBACK = "127.0.0.1"
 
-# Never log identifiers (patient names, IDs) from DIMSE traffic, even synthetic ones.
-pynetdicom._config.LOG_REQUEST_IDENTIFIERS = False
-pynetdicom._config.LOG_RESPONSE_IDENTIFIERS = False
+# Identifiers (patient names, IDs) from DIMSE traffic are never logged, even synthetic ones:
+# the session fixture `_dicom_configured` (tests/conftest.py) calls dicom.configure().
 
 
 def free_port() -> int:

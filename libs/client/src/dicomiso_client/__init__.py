@@ -1,4 +1,6 @@
-"""Typed HTTP clients for the four dicom-iso services (used by the services and by users)."""
+"""Typed HTTP clients for the four dicom-iso services (used by the services at run time and by
+the `dicom-iso` command line in dicomiso_tools). Only httpx and pydantic: a service image
+carries no CLI dependencies."""
 
 from .http import ServiceClient, ServiceUnreachable, UpstreamError
 from .jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient

@@ -8,7 +8,12 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from typing import Any
+import threading
+import warnings
+from collections.abc import Callable
+
+from pydicom import config
+from pynetdicom import _config, evt
 
 from .errors import InvalidInput
 
@@ -95,18 +100,20 @@ def accession_key(accession: str) -> str:
     return f"accessions/{validate_accession(accession)}.json"
 
 
-# -- pynetdicom set-up -------------------------------------------------------------------
+# -- pydicom and pynetdicom set-up -----------------------------------------------------------
 
-_tuned = False
+_configure_lock = threading.Lock()
+_configured = False
 
 
 def quiet_pynetdicom() -> None:
     """Stop pynetdicom from logging query identifiers (patient data) and PDU dumps.
 
     pynetdicom logs every C-FIND/C-MOVE identifier at INFO unless these flags are off.
+    `pynetdicom._config` is pynetdicom's documented configuration module despite its name
+    (pynetdicom docs, "Configuration Options"); tests/common/test_pinned_internals.py
+    fails if a flag we set moves.
     """
-    from pynetdicom import _config
-
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
@@ -119,53 +126,52 @@ def quiet_pydicom() -> None:
     pydicom's validation warns with the offending value ("Invalid value for VR DA: ..."),
     which for legacy data is often a birth date or a name. Values are read as they are.
     """
-    import warnings
-
-    from pydicom import config
-
     config.settings.reading_validation_mode = config.IGNORE
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
-def _nodelay(sock: socket.socket) -> None:
+def configure() -> None:
+    """Set pydicom and pynetdicom up for this process, once: call it at start-up.
+
+    Each service's app calls it before it serves (and the tests' session fixture does);
+    a second call does nothing, and concurrent first calls are serialised. Besides the
+    quieting above: a received C-STORE data set is written straight to a file
+    (STORE_RECV_CHUNKED_DATASET, the SCP spools it to S3) and a C-STORE from a file path
+    is sent from the file, never loaded whole (STORE_SEND_CHUNKED_DATASET, the forwarder).
+    """
+    global _configured
+    with _configure_lock:
+        if _configured:
+            return
+        quiet_pynetdicom()
+        quiet_pydicom()
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        _configured = True
+
+
+def _nodelay(event: evt.Event) -> None:
+    """EVT_CONN_OPEN handler: TCP_NODELAY on the association's socket.
+
+    Nagle's algorithm plus the peer's delayed ACK stalls each small PDU (the C-STORE-RSP)
+    by up to ~40 ms, which costs 25-35x on a study of small instances (measured with dcmtk).
+    pynetdicom has no socket-option setting; the connection-open event (public) hands us
+    the association, whose public `dul.socket.socket` is the TCP socket.
+    """
+    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+    if sock is None:
+        return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:  # not a TCP socket (e.g. a socketpair in tests)
         log.debug("TCP_NODELAY not set", exc_info=True)
 
 
-def tune_pynetdicom() -> None:
-    """Quiet pynetdicom and set TCP_NODELAY on every DICOM socket it opens or accepts.
-
-    Nagle's algorithm plus the peer's delayed ACK stalls each small PDU (the C-STORE-RSP)
-    by up to ~40 ms, which costs 25-35x on a study of small instances (measured with dcmtk).
-    pynetdicom 3.0 has no socket-option hook, so the two socket factories are wrapped once.
-    """
-    global _tuned
-    quiet_pynetdicom()
-    quiet_pydicom()
-    if _tuned:
-        return
-    from pynetdicom import transport
-
-    create = transport.AssociationSocket._create_socket
-
-    def _create_socket(self: Any, address: Any) -> socket.socket:
-        sock = create(self, address)
-        _nodelay(sock)
-        return sock
-
-    get_request = transport.AssociationServer.get_request
-
-    def _get_request(self: Any) -> tuple[socket.socket, Any]:
-        sock, addr = get_request(self)
-        _nodelay(sock)
-        return sock, addr
-
-    transport.AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
-    transport.AssociationServer.get_request = _get_request  # type: ignore[method-assign]
-    _tuned = True
+# Pass with every association and server: `evt_handlers=[*CONNECTION_HANDLERS, ...]`.
+CONNECTION_HANDLERS: list[tuple[evt.EventType, Callable[[evt.Event], None]]] = [
+    (evt.EVT_CONN_OPEN, _nodelay)
+]
 
 
 def status_text(status: int) -> str:

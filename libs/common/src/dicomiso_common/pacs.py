@@ -15,19 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from .dicom import is_valid_uid, status_text, tune_pynetdicom, validate_accession, validate_uid
+# PS3.4 C.6.2.1. pynetdicom.sop_class makes its SOP class names at import: mypy cannot see them.
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+)
+
+from .dicom import (
+    CONNECTION_HANDLERS,
+    is_valid_uid,
+    status_text,
+    validate_accession,
+    validate_uid,
+)
 from .errors import DicomError
 
 log = logging.getLogger(__name__)
 
-# PS3.4 C.6.2.1: Study Root Query/Retrieve Information Model
-StudyRootQueryRetrieveInformationModelFind = UID("1.2.840.10008.5.1.4.1.2.2.1")
-StudyRootQueryRetrieveInformationModelMove = UID("1.2.840.10008.5.1.4.1.2.2.2")
-StudyRootQueryRetrieveInformationModelGet = UID("1.2.840.10008.5.1.4.1.2.2.3")
 PENDING = (0xFF00, 0xFF01)  # PS3.4 C.4.1.1.4: pending, with or without optional keys
 
 
@@ -86,9 +92,12 @@ def associate(peer: PacsPeer, ae: AE, **kwargs: Any) -> Iterator[Association]:
     network or PACS outage, the second a configuration problem (our AE title unknown there).
     An exception inside the block aborts rather than releases, so the PACS stops at once.
     """
-    tune_pynetdicom()  # no identifiers in pynetdicom's logs, TCP_NODELAY on the socket
     connected = threading.Event()
-    handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, lambda _: connected.set())]
+    handlers = [
+        *kwargs.pop("evt_handlers", []),
+        *CONNECTION_HANDLERS,
+        (evt.EVT_CONN_OPEN, lambda _: connected.set()),
+    ]
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, evt_handlers=handlers, **kwargs)
     if not assoc.is_established:
         if not connected.is_set():

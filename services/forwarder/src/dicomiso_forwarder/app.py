@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from dicomiso_common import serve
 from dicomiso_common.auth import bearer_guard
+from dicomiso_common.dicom import configure
 from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.jobs import Jobs, records_prefix
 from dicomiso_common.lifecycle import ensure_lifecycle
@@ -38,6 +39,7 @@ def lifecycle_rules(settings: CommonSettings) -> dict[str, int]:
 
 def create_app(settings: ForwarderSettings | None = None, store: Store | None = None) -> FastAPI:
     """Wire the forwarder; the job sweeper runs for the app's lifetime."""
+    configure()  # pydicom and pynetdicom, once per process
     settings = settings or ForwarderSettings()
     store = store or Store.from_settings(settings)
     forwarding = Forwarding(settings, store)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+# pynetdicom.sop_class generates its SOP class names at import: mypy cannot see them.
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
 from dicomiso_common.errors import DicomError, InvalidInput
 from dicomiso_common.pacs import PacsPeer, associate, make_ae
 
@@ -11,7 +14,7 @@ from .settings import ForwarderSettings, Peer
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = "1.2.840.10008.1.1"
+VERIFICATION = Verification
 
 
 def pacs_peer(settings: ForwarderSettings, peer: Peer) -> PacsPeer:

@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom
-from botocore.exceptions import BotoCoreError
-from pydicom.uid import UID
-from pynetdicom import _config
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+)
 from pynetdicom.association import Association
 
 from dicomiso_common.errors import ObjectMissing, StoreError
@@ -29,17 +34,9 @@ from dicomiso_common.store import Store
 
 log = logging.getLogger(__name__)
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_LE = str(ExplicitVRLittleEndian)
 MAX_CONTEXTS = 128
-LOSSY = {
-    UID(u)
-    for u in (
-        "1.2.840.10008.1.2.4.50",
-        "1.2.840.10008.1.2.4.51",
-        "1.2.840.10008.1.2.4.81",
-        "1.2.840.10008.1.2.4.91",
-    )
-}
+LOSSY = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000}
 _CHUNK = 1024 * 1024
 
 
@@ -109,7 +106,6 @@ class Sender:
     def __init__(
         self, store: Store, peer: PacsPeer, on_result: Callable[[Item, Outcome], None]
     ) -> None:
-        _config.STORE_SEND_CHUNKED_DATASET = True  # send from the file, never load it whole
         self.store = store
         self.peer = peer
         self.on_result = on_result
@@ -135,7 +131,7 @@ class Sender:
                         spool.write(chunk)
             except ObjectMissing:
                 return Outcome(status="failed", reason="instance missing from the bucket")
-            except (StoreError, BotoCoreError, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 raise Transient(
                     f"reading the instance from S3 failed: {type(exc).__name__}"
                 ) from exc

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from dicomiso_common import serve
 from dicomiso_common.auth import bearer_guard
+from dicomiso_common.dicom import configure
 from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.logs import configure_logging
 from dicomiso_common.ops import ReadyCheck, add_ops_routes
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: LookupSettings | None = None) -> FastAPI:
     """Wire the lookup service; without DICOMISO_HIS_URL names come from the PACS."""
+    configure()  # pydicom and pynetdicom, once per process
     settings = settings or LookupSettings()
     his = His(settings) if settings.his_url is not None else None
     if his is None:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dicomiso_common.auth import bearer_guard
+from dicomiso_common.dicom import configure
 from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.jobs import Jobs, records_prefix
 from dicomiso_common.lifecycle import ensure_lifecycle
@@ -39,6 +40,7 @@ def lifecycle_rules(settings: PackagerSettings) -> dict[str, int]:
 
 def create_app(settings: PackagerSettings | None = None, store: Store | None = None) -> FastAPI:
     """Wire the packager; the job sweeper runs for the app's lifetime."""
+    configure()  # pydicom and pynetdicom, once per process
     settings = settings or PackagerSettings()
     store = store or Store.from_settings(settings)
     packaging = Packaging(settings, store)

@@ -17,6 +17,9 @@ from pydicom import uid as uids
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
+
+# Private, with no public equivalent (PS3.3 Table F.4-1 as pydicom keeps it): pydicom is held
+# to 3.0.x in pyproject, and tests/common/test_pinned_internals.py fails if it moves.
 from pydicom.fileset import _FOUR_LEVEL_SOP_CLASSES, DIRECTORY_RECORDERS
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # Our implementation class UID (PS3.7 D.3.3.2): 2.25 + uuid5(URL, "urn:dicom-iso:packager").
 IMPLEMENTATION_CLASS_UID = UID("2.25.287755771680465195349204608587098242331")
 IMPLEMENTATION_VERSION = "DICOMISO_1"
-MEDIA_STORAGE_DIRECTORY = UID("1.2.840.10008.1.3.10")
+MEDIA_STORAGE_DIRECTORY = uids.MediaStorageDirectoryStorage
 UTF8 = "ISO_IR 192"
 
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from dicomiso_common import serve
 from dicomiso_common.auth import bearer_guard
+from dicomiso_common.dicom import configure
 from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.jobs import Jobs, records_prefix
 from dicomiso_common.lifecycle import ensure_lifecycle
@@ -19,9 +20,10 @@ from dicomiso_common.serve import load_settings
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 
+from .leases import LeaseBook
 from .retrieval import Retrieval
 from .routes import make_router
-from .scp import LeaseBook, StorageSCP
+from .scp import StorageSCP
 from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ def lifecycle_rules(settings: CommonSettings) -> dict[str, int]:
 
 def create_app(settings: RetrieverSettings | None = None, store: Store | None = None) -> FastAPI:
     """Wire the retriever; the SCP and the job sweeper run for the app's lifetime."""
+    configure()  # pydicom and pynetdicom, once per process
     settings = settings or RetrieverSettings()
     store = store or Store.from_settings(settings)
     leases = LeaseBook(store, settings.job_stale_after)
@@ -65,11 +68,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     app.state.retrieval = retrieval
     add_problem_handlers(app)
 
-    def scp_listening() -> None:
-        if scp.port == 0:
-            raise RuntimeError("storage SCP not listening")
-
-    add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp_listening})
+    add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp.check_listening})
     app.include_router(make_router(jobs, settings.retrieve_method, bearer_guard(settings)))
     return app
 

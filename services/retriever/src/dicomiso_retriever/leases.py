@@ -201,3 +201,49 @@ def study_lease(
         stop.set()
         thread.join(timeout=heartbeat + 5)
         lease.release()
+
+
+_WANTED_TTL = 2.0  # seconds a bucket lease look-up is trusted
+
+
+class LeaseBook:
+    """Which studies a live job is moving: ours in memory, other replicas' via bucket leases."""
+
+    def __init__(self, store: Store, stale_after: float) -> None:
+        self._store = store
+        self._stale_after = stale_after
+        self._local: dict[str, int] = {}
+        self._seen: dict[str, tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, study_uid: str) -> None:
+        with self._lock:
+            self._local[study_uid] = self._local.get(study_uid, 0) + 1
+
+    def forget(self, study_uid: str) -> None:
+        with self._lock:
+            left = self._local.get(study_uid, 0) - 1
+            if left > 0:
+                self._local[study_uid] = left
+            else:
+                self._local.pop(study_uid, None)
+
+    def is_local(self, study_uid: str) -> bool:
+        """True while a job of this process is moving the study."""
+        with self._lock:
+            return study_uid in self._local
+
+    def wanted(self, study_uid: str) -> bool:
+        with self._lock:
+            if study_uid in self._local:
+                return True
+            if len(self._seen) > 1000:  # forget old look-ups; they expire after 2 s anyway
+                now = time.monotonic()
+                self._seen = {k: v for k, v in self._seen.items() if now - v[1] < _WANTED_TTL}
+            seen = self._seen.get(study_uid)
+        if seen and time.monotonic() - seen[1] < _WANTED_TTL:
+            return seen[0]
+        answer = lease_is_live(self._store, study_uid, self._stale_after)
+        with self._lock:
+            self._seen[study_uid] = (answer, time.monotonic())
+        return answer

@@ -24,14 +24,15 @@ from dicomiso_common.models import (
     StudyManifest,
     StudyOutcome,
 )
+from dicomiso_common.pacs import StudyAnswer
 from dicomiso_common.store import Store
 
-from . import query
-from .leases import Lease, LeaseHeld, study_lease
+from . import query, transfer
+from .leases import Lease, LeaseBook, LeaseHeld, study_lease
 from .manifest import IncompleteStudy, build_manifest, read_manifest, write_manifest
-from .query import StudyHit, TransferResult
-from .scp import LeaseBook, StorageSCP
+from .scp import StorageSCP
 from .settings import RetrieverSettings
+from .transfer import TransferResult
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class LeaseLost(Exception):
     """Our lease on a study passed to another runner mid-transfer; stop and look again."""
 
 
-def _complete(manifest: StudyManifest | None, hit: StudyHit) -> bool:
+def _complete(manifest: StudyManifest | None, hit: StudyAnswer) -> bool:
     if manifest is None:
         return False
     return hit.instances is None or manifest.instance_count >= hit.instances
@@ -112,8 +113,8 @@ class Retrieval:
 
     def _find(
         self, request: RetrievalJobRequest
-    ) -> tuple[list[StudyHit], dict[str, tuple[str, ...]]]:
-        hits: dict[str, StudyHit] = {}
+    ) -> tuple[list[StudyAnswer], dict[str, tuple[str, ...]]]:
+        hits: dict[str, StudyAnswer] = {}
         accessions: dict[str, tuple[str, ...]] = {}
         for accession in request.accession_numbers:
             found = query.find_by_accession(self.settings, accession)
@@ -135,7 +136,7 @@ class Retrieval:
         return list(hits.values()), accessions
 
     def _study(
-        self, handle: JobHandle, hit: StudyHit, method: str, progress: _Progress
+        self, handle: JobHandle, hit: StudyAnswer, method: str, progress: _Progress
     ) -> StudyOutcome:
         """Make sure one study is complete in the bucket, moving it if no one else is."""
         s = self.settings
@@ -166,7 +167,7 @@ class Retrieval:
                 time.sleep(s.lease_poll)  # another live runner is moving it: wait, look again
 
     def _transfer(
-        self, handle: JobHandle, hit: StudyHit, method: str, progress: _Progress, lease: Lease
+        self, handle: JobHandle, hit: StudyAnswer, method: str, progress: _Progress, lease: Lease
     ) -> StudyOutcome:
         s = self.settings
         uid = hit.study_uid
@@ -183,9 +184,9 @@ class Retrieval:
         try:
             if method == "get":
                 classes = query.find_sop_classes(s, uid)
-                result = query.get_study(s, uid, classes, self.scp.handle_store, report)
+                result = transfer.get_study(s, uid, classes, self.scp.handle_store, report)
             else:
-                result = query.move_study(s, uid, report)
+                result = transfer.move_study(s, uid, report)
             described = self.scp.take_descriptions(uid)
         finally:
             self.leases.forget(uid)
@@ -224,7 +225,7 @@ class Retrieval:
     def _stored_count(self, study_uid: str) -> int:
         return sum(1 for _ in self.store.list(study_prefix(study_uid)))
 
-    def _judge(self, hit: StudyHit, result: TransferResult, method: str) -> None:
+    def _judge(self, hit: StudyAnswer, result: TransferResult, method: str) -> None:
         """Turn a transfer's final counts into a user-readable failure, or pass."""
         s = self.settings
         op = "C-GET" if method == "get" else "C-MOVE"

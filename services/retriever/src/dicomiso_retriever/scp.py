@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import cast
 
@@ -17,27 +16,30 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
+
+# pynetdicom.sop_class generates its SOP class names at import: mypy cannot see them.
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomiso_common.dicom import instance_key, is_valid_uid, tune_pynetdicom
-from dicomiso_common.errors import DicomisoError
+from dicomiso_common.dicom import CONNECTION_HANDLERS, instance_key, is_valid_uid
+from dicomiso_common.errors import DicomisoError, Unavailable
 from dicomiso_common.models import InstanceDescription
 from dicomiso_common.store import Store
 
+from .leases import LeaseBook
 from .manifest import describe, sha256_of
 from .settings import RetrieverSettings
 from .uploads import Uploads
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = UID("1.2.840.10008.1.1")
+VERIFICATION = Verification
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: Refused, out of resources
 NOT_MATCHING = 0xA900  # PS3.4 B.2.3: Error, data set does not match SOP class
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3: Error, cannot understand
-_WANTED_TTL = 2.0  # seconds a bucket lease look-up is trusted
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -73,51 +75,6 @@ def native_pixel_problem(ds: Dataset, transfer_syntax: UID) -> str | None:
     return None
 
 
-class LeaseBook:
-    """Which studies a live job is moving: ours in memory, other replicas' via bucket leases."""
-
-    def __init__(self, store: Store, stale_after: float) -> None:
-        self._store = store
-        self._stale_after = stale_after
-        self._local: dict[str, int] = {}
-        self._seen: dict[str, tuple[bool, float]] = {}
-        self._lock = threading.Lock()
-
-    def expect(self, study_uid: str) -> None:
-        with self._lock:
-            self._local[study_uid] = self._local.get(study_uid, 0) + 1
-
-    def forget(self, study_uid: str) -> None:
-        with self._lock:
-            left = self._local.get(study_uid, 0) - 1
-            if left > 0:
-                self._local[study_uid] = left
-            else:
-                self._local.pop(study_uid, None)
-
-    def is_local(self, study_uid: str) -> bool:
-        """True while a job of this process is moving the study."""
-        with self._lock:
-            return study_uid in self._local
-
-    def wanted(self, study_uid: str) -> bool:
-        with self._lock:
-            if study_uid in self._local:
-                return True
-            if len(self._seen) > 1000:  # forget old look-ups; they expire after 2 s anyway
-                now = time.monotonic()
-                self._seen = {k: v for k, v in self._seen.items() if now - v[1] < _WANTED_TTL}
-            seen = self._seen.get(study_uid)
-        if seen and time.monotonic() - seen[1] < _WANTED_TTL:
-            return seen[0]
-        from .leases import lease_is_live  # local import: leases imports this module's peers
-
-        answer = lease_is_live(self._store, study_uid, self._stale_after)
-        with self._lock:
-            self._seen[study_uid] = (answer, time.monotonic())
-        return answer
-
-
 class StorageSCP:
     """Receive instances for studies a live job asked for; refuse everything else."""
 
@@ -139,8 +96,6 @@ class StorageSCP:
 
     def start(self) -> None:
         """Listen on DICOMISO_SCP_HOST:DICOMISO_SCP_PORT as DICOMISO_SCP_AET."""
-        tune_pynetdicom()
-        _config.STORE_RECV_CHUNKED_DATASET = True
         s = self.settings
         ae = AE(ae_title=s.scp_aet)
         ae.maximum_pdu_size = s.scp_max_pdu
@@ -157,13 +112,22 @@ class StorageSCP:
         self._server = ae.start_server(
             (s.scp_host, s.scp_port),
             block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self.handle_store)],
+            evt_handlers=[*CONNECTION_HANDLERS, (evt.EVT_C_STORE, self.handle_store)],
         )
         log.info("storage SCP listening", extra={"aet": s.scp_aet, "port": self.port})
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1]) if self._server else self.settings.scp_port
+
+    def check_listening(self) -> None:
+        """Readiness: raise Unavailable unless the SCP is started and its socket is open.
+
+        (`port` falls back to the configured port, so it cannot tell a stopped SCP.)
+        """
+        sock = self._server.socket if self._server is not None else None
+        if sock is None or sock.fileno() < 0:
+            raise Unavailable(f"storage SCP {self.settings.scp_aet} is not listening")
 
     def stop(self) -> None:
         if self._server is not None:

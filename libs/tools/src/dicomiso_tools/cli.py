@@ -17,13 +17,13 @@ import typer
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
+from dicomiso_client.jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
+from dicomiso_client.lookup import LookupClient
+from dicomiso_client.models import JobView
 from dicomiso_common.audit import parse_since
 from dicomiso_common.errors import InvalidInput
 
 from .download import download_to, target_of
-from .jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
-from .lookup import LookupClient
-from .models import JobView
 from .output import FAILED, OK, USAGE, Output, errors
 from .settings import ClientSettings
 from .verify import verify as verify_medium

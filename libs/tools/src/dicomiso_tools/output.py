@@ -11,9 +11,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from dicomiso_client.http import ServiceUnreachable
 from dicomiso_common.errors import Conflict, DicomisoError, InvalidInput, NotFound, Unavailable
-
-from .http import ServiceUnreachable
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 

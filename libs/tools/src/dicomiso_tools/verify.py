@@ -26,13 +26,14 @@ import pydicom
 from pycdlib.pycdlibexception import PyCdlibException
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import MediaStorageDirectoryStorage
 
 _COMPONENT = re.compile(r"[A-Z0-9_]{1,8}")
 _ISO_FILE = re.compile(r"[A-Z0-9_]{1,8}\.[A-Z0-9_]{0,3};1")  # ECMA-119 7.5.1, Level 1
 _ISO_DIR = re.compile(r"[A-Z0-9_]{1,8}")
 _PLAIN_NAME = re.compile(r"[A-Z0-9_]{1,8}(\.[A-Z0-9_]{1,3})?")
 MAX_DEPTH = 8
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+MEDIA_STORAGE_DIRECTORY = str(MediaStorageDirectoryStorage)
 REQUIRED = ("DICOMDIR", "README.TXT", "INDEX.HTM")
 _HEADER_TAGS = ["SOPInstanceUID", "SOPClassUID"]
 

@@ -57,7 +57,7 @@ class Ports:
 
     @classmethod
     def standard(cls, base: int = 0) -> Ports:
-        """The local defaults (docs/architecture.md, Services), shifted by `base` when those are taken."""
+        """The local defaults (docs/architecture.md, Services), shifted by `base` if taken."""
         return cls(
             9000 + base,
             8001 + base,
