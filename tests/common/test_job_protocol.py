@@ -143,7 +143,7 @@ def test_owner_that_cannot_renew_stops_before_another_may_take_over(
     cut = threading.Event()
     stopped = threading.Event()
     started = threading.Event()
-    settings = {"job_heartbeat": 0.5, "job_stale_after": 6.0, "job_margin": 4.0}
+    settings: dict[str, Any] = {"job_heartbeat": 0.5, "job_stale_after": 6.0, "job_margin": 4.0}
 
     def stubborn(handle: JobHandle) -> dict[str, Any]:
         started.set()
@@ -189,7 +189,7 @@ def test_owner_that_cannot_renew_stops_before_another_may_take_over(
         ({"job_stale_after": 30.0, "job_margin": 30.0}, "DICOMISO_JOB_MARGIN"),
     ],
 )
-def test_timings_that_break_the_margin_are_refused(values: dict[str, float], named: str) -> None:
+def test_timings_that_break_the_margin_are_refused(values: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         CommonSettings(**values)
 

@@ -60,7 +60,7 @@ def test_study_manifest_is_frozen_and_refuses_a_missing_key() -> None:
     """A read manifest cannot be changed by accident; one without instance_count is refused."""
     manifest = StudyManifest.model_validate(OLD_MANIFEST)
     with pytest.raises(ValidationError):
-        manifest.instance_count = 2  # type: ignore[misc]
+        manifest.instance_count = 2
     with pytest.raises(ValidationError, match="instance_count"):
         StudyManifest.model_validate(
             {k: v for k, v in OLD_MANIFEST.items() if k != "instance_count"}

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
@@ -72,8 +73,8 @@ def service_env(s3_bucket, tmp_path: Path, port: int) -> dict[str, str]:  # type
 @pytest.fixture
 def started(
     request: pytest.FixtureRequest,
-    s3_bucket,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    s3_bucket: Any,
+    tmp_path: Path,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str, dict[str, str]]]:
     """One service process, started with its Deployment's command; stopped by PID after."""
     name = request.param

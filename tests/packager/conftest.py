@@ -51,7 +51,7 @@ class Sink:
 
     async def handle_DATA(self, _server: Any, _session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
-        self.messages.append(BytesParser(policy=default_policy).parsebytes(data))  # type: ignore[arg-type]
+        self.messages.append(BytesParser(policy=default_policy).parsebytes(data))
         return "250 OK"
 
     def authenticate(

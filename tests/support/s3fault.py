@@ -25,6 +25,7 @@ class S3Fault:
 
     def __init__(self, upstream: str, refuse: Refuse = lambda _method, _path: False) -> None:
         target = urlsplit(upstream)
+        host, port = target.hostname or LOOPBACK, target.port
         self.refused = 0
         self.requests: list[tuple[str, str]] = []
         fault = self
@@ -47,7 +48,7 @@ class S3Fault:
                     self.end_headers()
                     self.wfile.write(_DENIED)
                     return
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                conn = http.client.HTTPConnection(host, port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 reply = conn.getresponse()

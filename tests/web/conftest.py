@@ -204,11 +204,12 @@ class Page:
             ) from None
 
     def visible(self, element_id: str, timeout: float = 20.0) -> WebElement:
-        return self.wait(
+        element: WebElement = self.wait(
             lambda: self.el(element_id).is_displayed() and self.el(element_id),
             timeout,
             f"#{element_id}",
         )
+        return element
 
     def message(self, timeout: float = 20.0) -> str:
         text: str = self.wait(
