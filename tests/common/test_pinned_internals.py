@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import pytest
 from pydicom import uid as uids
 from pynetdicom import AE, _config, evt
-from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomiso_common import dicom
@@ -70,20 +69,15 @@ def test_pydicom_four_level_sop_classes_still_map_leaf_records() -> None:
     assert leaf_record_type(uids.CTImageStorage) == "IMAGE"
 
 
-def _nodelay(assoc: Association) -> int:
-    """TCP_NODELAY on the association's socket (open while the association is)."""
-    transport = assoc.dul.socket
-    assert transport is not None and transport.socket is not None
-    return transport.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-
-
 @pytest.fixture
 def echo_scp() -> Iterator[tuple[int, list[int]]]:
     """A Verification SCP with our connection handlers; records TCP_NODELAY per association."""
     seen: list[int] = []
 
     def on_echo(event: evt.Event) -> int:
-        seen.append(_nodelay(event.assoc))
+        assert event.assoc.dul.socket is not None and event.assoc.dul.socket.socket is not None
+        sock = event.assoc.dul.socket.socket
+        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         return 0x0000
 
     port = free_port()
@@ -94,7 +88,7 @@ def echo_scp() -> Iterator[tuple[int, list[int]]]:
         block=False,
         evt_handlers=[*CONNECTION_HANDLERS, (evt.EVT_C_ECHO, on_echo)],
     )
-    assert server is not None  # block=False always returns the server
+    assert server is not None
     yield port, seen
     server.shutdown()
 
@@ -107,7 +101,8 @@ def test_both_ends_of_an_association_disable_nagle(echo_scp: tuple[int, list[int
     ae = make_ae(peer)
     ae.add_requested_context(Verification)
     with associate(peer, ae) as assoc:
-        ours = _nodelay(assoc)
+        assert assoc.dul.socket is not None and assoc.dul.socket.socket is not None
+        ours = assoc.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert int(assoc.send_c_echo().Status) == 0
     assert ours != 0
     assert seen and seen[0] != 0

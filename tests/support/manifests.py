@@ -30,4 +30,5 @@ def manifest_of(
         syntax = str(ds.file_meta.TransferSyntaxUID)
         described.append(describe(ds, syntax, len(data), sha, key(path, ds)))
     (study_uid,) = {d.study.study_uid for d in described}
-    return assemble_manifest(str(study_uid), described, "job-1", "test")
+    manifest: StudyManifest = assemble_manifest(str(study_uid), described, "job-1", "test")
+    return manifest

@@ -1,24 +1,39 @@
-"""HTTP API of the packager: order a disc, follow it, download it; the legacy /mkiso entry."""
+"""HTTP API of the packager: every /v1/packages route (order a disc, follow it, download it,
+list the newest, re-sign or mail a link) and the legacy /mkiso entry."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from dicomiso_common import audit as audit_trail
 from dicomiso_common.dicom import validate_accession
-from dicomiso_common.errors import PROBLEM_RESPONSES, Conflict, InvalidInput
-from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, JobStatus, accepted, validate_job_id
-from dicomiso_common.models import PackageJobRequest
+from dicomiso_common.errors import PROBLEM_RESPONSES, Conflict, DicomisoError, InvalidInput
+from dicomiso_common.jobs import (
+    JobAccepted,
+    JobRecord,
+    Jobs,
+    JobStatus,
+    accepted,
+    records_prefix,
+    validate_job_id,
+)
+from dicomiso_common.models import EmailOutcome, PackageJobRequest
 from dicomiso_common.store import MAX_LINK_TTL, Store
 
+from . import mail
 from .packaging import Packaging, one_patient, package_key, package_request, package_result
 from .settings import PackagerSettings, Profile
 from .web import audit, check_email, page, wants_html
 
 MAX_ACCESSIONS = 50
+RECENT = 20
+RECENT_SCAN = 100  # newest job records read (by LastModified) to show the RECENT newest
 
 
 class PackageRequest(BaseModel):
@@ -33,10 +48,10 @@ class PackageRequest(BaseModel):
     expires_in: int | None = Field(default=None, ge=60, le=MAX_LINK_TTL)
 
 
-class EmailState(BaseModel):
-    state: str
-    error: str | None = None
-    sent_at: str | None = None
+class EmailRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(max_length=254)
 
 
 class PackageStatus(JobStatus):
@@ -47,7 +62,7 @@ class PackageStatus(JobStatus):
     filename: str | None = None
     size: int | None = None
     sha256: str | None = None
-    email: EmailState | None = None
+    email: EmailOutcome | None = None
 
     @classmethod
     def of_package(cls, record: JobRecord) -> PackageStatus:
@@ -56,7 +71,7 @@ class PackageStatus(JobStatus):
             r = package_result(record)
             status.download_url, status.expires_at = r.download_url, r.expires_at
             status.filename, status.size, status.sha256 = r.filename, r.size, r.sha256
-            status.email = EmailState(**r.email.model_dump()) if r.email else None
+            status.email = r.email
         return status
 
 
@@ -73,6 +88,88 @@ def canonical(body: PackageRequest, settings: PackagerSettings) -> PackageJobReq
         profile=body.profile or settings.default_profile,
         format=body.format,
         expires_in=body.expires_in,
+    )
+
+
+class PackageSummary(BaseModel):
+    """One row of the recent-packages list."""
+
+    id: str
+    state: str
+    phase: str | None
+    error: str | None
+    accession_numbers: list[str]
+    format: str
+    profile: str
+    created_at: str
+    updated_at: str
+    filename: str | None
+    size: int | None
+    link_expires_at: str | None
+    deleted_after: str
+    email: str | None
+
+
+class FreshLink(BaseModel):
+    download_url: str
+    expires_at: str
+    filename: str | None
+    size: int | None
+
+
+def package_summary(record: JobRecord, settings: PackagerSettings) -> PackageSummary:
+    """One row of the recent-packages list (the record's own data, nothing re-signed)."""
+    wanted, r = package_request(record), package_result(record)
+    created = datetime.fromtimestamp(record.created_at, UTC)
+    return PackageSummary(
+        id=record.id,
+        state=record.state,
+        phase=record.phase,
+        error=record.error,
+        accession_numbers=list(wanted.accession_numbers),
+        format=wanted.format,
+        profile=wanted.profile,
+        created_at=created.isoformat(),
+        updated_at=datetime.fromtimestamp(record.updated_at, UTC).isoformat(),
+        filename=r.filename,
+        size=r.size,
+        link_expires_at=r.expires_at,
+        deleted_after=(created + timedelta(days=settings.package_expiry_days)).isoformat(),
+        email=r.email.state if r.email else None,
+    )
+
+
+def recent_packages(store: Store, settings: PackagerSettings) -> list[JobRecord]:
+    listed = sorted(store.list(records_prefix("package")), key=lambda o: o.last_modified)
+    keys = [o.key for o in reversed(listed[-RECENT_SCAN:])]  # the newest, by the bucket's clock
+
+    def read(key: str) -> JobRecord | None:
+        try:
+            return JobRecord.model_validate(store.get_json(key)[0])
+        except (DicomisoError, ValueError):
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        records = [r for r in pool.map(read, keys) if r is not None]
+    return sorted(records, key=lambda r: r.updated_at, reverse=True)[:RECENT]
+
+
+def _done(jobs: Jobs, job_id: str) -> JobRecord:
+    record = jobs.get(validate_job_id(job_id))
+    if record.state != "succeeded":
+        raise Conflict(f"package {record.id} is {record.state}, not ready")
+    return record
+
+
+def _fresh_link(store: Store, settings: PackagerSettings, record: JobRecord) -> FreshLink:
+    ttl = package_request(record).expires_in or settings.link_ttl
+    expires = datetime.now(UTC) + timedelta(seconds=ttl)
+    result = package_result(record)
+    return FreshLink(
+        download_url=store.presign_get(package_key(record), ttl),
+        expires_at=expires.isoformat(),
+        filename=result.filename,
+        size=result.size,
     )
 
 
@@ -162,6 +259,63 @@ def make_router(
         link_issued(request, record, "download")
         ttl = package_request(record).expires_in or settings.link_ttl
         return RedirectResponse(store.presign_get(package_key(record), ttl), status_code=307)
+
+    @router.get(
+        "/v1/packages",
+        dependencies=guarded,
+        summary="The newest packages (from the job records in the bucket)",
+    )
+    def recent() -> list[PackageSummary]:
+        return [package_summary(r, settings) for r in recent_packages(store, settings)]
+
+    @router.post(
+        "/v1/packages/{job_id}/link",
+        dependencies=guarded,
+        summary="A freshly signed link to a finished package",
+    )
+    def link(job_id: str, request: Request) -> FreshLink:
+        record = _done(jobs, job_id)
+        link_issued(request, record, "page")
+        return _fresh_link(store, settings, record)
+
+    @router.post(
+        "/v1/packages/{job_id}/email",
+        dependencies=guarded,
+        summary="Mail a fresh link to the patient",
+    )
+    def email(job_id: str, body: EmailRequest, request: Request) -> dict[str, Any]:
+        to = check_email(body.email)
+        record = _done(jobs, job_id)
+        if not mail.mail_enabled(settings):
+            raise Conflict("e-mail is not configured on this server (DICOMISO_SMTP_URL)")
+        about: dict[str, Any] = {
+            "job_id": record.id,
+            "email": to,
+            "accession_numbers": list(package_request(record).accession_numbers),
+        }
+        audit(store, settings, request, "email", **about)
+        fresh = _fresh_link(store, settings, record)
+        msg = mail.compose(
+            settings,
+            to,
+            fresh.download_url,
+            datetime.fromisoformat(fresh.expires_at),
+            fresh.filename or "",
+            fresh.size or 0,
+        )
+        try:
+            mail.send(settings, msg)
+        except DicomisoError as exc:
+            audit_trail.record_outcome(
+                store, "packager", "email", "failed", **about, error=str(exc)
+            )
+            raise
+        audit_trail.record_outcome(store, "packager", "email", "sent", **about)
+        return {
+            "state": "sent",
+            "sent_at": datetime.now(UTC).isoformat(),
+            "expires_at": fresh.expires_at,
+        }
 
     @router.get(
         "/mkiso",

@@ -14,8 +14,6 @@ import html
 import logging
 import re
 import string
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +26,22 @@ from dicomiso_common import audit as audit_trail
 from dicomiso_common.dicom import validate_accession
 from dicomiso_common.errors import (
     PROBLEM_RESPONSES,
-    Conflict,
     DicomisoError,
     InvalidInput,
     NotFound,
 )
-from dicomiso_common.jobs import JobRecord, Jobs, records_prefix, validate_job_id
+from dicomiso_common.jobs import Jobs, validate_job_id
 from dicomiso_common.manifests import load_accession_index, load_manifest
 from dicomiso_common.store import Store
 
 from . import mail
-from .packaging import Packaging, package_key, package_request, package_result
+from .packaging import Packaging
 from .settings import PackagerSettings
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
-RECENT = 20
-RECENT_SCAN = 100  # newest job records read (by LastModified) to show the RECENT newest
 MAX_ACCESSIONS = 50
 # A deliberately plain address check (no quoted local parts, no IP literals): the value goes
 # into an SMTP envelope, so anything exotic is refused rather than interpreted.
@@ -145,12 +140,6 @@ class PreviewRequest(BaseModel):
     accession_numbers: list[Any] = Field(min_length=1, max_length=MAX_ACCESSIONS)
 
 
-class EmailRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    email: str = Field(max_length=254)
-
-
 class ForwardRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -190,62 +179,6 @@ def studies_in_bucket(store: Store, accession: str) -> list[dict[str, Any]] | No
     except DicomisoError:
         return None
     return studies
-
-
-def package_summary(record: JobRecord, settings: PackagerSettings) -> dict[str, Any]:
-    """One row of the recent-packages list (the record's own data, nothing re-signed)."""
-    wanted, r = package_request(record), package_result(record)
-    created = datetime.fromtimestamp(record.created_at, UTC)
-    return {
-        "id": record.id,
-        "state": record.state,
-        "phase": record.phase,
-        "error": record.error,
-        "accession_numbers": list(wanted.accession_numbers),
-        "format": wanted.format,
-        "profile": wanted.profile,
-        "created_at": created.isoformat(),
-        "updated_at": datetime.fromtimestamp(record.updated_at, UTC).isoformat(),
-        "filename": r.filename,
-        "size": r.size,
-        "link_expires_at": r.expires_at,
-        "deleted_after": (created + timedelta(days=settings.package_expiry_days)).isoformat(),
-        "email": r.email.state if r.email else None,
-    }
-
-
-def recent_packages(store: Store, settings: PackagerSettings) -> list[JobRecord]:
-    listed = sorted(store.list(records_prefix("package")), key=lambda o: o.last_modified)
-    keys = [o.key for o in reversed(listed[-RECENT_SCAN:])]  # the newest, by the bucket's clock
-
-    def read(key: str) -> JobRecord | None:
-        try:
-            return JobRecord.model_validate(store.get_json(key)[0])
-        except (DicomisoError, ValueError):
-            return None
-
-    with ThreadPoolExecutor(8) as pool:
-        records = [r for r in pool.map(read, keys) if r is not None]
-    return sorted(records, key=lambda r: r.updated_at, reverse=True)[:RECENT]
-
-
-def _done(jobs: Jobs, job_id: str) -> JobRecord:
-    record = jobs.get(validate_job_id(job_id))
-    if record.state != "succeeded":
-        raise Conflict(f"package {record.id} is {record.state}, not ready")
-    return record
-
-
-def _fresh_link(store: Store, settings: PackagerSettings, record: JobRecord) -> dict[str, Any]:
-    ttl = package_request(record).expires_in or settings.link_ttl
-    expires = datetime.now(UTC) + timedelta(seconds=ttl)
-    result = package_result(record)
-    return {
-        "download_url": store.presign_get(package_key(record), ttl),
-        "expires_at": expires.isoformat(),
-        "filename": result.filename,
-        "size": result.size,
-    }
 
 
 def make_web_router(
@@ -298,60 +231,6 @@ def make_web_router(
             "same_patient": resolved.same_patient,
             "patients": patients,
             "reason": reason,
-        }
-
-    @router.get("/packages", summary="The newest packages (from the job records in the bucket)")
-    def recent() -> list[dict[str, Any]]:
-        return [package_summary(r, settings) for r in recent_packages(store, settings)]
-
-    @router.post("/packages/{job_id}/link", summary="A freshly signed link to a finished package")
-    def link(job_id: str, request: Request) -> dict[str, Any]:
-        record = _done(jobs, job_id)
-        audit(
-            store,
-            settings,
-            request,
-            "link",
-            "issued",
-            job_id=record.id,
-            via="page",
-            accession_numbers=list(package_request(record).accession_numbers),
-        )
-        return _fresh_link(store, settings, record)
-
-    @router.post("/packages/{job_id}/email", summary="Mail a fresh link to the patient")
-    def email(job_id: str, body: EmailRequest, request: Request) -> dict[str, Any]:
-        to = check_email(body.email)
-        record = _done(jobs, job_id)
-        if not mail.mail_enabled(settings):
-            raise Conflict("e-mail is not configured on this server (DICOMISO_SMTP_URL)")
-        about: dict[str, Any] = {
-            "job_id": record.id,
-            "email": to,
-            "accession_numbers": list(package_request(record).accession_numbers),
-        }
-        audit(store, settings, request, "email", **about)
-        fresh = _fresh_link(store, settings, record)
-        msg = mail.compose(
-            settings,
-            to,
-            fresh["download_url"],
-            datetime.fromisoformat(fresh["expires_at"]),
-            fresh["filename"],
-            int(fresh["size"] or 0),
-        )
-        try:
-            mail.send(settings, msg)
-        except DicomisoError as exc:
-            audit_trail.record_outcome(
-                store, "packager", "email", "failed", **about, error=str(exc)
-            )
-            raise
-        audit_trail.record_outcome(store, "packager", "email", "sent", **about)
-        return {
-            "state": "sent",
-            "sent_at": datetime.now(UTC).isoformat(),
-            "expires_at": fresh["expires_at"],
         }
 
     @router.get("/peers", summary="PACS peers the forwarder can send to (and whether they answer)")
