@@ -11,11 +11,9 @@ import pydicom
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1
 
 from support.dcmtk import dcmtk_bin, dcmtk_env
-from support.discs import read_iso
+from support.discs import download, read_iso
 from support.mariadb import add_patient
 from support.net import free_port
-
-from .test_package import _fetch
 
 
 def _small(study_factory: Any, patient_id: str, **kwargs: Any) -> Any:
@@ -118,7 +116,7 @@ def test_compressed_study_on_the_cd_profile_is_transcoded_losslessly(
     uploaded = sorted(f.name.removesuffix(".dcm") for f in files)
     assert status["result"]["transcoded"] == uploaded
     assert status["counts"]["transcoded"] == len(uploaded)
-    _fetch(status["download_url"], tmp_path / "cd.iso")
+    download(status["download_url"], tmp_path / "cd.iso")
     tree = read_iso(tmp_path / "cd.iso")
     source = {i.sop_instance_uid: pydicom.dcmread(i.path) for i in study.instances}
     for sop, path in tree.referenced().items():

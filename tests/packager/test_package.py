@@ -21,17 +21,8 @@ import pydicom
 import pytest
 
 from support.dicomcmp import same_dataset
-from support.discs import dcentvfy, dciodvfy_errors, dcmdump, read_iso, read_zip
+from support.discs import dcentvfy, dciodvfy_errors, dcmdump, download, read_iso, read_zip
 from support.mariadb import add_patient
-
-
-def _fetch(url: str, into: Path) -> httpx.Response:
-    with httpx.stream("GET", url, timeout=60, trust_env=False) as response:
-        response.raise_for_status()
-        with into.open("wb") as out:
-            for chunk in response.iter_bytes(1024 * 1024):
-                out.write(chunk)
-    return response
 
 
 def _orthanc_copies(orthanc: Any, study_uid: str) -> dict[str, bytes]:
@@ -66,7 +57,7 @@ def test_one_accession_becomes_a_valid_disc_behind_a_link(
     assert "Budi" not in url and "Santoso" not in url and study.accession not in url
     assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["3600"]
     image = tmp_path / "disc.iso"
-    response = _fetch(url, image)
+    response = download(url, image)
     disposition = response.headers["content-disposition"]
     assert disposition == f'attachment; filename="{study.accession}.iso"'
     assert image.stat().st_size == status["size"]
@@ -194,7 +185,7 @@ def test_two_accessions_of_one_patient_make_one_disc_named_after_the_patient(
     )
     for secret in ("Núñez", "Nunez", "RM-E2E-3", "MR.3001", "CT.3002", a.patient_name):
         assert secret not in logged, secret
-    _fetch(status["download_url"], tmp_path / "two.iso")
+    download(status["download_url"], tmp_path / "two.iso")
     tree = read_iso(tmp_path / "two.iso")
     assert set(tree.referenced()) == set(a.sop_uids) | set(b.sop_uids)
     records = tree.dicomdir().DirectoryRecordSequence
@@ -254,7 +245,7 @@ def test_zip_holds_the_same_tree(
 
     assert status["state"] == "succeeded", status
     assert status["filename"] == f"{study.accession}.zip"
-    _fetch(status["download_url"], tmp_path / "disc.zip")
+    download(status["download_url"], tmp_path / "disc.zip")
     tree = read_zip(tmp_path / "disc.zip")
     assert {"DICOMDIR", "README.TXT", "INDEX.HTM"} <= set(tree.files)
     assert set(tree.referenced()) == set(study.sop_uids)
@@ -288,7 +279,7 @@ def test_a_viewer_goes_in_its_own_directory_with_its_own_names(
     status = stack.run({"accession_numbers": [study.accession]})
 
     assert status["state"] == "succeeded", status
-    _fetch(status["download_url"], tmp_path / "v.iso")
+    download(status["download_url"], tmp_path / "v.iso")
     tree = read_iso(tmp_path / "v.iso")
     assert sorted(p for p in tree.files if p.startswith("VIEWER/")) == [
         "VIEWER/D0000001/F0000001.DLL",

@@ -8,6 +8,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pycdlib
 import pydicom
 
@@ -39,6 +40,16 @@ class DiscTree:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
         return into
+
+
+def download(url: str, into: Path) -> httpx.Response:
+    """GET a presigned link into a file, streamed."""
+    with httpx.stream("GET", url, timeout=60, trust_env=False) as response:
+        response.raise_for_status()
+        with into.open("wb") as out:
+            for chunk in response.iter_bytes(1024 * 1024):
+                out.write(chunk)
+    return response
 
 
 def read_iso(path: Path) -> DiscTree:

@@ -40,6 +40,7 @@ from dicomiso_retriever.settings import RetrieverSettings
 from support.mariadb import HisDb, his_database
 from support.net import free_port
 from support.servers import serving
+from support.viewer import chromium_options
 
 TOKEN = "web-token"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "web"
@@ -150,25 +151,7 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrom
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.fail("chromium and chromium-driver (Debian packages) are needed for tests/web")
     profile = tmp_path_factory.mktemp("chromium-profile")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--disable-extensions",
-        "--no-proxy-server",
-        "--window-size=1200,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must not fetch anything
+    options = chromium_options(profile, "1200,1000")
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     browser.set_page_load_timeout(30)
     try:

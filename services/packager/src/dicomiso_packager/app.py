@@ -19,7 +19,7 @@ from dicomiso_common.serve import load_settings
 from dicomiso_common.serve import run as serve_run
 from dicomiso_common.store import Store
 
-from . import web
+from . import viewer, web
 from .packaging import Packaging
 from .routes import make_router
 from .settings import PackagerSettings
@@ -42,6 +42,7 @@ def create_app(settings: PackagerSettings | None = None, store: Store | None = N
     """Wire the packager; the job sweeper runs for the app's lifetime."""
     configure()  # pydicom and pynetdicom, once per process
     settings = settings or PackagerSettings()
+    viewer.viewer_source(settings)  # fail at start-up, not with every disc, when it is missing
     store = store or Store.from_settings(settings)
     packaging = Packaging(settings, store)
     jobs = Jobs(store, KIND, settings, packaging.run, packaging.is_current)

@@ -29,7 +29,7 @@ from dicomiso_common.jobs import JobHandle
 from dicomiso_common.models import InstanceEntry, StudyManifest
 from dicomiso_common.store import Store
 
-from . import dicomdir, media, pdi
+from . import dicomdir, media, pdi, viewer
 from .iso import DiscFile
 from .settings import PackagerSettings
 
@@ -109,8 +109,11 @@ class _Assembler:
             self.manifests, file_ids, self.final_syntax, lambda e: headers[e.sop_uid], vid
         )
         now = datetime.now(UTC)
-        viewer = self._viewer()
-        viewer_name = "VIEWER" if viewer else None
+        viewer_files = self._viewer()
+        viewer_name = "VIEWER" if viewer_files else None
+        viewer_page = next(
+            (f.path for f in viewer_files if f.path == ("VIEWER", viewer.ENTRY)), None
+        )
         generated: list[tuple[tuple[str, ...], bytes]] = [
             (("DICOMDIR",), directory),
             (
@@ -121,6 +124,7 @@ class _Assembler:
                     profile=self.profile.name,
                     created_at=now,
                     viewer=viewer_name,
+                    viewer_page=viewer_page,
                 ),
             ),
             *pdi.web_pages(
@@ -129,15 +133,16 @@ class _Assembler:
                 previews={s: p for s, (p, _) in previews.items()},
                 created_at=now,
                 viewer=viewer_name,
+                viewer_page=viewer_page,
             ),
             *[(path, jpeg) for path, jpeg in previews.values()],
         ]
         files = [DiscFile(path, len(data), _bytes_opener(data)) for path, data in generated]
         files += [self._instance_file(e, file_ids[e.sop_uid]) for e in self.entries]
-        files += viewer
+        files += viewer_files
         files = [replace(f, opener=self._counted(_call, f.opener)) for f in files]
         self.handle.set_counts(files=len(files), files_written=0)
-        return Disc(files, vid, len(self.entries), sorted(self.local), joliet=bool(viewer))
+        return Disc(files, vid, len(self.entries), sorted(self.local), joliet=bool(viewer_files))
 
     # -- instances -------------------------------------------------------------------------
 
@@ -222,9 +227,10 @@ class _Assembler:
         return out
 
     def _viewer(self) -> list[DiscFile]:
-        """The configured viewer bundle under VIEWER/: 8.3 names on the Level 1 tree, its
-        own names in the Joliet tree (and the ZIP), never inside DICOM/ or IHE_PDI/."""
-        root = self.settings.viewer_dir
+        """The viewer under VIEWER/: 8.3 names on the Level 1 tree (a name that already is
+        one is kept, so VIEWER/VIEWER.HTM is the same path on every tree), its own names in
+        the Joliet tree (and the ZIP), never inside DICOM/ or IHE_PDI/."""
+        root = viewer.viewer_source(self.settings)
         if root is None:
             return []
         files: list[DiscFile] = []
@@ -239,6 +245,8 @@ class _Assembler:
                 short = dirs[key]
             ext = "".join(c for c in path.suffix[1:].upper() if c.isalnum())[:3]
             name = f"F{len(files):07d}" + (f".{ext}" if ext else "")
+            if short == ("VIEWER",) and pdi.is_name_83(rel[-1]) and rel[-1][:1] != "F":
+                name = rel[-1]  # kept: cannot collide with the F0000000 names made here
             files.append(
                 DiscFile(
                     (*short, name),

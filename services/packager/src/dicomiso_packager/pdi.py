@@ -54,7 +54,14 @@ _STYLE = (
     "body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse}"
     "th,td{border:1px solid #999;padding:.2em .5em;text-align:left;vertical-align:top}"
     "p.note{font-size:90%}img{max-width:100%}"
+    "p.view a{display:inline-block;font-size:130%;font-weight:bold;padding:.5em 1em;"
+    "background:#2d5fa8;color:#fff;text-decoration:none;border-radius:4px}"
 )
+
+
+def is_name_83(name: str) -> bool:
+    """An ISO 9660 Level 1 file name: 8.3 upper-case d-characters (ECMA-119 7.5.1)."""
+    return bool(_NAME_83.fullmatch(name))
 
 
 def _version() -> str:
@@ -122,6 +129,7 @@ def readme_text(
     created_at: datetime,
     viewer: str | None,
     contact: str | None = None,
+    viewer_page: tuple[str, ...] | None = None,
 ) -> bytes:
     """Return README.TXT: what the disc is, how to open it, who made it, what it holds.
 
@@ -153,7 +161,17 @@ def readme_text(
         "folder, which indexes every image on the disc. Hospitals can import the disc from "
         "DICOMDIR into their own systems.",
     ]
-    if viewer:
+    if viewer_page:
+        page = "\\".join(viewer_page)
+        paragraphs.append(
+            '3. To see the full images, open INDEX.HTM and click "View the images", or '
+            f"open {page} directly, in a current web browser (Chrome, Edge, Firefox or "
+            "Safari). When it asks, choose this disc (or the folder you unzipped it into): "
+            "a web page may only read the files you choose. The viewer works without an "
+            "internet connection and sends nothing anywhere. Nothing on this disc starts "
+            "automatically (no autorun)."
+        )
+    elif viewer:
         paragraphs.append(
             f"3. A DICOM viewer is included in the {_ascii(viewer)} folder. Start "
             "it yourself from there: this disc does not rely on autorun."
@@ -291,6 +309,7 @@ def web_pages(
     previews: dict[str, tuple[str, ...]],
     created_at: datetime,
     viewer: str | None = None,
+    viewer_page: tuple[str, ...] | None = None,
 ) -> list[tuple[tuple[str, ...], bytes]]:
     """Return INDEX.HTM and one IHE_PDI/STUDYnnn.HTM per study, as (path, bytes).
 
@@ -328,11 +347,22 @@ def web_pages(
     viewer_note = (
         f"<p>A DICOM viewer is in the {_e(viewer)} folder of this disc; start it "
         "from there (nothing starts automatically).</p>"
-        if viewer
+        if viewer and not viewer_page
         else ""
+    )
+    view = (
+        [
+            f'<p class="view"><a href="{_e(_href(index, viewer_page))}">View the images</a></p>',
+            '<p class="note">The viewer opens in this browser. It asks you once to choose this '
+            "disc (or the folder you unzipped): a web page may only read the files you choose. "
+            "It works without an internet connection and sends nothing anywhere.</p>",
+        ]
+        if viewer_page
+        else []
     )
     body = [
         "<h1>Medical images</h1>",
+        *view,
         *_header(institution, created_at),
         *_patient_block(_patient(studies)),
         "<h2>Studies on this disc</h2>",

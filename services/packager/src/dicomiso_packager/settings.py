@@ -30,7 +30,8 @@ class PackagerSettings(CommonSettings):
     default_profile: Profile = "STD-GEN-DVD-JPEG"
     work_dir: Path | None = None  # temporary image files; None = the system's TMPDIR
     institution_name: str = "dicom-iso demo hospital"
-    viewer_dir: Path | None = None  # a DICOM viewer copied onto every disc
+    viewer: bool = True  # a viewer on every disc; false: none (README.TXT and INDEX.HTM say so)
+    viewer_dir: Path | None = None  # another viewer instead of the bundled web viewer
     build_workers: Annotated[int, Field(ge=1, le=32)] = 4  # parallel S3 reads while building
     build_prefetch: Annotated[int, Field(ge=0, le=16)] = 4  # S3 objects opened ahead of the writer
 
