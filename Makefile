@@ -1,10 +1,11 @@
 # The two commands README.md promises: `make run` (the whole system locally, on embedded
-# defaults) and `make test` (what .ci/run calls); each installs what it needs first.
-.PHONY: run test lint bench-retrieve
+# defaults; `make run ARGS="--port-base 100"` passes options) and `make test` (what .ci/run
+# calls); each installs what it needs first.
+.PHONY: run test lint bench-retrieve bench-e2e
 
 run:
 	bash scripts/setup
-	PATH="$$PATH:$$HOME/.local/bin" uv run --frozen dicom-iso dev
+	PATH="$$PATH:$$HOME/.local/bin" uv run --frozen dicom-iso dev $(ARGS)
 
 test:
 	bash scripts/setup
@@ -21,3 +22,6 @@ lint:
 
 bench-retrieve:
 	uv run --frozen python bench/retrieve.py
+
+bench-e2e:
+	uv run --frozen python bench/e2e.py --keep-dir /tmp/e2e-keep --probe

@@ -192,6 +192,8 @@ def moto_main(port: int) -> None:
 
 
 class Moto:
+    script = __file__  # run as `SCRIPT --_moto PORT` (bench/e2e.py: its counting server)
+
     def __init__(self, work: Path) -> None:
         from support.net import free_port
 
@@ -203,7 +205,7 @@ class Moto:
     def start(self) -> None:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--_moto", str(self.port)],
+                [sys.executable, self.script, "--_moto", str(self.port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=s3_env(),

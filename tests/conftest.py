@@ -21,6 +21,7 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from dicomiso_common.dicom import configure
+from support.dcmqrscp import Dcmqrscp
 from support.net import LOOPBACK
 from support.orthanc import Orthanc
 from support.studies import Study, make_study
@@ -102,6 +103,47 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         yield pacs
 
 
+@pytest.fixture(scope="session")
+def dcmqrscp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dcmqrscp]:
+    """The second PACS: dcmtk's dcmqrscp (AE "QRPACS"), sparse in its C-FIND answers."""
+    with Dcmqrscp(tmp_path_factory.mktemp("dcmqrscp"), aet="QRPACS") as pacs:
+        yield pacs
+
+
+@pytest.fixture(params=["orthanc", "dcmqrscp"])
+def any_pacs(request: pytest.FixtureRequest) -> Orthanc | Dcmqrscp:
+    """Each PACS implementation in turn, for the tests that must hold against both."""
+    pacs: Orthanc | Dcmqrscp = request.getfixturevalue(request.param)
+    return pacs
+
+
+def _pacs_factory(
+    tmp_path_factory: pytest.TempPathFactory, kind: type[Any], default_aet: str
+) -> Iterator[Callable[..., Any]]:
+    """Make private PACS instances of `kind`; every one is killed by PID at teardown."""
+    made: list[Any] = []
+
+    def make(aet: str = default_aet, *, start: bool = True, **kwargs: Any) -> Any:
+        pacs = kind(tmp_path_factory.mktemp(f"{kind.name}-{aet.lower()}"), aet, **kwargs)
+        made.append(pacs)
+        if start:
+            pacs.start()
+        return pacs
+
+    yield make
+    for pacs in made:
+        pacs.kill()
+
+
+DcmqrscpFactory = Callable[..., Dcmqrscp]
+
+
+@pytest.fixture
+def dcmqrscp_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DcmqrscpFactory]:
+    """Make private dcmqrscp instances with other options; all killed at the end."""
+    yield from _pacs_factory(tmp_path_factory, Dcmqrscp, "QRPACS")
+
+
 OrthancFactory = Callable[..., Orthanc]
 
 
@@ -114,18 +156,7 @@ def orthanc_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthan
     storage is a throwaway tmp dir, and a graceful Orthanc shutdown costs
     ~2.5 s (mostly the HTTP server winding down).
     """
-    made: list[Orthanc] = []
-
-    def make(aet: str = "ABPACS", *, start: bool = True, **kwargs: Any) -> Orthanc:
-        pacs = Orthanc(tmp_path_factory.mktemp(f"orthanc-{aet.lower()}"), aet, **kwargs)
-        made.append(pacs)
-        if start:
-            pacs.start()
-        return pacs
-
-    yield make
-    for pacs in made:
-        pacs.kill()
+    yield from _pacs_factory(tmp_path_factory, Orthanc, "ABPACS")
 
 
 StudyFactory = Callable[..., Study]

@@ -130,8 +130,9 @@ def test_lookup_json_is_one_document(lookup_url: str) -> None:
 
 
 def test_lookup_of_two_patients_says_so(lookup_url: str) -> None:
+    """Two patients cannot make one disc: said, and exit 2 like the packager's refusal."""
     result = run("lookup", "MR.001,CT.100", DICOMISO_LOOKUP_URL=lookup_url)
-    assert result.exit_code == 0
+    assert result.exit_code == 2
     assert "more than one patient" in result.stdout
 
 

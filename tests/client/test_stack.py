@@ -165,6 +165,18 @@ def test_newcomer_flow_package_verify_and_ctrl_c(dev_stack: DevStack, tmp_path: 
     assert checked.returncode != 0
     assert "DICOMDIR" in checked.stdout + checked.stderr
 
+    # Another port base than the standard one: the banner says to source <state>/env, and the
+    # line it prints works as typed, without any DICOMISO_*_URL of ours.
+    try_line = next(line for line in dev_stack.lines if "try: source " in line)
+    command = try_line.split("try: ", 1)[1].replace("uv run dicom-iso", str(BIN / "dicom-iso"))
+    command = command.replace("package MR.001,CT.002 --download", "lookup MR.001 #")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DICOMISO_")}
+    typed = subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, env=clean, capture_output=True, text=True, check=False
+    )
+    assert typed.returncode == 0 and "Budi Santoso" in typed.stdout, typed.stdout + typed.stderr
+    assert any("demo-pacs" in line for line in dev_stack.lines)
+
     children = _children(dev_stack.proc.pid)
     assert len(children) >= 6  # moto, Orthanc, four services (uv may add one level)
     dev_stack.proc.send_signal(signal.SIGINT)

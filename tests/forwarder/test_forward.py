@@ -27,14 +27,27 @@ def _peer(aet: str, port: int, **kw: Any) -> dict[str, Any]:
     return {"aet": aet, "host": "127.0.0.1", "port": port, **kw}
 
 
-def test_study_arrives_complete_at_orthanc(
-    make_forwarder: Any, orthanc_factory: Any, study_factory: Any, store: Store
+@pytest.mark.parametrize("kind", ["orthanc", "dcmqrscp"])
+def test_study_arrives_complete_at_the_peer(
+    make_forwarder: Any,
+    orthanc_factory: Any,
+    dcmqrscp_factory: Any,
+    study_factory: Any,
+    store: Store,
+    kind: str,
 ) -> None:
-    """Every instance of a multi-series, multi-SOP-class study equals the source at the peer."""
-    peer = orthanc_factory(aet="PEERPACS")
+    """Every instance of a multi-series, multi-SOP-class study equals the source at the peer.
+
+    dcmqrscp names stored files by time, so two associations storing at once can overwrite
+    one another's file: its peer entry has max_associations 1 (README, peer settings).
+    """
+    if kind == "orthanc":
+        peer, extra = orthanc_factory(aet="PEERPACS"), {}
+    else:
+        peer, extra = dcmqrscp_factory(aet="PEERPACS"), {"max_associations": 1}
     study = study_factory()
     seed(store, study.files, study.accession)
-    forwarder = make_forwarder({"peer": _peer("PEERPACS", peer.dicom_port)})
+    forwarder = make_forwarder({"peer": _peer("PEERPACS", peer.dicom_port, **extra)})
 
     status = forwarder.run({"accession_numbers": [study.accession], "destination": "peer"})
 
@@ -45,8 +58,8 @@ def test_study_arrives_complete_at_orthanc(
     by_sop = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in study.files}
     ids = peer.instance_ids_of_study(study.study_uid)
     assert len(ids) == n
-    for orthanc_id in ids:
-        theirs = peer.instance_file(orthanc_id)
+    for instance_id in ids:
+        theirs = peer.instance_file(instance_id)
         sop = pydicom.dcmread(io.BytesIO(theirs), stop_before_pixels=True)
         assert same_dataset(by_sop[sop.SOPInstanceUID].read_bytes(), theirs) == []
 

@@ -150,9 +150,10 @@ def make_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
     """Start lookup + retriever over HTTP and the packager in-process; all stopped after."""
     with ExitStack() as stack:
 
-        def make(**overrides: Any) -> Stack:
+        def make(pacs: Any = None, **overrides: Any) -> Stack:
+            pacs = pacs or orthanc
             token = "stack-token"
-            backend = start_backend(stack, s3_bucket, orthanc, token=token, name="stack")
+            backend = start_backend(stack, s3_bucket, pacs, token=token, name="stack")
             values = packager_values(backend, tmp_path, name="stack")
             values["call_token"] = token
             values.update(overrides)
@@ -165,7 +166,7 @@ def make_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
                 backend.store,
                 settings,
                 backend.his,
-                orthanc,
+                pacs,
                 backend.retriever_url,
                 backend.lookup_url,
             )

@@ -36,16 +36,16 @@ def _orthanc_copies(orthanc: Any, study_uid: str) -> dict[str, bytes]:
 
 
 def test_one_accession_becomes_a_valid_disc_behind_a_link(
-    make_stack: Any, orthanc: Any, study_factory: Any, s3_bucket: Any, tmp_path: Path
+    make_stack: Any, any_pacs: Any, study_factory: Any, s3_bucket: Any, tmp_path: Path
 ) -> None:
     """Every instance is on the disc, equal to the PACS copy and byte-exact to the bucket's;
     the DICOMDIR passes dciodvfy, dcentvfy and dcmdump; README.TXT and INDEX.HTM are there;
     the link is signed for the public endpoint, expires as asked, and names no patient."""
     study = study_factory(patient_name="Santoso^Budi", patient_id="RM-E2E-1")
-    orthanc.upload(study.files)
+    any_pacs.upload(study.files)
     # The public endpoint differs from the internal one (here: another name for loopback).
     public = s3_bucket.endpoint_url.replace("127.0.0.1", "localhost")
-    stack = make_stack(s3_public_url=public)
+    stack = make_stack(pacs=any_pacs, s3_public_url=public)
     add_patient(stack.his, "RM-E2E-1", "Budi Santoso", [study.accession])
 
     status = stack.run({"accession_numbers": [study.accession], "expires_in": 3600})
@@ -66,7 +66,7 @@ def test_one_accession_becomes_a_valid_disc_behind_a_link(
     tree = read_iso(image)
     assert {"DICOMDIR", "README.TXT", "INDEX.HTM"} <= set(tree.files)
     referenced = tree.referenced()
-    pacs = _orthanc_copies(orthanc, study.study_uid)
+    pacs = _orthanc_copies(any_pacs, study.study_uid)
     assert set(referenced) == set(pacs) == set(study.sop_uids)
     manifest, _ = stack.store.get_json(f"studies/{study.study_uid}/manifest.json")
     sha = {i["sop_uid"]: i["sha256"] for i in manifest["instances"]}

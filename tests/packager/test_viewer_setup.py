@@ -21,12 +21,11 @@ MANIFEST = StudyManifest.model_validate(
         "patient": {"name": "Doe^Jane", "id": "P1"},
         "study": {"date": "20240501", "description": "CT"},
         "series": {"1.2.3.1": {"modality": "CT", "number": 1}},
-        "instances": [],
         "instance_count": 0,
         "total_bytes": 0,
-        "retrieved_at": "2024-05-01T09:30:00Z",
+        "retrieved_at": "2024-05-01T00:00:00Z",
         "job_id": "job-1",
-        "method": "move",
+        "method": "test",
     }
 )
 

@@ -14,7 +14,7 @@ from dicomiso_retriever.transfer import TransferResult
 
 def _judge(hit: StudyAnswer, result: TransferResult) -> None:
     Retrieval(RetrieverSettings(), None, None, None)._judge(  # type: ignore[arg-type]
-        hit, result, "move"
+        hit, result, "move", hit.instances or 0
     )
 
 
@@ -41,3 +41,17 @@ def test_aborted_association_fails_with_counts() -> None:
 def test_success_and_warning_without_failures_pass() -> None:
     _judge(StudyAnswer("1.2", 2), TransferResult(status=0x0000, completed=2))
     _judge(StudyAnswer("1.2", 2), TransferResult(status=0xB000, completed=1, warning=1))
+
+
+def test_without_any_count_the_image_level_listing_decides() -> None:
+    """No NumberOfStudyRelatedInstances: the IMAGE-level C-FIND's instances are the count;
+    with neither, the transfer's own counts (and a transfer that counts nothing fails later)."""
+    from dicomiso_retriever.retrieval import _expectation
+
+    listed = {"1.2.3": {"1.2.3.1": None, "1.2.3.2": "1.2.840.10008.5.1.4.1.1.2"}}
+    assert _expectation(StudyAnswer("1.2", 5), listed, TransferResult())[0] == 5
+    assert _expectation(StudyAnswer("1.2"), listed, TransferResult(completed=9)) == (
+        2,
+        "SOPInstanceUIDs listed by IMAGE-level C-FIND",
+    )
+    assert _expectation(StudyAnswer("1.2"), {}, TransferResult(completed=3, warning=1))[0] == 4

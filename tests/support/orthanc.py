@@ -87,6 +87,8 @@ class Orthanc:
         http_port: REST port.
     """
 
+    name = "orthanc"
+
     def __init__(
         self,
         work_dir: Path,

@@ -76,7 +76,7 @@ def requested_urls(driver: webdriver.Chrome) -> list[tuple[str, str]]:
     """(document URL, request URL) of every request since the last call
     (Network.requestWillBeSent in the performance log)."""
     out = []
-    for entry in driver.get_log("performance"):  # type: ignore[no-untyped-call]  # selenium
+    for entry in driver.get_log("performance"):  # type: ignore[no-untyped-call]
         message = json.loads(entry["message"])["message"]
         if message.get("method") == "Network.requestWillBeSent":
             params = message["params"]
@@ -211,7 +211,7 @@ def derive(
     ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, int(signed)
     ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    if edit:
+    if edit is not None:
         edit(ds)
     pydicom.dcmwrite(out, ds, enforce_file_format=True)
     return out

@@ -148,6 +148,10 @@ class StudyOutcome(_Document):
     study_uid: str
     instances: int
     transferred: bool
+    # How completeness was decided: {"expected": n, "from": what the count came from}.
+    completeness: dict[str, Any] | None = None
+    # C-GET only: which SOP classes were negotiated and why (negotiation.Plan.report()).
+    negotiation: dict[str, Any] | None = None
 
 
 class RetrievalJobResult(_Document):

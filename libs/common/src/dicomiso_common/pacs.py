@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-
-# PS3.4 C.6.2.1. pynetdicom.sop_class makes its SOP class names at import: mypy cannot see them.
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelFind,
-)
 
 from .dicom import (
     CONNECTION_HANDLERS,
@@ -34,6 +31,26 @@ from .errors import DicomError
 
 log = logging.getLogger(__name__)
 
+# PS3.4 C.6.2.1: Study Root Query/Retrieve Information Model
+StudyRootQueryRetrieveInformationModelFind = UID("1.2.840.10008.5.1.4.1.2.2.1")
+StudyRootQueryRetrieveInformationModelMove = UID("1.2.840.10008.5.1.4.1.2.2.2")
+StudyRootQueryRetrieveInformationModelGet = UID("1.2.840.10008.5.1.4.1.2.2.3")
+# PS3.4 C.6.1.1: Patient Root, for archives that offer no Study Root model
+PatientRootQueryRetrieveInformationModelFind = UID("1.2.840.10008.5.1.4.1.2.1.1")
+PatientRootQueryRetrieveInformationModelMove = UID("1.2.840.10008.5.1.4.1.2.1.2")
+PatientRootQueryRetrieveInformationModelGet = UID("1.2.840.10008.5.1.4.1.2.1.3")
+# Proposed together on every Q/R association, Study Root first: the one accepted is used.
+MODELS = {
+    "find": (
+        StudyRootQueryRetrieveInformationModelFind,
+        PatientRootQueryRetrieveInformationModelFind,
+    ),
+    "move": (
+        StudyRootQueryRetrieveInformationModelMove,
+        PatientRootQueryRetrieveInformationModelMove,
+    ),
+    "get": (StudyRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelGet),
+}
 PENDING = (0xFF00, 0xFF01)  # PS3.4 C.4.1.1.4: pending, with or without optional keys
 
 
@@ -49,6 +66,7 @@ class PacsPeer:
     dimse_timeout: float = 600.0  # one DIMSE reply, e.g. the next C-MOVE pending
     network_timeout: float = 60.0  # silence on the socket
     max_pdu: int = 1_048_576  # largest PDU we accept (0 = no limit)
+    busy_wait: float = 30.0  # how long to retry a transient rejection ("local limit exceeded")
 
     def describe(self) -> str:
         """Name the peer for error messages (AE title and address, never a query key)."""
@@ -71,6 +89,7 @@ class StudyAnswer:
     study_description: str | None = None
     modalities: list[str] = field(default_factory=list)
     accession_number: str | None = None
+    sop_classes: list[str] = field(default_factory=list)  # SOPClassesInStudy, when reported
 
 
 def make_ae(peer: PacsPeer) -> AE:
@@ -84,24 +103,80 @@ def make_ae(peer: PacsPeer) -> AE:
     return ae
 
 
+def request_models(ae: AE, kind: str) -> None:
+    """Propose the Study Root and the Patient Root model of `kind` ("find", "move", "get")."""
+    for model in MODELS[kind]:
+        ae.add_requested_context(model)
+
+
+def accepted_model(assoc: Association, kind: str, peer: PacsPeer) -> UID:
+    """The Q/R model of `kind` the PACS accepted, Study Root preferred.
+
+    Raises:
+        DicomError: The PACS accepted neither Study Root nor Patient Root for `kind`.
+    """
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    for model in MODELS[kind]:
+        if model in accepted:
+            return model
+    raise DicomError(
+        f"{peer.describe()} accepts neither Study Root nor Patient Root C-{kind.upper()}"
+    )
+
+
+def _open(peer: PacsPeer, ae: AE, **kwargs: Any) -> tuple[Association, bool, int | None]:
+    """One association attempt: (association, TCP connected, A-ASSOCIATE-RJ result)."""
+    connected = threading.Event()
+    result: list[int] = []
+
+    def on_acse(event: evt.Event) -> None:
+        primitive = getattr(event, "primitive", None)
+        if primitive is not None and getattr(primitive, "result", None) in (0x01, 0x02):
+            result.append(int(primitive.result))
+
+    handlers = [
+        *kwargs.pop("evt_handlers", []),
+        *CONNECTION_HANDLERS,
+        (evt.EVT_CONN_OPEN, lambda _: connected.set()),
+        (evt.EVT_ACSE_RECV, on_acse),
+    ]
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, evt_handlers=handlers, **kwargs)
+    return assoc, connected.is_set(), result[0] if result else None
+
+
 @contextmanager
 def associate(peer: PacsPeer, ae: AE, **kwargs: Any) -> Iterator[Association]:
     """Open an association with the PACS, or raise DicomError saying why it could not.
 
     Telling "unreachable" from "refused" matters to whoever reads the error: the first is a
     network or PACS outage, the second a configuration problem (our AE title unknown there).
+    A transient rejection (PS3.8 9.3.4 result 2, e.g. an archive that takes one association
+    at a time) is retried with a growing pause for up to `peer.busy_wait` seconds; a
+    negotiation the peer cut without an answer is tried three times.
     An exception inside the block aborts rather than releases, so the PACS stops at once.
     """
-    connected = threading.Event()
-    handlers = [
-        *kwargs.pop("evt_handlers", []),
-        *CONNECTION_HANDLERS,
-        (evt.EVT_CONN_OPEN, lambda _: connected.set()),
-    ]
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, evt_handlers=handlers, **kwargs)
+    deadline = time.monotonic() + peer.busy_wait
+    pause, aborts = 0.1, 0
+    while True:
+        assoc, connected, rejected = _open(peer, ae, **dict(kwargs))
+        # A busy archive may also just close the socket instead of sending its rejection
+        # (dcmqrscp at MaxAssociations): a negotiation that ends so is tried three times.
+        dropped = connected and rejected is None and not assoc.is_established
+        aborts += dropped
+        busy = rejected == 0x02 or (dropped and aborts < 3)
+        if assoc.is_established or not busy or time.monotonic() + pause > deadline:
+            break
+        log.info("PACS busy (transient rejection); retrying", extra={"aet": peer.aet})
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
     if not assoc.is_established:
-        if not connected.is_set():
+        if not connected:
             raise DicomError(f"{peer.describe()} unreachable (connection refused or timed out)")
+        if rejected == 0x02:
+            raise DicomError(
+                f"{peer.describe()} stayed busy for {peer.busy_wait:g} s "
+                "(transient rejection: too many associations)"
+            )
         # pynetdicom sometimes reports a rejection as an abort; both mean "not you"
         how = "" if assoc.is_rejected else " (aborted during negotiation)"
         raise DicomError(f"{peer.describe()} refused association from {peer.calling_aet}{how}")
@@ -120,13 +195,27 @@ def _text(ident: Dataset, keyword: str) -> str | None:
     return None if value is None or str(value) == "" else str(value)
 
 
+def _values(ident: Dataset, keyword: str) -> list[str]:
+    """A possibly multi-valued element as a list of strings ([] when absent or empty)."""
+    value = ident.get(keyword)
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def unpadded(value: object) -> str:
+    """A string value without the padding archives add: spaces either side, trailing NULs.
+
+    PS3.5 6.2: leading and trailing spaces of SH and LO are not significant, and some
+    archives pad with NUL instead of a space; the value itself must still match exactly.
+    """
+    return str(value or "").rstrip("\x00").strip(" ")
+
+
 def _answer(ident: Dataset, uid: str) -> StudyAnswer:
     raw = ident.get("NumberOfStudyRelatedInstances")
-    modalities = ident.get("ModalitiesInStudy")
-    if modalities is None or modalities == "":
-        modalities = []
-    elif isinstance(modalities, str):
-        modalities = [modalities]
     return StudyAnswer(
         study_uid=uid,
         instances=int(raw) if raw not in (None, "") else None,
@@ -134,8 +223,9 @@ def _answer(ident: Dataset, uid: str) -> StudyAnswer:
         patient_name=_text(ident, "PatientName"),
         study_date=_text(ident, "StudyDate"),
         study_description=_text(ident, "StudyDescription"),
-        modalities=[str(m) for m in modalities],
+        modalities=_values(ident, "ModalitiesInStudy"),
         accession_number=_text(ident, "AccessionNumber"),
+        sop_classes=[c for c in _values(ident, "SOPClassesInStudy") if is_valid_uid(c)],
     )
 
 
@@ -152,7 +242,7 @@ def _collect(
             raise DicomError(f"{peer.describe()}: C-FIND got no answer (timeout or abort)")
         code = int(status.Status)
         if code in PENDING and ident is not None:
-            uid = str(ident.get("StudyInstanceUID", ""))
+            uid = unpadded(ident.get("StudyInstanceUID"))
             if not accept(ident) or not is_valid_uid(uid):
                 log.warning("C-FIND answer dropped: key mismatch or bad UID")
                 continue
@@ -176,6 +266,7 @@ def _study_query(**keys: str) -> Dataset:
         "StudyDate",
         "StudyDescription",
         "ModalitiesInStudy",
+        "SOPClassesInStudy",
         "NumberOfStudyRelatedInstances",
     ):
         setattr(ds, keyword, "")
@@ -188,9 +279,9 @@ def _find_studies(
     peer: PacsPeer, query: Dataset, accept: Callable[[Dataset], bool]
 ) -> list[StudyAnswer]:
     ae = make_ae(peer)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    request_models(ae, "find")
     with associate(peer, ae) as assoc:
-        answers = assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        answers = assoc.send_c_find(query, accepted_model(assoc, "find", peer))
         return _collect(answers, peer, accept)
 
 
@@ -205,7 +296,7 @@ def find_studies_by_accession(peer: PacsPeer, accession: str) -> list[StudyAnswe
     return _find_studies(
         peer,
         _study_query(AccessionNumber=accession),
-        lambda d: str(d.get("AccessionNumber", "")) == accession,
+        lambda d: unpadded(d.get("AccessionNumber")) == accession,
     )
 
 
@@ -220,5 +311,5 @@ def find_study_by_uid(peer: PacsPeer, study_uid: str) -> list[StudyAnswer]:
     return _find_studies(
         peer,
         _study_query(StudyInstanceUID=study_uid),
-        lambda d: str(d.get("StudyInstanceUID")) == study_uid,
+        lambda d: unpadded(d.get("StudyInstanceUID")) == study_uid,
     )

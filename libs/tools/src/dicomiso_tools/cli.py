@@ -354,8 +354,11 @@ def lookup(
     ]
     if len(infos) > 1:
         lines.append("one patient" if same else "more than one patient: not one disc")
+    # Several patients is what the packager refuses (409): the same exit code as that refusal.
     out.done(
-        {"accessions": [i.model_dump() for i in infos], "same_patient": same}, "\n".join(lines)
+        {"accessions": [i.model_dump() for i in infos], "same_patient": same},
+        "\n".join(lines),
+        OK if same else USAGE,
     )
 
 

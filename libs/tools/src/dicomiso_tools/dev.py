@@ -57,7 +57,7 @@ class Ports:
 
     @classmethod
     def standard(cls, base: int = 0) -> Ports:
-        """The local defaults (docs/architecture.md, Services), shifted by `base` if taken."""
+        """The standard local ports (docs/architecture.md), shifted by `base` if taken."""
         return cls(
             9000 + base,
             8001 + base,
@@ -409,6 +409,14 @@ def _wait_port(name: str, port: int, stack: Stack, timeout: float = 30.0) -> Non
     _wait(name, ready, stack, timeout)
 
 
+def _shown(path: Path) -> Path:
+    """The path as typed from the current directory when it is below it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
 def find_repo(start: Path) -> Path:
     """The checkout: the first parent holding services/lookup/schema.sql."""
     for path in (start, *start.parents):
@@ -417,9 +425,31 @@ def find_repo(start: Path) -> Path:
     raise StartupFailed("run `dicom-iso dev` inside the dicom-iso checkout")
 
 
-def _banner(stack: Stack) -> None:
+def client_env(ports: Ports) -> dict[str, str]:
+    """The variables that point the `dicom-iso` CLI at this stack's services."""
+    return {
+        "DICOMISO_LOOKUP_URL": f"http://127.0.0.1:{ports.lookup}",
+        "DICOMISO_RETRIEVER_URL": f"http://127.0.0.1:{ports.retriever}",
+        "DICOMISO_PACKAGER_URL": f"http://127.0.0.1:{ports.packager}",
+        "DICOMISO_FORWARDER_URL": f"http://127.0.0.1:{ports.forwarder}",
+    }
+
+
+def write_client_env(stack: Stack) -> Path:
+    """`<state>/env`: export lines for a second terminal (`source .dicom-iso-dev/env`)."""
+    path = stack.state / "env"
+    lines = [f"export {k}={v}" for k, v in client_env(stack.ports).items()]
+    path.write_text(
+        "# written by `dicom-iso dev`: source it to reach this stack\n" + "\n".join(lines) + "\n"
+    )
+    return path
+
+
+def _banner(stack: Stack, env_file: Path) -> None:
     p = stack.ports
     accessions = ", ".join(s.accession for s in DEMO_STUDIES)
+    standard = p == Ports.standard(0)
+    source = "" if standard else f"source {_shown(env_file)} && "
     for line in (
         f"ready: packager http://127.0.0.1:{p.packager}  lookup :{p.lookup}  "
         f"retriever :{p.retriever} (SCP CDRECORD :{p.scp})  forwarder :{p.forwarder}",
@@ -427,7 +457,14 @@ def _banner(stack: Stack) -> None:
         f"{p.pacs} (http :{p.pacs_http})",
         stack.his_note,
         f"demo accessions: {accessions}",
-        f"try: uv run dicom-iso package MR.001,CT.002 --download {stack.state / 'discs'}",
+        "the forwarder's demo peer: demo-pacs (the demo PACS itself)",
+        *(
+            ()
+            if standard
+            else (f"other ports than the standard ones: the CLI needs {_shown(env_file)}",)
+        ),
+        f"try: {source}uv run dicom-iso package MR.001,CT.002 --download "
+        f"{_shown(stack.state / 'discs')}",
         "Ctrl-C stops everything started here",
     ):
         say("dev", line)
@@ -462,7 +499,7 @@ def run(no_his: bool = False, port_base: int = 0, state_dir: Path | None = None)
         pacs = stack.start_pacs()
         say("dev", f"demo PACS seeded with {stack.seed_pacs(pacs)} synthetic instances")
         stack.start_services(stack.seed_his())
-        _banner(stack)
+        _banner(stack, write_client_env(stack))
         while not stopping.wait(0.5):
             dead = stack.exited()
             if dead is not None:

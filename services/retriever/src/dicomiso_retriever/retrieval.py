@@ -1,9 +1,12 @@
 """One retrieval job: find the studies, move each one exactly once, prove it complete.
 
-A study counts as retrieved only when the PACS reported success without failed
-sub-operations and the bucket holds at least as many instances as the C-FIND promised; only
-then is its manifest written. Everything is idempotent: a job that is taken over re-runs
-from the start, finds complete studies by their manifest and re-stores nothing twice.
+A study counts as retrieved only when the PACS ended the transfer with success or warning,
+no sub-operation failed, and the bucket holds the instances the PACS listed: as many as
+NumberOfStudyRelatedInstances when the STUDY-level answer carries it, otherwise every
+SOPInstanceUID an IMAGE-level C-FIND lists (series by series); only when the PACS answers
+neither do the transfer's own sub-operation counts decide, and a transfer that counts nothing
+fails. Only then is its manifest written. Everything is idempotent: a job that is taken over
+re-runs from the start, finds complete studies by their manifest and re-stores nothing twice.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from dicomiso_common.models import (
 from dicomiso_common.pacs import StudyAnswer
 from dicomiso_common.store import Store
 
-from . import query, transfer
+from . import negotiation, query, transfer
 from .leases import Lease, LeaseBook, LeaseHeld, study_lease
 from .manifest import IncompleteStudy, build_manifest, read_manifest, write_manifest
+from .query import Inventory
 from .scp import StorageSCP
 from .settings import RetrieverSettings
 from .transfer import TransferResult
@@ -45,6 +49,25 @@ class LeaseLost(Exception):
     """Our lease on a study passed to another runner mid-transfer; stop and look again."""
 
 
+def _count(inventory: Inventory) -> int:
+    return sum(len(instances) for instances in inventory.values())
+
+
+def _listed(inventory: Inventory | None) -> set[str]:
+    return {sop for instances in (inventory or {}).values() for sop in instances}
+
+
+def _expectation(
+    hit: StudyAnswer, inventory: Inventory | None, result: TransferResult
+) -> tuple[int, str]:
+    """How many instances make the study complete, and what says so (the module's rule)."""
+    if hit.instances is not None:
+        return hit.instances, "NumberOfStudyRelatedInstances (STUDY-level C-FIND)"
+    if inventory and _count(inventory):
+        return _count(inventory), "SOPInstanceUIDs listed by IMAGE-level C-FIND"
+    return result.completed + result.warning, "the PACS's sub-operation counts"
+
+
 def _complete(manifest: StudyManifest | None, hit: StudyAnswer) -> bool:
     if manifest is None:
         return False
@@ -54,12 +77,21 @@ def _complete(manifest: StudyManifest | None, hit: StudyAnswer) -> bool:
 class _Progress:
     """Sums the per-study transfer counts into the job's counts."""
 
-    def __init__(self, handle: JobHandle, expected: int) -> None:
+    def __init__(self, handle: JobHandle, hits: list[StudyAnswer]) -> None:
         self._handle = handle
         self._lock = threading.Lock()
         self._per_study: dict[str, tuple[int, int, int]] = {}
+        self._expected = {h.study_uid: h.instances or 0 for h in hits}
         self._reused = 0
-        handle.set_counts(expected=expected, received=0, failed=0, warnings=0, reused=0)
+        handle.set_counts(
+            expected=sum(self._expected.values()), received=0, failed=0, warnings=0, reused=0
+        )
+
+    def expect(self, study_uid: str, instances: int) -> None:
+        """The study's instance count, once known from an IMAGE-level C-FIND."""
+        with self._lock:
+            self._expected[study_uid] = instances
+            self._handle.set_counts(expected=sum(self._expected.values()))
 
     def reused(self, study_uid: str, instances: int) -> None:
         self.update(study_uid, TransferResult(completed=instances))
@@ -96,7 +128,7 @@ class Retrieval:
         request = RetrievalJobRequest.model_validate(handle.record.request)
         handle.update(phase="query", flush=True)
         hits, accessions = self._find(request)
-        progress = _Progress(handle, sum(h.instances or 0 for h in hits))
+        progress = _Progress(handle, hits)
         handle.update(phase="retrieve", flush=True)
         method = request.method or self.settings.retrieve_method
         with ThreadPoolExecutor(
@@ -181,18 +213,24 @@ class Retrieval:
                 raise LeaseLost(uid)
 
         self.leases.expect(uid)
+        inventory: Inventory | None = None
+        plan: negotiation.Plan | None = None
         try:
+            if method == "get" or hit.instances is None:
+                inventory = query.take_inventory(s, hit)
+                if hit.instances is None:
+                    progress.expect(uid, _count(inventory))
             if method == "get":
-                classes = query.find_sop_classes(s, uid)
-                result = transfer.get_study(s, uid, classes, self.scp.handle_store, report)
+                plan = negotiation.plan(hit.sop_classes, inventory or {})
+                result = self._get(hit, plan, inventory or {}, report)
             else:
-                result = transfer.move_study(s, uid, report)
+                result = transfer.move_study(s, hit, report)
             described = self.scp.take_descriptions(uid)
         finally:
             self.leases.forget(uid)
             self.scp.forget(uid)  # drop what a failed transfer left behind
-        self._judge(hit, result, method)
-        expected = hit.instances if hit.instances is not None else result.completed + result.warning
+        expected, basis = _expectation(hit, inventory, result)
+        self._judge(hit, result, method, expected)
         settle = time.monotonic() + s.settle_timeout
         while self._stored_count(uid) < expected and time.monotonic() < settle:
             # Another replica's SCP may have received part of the study and still be
@@ -204,7 +242,14 @@ class Retrieval:
         manifest = build_manifest(self.store, uid, described, handle.id, method)
         if manifest.instance_count == 0 or manifest.instance_count < expected:
             raise IncompleteStudy(
-                f"study {uid}: {manifest.instance_count} of {expected} instances arrived"
+                f"study {uid}: {manifest.instance_count} of {expected} instances arrived "
+                f"(expected count from {basis})"
+            )
+        missing = _listed(inventory) - {i.sop_uid for i in manifest.instances}
+        if missing:
+            raise IncompleteStudy(
+                f"study {uid}: {len(missing)} instance(s) the PACS listed at IMAGE level "
+                f"did not arrive (e.g. {sorted(missing)[0]})"
             )
         handle.check()
         if not lease.confirm():  # the fence: only a holder whose renewal just landed writes
@@ -220,17 +265,50 @@ class Retrieval:
                 "seconds": round(time.monotonic() - started, 3),
             },
         )
-        return StudyOutcome(study_uid=uid, instances=manifest.instance_count, transferred=True)
+        return StudyOutcome(
+            study_uid=uid,
+            instances=manifest.instance_count,
+            transferred=True,
+            completeness={"expected": expected, "from": basis},
+            negotiation=plan.report() if plan is not None else None,
+        )
+
+    def _get(
+        self,
+        hit: StudyAnswer,
+        plan: negotiation.Plan,
+        inventory: Inventory,
+        report: transfer.Progress,
+    ) -> TransferResult:
+        """C-GET as planned; sub-operations that failed are retried once with the contexts
+        they need (negotiation.retry_plan), if that proposes anything new."""
+        s = self.settings
+        result = transfer.get_study(s, hit, plan, self.scp.handle_store, report)
+        if result.aborted or not (result.failed or result.failed_uids):
+            return result
+        classes = {
+            inventory.get(series, {}).get(u) for series in inventory for u in result.failed_uids
+        }
+        retry = negotiation.retry_plan(plan, {c for c in classes if c})
+        if retry is None:
+            return result
+        log.info(
+            "C-GET retried with more contexts",
+            extra={"study_uid": hit.study_uid, "failed": result.failed},
+        )
+        second = transfer.get_study(s, hit, retry, self.scp.handle_store, report)
+        plan.retried.append({**retry.report(), "first_failed": result.failed})
+        return second
 
     def _stored_count(self, study_uid: str) -> int:
         return sum(1 for _ in self.store.list(study_prefix(study_uid)))
 
-    def _judge(self, hit: StudyAnswer, result: TransferResult, method: str) -> None:
+    def _judge(self, hit: StudyAnswer, result: TransferResult, method: str, expected: int) -> None:
         """Turn a transfer's final counts into a user-readable failure, or pass."""
         s = self.settings
         op = "C-GET" if method == "get" else "C-MOVE"
         pacs = f"PACS {s.pacs_aet}"
-        total = hit.instances or (result.completed + result.failed + result.warning)
+        total = expected or (result.completed + result.failed + result.warning)
         if result.aborted:
             raise DicomError(
                 f"{pacs} aborted the association during {op} of study "

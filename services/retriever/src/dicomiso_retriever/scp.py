@@ -40,6 +40,26 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: Refused, out of resources
 NOT_MATCHING = 0xA900  # PS3.4 B.2.3: Error, data set does not match SOP class
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3: Error, cannot understand
+# pynetdicom accepts, per proposed context, the first of *our* syntaxes the PACS offers. An
+# archive that offers its stored compressed syntax and the uncompressed ones in one context
+# (dcmqrscp -xs) may be unable to decompress, so lossless compressed syntaxes come first,
+# then the uncompressed ones, then everything else (lossy: only when nothing else is offered).
+_LOSSLESS = [
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.5",
+]
+_UNCOMPRESSED = [
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2",
+]
+SCP_SYNTAXES = [UID(t) for t in _LOSSLESS + _UNCOMPRESSED] + [
+    t for t in ALL_TRANSFER_SYNTAXES if t not in _LOSSLESS + _UNCOMPRESSED
+]
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -107,7 +127,7 @@ class StorageSCP:
             ae.require_calling_aet = allowed  # others: A-ASSOCIATE-RJ, calling AE not recognised
         for cx in AllStoragePresentationContexts:
             if cx.abstract_syntax is not None:
-                ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+                ae.add_supported_context(cx.abstract_syntax, SCP_SYNTAXES)
         ae.add_supported_context(VERIFICATION)
         self._server = ae.start_server(
             (s.scp_host, s.scp_port),

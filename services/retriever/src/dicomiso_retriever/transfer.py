@@ -1,7 +1,7 @@
-"""The PACS side of a retrieval, part two: C-MOVE or C-GET of one study, and its counts.
+"""The PACS side of a retrieval, part two: C-MOVE or C-GET of one study.
 
-The study is found first (`query`); a C-MOVE sends it to our Storage SCP, a C-GET brings it
-back on our own association. Both report progress from the pending responses.
+C-GET proposes what `negotiation.plan` chose; its parts (a split by series, a retry) add up
+into one TransferResult.
 """
 
 from __future__ import annotations
@@ -10,39 +10,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom import uid as uids
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import build_role, evt
 from pynetdicom.association import Association
 
-# pynetdicom.sop_class generates its SOP class names at import: mypy cannot see them.
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
+from dicomiso_common.dicom import is_valid_uid
+from dicomiso_common.pacs import (
+    PENDING,
+    StudyAnswer,
+    accepted_model,
+    associate,
+    make_ae,
+    request_models,
 )
 
-from dicomiso_common.dicom import is_valid_uid, validate_uid
-from dicomiso_common.errors import InvalidInput
-from dicomiso_common.pacs import PENDING, associate, make_ae
-
-from .query import peer
+from .negotiation import Plan
+from .query import level, peer
 from .settings import RetrieverSettings
-
-UNCOMPRESSED: list[str] = [uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian]
-# Proposed per SOP class for C-GET, so a compressed instance can arrive byte-exact.
-COMPRESSED: list[str] = [
-    uids.JPEGLosslessSV1,
-    uids.JPEGBaseline8Bit,
-    uids.JPEGExtended12Bit,
-    uids.JPEGLossless,
-    uids.JPEGLSLossless,
-    uids.JPEGLSNearLossless,
-    uids.JPEG2000Lossless,
-    uids.JPEG2000,
-    uids.RLELossless,
-]
-MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context ids are odd numbers 1..255
 
 
 @dataclass
@@ -59,13 +44,6 @@ class TransferResult:
 
 
 Progress = Callable[[TransferResult], None]
-
-
-def _retrieve_query(study_uid: str) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
-    ds.StudyInstanceUID = validate_uid(study_uid, "StudyInstanceUID")
-    return ds
 
 
 def _follow(
@@ -96,51 +74,62 @@ def _follow(
     return result
 
 
-def move_study(s: RetrieverSettings, study_uid: str, progress: Progress) -> TransferResult:
+def merge(results: list[TransferResult]) -> TransferResult:
+    """Several transfers of one study (split or retried) as one; the last status counts."""
+    if len(results) == 1:
+        return results[0]
+    merged = TransferResult(status=results[-1].status)
+    for r in results:
+        merged.completed += r.completed
+        merged.failed += r.failed
+        merged.warning += r.warning
+        merged.aborted = merged.aborted or r.aborted
+        merged.failed_uids += r.failed_uids
+        if r.status not in (0x0000, 0xB000):
+            merged.status = r.status
+    return merged
+
+
+def move_study(s: RetrieverSettings, hit: StudyAnswer, progress: Progress) -> TransferResult:
     """C-MOVE one study to our Storage SCP (the PACS must know our AE title)."""
     ae = make_ae(peer(s))
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    request_models(ae, "move")
     with associate(peer(s), ae) as assoc:
-        responses = assoc.send_c_move(
-            _retrieve_query(study_uid), s.scp_aet, StudyRootQueryRetrieveInformationModelMove
-        )
+        model = accepted_model(assoc, "move", peer(s))
+        responses = assoc.send_c_move(level("STUDY", hit, model), s.scp_aet, model)
         return _follow(responses, assoc, progress)
-
-
-def get_contexts(sop_classes: list[str]) -> list[tuple[str, list[str]]]:
-    """Presentation contexts for a C-GET: each SOP class uncompressed, plus compressed if room.
-
-    The Get model itself takes one of the 128 contexts.
-    """
-    budget = MAX_CONTEXTS - 1
-    if len(sop_classes) > budget:
-        raise InvalidInput(
-            f"study has {len(sop_classes)} SOP classes; C-GET can negotiate "
-            f"{budget}; use method 'move'"
-        )
-    contexts = [(c, UNCOMPRESSED) for c in sop_classes]
-    for ts in COMPRESSED:
-        if len(contexts) + len(sop_classes) > budget:
-            break
-        contexts += [(c, [ts]) for c in sop_classes]
-    return contexts
 
 
 def get_study(
     s: RetrieverSettings,
-    study_uid: str,
-    sop_classes: list[str],
+    hit: StudyAnswer,
+    plan: Plan,
     on_store: Callable[[evt.Event], Any],
     progress: Progress,
 ) -> TransferResult:
-    """C-GET one study on our own association; its C-STOREs go to `on_store`."""
-    ae = make_ae(peer(s))
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    for sop_class, syntaxes in get_contexts(sop_classes):
-        ae.add_requested_context(sop_class, [UID(t) for t in syntaxes])
-    roles = [build_role(c, scp_role=True) for c in sop_classes]
-    with associate(peer(s), ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
-        responses = assoc.send_c_get(
-            _retrieve_query(study_uid), StudyRootQueryRetrieveInformationModelGet
-        )
-        return _follow(responses, assoc, progress)
+    """C-GET one study as `plan` says: per association its contexts, the whole study or its
+    series one C-GET each; the C-STOREs go to `on_store`. Counts add up across the parts."""
+    done: list[TransferResult] = []
+
+    def running(result: TransferResult) -> None:
+        progress(merge([*done, result]))
+
+    for contexts, series in plan.associations:
+        ae = make_ae(peer(s))
+        request_models(ae, "get")
+        for sop_class, syntaxes in contexts:
+            ae.add_requested_context(sop_class, [UID(t) for t in syntaxes])
+        roles = [build_role(c, scp_role=True) for c in dict.fromkeys(c for c, _ in contexts)]
+        handlers = [(evt.EVT_C_STORE, on_store)]
+        with associate(peer(s), ae, ext_neg=roles, evt_handlers=handlers) as assoc:
+            model = accepted_model(assoc, "get", peer(s))
+            queries = (
+                [level("SERIES", hit, model, SeriesInstanceUID=u) for u in series]
+                if series
+                else [level("STUDY", hit, model)]
+            )
+            for query in queries:
+                done.append(_follow(assoc.send_c_get(query, model), assoc, running))
+                if done[-1].aborted:
+                    return merge(done)
+    return merge(done)
