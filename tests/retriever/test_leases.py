@@ -148,8 +148,8 @@ def test_no_manifest_is_written_under_a_lease_that_passed(
     judge = retrieval._judge
     manifest_seen: list[bool] = []
 
-    def judge_then_lose_the_lease(hit: Any, result: Any, method: str) -> None:
-        judge(hit, result, method)
+    def judge_then_lose_the_lease(hit: Any, *rest: Any) -> None:
+        judge(hit, *rest)
         manifest_seen.append(retriever.store.exists(manifest_key(hit.study_uid)))
         if len(manifest_seen) == 1:  # another runner takes the lease over right now
             data, etag = retriever.store.get_json(lease_key(hit.study_uid))
