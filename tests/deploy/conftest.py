@@ -11,11 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from .docker_support import Docker, build_image, own_dockerd
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -67,3 +71,23 @@ def base_deployment(service: str) -> dict[str, Any]:
     """The Deployment of one service as written in deploy/k8s/base (no kubectl needed)."""
     docs = yaml.safe_load_all((DEPLOY / "k8s" / "base" / f"{service}.yaml").read_text())
     return next(d for d in docs if d and d["kind"] == "Deployment")
+
+
+@pytest.fixture(scope="session")
+def docker() -> Iterator[Docker]:
+    """The tests' own dockerd (tests/deploy/docker_support.py), stopped at the end."""
+    with own_dockerd() as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def image(docker: Docker) -> str:
+    """The image deploy/build-image.sh builds from this checkout (cached layers make a
+    second run fast); its tag."""
+    tag = "dicom-iso:ci"
+    started = time.monotonic()
+    proc = build_image(docker, ROOT, tag)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]
+    assert proc.stdout.strip().splitlines()[-1] == tag, proc.stdout
+    sys.stderr.write(f"\nbuild-image.sh: {time.monotonic() - started:.0f} s\n")
+    return tag

@@ -288,8 +288,11 @@ class Jobs:
                     claimed += 1
         return claimed
 
-    def shutdown(self, grace: float = 10.0) -> None:
+    def shutdown(self, grace: float = 5.0) -> None:
         """Stop for a restart: release every running job so another replica takes it over.
+
+        Waits at most `grace` seconds for the job threads to notice: `docker stop` sends
+        SIGKILL 10 s after SIGTERM, and the record is handed over whether or not they did.
 
         Running jobs are marked lost: their heartbeats stop, their next check raises JobLost
         (a transfer in progress aborts its association), and their records are left `running`
