@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -70,7 +71,8 @@ class RequestLog:
     """WSGI middleware: one record per request; GET /_e2e/requests hands them over."""
 
     def __init__(self, app: Any) -> None:
-        self.app, self.records, self.lock = app, [], threading.Lock()
+        self.app, self.lock = app, threading.Lock()
+        self.records: list[dict[str, Any]] = []
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if environ["PATH_INFO"] == "/_e2e/requests":
@@ -351,7 +353,8 @@ def run_dcmtk(ctx: Ctx, st: Study, i: int, legacy: bool) -> dict[str, Any]:
     iso_path = ctx.work / f"{name}.iso"
     scp = StoreSCP(root / "in", aet=SCP_AET, log_path=ctx.work / "storescp.log")
     scp.start()
-    tools, quiet = Tools(), {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    tools = Tools()
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     try:
         ctx.orthanc.register_modality(SCP_AET, LOOPBACK, scp.port)
         with rb.CpuMeter(storescp=scp.pid, orthanc=ctx.orthanc.pid) as cpu:
@@ -362,7 +365,7 @@ def run_dcmtk(ctx: Ctx, st: Study, i: int, legacy: bool) -> dict[str, Any]:
                     ok = (0,) if mod == "CT" else (0, 69)  # 69: "UnableToProcess", no match
                     tools.run("movescu", move_cmd(ctx, f"AccessionNumber={acc}"), ok, **quiet)
                 tools.run(
-                    "genisoimage", ["genisoimage", "-quiet", "-o", str(iso_path), scp.out_dir]
+                    "genisoimage", ["genisoimage", "-quiet", "-o", str(iso_path), str(scp.out_dir)]
                 )
             else:
                 tools.run("movescu", move_cmd(ctx, f"StudyInstanceUID={st.study_uid}"), **quiet)
@@ -371,7 +374,7 @@ def run_dcmtk(ctx: Ctx, st: Study, i: int, legacy: bool) -> dict[str, Any]:
                 for k, f in enumerate(sorted(scp.out_dir.glob("*.dcm"))):
                     f.rename(disc / "DICOM" / f"I{k:07d}")
                 tools.run("dcmmkdir", [dcmtk_bin("dcmmkdir"), "-Pgp", "+r", "DICOM"], cwd=disc)
-                tools.run("genisoimage", ["genisoimage", "-quiet", "-o", str(iso_path), disc])
+                tools.run("genisoimage", ["genisoimage", "-quiet", "-o", str(iso_path), str(disc)])
                 tools.run("sync", ["sync"])
             seconds = time.perf_counter() - t0
     finally:
@@ -547,6 +550,10 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
     return out
 
 
+def _cpu_of(key: str, run: dict[str, Any]) -> float:
+    return float(run["cpu_s"][key])
+
+
 def med(runs: list[dict[str, Any]], get: Callable[[dict[str, Any]], float]) -> float:
     return statistics.median(get(r) for r in runs)
 
@@ -565,7 +572,7 @@ def report(sizes: list[dict[str, Any]], repeat: int) -> str:
         for name, rs in runs.items():
             wall = med(rs, lambda r: r["seconds"])
             keys = [k for k in rs[0]["cpu_s"] if k not in ("wall", "machine_busy")]
-            cpu = ", ".join(f"{k} {med(rs, lambda r, k=k: r['cpu_s'][k]):.1f}" for k in keys)
+            cpu = ", ".join(f"{k} {med(rs, functools.partial(_cpu_of, k)):.1f}" for k in keys)
             rss = rs[0].get("rss_mib")
             rss_s = (
                 ", ".join(f"{k} {max(r['rss_mib'][k] for r in rs)}" for k in rss) if rss else "-"
@@ -636,7 +643,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         rb.write_json("e2e-cli", {"machine": machine0, **result})
         return None
-    rb.Moto = CountedMoto  # rb.environment() starts the counting server
+    rb.Moto = CountedMoto  # type: ignore[misc]  # rb.environment() then starts the counting server
     from support.mariadb import his_database  # a bench HIS: fresh databases, SELECT-only user
 
     his = contextlib.nullcontext() if args.his == "pacs" else his_database()

@@ -508,7 +508,7 @@ def plain_scu_main(port: int, list_file: str) -> None:
         LOOPBACK,
         port,
         ae_title=PEER_AET,
-        evt_handlers=CONNECTION_HANDLERS,  # TCP_NODELAY
+        evt_handlers=[*CONNECTION_HANDLERS],  # TCP_NODELAY
     )
     if not assoc.is_established:
         raise SystemExit("association failed")

@@ -16,7 +16,9 @@ s3 = boto3.client(
     aws_access_key_id="dev",
     aws_secret_access_key="dev",
 )
-moved, seen, jobs = collections.Counter(), collections.Counter(), 0
+moved: collections.Counter[str] = collections.Counter()
+seen: collections.Counter[str] = collections.Counter()
+jobs = 0
 pages = s3.get_paginator("list_objects_v2").paginate(Bucket="dicom-iso", Prefix="jobs/retrieve/")
 for page in pages:
     for obj in page.get("Contents", []):
@@ -25,7 +27,7 @@ for page in pages:
         for st in rec.get("result", {}).get("studies", []):
             seen[st["study_uid"]] += 1
             moved[st["study_uid"]] += bool(st.get("transferred"))
-owners = collections.Counter()
+owners: collections.Counter[tuple[str, str | None]] = collections.Counter()
 for prefix in ("jobs/retrieve/", "jobs/package/"):
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket="dicom-iso", Prefix=prefix):
         for obj in page.get("Contents", []):

@@ -113,18 +113,17 @@ def vm_status() -> dict[str, int]:
 def dicomdir_module() -> Any:
     """Where assign_file_ids/build_dicomdir live (media.py before the dicomdir.py split)."""
     try:
-        from dicomiso_packager import dicomdir
+        from dicomiso_packager import dicomdir as module
     except ImportError:
-        from dicomiso_packager import media as dicomdir
-    return dicomdir
+        from dicomiso_packager import media as module  # type: ignore[no-redef]  # older tree
+    return module
 
 
 def build_main(spec_path: str, out_path: str) -> None:
     """One package build the way the service runs it, minus lookup and retrieval."""
     spec = json.loads(Path(spec_path).read_text())
-    from dicomiso_common.dicom import accession_key
     from dicomiso_common.jobs import JobHandle, Jobs
-    from dicomiso_common.manifests import load_manifest
+    from dicomiso_common.manifests import load_accession_index, load_manifest
     from dicomiso_common.store import Store
     from dicomiso_packager import disc, iso, online, packaging
     from dicomiso_packager.packaging import Packaging, package_filename, package_request
@@ -150,10 +149,10 @@ def build_main(spec_path: str, out_path: str) -> None:
         timers.wrap(JobHandle, "flush", "job record writes")
 
     def run(handle: JobHandle) -> dict[str, Any]:  # Packaging.run minus lookup + retrieval
-        acc = handle.record.request["accession_numbers"][0]
-        uids = store.get_json(accession_key(acc))[0]["study_uids"]
-        manifests = [load_manifest(store, u) for u in uids]
         request = package_request(handle.record)
+        acc = request.accession_numbers[0]
+        uids = load_accession_index(store, acc).study_uids
+        manifests = [load_manifest(store, u) for u in uids]
 
         def names(fmt: str) -> str:
             return package_filename([acc], "", fmt)
@@ -298,7 +297,7 @@ def run_packager(
     process_s = time.perf_counter() - t0
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(f"build {tag} exited {proc.returncode}; see {work}/packager-{tag}.log")
-    r = json.loads(out.read_text())
+    r: dict[str, Any] = json.loads(out.read_text())
     if r["state"] != "succeeded":
         raise RuntimeError(f"build {tag}: {r['state']}: {r['error']}")
     r.update(
@@ -461,6 +460,24 @@ def run_s3_upload(moto: rb.Moto, store: Any, work: Path, size: int, i: int) -> d
 # -- reporting -----------------------------------------------------------------------------
 
 
+def _each_run(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """`fn(*args[:-1])`: for `repeat`, which passes the run's index last."""
+    return fn(*args[:-1])
+
+
+def _variant_run(
+    args: argparse.Namespace,
+    work: Path,
+    moto: rb.Moto,
+    store: Any,
+    accession: str,
+    label: str,
+    env: dict[str, str],
+    i: int,
+) -> dict[str, Any]:
+    return run_packager(args, work, moto, store, accession, f"v{label}{i}", extra_env=env)
+
+
 def repeat(
     name: str, k: int, fn: Callable[[int], dict[str, Any]], mb: float, quiet_wait: float = 0.0
 ) -> list[dict[str, Any]]:
@@ -621,7 +638,7 @@ def throughput_mode(args: argparse.Namespace) -> None:
                 results[f"e S3 read: get_object of every instance, {label}"] = repeat(
                     f"s3 read {label}",
                     k,
-                    lambda i, t=t: run_s3_read(moto, store, t),
+                    functools.partial(_each_run, run_s3_read, moto, store, t),
                     mb,
                     args.quiet_wait,
                 )
@@ -639,9 +656,7 @@ def throughput_mode(args: argparse.Namespace) -> None:
             results[f"a packager, variant {label}"] = repeat(
                 f"packager {label}",
                 k,
-                lambda i, label=label, env=env: run_packager(
-                    args, work, moto, store, accession, f"v{label}{i}", extra_env=env
-                ),
+                functools.partial(_variant_run, args, work, moto, store, accession, label, env),
                 mb,
                 args.quiet_wait,
             )

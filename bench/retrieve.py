@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -547,18 +548,21 @@ def plain_scp_main(port: int, out_dir: str, max_pdu: int) -> None:
     target = Path(out_dir)
 
     def on_store(event: evt.Event) -> int:
-        os.replace(event.dataset_path, target / f"{event.request.AffectedSOPInstanceUID}.dcm")
+        sop = getattr(event.request, "AffectedSOPInstanceUID", "")  # a C-STORE request
+        os.replace(event.dataset_path, target / f"{sop}.dcm")
         return 0x0000
 
     ae = AE(ae_title=PLAIN_SCP_AET)
     ae.maximum_pdu_size = max_pdu
     for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        if cx.abstract_syntax is not None:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     server = ae.start_server(
         (LOOPBACK, port),
         block=False,
         evt_handlers=[*CONNECTION_HANDLERS, (evt.EVT_C_STORE, on_store)],  # TCP_NODELAY
     )
+    assert server is not None  # block=False always returns the server
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     done.wait()
@@ -809,7 +813,7 @@ def throughput_mode(args: argparse.Namespace) -> None:
             for threads in (1, 4, 8):
                 label = "sequential" if threads == 1 else f"{threads} threads"
                 results[f"c boto3 put_object -> moto, {label}"] = repeat(
-                    f"s3 {label}", k, lambda i, t=threads: run_s3(moto, files, t, i), mb
+                    f"s3 {label}", k, functools.partial(run_s3, moto, files, threads), mb
                 )
         if args.profile:
             prof = OUT_DIR / f"retriever-{time.strftime('%Y%m%d-%H%M%S')}.speedscope.json"

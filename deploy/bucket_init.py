@@ -1,8 +1,10 @@
-"""Create the bucket and its lifecycle rule (the lab Job; admins may run it once, too).
+"""Create the bucket and its lifecycle rules (the lab Job; admins may run it once, too).
 
 Uses the services' own settings and store, so it reads the same DICOMISO_* / AWS_* variables:
-`packages/` objects expire after DICOMISO_PACKAGE_EXPIRY_DAYS, and incomplete multipart uploads
-are aborted after a day. Idempotent: run it again and nothing changes.
+`packages/` objects expire after DICOMISO_PACKAGE_EXPIRY_DAYS, job records (`jobs/{kind}/`)
+and forward results (`forwards/`) after DICOMISO_JOB_EXPIRY_DAYS, and incomplete multipart
+uploads are aborted after a day. These are the rules each service would set itself at
+start-up (`lifecycle_rules` in each app). Idempotent: run it again and nothing changes.
 """
 
 from __future__ import annotations
@@ -14,21 +16,32 @@ import time
 from dicomiso_common.errors import DicomisoError
 from dicomiso_common.logs import configure_logging
 from dicomiso_common.store import Store
+from dicomiso_forwarder.app import lifecycle_rules as forwarder_rules
+from dicomiso_packager.app import lifecycle_rules as packager_rules
 from dicomiso_packager.settings import PackagerSettings
+from dicomiso_retriever.app import lifecycle_rules as retriever_rules
 
 log = logging.getLogger("dicomiso.bucket_init")
 
-PACKAGES_PREFIX = "packages/"  # = dicomiso_packager.app.PACKAGES_PREFIX (tests/deploy checks)
+
+def all_rules(settings: PackagerSettings) -> dict[str, int]:
+    """Every service's expiry rules, `prefix: days`."""
+    return {**packager_rules(settings), **retriever_rules(settings), **forwarder_rules(settings)}
 
 
 def init_bucket(settings: PackagerSettings) -> None:
-    """Make sure the bucket exists and carries the packages/ expiry rule."""
+    """Make sure the bucket exists and carries every service's expiry rule."""
     store = Store.from_settings(settings)
     store.ensure_bucket()
-    store.ensure_expiry(PACKAGES_PREFIX, settings.package_expiry_days)
+    for prefix, days in all_rules(settings).items():
+        store.ensure_expiry(prefix, days)
     log.info(
         "bucket ready",
-        extra={"bucket": settings.s3_bucket, "expiry_days": settings.package_expiry_days},
+        extra={
+            "bucket": settings.s3_bucket,
+            "expiry_days": settings.package_expiry_days,
+            "job_expiry_days": settings.job_expiry_days,
+        },
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dicomiso_common.jobs import JobHandle, JobRecord, Jobs, job_id
+from dicomiso_common.jobs import JobHandle, JobRecord, Jobs, job_id, live_key
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 
@@ -26,8 +26,36 @@ def _wait(
     raise AssertionError(f"job {jid} still {jobs.get(jid).state}")
 
 
-def _settings(replica: str, **kw: Any) -> CommonSettings:
-    return CommonSettings(replica_id=replica, job_heartbeat=0.2, job_stale_after=1.0, **kw)
+def write_orphan(store: Store, jid: str, request: dict[str, Any], heartbeat_at: float) -> None:
+    """The record and live marker a replica leaves behind when it dies mid-run."""
+    store.put_json(
+        f"jobs/test/{jid}.json",
+        JobRecord(
+            id=jid,
+            kind="test",
+            request=request,
+            state="running",
+            created_at=heartbeat_at,
+            updated_at=heartbeat_at,
+            heartbeat_at=heartbeat_at,
+            owner="dead-replica",
+            run="dead-run",
+        ).model_dump(),
+    )
+    store.put_bytes(live_key("test", jid, "dead-run"), b"")
+
+
+def wait_stale(store: Store, jid: str, stale_after: float, timeout: float = 10.0) -> None:
+    """Wait until the bucket's clock says the record has not been written for `stale_after`."""
+    deadline = time.monotonic() + timeout
+    while store.read_json(f"jobs/test/{jid}.json").age <= stale_after:
+        assert time.monotonic() < deadline, "the record never went stale"
+        time.sleep(0.1)
+
+
+def job_settings(replica: str, **kw: Any) -> CommonSettings:
+    """Fast timings: renewed every 0.2 s, given up after 1.33 s, taken over after 2 s."""
+    return CommonSettings(replica_id=replica, job_heartbeat=0.2, job_stale_after=2.0, **kw)
 
 
 @pytest.fixture
@@ -40,7 +68,7 @@ def make_jobs(store: Store) -> Iterator[Any]:
     made: list[Jobs] = []
 
     def make(replica: str, run: Any) -> Jobs:
-        jobs = Jobs(store, "test", _settings(replica), run)
+        jobs = Jobs(store, "test", job_settings(replica), run)
         made.append(jobs)
         return jobs
 
@@ -101,20 +129,8 @@ def test_stale_job_of_a_dead_replica_is_taken_over(
     """A record whose heartbeat stopped is claimed on GET and by the sweep, then completed."""
     request = {"k": "orphan"}
     jid = job_id("test", request)
-    old = time.time() - 60
-    store.put_json(
-        f"jobs/test/{jid}.json",
-        JobRecord(
-            id=jid,
-            kind="test",
-            request=request,
-            state="running",
-            created_at=old,
-            updated_at=old,
-            heartbeat_at=old,
-            owner="dead-replica",
-        ).model_dump(),
-    )
+    write_orphan(store, jid, request, heartbeat_at=time.time() - 60)
+    wait_stale(store, jid, job_settings("b").job_stale_after)
 
     def run(handle: JobHandle) -> dict[str, Any]:
         calls.append(handle.record.owner or "")
@@ -136,7 +152,7 @@ def test_live_job_is_not_taken_over(store: Store, make_jobs: Any) -> None:
     a = make_jobs("a", run)
     b = make_jobs("b", run)
     jid = a.submit({"k": "live"}).id
-    time.sleep(1.5)  # longer than stale_after: only the heartbeat keeps it alive
+    time.sleep(2.5)  # longer than stale_after: only the heartbeat keeps it alive
     assert b.sweep() == 0
     assert b.get(jid).owner == "a"
     release.set()

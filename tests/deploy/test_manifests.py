@@ -95,7 +95,7 @@ def test_every_object_validates_strictly(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_each_service_has_deployment_service_budget(overlay: str, rendered: dict) -> None:
+def test_each_service_has_deployment_service_budget(overlay: str, rendered: dict[str, Any]) -> None:
     """Four Deployments, each with a Service on its contract port and a PodDisruptionBudget."""
     docs = rendered[overlay]
     services = {s["metadata"]["name"]: s for s in objects(docs, "Service")}
@@ -115,7 +115,7 @@ def test_each_service_has_deployment_service_budget(overlay: str, rendered: dict
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_commands_are_the_console_scripts(overlay: str, rendered: dict) -> None:
+def test_commands_are_the_console_scripts(overlay: str, rendered: dict[str, Any]) -> None:
     """Each Deployment runs its service's console script, as the workspace declares it."""
     for name in SERVICES:
         scripts = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())
@@ -125,7 +125,7 @@ def test_commands_are_the_console_scripts(overlay: str, rendered: dict) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_probes_on_healthz_and_readyz(overlay: str, rendered: dict) -> None:
+def test_probes_on_healthz_and_readyz(overlay: str, rendered: dict[str, Any]) -> None:
     """Liveness on /healthz, readiness on /readyz, on the service's own HTTP port."""
     for name in SERVICES:
         container = deployment(rendered[overlay], name)["spec"]["template"]["spec"]["containers"][0]
@@ -142,7 +142,7 @@ def test_probes_on_healthz_and_readyz(overlay: str, rendered: dict) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_requests_and_limits_cover_measured_memory(overlay: str, rendered: dict) -> None:
+def test_requests_and_limits_cover_measured_memory(overlay: str, rendered: dict[str, Any]) -> None:
     """Every container sets cpu/memory requests and limits; ours cover the measured peaks."""
     for workload, _, container in containers(rendered[overlay]):
         res = container.get("resources", {})
@@ -158,7 +158,7 @@ def test_requests_and_limits_cover_measured_memory(overlay: str, rendered: dict)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pods_are_non_root_with_read_only_root(overlay: str, rendered: dict) -> None:
+def test_pods_are_non_root_with_read_only_root(overlay: str, rendered: dict[str, Any]) -> None:
     """Restricted Pod Security: non-root numeric user, read-only root, no capabilities."""
     for workload, pod, container in containers(rendered[overlay]):
         assert pod["securityContext"]["runAsNonRoot"] is True, workload
@@ -177,7 +177,7 @@ def test_pods_are_non_root_with_read_only_root(overlay: str, rendered: dict) -> 
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_packager_builds_in_a_bounded_emptydir(overlay: str, rendered: dict) -> None:
+def test_packager_builds_in_a_bounded_emptydir(overlay: str, rendered: dict[str, Any]) -> None:
     """DICOMISO_WORK_DIR is an emptyDir large enough for a DVD image, and it is bounded."""
     pod = deployment(rendered[overlay], "packager")["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -191,7 +191,7 @@ def test_packager_builds_in_a_bounded_emptydir(overlay: str, rendered: dict) -> 
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_images_are_pinned(overlay: str, rendered: dict) -> None:
+def test_images_are_pinned(overlay: str, rendered: dict[str, Any]) -> None:
     """Every image names a registry path and a version tag; none is `latest` or untagged."""
     for workload, _, container in containers(rendered[overlay]):
         image = container["image"]
@@ -202,7 +202,7 @@ def test_images_are_pinned(overlay: str, rendered: dict) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_secrets_never_inlined(overlay: str, rendered: dict) -> None:
+def test_secrets_never_inlined(overlay: str, rendered: dict[str, Any]) -> None:
     """No credential sits in a ConfigMap or a literal env value: all come from secretKeyRef."""
     docs = rendered[overlay]
     for cm in objects(docs, "ConfigMap"):
@@ -235,7 +235,7 @@ def secret_refs(docs: list[dict[str, Any]]) -> set[tuple[str, str, bool]]:
     }
 
 
-def test_lab_secret_holds_every_referenced_key(rendered: dict) -> None:
+def test_lab_secret_holds_every_referenced_key(rendered: dict[str, Any]) -> None:
     """In the lab, each required secretKeyRef points at a key of the generated Secret."""
     docs = rendered["lab"]
     secrets = {s["metadata"]["name"]: s.get("data", {}) for s in objects(docs, "Secret")}
@@ -243,7 +243,7 @@ def test_lab_secret_holds_every_referenced_key(rendered: dict) -> None:
         assert key in secrets[name] or optional, f"{name}/{key}"
 
 
-def test_production_renders_no_secret_and_documents_its_keys(rendered: dict) -> None:
+def test_production_renders_no_secret_and_documents_its_keys(rendered: dict[str, Any]) -> None:
     """Production secrets are created outside git; docs/deploy.md names every key needed."""
     docs = rendered["production"]
     assert objects(docs, "Secret") == []
@@ -255,7 +255,9 @@ def test_production_renders_no_secret_and_documents_its_keys(rendered: dict) -> 
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_settings_bind_all_interfaces_and_skip_lifecycle(overlay: str, rendered: dict) -> None:
+def test_settings_bind_all_interfaces_and_skip_lifecycle(
+    overlay: str, rendered: dict[str, Any]
+) -> None:
     """In a pod the services listen beyond loopback; the lifecycle rule is not theirs to set."""
     settings = next(
         c
@@ -272,7 +274,7 @@ def test_settings_bind_all_interfaces_and_skip_lifecycle(overlay: str, rendered:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_packager_scales_by_hpa(overlay: str, rendered: dict) -> None:
+def test_packager_scales_by_hpa(overlay: str, rendered: dict[str, Any]) -> None:
     """The HPA owns the packager's replica count (no `replicas` for kubectl apply to reset)."""
     hpa = objects(rendered[overlay], "HorizontalPodAutoscaler")
     assert [h["spec"]["scaleTargetRef"]["name"] for h in hpa] == ["packager"]
@@ -311,7 +313,7 @@ def rule_ports(rule: dict[str, Any]) -> set[int] | None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policies_enforce_who_talks_to_whom(overlay: str, rendered: dict) -> None:
+def test_network_policies_enforce_who_talks_to_whom(overlay: str, rendered: dict[str, Any]) -> None:
     """Default deny; only packager/forwarder reach retriever and lookup HTTP; DICOM egress only
     from the retriever and the forwarder; every egress rule names its ports."""
     docs = rendered[overlay]

@@ -9,6 +9,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
 
 from dicomiso_common.store import Store
 from dicomiso_forwarder.send import Item, _classify, plan
@@ -80,7 +81,9 @@ def test_implicit_vr_study_reaches_an_explicit_le_only_peer(
     received: dict[str, str] = {}
 
     def on_store(event: evt.Event) -> int:
-        received[str(event.request.AffectedSOPInstanceUID)] = str(event.context.transfer_syntax)
+        request = event.request
+        assert isinstance(request, C_STORE)
+        received[str(request.AffectedSOPInstanceUID)] = str(event.context.transfer_syntax)
         return 0x0000
 
     scp_ae = AE(ae_title="EXPLONLY")
@@ -91,6 +94,7 @@ def test_implicit_vr_study_reaches_an_explicit_le_only_peer(
     server = scp_ae.start_server(
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
+    assert server is not None  # block=False always returns the server
     try:
         forwarder = make_forwarder(
             {"explicit": {"aet": "EXPLONLY", "host": "127.0.0.1", "port": port}}

@@ -39,9 +39,10 @@ def make_lookup() -> Iterator[Any]:
 
 @pytest.fixture
 def lookup(make_lookup: Any, his_db: HisDb) -> TestClient:
-    return make_lookup(
+    client: TestClient = make_lookup(
         his_url=SecretStr(his_db.url()),
-        his_accession_db=his_db.accession_db,  # type: ignore[no-any-return]
+        his_accession_db=his_db.accession_db,
         his_patient_db=his_db.patient_db,
         his_read_timeout=2.0,
     )
+    return client

@@ -266,12 +266,13 @@ def test_a_real_server_logs_routes_not_accession_numbers(
 
 
 def _his_client(make_lookup: Any, his_db: HisDb, **overrides: Any) -> TestClient:
-    return make_lookup(
-        his_url=SecretStr(his_db.url()),  # type: ignore[no-any-return]
+    client: TestClient = make_lookup(
+        his_url=SecretStr(his_db.url()),
         his_accession_db=his_db.accession_db,
         his_patient_db=his_db.patient_db,
         **overrides,
     )
+    return client
 
 
 def test_misconfigured_query_is_500_without_retry_after(make_lookup: Any, his_db: HisDb) -> None:

@@ -23,19 +23,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
-from dicomiso_lookup.app import create_app as create_lookup
-from dicomiso_lookup.settings import LookupSettings
 from dicomiso_packager.app import create_app as create_packager
 from dicomiso_packager.settings import PackagerSettings
-from dicomiso_retriever.app import create_app as create_retriever
-from dicomiso_retriever.settings import RetrieverSettings
-from support.mariadb import HisDb, his_database
+from support.mariadb import HisDb
 from support.net import free_port
-from support.servers import serving
+from support.stack import packager_values, start_backend
 
 SMTP_USER, SMTP_PASSWORD = "relay-user", "relay-secret"
 
@@ -51,7 +45,7 @@ class Sink:
 
     async def handle_DATA(self, _server: Any, _session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
-        self.messages.append(BytesParser(policy=default_policy).parsebytes(data))  # type: ignore[arg-type]
+        self.messages.append(BytesParser(policy=default_policy).parsebytes(data))
         return "250 OK"
 
     def authenticate(
@@ -158,54 +152,23 @@ def make_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
 
         def make(pacs: Any = None, **overrides: Any) -> Stack:
             pacs = pacs or orthanc
-            his = stack.enter_context(his_database())
-            s3 = {"s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name}
             token = "stack-token"
-            lookup_settings = LookupSettings(
-                **s3,
-                http_port=free_port(),
-                api_token=token,
-                his_url=SecretStr(his.url()),
-                his_accession_db=his.accession_db,
-                his_patient_db=his.patient_db,
-            )
-            lookup_url = stack.enter_context(
-                serving(create_lookup(lookup_settings), lookup_settings)
-            )
-            retriever_settings = RetrieverSettings(
-                **s3,
-                http_port=free_port(),
-                api_token=token,
-                pacs_aet=pacs.aet,
-                pacs_port=pacs.dicom_port,
-                scp_port=free_port(),
-                job_heartbeat=0.5,
-                job_stale_after=5.0,
-                replica_id="stack-retriever",
-            )
-            pacs.register_modality(
-                retriever_settings.scp_aet, "127.0.0.1", retriever_settings.scp_port
-            )
-            retriever_url = stack.enter_context(
-                serving(create_retriever(retriever_settings), retriever_settings)
-            )
-            values: dict[str, Any] = {
-                **s3,
-                "lookup_url": lookup_url,
-                "retriever_url": retriever_url,
-                "call_token": token,
-                "job_heartbeat": 0.5,
-                "job_stale_after": 10.0,
-                "work_dir": tmp_path,
-                "replica_id": "stack-packager",
-                "institution_name": "Synthetic General Hospital",
-            }
+            backend = start_backend(stack, s3_bucket, pacs, token=token, name="stack")
+            values = packager_values(backend, tmp_path, name="stack")
+            values["call_token"] = token
             values.update(overrides)
             settings = PackagerSettings(**values)
             client = stack.enter_context(
                 TestClient(create_packager(settings), raise_server_exceptions=False)
             )
-            store = Store.from_settings(CommonSettings(**s3))
-            return Stack(client, store, settings, his, pacs, retriever_url, lookup_url)
+            return Stack(
+                client,
+                backend.store,
+                settings,
+                backend.his,
+                pacs,
+                backend.retriever_url,
+                backend.lookup_url,
+            )
 
         yield make

@@ -171,7 +171,7 @@ def test_file_ids_refuse_to_overflow(
 ) -> None:
     """Beyond what 8 characters can number, assignment fails instead of colliding."""
     monkeypatch.setattr(dicomdir, "MAX_IMAGES", 2)
-    with pytest.raises(dicomdir.FileSetError, match="instances of one series"):
+    with pytest.raises(media.FileSetError, match="instances of one series"):
         dicomdir.assign_file_ids([manifest_of(study_factory(ct=3, mr=0).files)])
 
 

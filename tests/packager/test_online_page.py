@@ -124,7 +124,8 @@ def test_the_packager_does_not_start_without_the_viewer_bundle(
     """Without VIEWER.HTM the online page cannot be made: a clear error at start-up even
     with no viewer on the discs; with DICOMISO_VIEW_ONLINE=false too, the packager starts."""
     monkeypatch.setattr(viewer, "BUNDLE_DIR", tmp_path)
-    off = {"s3_endpoint_url": "http://127.0.0.1:9", "viewer": False}
+    endpoint = "http://127.0.0.1:9"
     with pytest.raises(viewer.ViewerMissing, match="scripts/build-viewer"):
-        create_app(PackagerSettings(**off))  # no viewer on the discs, but online pages
-    assert create_app(PackagerSettings(**off, view_online=False))
+        # no viewer on the discs, but online pages
+        create_app(PackagerSettings(s3_endpoint_url=endpoint, viewer=False))
+    assert create_app(PackagerSettings(s3_endpoint_url=endpoint, viewer=False, view_online=False))

@@ -83,9 +83,11 @@ def test_one_accession_becomes_a_valid_disc_behind_a_link(
     )
     assert dcmdump(root / "DICOMDIR").returncode == 0
     rules = stack.store.client.get_bucket_lifecycle_configuration(Bucket=s3_bucket.name)
-    assert [(r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in rules["Rules"]] == [
-        ("packages/", stack.settings.package_expiry_days)
-    ]
+    assert {r["Filter"]["Prefix"]: r["Expiration"]["Days"] for r in rules["Rules"]} == {
+        "packages/": stack.settings.package_expiry_days,
+        "jobs/package/": stack.settings.job_expiry_days,
+        "jobs/retrieve/": stack.settings.job_expiry_days,  # the stack's retriever, same bucket
+    }
 
     listing = subprocess.run(
         ["isoinfo", "-i", str(image), "-f"], capture_output=True, text=True, check=True

@@ -83,7 +83,9 @@ class System:
         add_patient(self.his, medrec, name, [study.accession])
 
 
-class _Collect(logging.Handler):
+class LogCollector(logging.Handler):
+    """Keeps every record it is given, in order (a test reads what the services logged)."""
+
     def __init__(self, into: list[logging.LogRecord]) -> None:
         super().__init__(logging.DEBUG)
         self.into = into

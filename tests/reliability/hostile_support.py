@@ -87,7 +87,7 @@ def _spy(target: Any, name: str, calls: list[str]) -> None:
     setattr(target, name, spied)
 
 
-def _bucket(s3_server: Any, stack: ExitStack) -> tuple[dict[str, str], Store]:
+def _bucket(s3_server: Any, stack: ExitStack) -> tuple[dict[str, Any], Store]:
     client = s3_server.client()
     name = f"dicom-iso-hostile-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
@@ -107,7 +107,7 @@ def start_wired(stack: ExitStack, s3_server: Any, orthanc: Any, work_dir: Path) 
     """Start the four services on `stack` (stopped, last started first, when it closes)."""
     s3, store = _bucket(s3_server, stack)
     his = stack.enter_context(his_database())
-    backend = {"api_token": SecretStr(BACKEND_TOKEN)}
+    backend: dict[str, Any] = {"api_token": SecretStr(BACKEND_TOKEN)}
     lookup_s = LookupSettings(
         **s3,
         **backend,

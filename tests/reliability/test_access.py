@@ -33,9 +33,9 @@ def _routes(wired: Wired, service: str) -> list[tuple[str, str]]:
     app = wired.apps[service]
     out = {(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops}
     for route in app.routes:
-        methods = getattr(route, "methods", None)
-        if methods and isinstance(getattr(route, "path", None), str):
-            out |= {(m, route.path) for m in methods if m != "HEAD"}
+        methods, path = getattr(route, "methods", None), getattr(route, "path", None)
+        if methods and isinstance(path, str):
+            out |= {(m, path) for m in methods if m != "HEAD"}
     return sorted(out)
 
 

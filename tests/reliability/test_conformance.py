@@ -65,8 +65,8 @@ def _requested(call: Callable[[], Any]) -> AE:
     return seen[0]
 
 
-def _name(uid: str) -> str:
-    return UID(uid).name
+def _name(uid: str | None) -> str:
+    return UID(uid or "").name
 
 
 def _syntaxes(uids: list[str]) -> str:

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from reliability.hostile_support import SERVICES, Wired
 from schemathesis import GenerationMode
+from schemathesis.core.result import Err
 
 EXAMPLES = 20  # per operation
 
@@ -31,6 +32,8 @@ def _exercise(wired: Wired, service: str) -> tuple[int, int, list[str]]:
     sent = [0]
     operations = 0
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         operation = result.ok()
         operations += 1
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

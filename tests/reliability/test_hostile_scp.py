@@ -7,7 +7,6 @@ truncated pixel data, an illegal Series UID, the size limit, the default calling
 
 from __future__ import annotations
 
-import io
 import struct
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ def _store(retriever: Any, items: list[Dataset | Path], calling: str = "ABPACS")
     ae.requested_contexts = [
         build_context(cx.abstract_syntax, [ExplicitVRLittleEndian])
         for cx in StoragePresentationContexts
+        if cx.abstract_syntax is not None
     ]
     assoc = ae.associate(
         "127.0.0.1", retriever.settings.scp_port, ae_title=retriever.settings.scp_aet
@@ -63,7 +63,7 @@ def _part10(path: Path, meta_from: Dataset, body: bytes) -> Path:
     meta.MediaStorageSOPClassUID = meta_from.SOPClassUID
     meta.MediaStorageSOPInstanceUID = meta_from.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    buf = io.BytesIO()
+    buf = DicomBytesIO()
     buf.write(b"\0" * 128 + b"DICM")
     write_file_meta_info(buf, meta, enforce_standard=True)
     path.write_bytes(buf.getvalue() + body)

@@ -65,7 +65,10 @@ def test_killed_packager_replica_is_taken_over(
 
         def phase() -> str | None:
             status = httpx.get(f"{url_a}/v1/packages/{job}", timeout=10).json()
-            return status.get("phase") if status["state"] == "running" else status["state"]
+            now: str | None = (
+                status.get("phase") if status["state"] == "running" else status["state"]
+            )
+            return now
 
         wait_until(lambda: phase() in ("retrieve", "build"), 60, "A to be working", 0.05)
         killed_in = phase()

@@ -10,7 +10,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts
 
-from dicomiso_retriever.leases import lease_key
+from dicomiso_retriever.leases import lease_is_live, lease_key
 
 
 def _send(retriever: Any, datasets: list[Dataset], calling: str = "ABPACS") -> list[int]:
@@ -68,9 +68,14 @@ def test_live_lease_of_another_replica_makes_a_study_wanted(retriever: Any, stud
 
 
 def test_stale_lease_does_not(retriever: Any, study: Any) -> None:
+    """Stale by the bucket's clock: not rewritten for longer than job_stale_after."""
     retriever.store.put_json(
         lease_key(study.study_uid), {"job_id": "f" * 32, "heartbeat_at": time.time() - 600}
     )
+    deadline = time.monotonic() + 15
+    while lease_is_live(retriever.store, study.study_uid, retriever.settings.job_stale_after):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     assert _send(retriever, _read(study)[:1]) == [0xA900]
 
 

@@ -79,15 +79,16 @@ class QuirkyPacs:
         ):
             ae.add_supported_context(model)
         for cx in AllStoragePresentationContexts:  # C-GET: the caller stores (SCP role)
-            ae.add_supported_context(cx.abstract_syntax, scp_role=True, scu_role=False)
-        handlers = [
+            if cx.abstract_syntax is not None:
+                ae.add_supported_context(cx.abstract_syntax, scp_role=True, scu_role=False)
+        handlers: list[Any] = [
             (evt.EVT_C_FIND, self._find),
             (evt.EVT_C_GET, self._get),
             (evt.EVT_C_MOVE, self._move),
         ]
-        self._server = nodelay_server(
-            ae.start_server((self.host, self.dicom_port), block=False, evt_handlers=handlers)
-        )
+        server = ae.start_server((self.host, self.dicom_port), block=False, evt_handlers=handlers)
+        assert server is not None  # block=False always returns the server
+        self._server = nodelay_server(server)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -1,5 +1,5 @@
 """An HTTP proxy in front of the S3 endpoint that refuses chosen requests, as a real S3 would
-(403 AccessDenied), and passes everything else through unchanged."""
+(403 AccessDenied), and passes everything else through unchanged; it logs every request."""
 
 from __future__ import annotations
 
@@ -20,11 +20,14 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection"}
 
 
 class S3Fault:
-    """`with S3Fault(upstream, refuse) as proxy: ... proxy.url ...`; `refused` counts hits."""
+    """`with S3Fault(upstream, refuse) as proxy: ... proxy.url ...`; `refused` counts hits,
+    `requests` lists every (method, path) that reached the proxy, in order."""
 
-    def __init__(self, upstream: str, refuse: Refuse) -> None:
+    def __init__(self, upstream: str, refuse: Refuse = lambda _method, _path: False) -> None:
         target = urlsplit(upstream)
+        host, port = target.hostname or LOOPBACK, target.port
         self.refused = 0
+        self.requests: list[tuple[str, str]] = []
         fault = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,6 +39,7 @@ class S3Fault:
             def _any(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
+                fault.requests.append((self.command, self.path))
                 if refuse(self.command, self.path):
                     fault.refused += 1
                     self.send_response(403)
@@ -44,12 +48,12 @@ class S3Fault:
                     self.end_headers()
                     self.wfile.write(_DENIED)
                     return
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                conn = http.client.HTTPConnection(host, port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 reply = conn.getresponse()
                 data = reply.read()
-                self.send_response(reply.status)
+                self.send_response_only(reply.status)  # upstream's Date and Server pass
                 head = self.command == "HEAD"
                 for key, value in reply.getheaders():
                     if key.lower() not in _HOP and (head or key.lower() != "content-length"):

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -27,19 +26,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 from dicomiso_forwarder.app import create_app as create_forwarder
 from dicomiso_forwarder.settings import ForwarderSettings
-from dicomiso_lookup.app import create_app as create_lookup
-from dicomiso_lookup.settings import LookupSettings
 from dicomiso_packager.app import create_app as create_packager
 from dicomiso_packager.settings import PackagerSettings
-from dicomiso_retriever.app import create_app as create_retriever
-from dicomiso_retriever.settings import RetrieverSettings
-from support.mariadb import HisDb, his_database
+from support.mariadb import HisDb
 from support.net import free_port
 from support.servers import serving
+from support.stack import packager_values, start_backend
 from support.viewer import chromium_options
 
 TOKEN = "web-token"
@@ -74,49 +69,26 @@ def make_web_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any
             peers: dict[str, Any] | None = None,
             **overrides: Any,
         ) -> WebStack:
-            his = stack.enter_context(his_database())
-            s3 = {"s3_endpoint_url": s3_bucket.endpoint_url, "s3_bucket": s3_bucket.name}
-            lookup_settings = LookupSettings(
-                **s3,
-                http_port=free_port(),
-                api_token=TOKEN,
-                his_url=SecretStr(his.url()),
-                his_accession_db=his.accession_db,
-                his_patient_db=his.patient_db,
-            )
-            lookup_url = stack.enter_context(
-                serving(create_lookup(lookup_settings), lookup_settings)
-            )
-            retriever_settings = RetrieverSettings(
-                **{
-                    **s3,
-                    "http_port": free_port(),
-                    "api_token": TOKEN,
-                    "pacs_aet": orthanc.aet,
-                    "pacs_port": orthanc.dicom_port,
-                    "scp_port": free_port(),
-                    "job_heartbeat": 0.5,
-                    "job_stale_after": 5.0,
-                    "replica_id": "web-retriever",
+            backend = start_backend(
+                stack,
+                s3_bucket,
+                orthanc,
+                token=TOKEN,
+                name="web",
+                retriever={
                     "dicom_acse_timeout": 5,
                     "dicom_network_timeout": 10,
                     **(retriever or {}),
-                }
-            )
-            orthanc.register_modality(
-                retriever_settings.scp_aet, "127.0.0.1", retriever_settings.scp_port
-            )
-            retriever_url = stack.enter_context(
-                serving(create_retriever(retriever_settings), retriever_settings)
+                },
             )
             forwarder_url = f"http://127.0.0.1:{free_port()}"  # nobody, unless peers are given
             if peers is not None:
                 forwarder_settings = ForwarderSettings(
-                    **s3,
+                    **backend.s3,
                     http_port=free_port(),
                     api_token=TOKEN,
                     peers=peers,
-                    retriever_url=retriever_url,
+                    retriever_url=backend.retriever_url,
                     send_backoff=0.05,
                     job_heartbeat=0.5,
                     replica_id="web-forwarder",
@@ -124,24 +96,12 @@ def make_web_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any
                 forwarder_url = stack.enter_context(
                     serving(create_forwarder(forwarder_settings), forwarder_settings)
                 )
-            values: dict[str, Any] = {
-                **s3,
-                "http_port": free_port(),
-                "api_token": TOKEN,
-                "lookup_url": lookup_url,
-                "retriever_url": retriever_url,
-                "forwarder_url": forwarder_url,
-                "job_heartbeat": 0.5,
-                "job_stale_after": 10.0,
-                "work_dir": tmp_path,
-                "replica_id": "web-packager",
-                "institution_name": "Synthetic General Hospital",
-            }
+            values = packager_values(backend, tmp_path, name="web")
+            values.update(http_port=free_port(), api_token=TOKEN, forwarder_url=forwarder_url)
             values.update(overrides)
             settings = PackagerSettings(**values)
             url = stack.enter_context(serving(create_packager(settings), settings))
-            store = Store.from_settings(CommonSettings(**s3))
-            return WebStack(url, store, settings, his)
+            return WebStack(url, backend.store, settings, backend.his)
 
         yield make
 
@@ -190,11 +150,12 @@ class Page:
             ) from None
 
     def visible(self, element_id: str, timeout: float = 20.0) -> WebElement:
-        return self.wait(
+        element: WebElement = self.wait(
             lambda: self.el(element_id).is_displayed() and self.el(element_id),
             timeout,
             f"#{element_id}",
         )
+        return element
 
     def message(self, timeout: float = 20.0) -> str:
         text: str = self.wait(
@@ -247,5 +208,5 @@ def page(driver: webdriver.Chrome, request: pytest.FixtureRequest, tmp_path: Pat
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
     driver.delete_all_cookies()
-    driver.get_log("performance")  # what earlier tests left
+    driver.get_log("performance")  # type: ignore[no-untyped-call]  # drop what earlier tests left
     return Page(driver, shots, downloads)

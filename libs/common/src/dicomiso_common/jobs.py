@@ -1,11 +1,18 @@
 """Jobs whose records live in the bucket, so any replica can answer for them and take them over.
 
 A job's id is derived from its request, so the same request twice finds the same job. The
-replica that creates (or claims) a record runs the job and refreshes `heartbeat_at`; every
-write is conditional on the ETag it last saw, so two replicas can never both believe they own
-a job: the loser's write fails with 412 and it stops. A job whose heartbeat is older than
-`job_stale_after` is claimed by the next replica that looks at it (on GET, on a repeated POST,
-or by the periodic sweep). Steps must be idempotent, because a claimed job starts over.
+replica that creates (or claims) a record runs the job and rewrites the record every
+heartbeat; every write is conditional on the ETag it last saw, so two replicas can never both
+believe they own a job: the loser's write fails with 412 and it stops. A live job whose record
+has not been written for `job_stale_after` seconds, by the bucket's clock, is claimed by the
+next replica that looks at it (on GET, on a repeated POST, or by the periodic sweep); its
+owner gives up earlier, after `job_give_up_after` seconds without a confirmed write. Steps must
+be idempotent, because a claimed job starts over.
+
+Each run of a job also has a marker, `jobs/live/{kind}/{id}/{run}`, written after the record
+that names the run and deleted once the run's final state is recorded; the sweeper lists
+only markers, so its cost follows the live jobs, not every job ever run. The protocol and its
+invariants: docs/architecture.md, "Jobs and leases".
 """
 
 from __future__ import annotations
@@ -27,13 +34,24 @@ from pydantic import BaseModel, Field
 
 from .errors import DicomisoError, InvalidInput, NotFound, ObjectMissing, PreconditionFailed
 from .settings import CommonSettings
-from .store import Store
+from .store import Read, Store
 
 log = logging.getLogger(__name__)
 
 State = Literal["queued", "running", "succeeded", "failed"]
 ACTIVE: frozenset[str] = frozenset({"queued", "running"})
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+LIVE_PREFIX = "jobs/live/"
+
+
+def records_prefix(kind: str) -> str:
+    """Where the records of one kind of job live (and expire by lifecycle)."""
+    return f"jobs/{kind}/"
+
+
+def live_key(kind: str, job: str, run: str) -> str:
+    """The marker that says run `run` of job `job` may still be going."""
+    return f"{LIVE_PREFIX}{kind}/{job}/{run}"
 
 
 class JobRecord(BaseModel):
@@ -76,13 +94,24 @@ def validate_job_id(value: str) -> str:
 class JobHandle:
     """The running replica's view of one job: progress in memory, flushed with each beat."""
 
-    def __init__(self, store: Store, key: str, record: JobRecord, etag: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        key: str,
+        record: JobRecord,
+        etag: str,
+        *,
+        confirmed_at: float,
+        give_up_after: float,
+    ) -> None:
         self._store = store
         self._key = key
         self._lock = threading.Lock()  # the record's fields
         self._write_lock = threading.Lock()  # one PUT of the record at a time
         self.record = record
         self._etag = etag
+        self._confirmed_at = confirmed_at  # monotonic time a write that landed was sent
+        self._give_up_after = give_up_after
         self.lost = False
 
     @property
@@ -112,13 +141,13 @@ class JobHandle:
             JobLost: the record changed under us, i.e. another replica claimed the job.
         """
         with self._write_lock:
+            self.check()
             with self._lock:
-                if self.lost:
-                    raise JobLost(self.record.id)
                 now = time.time()
                 self.record.heartbeat_at = now
                 self.record.updated_at = now
                 body = self.record.model_dump()
+            sent = time.monotonic()
             try:
                 self._etag = self._store.put_json(self._key, body, if_match=self._etag)
             except PreconditionFailed as exc:
@@ -128,6 +157,7 @@ class JobHandle:
                         self.lost = True
                     raise JobLost(self.record.id) from exc
                 self._etag = self._store.put_json(self._key, body, if_match=etag)
+            self._confirmed_at = sent
 
     def _still_ours(self) -> str | None:
         """The record's ETag if our run still owns it (a 412 after botocore retried our own
@@ -139,7 +169,15 @@ class JobHandle:
         return etag if current.get("run") == self.record.run else None
 
     def check(self) -> None:
-        """Raise JobLost if another replica has taken the job (called between steps)."""
+        """Raise JobLost if the job is no longer ours to work on (called between steps).
+
+        It is not once another replica took it (a write of ours failed with 412), or once no
+        write of ours has landed for `job_give_up_after` seconds (S3 unreachable): others
+        may take it over at `job_stale_after`, and we stop before they can.
+        """
+        if not self.lost and time.monotonic() - self._confirmed_at > self._give_up_after:
+            log.warning("job given up: its record could not be renewed", extra={"job_id": self.id})
+            self.lost = True
         if self.lost:
             raise JobLost(self.record.id)
 
@@ -159,6 +197,8 @@ class Jobs:
         run: Runner,
         is_current: IsCurrent | None = None,
     ) -> None:
+        if kind == LIVE_PREFIX.split("/")[1]:
+            raise ValueError(f"job kind {kind!r} would share the live markers' prefix")
         self.store = store
         self.kind = kind
         self.settings = settings
@@ -172,7 +212,7 @@ class Jobs:
         self._sweeper: threading.Thread | None = None
 
     def key(self, job: str) -> str:
-        return f"jobs/{self.kind}/{validate_job_id(job)}.json"
+        return f"{records_prefix(self.kind)}{validate_job_id(job)}.json"
 
     # -- public API ----------------------------------------------------------------------
 
@@ -195,19 +235,20 @@ class Jobs:
             run=uuid.uuid4().hex,
         )
         key = self.key(jid)
+        sent = time.monotonic()
         try:
             etag = self.store.put_json(key, fresh.model_dump(), if_none_match=True)
         except PreconditionFailed:
             return self._reuse(jid)
         log.info("job created", extra={"job_id": jid, "kind": self.kind})
-        self._start(fresh, etag)
+        self._start(fresh, etag, sent)
         return fresh
 
     def get(self, job: str) -> JobRecord:
         """Read a job; a live job whose runner has gone silent is claimed on the way."""
-        record, etag = self._read(job)
-        if self._stale(record):
-            return self._claim(record, etag) or self._read(job)[0]
+        record, read = self._read(job)
+        if self._stale(record, read):
+            return self._claim(record, read.etag) or self._read(job)[0]
         return record
 
     def start_sweeper(self) -> None:
@@ -219,16 +260,32 @@ class Jobs:
             self._sweeper.start()
 
     def sweep(self) -> int:
-        """Claim every stale live job of this kind; return how many were claimed."""
+        """Claim every stale live job of this kind; return how many were claimed.
+
+        Reads one listing of the live markers and one record per live job. A marker whose run
+        is over (the record names another run, or a final state) is deleted on the way: a
+        marker is written only after its run's record, so a run the record no longer names
+        can never come back.
+        """
+        prefix = f"{LIVE_PREFIX}{self.kind}/"
+        runs: dict[str, list[str]] = {}
+        for obj in self.store.list(prefix):
+            jid, _, run = obj.key.removeprefix(prefix).partition("/")
+            runs.setdefault(jid, []).append(run)
         claimed = 0
-        for obj in self.store.list(f"jobs/{self.kind}/"):
-            jid = obj.key.rsplit("/", 1)[-1].removesuffix(".json")
+        for jid, markers in runs.items():
             try:
-                record, etag = self._read(jid)
+                record, read = self._read(jid)
+            except NotFound:
+                record, read = None, None
             except (DicomisoError, ValueError):
                 continue
-            if self._stale(record) and self._claim(record, etag) is not None:
-                claimed += 1
+            for run in markers:
+                if record is None or run != record.run or record.state not in ACTIVE:
+                    self._drop_marker(jid, run)
+            if record is not None and read is not None and self._stale(record, read):
+                if self._claim(record, read.etag) is not None:
+                    claimed += 1
         return claimed
 
     def shutdown(self, grace: float = 5.0) -> None:
@@ -250,23 +307,26 @@ class Jobs:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _read(self, job: str) -> tuple[JobRecord, str]:
+    def _read(self, job: str) -> tuple[JobRecord, Read]:
         try:
-            data, etag = self.store.get_json(self.key(job))
+            read = self.store.read_json(self.key(job))
         except ObjectMissing as exc:
             raise NotFound(f"no {self.kind} job {job}") from exc
-        return JobRecord.model_validate(data), etag
+        return JobRecord.model_validate(read.body), read
 
-    def _stale(self, record: JobRecord) -> bool:
+    def _stale(self, record: JobRecord, read: Read) -> bool:
+        """A live job not ours whose record is older than `job_stale_after` by the bucket's
+        clock (never the writer's `heartbeat_at`: hosts' clocks differ)."""
         if record.state not in ACTIVE:
             return False
         with self._mine_lock:
             if record.id in self._mine:
                 return False
-        return time.time() - record.heartbeat_at > self.settings.job_stale_after
+        return read.age > self.settings.job_stale_after
 
     def _reuse(self, jid: str) -> JobRecord:
-        record, etag = self._read(jid)
+        record, read = self._read(jid)
+        etag = read.etag
         if record.state == "failed" or (
             record.state == "succeeded" and not self._is_current(record)
         ):
@@ -285,14 +345,15 @@ class Jobs:
                     "updated_at": now,
                 }
             )
+            sent = time.monotonic()
             try:
                 new_etag = self.store.put_json(self.key(jid), again.model_dump(), if_match=etag)
             except PreconditionFailed:
                 return self._read(jid)[0]  # another replica restarted it first
             log.info("job restarted", extra={"job_id": jid, "attempt": again.attempt})
-            self._start(again, new_etag)
+            self._start(again, new_etag, sent)
             return again
-        if self._stale(record):
+        if self._stale(record, read):
             return self._claim(record, etag) or self._read(jid)[0]
         return record
 
@@ -306,16 +367,29 @@ class Jobs:
                 "updated_at": now,
             }
         )
+        sent = time.monotonic()
         try:
             new_etag = self.store.put_json(self.key(record.id), claimed.model_dump(), if_match=etag)
         except PreconditionFailed:
             return None
         log.info("job taken over", extra={"job_id": record.id, "previous_owner": record.owner})
-        self._start(claimed, new_etag)
+        self._start(claimed, new_etag, sent)
         return claimed
 
-    def _start(self, record: JobRecord, etag: str) -> None:
-        handle = JobHandle(self.store, self.key(record.id), record, etag)
+    def _start(self, record: JobRecord, etag: str, sent: float) -> None:
+        """Run a record we just wrote (created, restarted or claimed) with etag `etag`."""
+        try:  # after the record: a marker for a run its record never named cannot exist
+            self.store.put_bytes(live_key(self.kind, record.id, record.run), b"")
+        except DicomisoError:  # the job still runs; a GET or repeated POST finds it if we die
+            log.warning("live marker not written", extra={"job_id": record.id})
+        handle = JobHandle(
+            self.store,
+            self.key(record.id),
+            record,
+            etag,
+            confirmed_at=sent,
+            give_up_after=self.settings.job_give_up_after,
+        )
         with self._mine_lock:
             if self._stop.is_set():  # shutting down: the record goes stale, another replica
                 return  # takes the job over
@@ -338,6 +412,7 @@ class Jobs:
             stop_beat.set()
             handle.update(state="succeeded", result=result, phase="done", flush=True)
             log.info("job succeeded", extra={"job_id": handle.id, **handle.record.counts})
+            self._drop_marker(handle.id, handle.record.run)
         except JobLost:
             log.warning("job lost to another replica", extra={"job_id": handle.id})
         except DicomisoError as exc:
@@ -355,10 +430,18 @@ class Jobs:
         log.warning("job failed", extra={"job_id": handle.id, **handle.record.counts})
         try:
             handle.update(state="failed", error=reason, flush=True)
+            self._drop_marker(handle.id, handle.record.run)
         except JobLost:
             log.warning("job lost to another replica", extra={"job_id": handle.id})
         except DicomisoError:
             log.exception("could not record job failure", extra={"job_id": handle.id})
+
+    def _drop_marker(self, jid: str, run: str) -> None:
+        """Delete a finished or superseded run's marker (a failure only costs a later sweep)."""
+        try:
+            self.store.delete(live_key(self.kind, jid, run))
+        except DicomisoError:
+            log.warning("live marker not deleted", extra={"job_id": jid})
 
     def _beat_loop(self, handle: JobHandle, stop: threading.Event) -> None:
         while not stop.wait(self.settings.job_heartbeat):

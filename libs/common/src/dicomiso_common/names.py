@@ -72,7 +72,7 @@ def person_name(raw: str) -> PersonName:
 def ascii_filename_part(text: str) -> str:
     """Reduce text to ASCII letters and digits, accents transliterated first.
 
-    The legacy scripts' rule (DESIGN.md, Packaging 2): `Budi Santoso` -> `BudiSantoso`,
+    The legacy scripts' rule (README.md, Run the packager): `Budi Santoso` -> `BudiSantoso`,
     `Nuñez^José` -> `NunezJose`, `MR.001` -> `MR001`.
     """
     decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLIT))

@@ -12,13 +12,32 @@ import os
 import sys
 import threading
 import time
+from typing import TypeVar
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from .settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read a service's DICOMISO_* settings; a bad one stops start-up with a one-line reason.
+
+    The values are not repeated (one may be a secret), only the variable and the problem.
+    """
+    try:
+        return cls()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"DICOMISO_{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
+        )
+        raise SystemExit(f"invalid configuration: {problems}") from None
 
 
 def server(app: FastAPI, settings: CommonSettings) -> uvicorn.Server:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,8 +14,14 @@ def _default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def give_up_after(stale_after: float, margin: float | None = None) -> float:
+    """How long an owner keeps a job or lease without a confirmed write: `stale_after` less
+    the margin (a third of it unless configured), so it always stops before others take over."""
+    return stale_after - (stale_after / 3 if margin is None else margin)
+
+
 class CommonSettings(BaseSettings):
-    """Names shared by all four services (DESIGN.md, Entry points and settings)."""
+    """Names shared by all four services (README.md has the table)."""
 
     model_config = SettingsConfigDict(env_prefix="DICOMISO_", extra="ignore")
 
@@ -32,9 +38,34 @@ class CommonSettings(BaseSettings):
     s3_multipart_chunk: int = 16 * 1024 * 1024
 
     job_heartbeat: Annotated[float, Field(gt=0)] = 5.0  # seconds between heartbeats
-    job_stale_after: Annotated[float, Field(gt=0)] = 30.0  # heartbeat age that means "dead"
+    # record age by the bucket's clock that means "dead"; HTTP dates have whole seconds
+    job_stale_after: Annotated[float, Field(ge=2)] = 30.0
+    job_margin: Annotated[float, Field(gt=0)] | None = None  # owner stops this much earlier
     job_workers: Annotated[int, Field(ge=1)] = 4  # jobs run at once by one replica
+    job_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 30  # lifecycle on job records
+    manage_lifecycle: bool = True  # put the lifecycle rules on the bucket at start-up
     replica_id: str = Field(default_factory=_default_replica_id)
+
+    @property
+    def job_give_up_after(self) -> float:
+        """Seconds without a confirmed write after which an owner stops (docs/architecture.md).
+
+        Others take over only at `job_stale_after`, so the owner always stops first.
+        """
+        return give_up_after(self.job_stale_after, self.job_margin)
+
+    @model_validator(mode="after")
+    def _heartbeats_fit(self) -> Self:
+        """Refuse timings under which a live owner could look dead to the other replicas."""
+        if self.job_give_up_after <= 0:
+            raise ValueError("DICOMISO_JOB_MARGIN must be smaller than DICOMISO_JOB_STALE_AFTER")
+        if 2 * self.job_heartbeat > self.job_give_up_after:
+            raise ValueError(
+                "DICOMISO_JOB_HEARTBEAT is too long: two heartbeats must fit into "
+                "DICOMISO_JOB_STALE_AFTER minus DICOMISO_JOB_MARGIN "
+                f"({self.job_heartbeat:g} s x 2 > {self.job_give_up_after:g} s)"
+            )
+        return self
 
     def outgoing_token(self) -> str:
         """The bearer token to send to other services (DICOMISO_CALL_TOKEN, else our own)."""

@@ -12,10 +12,14 @@ import hashlib
 import io
 import json
 import logging
+import random
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -40,9 +44,38 @@ _HASH_CHUNK = 1024 * 1024
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """One entry of a listing. `last_modified` is the bucket's clock, not ours."""
+
     key: str
     size: int
     etag: str
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class Read:
+    """One JSON object as read, with what a conditional write and a staleness test need."""
+
+    body: Any
+    etag: str
+    age: float  # seconds since its last write, by the bucket's clock (Date - Last-Modified)
+
+
+def _age(resp: dict[str, Any]) -> float:
+    """How old the object is by the bucket's own clock, whole seconds (HTTP dates).
+
+    Both ends come from the bucket, so no host's clock is compared with another's. A
+    response without a Date header (none seen from S3, MinIO or moto) falls back to ours.
+    """
+    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        now = parsedate_to_datetime(date) if date else datetime.now(UTC)
+    except (TypeError, ValueError):
+        now = datetime.now(UTC)
+    if now.tzinfo is None:  # "-0000" in the header: UTC by RFC 5322
+        now = now.replace(tzinfo=UTC)
+    written: datetime = resp["LastModified"]
+    return max((now - written).total_seconds(), 0.0)
 
 
 def _code(exc: ClientError) -> str:
@@ -323,8 +356,13 @@ class Store:
 
     def get_json(self, key: str) -> tuple[Any, str]:
         """Return (decoded JSON, ETag) of one object."""
+        read = self.read_json(key)
+        return read.body, read.etag
+
+    def read_json(self, key: str) -> Read:
+        """Return one JSON object with its ETag and its age by the bucket's clock."""
         data, resp = self.get_bytes(key)
-        return json.loads(data), str(resp["ETag"])
+        return Read(json.loads(data), str(resp["ETag"]), _age(resp))
 
     def open(self, key: str) -> IO[bytes]:
         """Return a streaming body for one object; the caller reads it in chunks and closes it.
@@ -357,7 +395,9 @@ class Store:
         with _translated("listing", prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", ()):
-                    yield ObjectInfo(item["Key"], int(item["Size"]), str(item["ETag"]))
+                    yield ObjectInfo(
+                        item["Key"], int(item["Size"]), str(item["ETag"]), item["LastModified"]
+                    )
 
     # -- links and health ----------------------------------------------------------------
 
@@ -372,11 +412,14 @@ class Store:
             ),
         )
 
-    def ensure_expiry(self, prefix: str, days: int) -> None:
+    def ensure_expiry(self, prefix: str, days: int, *, attempts: int = 5) -> None:
         """Make objects under `prefix` expire after `days`, and abort stale multipart uploads.
 
-        The bucket's other lifecycle rules are kept; ours is replaced by its ID. (moto
-        stores the rule but never applies it: expiry itself is proven only on MinIO/S3.)
+        The bucket's other lifecycle rules are kept; ours is replaced by its ID. The
+        configuration is one document that S3 cannot update conditionally, so two services
+        starting at once may each overwrite the other's new rule: we read it back and try
+        again until ours is there. (moto stores the rule but never applies it: expiry itself
+        is proven only on MinIO/S3.)
         """
         rule_id = f"dicomiso-expire-{prefix.strip('/').replace('/', '-')}"
         rule = {
@@ -386,20 +429,26 @@ class Store:
             "Expiration": {"Days": days},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
         }
+        for attempt in range(attempts):
+            kept = [r for r in self._lifecycle_rules() if r.get("ID") != rule_id]
+            with _translated("setting lifecycle of", self.bucket):
+                self.client.put_bucket_lifecycle_configuration(
+                    Bucket=self.bucket, LifecycleConfiguration={"Rules": [*kept, rule]}
+                )
+            if any(r.get("ID") == rule_id for r in self._lifecycle_rules()):
+                return
+            time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))  # noqa: S311 - jitter only
+        raise StoreError(f"lifecycle rule {rule_id} did not stick on {self.bucket}")
+
+    def _lifecycle_rules(self) -> tuple[dict[str, Any], ...]:
         with _translated("reading lifecycle of", self.bucket):
             try:
-                rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get(
-                    "Rules", []
-                )
+                config = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
             except ClientError as exc:
                 if _code(exc) != "NoSuchLifecycleConfiguration":
                     raise
-                rules = []
-        kept = [r for r in rules if r.get("ID") != rule_id]
-        with _translated("setting lifecycle of", self.bucket):
-            self.client.put_bucket_lifecycle_configuration(
-                Bucket=self.bucket, LifecycleConfiguration={"Rules": [*kept, rule]}
-            )
+                return ()
+        return tuple(config.get("Rules", ()))
 
     def ping(self) -> None:
         """Raise StoreError unless the bucket answers (used by /readyz)."""

@@ -12,16 +12,29 @@ from dicomiso_common import serve
 from dicomiso_common.auth import bearer_guard
 from dicomiso_common.dicom import configure
 from dicomiso_common.errors import add_problem_handlers
-from dicomiso_common.jobs import Jobs
+from dicomiso_common.jobs import Jobs, records_prefix
+from dicomiso_common.lifecycle import ensure_lifecycle
 from dicomiso_common.logs import configure_logging
 from dicomiso_common.ops import add_ops_routes
+from dicomiso_common.serve import load_settings
+from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 
-from .forward import Forwarding
+from .forward import RESULTS_PREFIX, Forwarding
 from .routes import make_router
 from .settings import ForwarderSettings
 
 log = logging.getLogger(__name__)
+
+KIND = "forward"
+
+
+def lifecycle_rules(settings: CommonSettings) -> dict[str, int]:
+    """What the forwarder writes that expires: its job records and their per-instance results."""
+    return {
+        records_prefix(KIND): settings.job_expiry_days,
+        RESULTS_PREFIX: settings.job_expiry_days,
+    }
 
 
 def create_app(settings: ForwarderSettings | None = None, store: Store | None = None) -> FastAPI:
@@ -30,10 +43,11 @@ def create_app(settings: ForwarderSettings | None = None, store: Store | None = 
     settings = settings or ForwarderSettings()
     store = store or Store.from_settings(settings)
     forwarding = Forwarding(settings, store)
-    jobs = Jobs(store, "forward", settings, forwarding.run)
+    jobs = Jobs(store, KIND, settings, forwarding.run)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ensure_lifecycle(store, settings, lifecycle_rules(settings))
         jobs.start_sweeper()
         try:
             yield
@@ -55,6 +69,6 @@ def create_app(settings: ForwarderSettings | None = None, store: Store | None = 
 
 def main() -> None:
     """Entry point `dicomiso-forwarder`: configuration only from DICOMISO_* variables."""
-    settings = ForwarderSettings()
+    settings = load_settings(ForwarderSettings)
     configure_logging(settings.log_level, "forwarder")
     serve.run(create_app(settings), settings)

@@ -1,7 +1,8 @@
 """One forward job: make sure the studies are in the bucket, then send what the peer lacks.
 
 Per-instance results live beside the job (`forwards/{job_id}/results.json`) and survive a
-retry: a re-run sends only instances the peer has not acknowledged.
+retry: a re-run sends only instances the peer has not acknowledged. Only the job's owner writes
+them, each write conditional on the ETag it last saw (docs/architecture.md, "Jobs and leases").
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pydantic import ValidationError
+
 from dicomiso_client import RetrieverClient
 from dicomiso_common import audit
 from dicomiso_common.dicom import manifest_key
-from dicomiso_common.errors import DicomError, DicomisoError, NotFound, ObjectMissing
+from dicomiso_common.errors import (
+    DicomError,
+    DicomisoError,
+    NotFound,
+    ObjectMissing,
+    PreconditionFailed,
+)
 from dicomiso_common.jobs import JobHandle, JobLost
-from dicomiso_common.manifests import load, load_accession_index, load_manifest
+from dicomiso_common.manifests import BadDocument, load, load_accession_index, load_manifest
 from dicomiso_common.models import ForwardJobRequest, ForwardJobResult, SendResult, SendResults
 from dicomiso_common.store import Store
 
@@ -29,13 +38,60 @@ from .settings import ForwarderSettings
 log = logging.getLogger(__name__)
 
 DONE = ("acknowledged", "warning")
+RESULTS_PREFIX = "forwards/"
 
 
 Results = dict[str, SendResult]  # by SOP Instance UID
 
 
 def results_key(job_id: str) -> str:
-    return f"forwards/{job_id}/results.json"
+    return f"{RESULTS_PREFIX}{job_id}/results.json"
+
+
+class ResultsFile:
+    """One job's results.json, fenced: a write that finds it changed goes ahead only after
+    the job record confirms we still own the job (else JobLost), merged with what is there."""
+
+    def __init__(self, store: Store, handle: JobHandle) -> None:
+        self._store = store
+        self._handle = handle
+        self.key = results_key(handle.id)
+        self._etag: str | None = None
+
+    def load(self) -> Results:
+        """What the job's earlier runs recorded ({} if none); remembers the ETag."""
+        try:
+            read = self._store.read_json(self.key)
+        except ObjectMissing:
+            self._etag = None
+            return {}
+        self._etag = read.etag
+        try:
+            return dict(SendResults.model_validate(read.body).root)
+        except ValidationError as exc:
+            raise BadDocument(f"{self.key}: {exc.error_count()} invalid field(s)") from exc
+
+    def save(self, results: Results) -> None:
+        """Write our results; raises JobLost if the job has passed to another replica."""
+        try:
+            try:
+                self._put(results)
+            except PreconditionFailed:
+                self._handle.flush()  # a conditional write of the job record: ours or JobLost
+                theirs = self.load()  # another runner's last acknowledgements stay
+                self._put({**theirs, **results})
+        except (PreconditionFailed, JobLost):
+            self._handle.lost = True
+            raise JobLost(self._handle.id) from None
+        except DicomisoError:
+            log.warning("results not saved", extra={"job_id": self._handle.id})
+
+    def _put(self, results: Results) -> None:
+        body = {k: r.to_json() for k, r in results.items()}
+        if self._etag is None:
+            self._etag = self._store.put_json(self.key, body, if_none_match=True)
+        else:
+            self._etag = self._store.put_json(self.key, body, if_match=self._etag)
 
 
 def load_send_results(store: Store, key: str) -> dict[str, SendResult]:
@@ -99,7 +155,8 @@ class Forwarding:
         peer = resolve(self.settings, request.destination)  # config may have changed
         handle.update(phase="locate", flush=True)
         items = self._items(request, handle)
-        results = self._previous(handle.id)
+        saved = ResultsFile(self.store, handle)
+        results = saved.load()
         todo = [i for i in items if not _done(results, i)]
         lock = threading.Lock()
         last_write = [time.monotonic()]
@@ -130,7 +187,7 @@ class Forwarding:
                     transcoded[item.sop_uid] = 1
                 count()
                 if time.monotonic() - last_write[0] > self.settings.job_heartbeat:
-                    self._save(handle.id, results)
+                    saved.save(results)
                     last_write[0] = time.monotonic()
             handle.check()
 
@@ -149,7 +206,7 @@ class Forwarding:
         finally:
             with lock:
                 if not handle.lost:  # a replica that lost the job must not overwrite results
-                    self._save(handle.id, results)
+                    saved.save(results)
                 count()
         failed = [i for i in items if not _done(results, i)]
         if failed:
@@ -201,18 +258,6 @@ class Forwarding:
                     extra={"attempt": attempt, "delay": delay, "error": type(exc).__name__},
                 )
                 time.sleep(delay)
-
-    def _previous(self, job_id: str) -> Results:
-        try:
-            return dict(load_send_results(self.store, results_key(job_id)))
-        except ObjectMissing:
-            return {}
-
-    def _save(self, job_id: str, results: Results) -> None:
-        try:
-            self.store.put_json(results_key(job_id), {k: r.to_json() for k, r in results.items()})
-        except DicomisoError:
-            log.warning("results not saved", extra={"job_id": job_id})
 
     # -- finding the instances -----------------------------------------------------------
 

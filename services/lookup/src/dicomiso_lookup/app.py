@@ -14,6 +14,7 @@ from dicomiso_common.dicom import configure
 from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.logs import configure_logging
 from dicomiso_common.ops import ReadyCheck, add_ops_routes
+from dicomiso_common.serve import load_settings
 
 from .his import His
 from .routes import Resolver, make_router
@@ -53,6 +54,6 @@ def create_app(settings: LookupSettings | None = None) -> FastAPI:
 
 def main() -> None:
     """Entry point `dicomiso-lookup`: configuration only from DICOMISO_* variables."""
-    settings = LookupSettings()
+    settings = load_settings(LookupSettings)
     configure_logging(settings.log_level, "lookup")
     serve.run(create_app(settings), settings)

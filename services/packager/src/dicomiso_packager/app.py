@@ -10,10 +10,12 @@ from fastapi import FastAPI
 
 from dicomiso_common.auth import bearer_guard
 from dicomiso_common.dicom import configure
-from dicomiso_common.errors import DicomisoError, add_problem_handlers
-from dicomiso_common.jobs import Jobs
+from dicomiso_common.errors import add_problem_handlers
+from dicomiso_common.jobs import Jobs, records_prefix
+from dicomiso_common.lifecycle import ensure_lifecycle
 from dicomiso_common.logs import configure_logging
 from dicomiso_common.ops import add_ops_routes
+from dicomiso_common.serve import load_settings
 from dicomiso_common.serve import run as serve_run
 from dicomiso_common.store import Store
 
@@ -25,18 +27,15 @@ from .settings import PackagerSettings
 log = logging.getLogger(__name__)
 
 PACKAGES_PREFIX = "packages/"
+KIND = "package"
 
 
-def ensure_lifecycle(store: Store, settings: PackagerSettings) -> None:
-    """Put the expiry rule for packages/ on the bucket (best effort: may lack the right)."""
-    if not settings.manage_lifecycle:
-        return
-    try:
-        store.ensure_expiry(PACKAGES_PREFIX, settings.package_expiry_days)
-    except DicomisoError as exc:
-        log.warning(
-            "lifecycle rule not set; set it on the bucket yourself", extra={"error": str(exc)}
-        )
+def lifecycle_rules(settings: PackagerSettings) -> dict[str, int]:
+    """What the packager writes that expires: images, and its job records."""
+    return {
+        PACKAGES_PREFIX: settings.package_expiry_days,
+        records_prefix(KIND): settings.job_expiry_days,
+    }
 
 
 def create_app(settings: PackagerSettings | None = None, store: Store | None = None) -> FastAPI:
@@ -48,11 +47,11 @@ def create_app(settings: PackagerSettings | None = None, store: Store | None = N
         online.template()  # and so without the bundle the online pages need
     store = store or Store.from_settings(settings)
     packaging = Packaging(settings, store)
-    jobs = Jobs(store, "package", settings, packaging.run, packaging.is_current)
+    jobs = Jobs(store, KIND, settings, packaging.run, packaging.is_current)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        ensure_lifecycle(store, settings)
+        ensure_lifecycle(store, settings, lifecycle_rules(settings))
         jobs.start_sweeper()
         try:
             yield
@@ -77,6 +76,6 @@ def create_app(settings: PackagerSettings | None = None, store: Store | None = N
 
 def main() -> None:
     """Entry point `dicomiso-packager`: configuration only from DICOMISO_* variables."""
-    settings = PackagerSettings()
+    settings = load_settings(PackagerSettings)
     configure_logging(settings.log_level, "packager")
     serve_run(create_app(settings), settings)

@@ -80,7 +80,7 @@ Names = Callable[[str], str]  # format -> the file's friendly name
 
 
 def package_filename(accessions: list[str], patient_name: str, fmt: str) -> str:
-    """The legacy rule (DESIGN.md Packaging 2): `{ACC}.iso`, or `{NAME}-{ACCS}.iso`.
+    """The legacy rule (README.md, Run the packager): `{ACC}.iso`, or `{NAME}-{ACCS}.iso`.
 
     Both parts are reduced to ASCII letters and digits; a name with no Latin letters at all
     reduces to nothing, and then the accessions alone name the file.

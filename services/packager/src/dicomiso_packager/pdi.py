@@ -107,7 +107,7 @@ def _date(value: Any) -> str:
 
 
 def _patient(manifests: list[StudyManifest]) -> PatientInfo:
-    """The disc holds one patient (DESIGN.md Packaging 2); the first complete record wins."""
+    """The disc holds one patient (README.md, Run the packager); the first complete record wins."""
     return next((m.patient for m in manifests if m.patient != PatientInfo()), PatientInfo())
 
 

@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from dicomiso_common import audit as audit_trail
 from dicomiso_common.dicom import validate_accession
 from dicomiso_common.errors import PROBLEM_RESPONSES, Conflict, DicomisoError, InvalidInput
-from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, JobStatus, accepted, validate_job_id
+from dicomiso_common.jobs import (
+    JobAccepted,
+    JobRecord,
+    Jobs,
+    JobStatus,
+    accepted,
+    records_prefix,
+    validate_job_id,
+)
 from dicomiso_common.models import EmailOutcome, PackageImage, PackageJobRequest
 from dicomiso_common.store import MAX_LINK_TTL, Store
 
@@ -25,7 +33,7 @@ from .web import audit, check_email, page, wants_html
 
 MAX_ACCESSIONS = 50
 RECENT = 20
-RECENT_SCAN = 1000  # job records read to find the newest (the bucket listing has no dates)
+RECENT_SCAN = 100  # newest job records read (by LastModified) to show the RECENT newest
 
 
 class PackageRequest(BaseModel):
@@ -140,7 +148,8 @@ def package_summary(record: JobRecord, settings: PackagerSettings) -> PackageSum
 
 
 def recent_packages(store: Store, settings: PackagerSettings) -> list[JobRecord]:
-    keys = [o.key for o in store.list("jobs/package/")][:RECENT_SCAN]
+    listed = sorted(store.list(records_prefix("package")), key=lambda o: o.last_modified)
+    keys = [o.key for o in reversed(listed[-RECENT_SCAN:])]  # the newest, by the bucket's clock
 
     def read(key: str) -> JobRecord | None:
         try:

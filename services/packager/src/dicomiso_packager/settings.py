@@ -27,7 +27,6 @@ class PackagerSettings(CommonSettings):
     retrieve_wait: Annotated[float, Field(gt=0)] = 3600.0  # seconds to wait for a retrieval
     link_ttl: Annotated[int, Field(ge=60, le=MAX_LINK_TTL)] = 259_200
     package_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 7  # lifecycle on packages/
-    manage_lifecycle: bool = True  # put the lifecycle rule on the bucket at start-up
     default_profile: Profile = "STD-GEN-DVD-JPEG"
     work_dir: Path | None = None  # temporary image files; None = the system's TMPDIR
     institution_name: str = "dicom-iso demo hospital"

@@ -12,9 +12,12 @@ from dicomiso_common import serve
 from dicomiso_common.auth import bearer_guard
 from dicomiso_common.dicom import configure
 from dicomiso_common.errors import add_problem_handlers
-from dicomiso_common.jobs import Jobs
+from dicomiso_common.jobs import Jobs, records_prefix
+from dicomiso_common.lifecycle import ensure_lifecycle
 from dicomiso_common.logs import configure_logging
 from dicomiso_common.ops import add_ops_routes
+from dicomiso_common.serve import load_settings
+from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 
 from .leases import LeaseBook
@@ -25,6 +28,13 @@ from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
 
+KIND = "retrieve"
+
+
+def lifecycle_rules(settings: CommonSettings) -> dict[str, int]:
+    """What the retriever writes that expires: its job records (studies stay)."""
+    return {records_prefix(KIND): settings.job_expiry_days}
+
 
 def create_app(settings: RetrieverSettings | None = None, store: Store | None = None) -> FastAPI:
     """Wire the retriever; the SCP and the job sweeper run for the app's lifetime."""
@@ -34,10 +44,11 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     leases = LeaseBook(store, settings.job_stale_after)
     scp = StorageSCP(settings, store, leases)
     retrieval = Retrieval(settings, store, scp, leases)
-    jobs = Jobs(store, "retrieve", settings, retrieval.run, retrieval.is_current)
+    jobs = Jobs(store, KIND, settings, retrieval.run, retrieval.is_current)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ensure_lifecycle(store, settings, lifecycle_rules(settings))
         scp.start()
         jobs.start_sweeper()
         try:
@@ -54,6 +65,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
         "(C-MOVE into our Storage SCP, or C-GET) into the bucket.",
     )
     app.state.settings, app.state.store, app.state.scp, app.state.jobs = settings, store, scp, jobs
+    app.state.retrieval = retrieval
     add_problem_handlers(app)
 
     add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp.check_listening})
@@ -63,6 +75,6 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
 
 def main() -> None:
     """Entry point `dicomiso-retriever`: configuration only from DICOMISO_* variables."""
-    settings = RetrieverSettings()
+    settings = load_settings(RetrieverSettings)
     configure_logging(settings.log_level, "retriever")
     serve.run(create_app(settings), settings)

@@ -190,6 +190,7 @@ class Retrieval:
                     handle.id,
                     stale_after=s.job_stale_after,
                     heartbeat=s.job_heartbeat,
+                    give_up_after=s.job_give_up_after,
                 ) as lease:
                     if _complete(read_manifest(self.store, hit.study_uid), hit):
                         continue  # finished by another job while we waited for the lease
@@ -208,7 +209,7 @@ class Retrieval:
             """Progress callback; raising here aborts the association (pacs.associate)."""
             progress.update(uid, result)
             handle.check()
-            if lease.lost.is_set():
+            if not lease.held():
                 raise LeaseLost(uid)
 
         self.leases.expect(uid)
@@ -236,6 +237,8 @@ class Retrieval:
             # uploading it (it answers C-STOREs before its PUTs finish).
             time.sleep(0.5)
             handle.check()
+            if not lease.held():
+                raise LeaseLost(uid)
         manifest = build_manifest(self.store, uid, described, handle.id, method)
         if manifest.instance_count == 0 or manifest.instance_count < expected:
             raise IncompleteStudy(
@@ -248,6 +251,9 @@ class Retrieval:
                 f"study {uid}: {len(missing)} instance(s) the PACS listed at IMAGE level "
                 f"did not arrive (e.g. {sorted(missing)[0]})"
             )
+        handle.check()
+        if not lease.confirm():  # the fence: only a holder whose renewal just landed writes
+            raise LeaseLost(uid)
         write_manifest(self.store, manifest)
         log.info(
             "study stored",
