@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import subprocess
 from pathlib import Path
@@ -229,6 +230,13 @@ def test_two_patients_are_refused_before_anything_is_retrieved(
     assert "Ani" not in response.text and "Joko" not in response.text
     assert orthanc.move_requests() == 0 and orthanc.find_requests() == 0
     assert stack.keys("jobs/") == [] and stack.keys("instances/") == []
+    # The refusal itself is on the record (issue 18), without the patients' names.
+    events = [stack.store.get_json(k)[0] for k in stack.keys("audit/")]
+    refused = [e for e in events if e["action"] == "package" and e["outcome"] == "refused"]
+    assert len(refused) == 1, events
+    assert refused[0]["accession_numbers"] == [a.accession, b.accession]
+    assert "2 different patients" in refused[0]["reason"]
+    assert "Ani" not in json.dumps(events) and "Joko" not in json.dumps(events)
 
 
 def test_zip_holds_the_same_tree(

@@ -161,6 +161,17 @@ class Packaging:
             size=result.size,
             email_state=result.email.state if result.email else None,
         )
+        # The links are handed out once, here, with the result: a status GET that shows them
+        # later only reads (it writes no event and signs nothing).
+        audit.record_outcome(
+            self.store,
+            "packager",
+            "link",
+            "issued",
+            **about,
+            via="build",
+            expires_at=result.expires_at,
+        )
         return result.to_json()
 
     def _run(self, handle: JobHandle) -> PackageJobResult:

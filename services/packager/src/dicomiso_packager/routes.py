@@ -226,7 +226,19 @@ def make_router(
         summary="Make a disc image of one patient's studies, by accession number",
     )
     def create(body: PackageRequest, request: Request, response: Response) -> JobAccepted:
-        record = submit(body)
+        try:
+            record = submit(body)
+        except Conflict as exc:  # two patients: refused, and the refusal is on the record
+            audit(
+                store,
+                settings,
+                request,
+                "package",
+                "refused",
+                accession_numbers=list(canonical(body, settings).accession_numbers),
+                reason=str(exc),
+            )
+            raise
         audited(request, record)
         return accepted(record, request, response, "package_status")
 
@@ -237,12 +249,11 @@ def make_router(
         dependencies=guarded,
         summary="State and progress of a package; the link when it is done",
     )
-    def status(job_id: str, request: Request) -> PackageStatus:
+    def status(job_id: str) -> PackageStatus:
         record = jobs.get(validate_job_id(job_id))
-        status = PackageStatus.of_package(record)
-        if status.download_url:  # showing the link is handing it out
-            link_issued(request, record, "status")
-        return status
+        # Reading writes nothing: the links shown were issued (and audited) when the package
+        # was built, or by "new link" / "e-mail again", which write their own events.
+        return PackageStatus.of_package(record)
 
     @router.get(
         "/v1/packages/{job_id}/download",
