@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -158,6 +159,16 @@ def test_newcomer_flow_package_verify_and_ctrl_c(dev_stack: DevStack, tmp_path: 
     result = json.loads(run.stdout)
     image = out / "BudiSantoso-MR001CT002.iso"
     assert image.exists(), (result, list(out.iterdir()))
+    # The same request again finds the package done: the JSON still has its phase and counts,
+    # and every time is ISO 8601; the text names the job.
+    again = dev_stack.cli("--json", "package", "MR.001,CT.002", "--download", str(out))
+    doc = json.loads(again.stdout)
+    assert doc["id"] == result["id"] and doc["phase"] == "done", doc
+    assert doc["counts"]["instances"] > 0, doc
+    for name in ("created_at", "updated_at", "expires_at"):
+        assert datetime.fromisoformat(doc[name]).tzinfo is not None, (name, doc[name])
+    text = dev_stack.cli("package", "MR.001,CT.002", "--download", str(out))
+    assert text.stdout.startswith(f"package {result['id']}: disc saved: "), text.stdout
     page = httpx.get(result["view_url"], trust_env=False, timeout=30)  # the online page
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'id="dicomiso-study">{' in page.text

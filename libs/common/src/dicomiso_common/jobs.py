@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
+from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
 from fastapi import Request, Response
@@ -490,10 +491,13 @@ class JobStatus(BaseModel):
     counts: dict[str, int]
     error: str | None
     result: dict[str, Any]
-    created_at: float
-    updated_at: float
-    heartbeat_at: float
+    created_at: str  # ISO 8601, UTC, like every other time in the API (the record keeps epochs)
+    updated_at: str
+    heartbeat_at: str
 
     @classmethod
     def of(cls, record: JobRecord) -> Self:
-        return cls(**record.model_dump(include=set(cls.model_fields)))
+        fields = record.model_dump(include=set(cls.model_fields))
+        for name in ("created_at", "updated_at", "heartbeat_at"):
+            fields[name] = datetime.fromtimestamp(fields[name], UTC).isoformat()
+        return cls(**fields)

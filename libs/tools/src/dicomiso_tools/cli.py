@@ -165,7 +165,9 @@ def _counts(view: JobView) -> str:
 
 
 def _job_doc(view: JobView, raw: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {**(raw or {}), **view.model_dump()}
+    """The job as JSON: the service's latest full answer wins over the view we followed (a
+    package found already done was never polled, so its view has no phase or counts)."""
+    return {**view.model_dump(), **(raw or {})}
 
 
 @app.command()
@@ -219,7 +221,7 @@ def package(
     path, size = download_to(url, target, pkg, out)
     out.done(
         {**_job_doc(view, pkg), "saved_to": str(path.resolve()), "saved_bytes": size},
-        f"disc saved: {path.resolve()} ({size} bytes, sha256 checked)",
+        f"package {job.id}: disc saved: {path.resolve()} ({size} bytes, sha256 checked)",
     )
 
 
@@ -452,7 +454,7 @@ def dev(
     no_his: Annotated[bool, typer.Option("--no-his", help="Names from the PACS, no HIS.")] = False,
     port_base: Annotated[int, typer.Option(help="Offset added to every standard port.")] = 0,
     state_dir: Annotated[
-        Path | None, typer.Option(help="Where the stack keeps its data [default ./.dicom-iso-dev].")
+        Path | None, typer.Option(help="Where the stack keeps its data (default ./.dicom-iso-dev).")
     ] = None,
 ) -> None:
     """Run the local stack (PACS, S3, HIS, the four services) until Ctrl-C."""
