@@ -20,13 +20,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from dicomiso_client.jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
 from dicomiso_client.lookup import LookupClient
 from dicomiso_client.models import JobView
-from dicomiso_common.audit import parse_since
 from dicomiso_common.errors import InvalidInput
+from dicomiso_common.since import parse_since
 
 from .download import download_to, target_of
 from .output import FAILED, OK, USAGE, Output, errors
 from .settings import ClientSettings
-from .verify import verify as verify_medium
 
 EPILOG = (
     "Exit codes: 0 ok; 1 the job failed, verify found problems, or a service answered with "
@@ -437,6 +436,8 @@ def verify(
     as_json: Json = False,
 ) -> None:
     """Check a disc image or ZIP: DICOMDIR, file IDs, references, PDI files, ISO names."""
+    from .verify import verify as verify_medium  # pydicom and pycdlib: only this command
+
     out = Output(as_json or bool(ctx.obj))
     report = verify_medium(file)
     if report.ok:
