@@ -465,5 +465,5 @@ def dev(
 
 
 def main() -> None:
-    """Entry point `dicom-iso`."""
+    """Run the command line (the console script `dicom-iso` comes in through __main__)."""
     app()
