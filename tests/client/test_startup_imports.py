@@ -14,8 +14,9 @@ import pytest
 
 # Each costs 0.1-1 s to import; none is needed by --help, lookup, status or the HTTP clients.
 HEAVY = ("fastapi", "starlette", "boto3", "botocore", "pydicom", "pynetdicom", "pycdlib", "numpy")
-# Optional imports of httpx/httpcore that the console script keeps out (dicomiso_tools.__main__).
-UNUSED = ("httpx._main", "pygments", "trio")
+# Optional imports of httpx/httpcore that the console script keeps out (dicomiso_tools.__main__),
+# and the progress bars, imported by the commands that draw one.
+UNUSED = ("httpx._main", "pygments", "trio", "rich.progress")
 
 _PROBE = """
 import json, sys

@@ -11,11 +11,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from dicomiso_client.jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
 from dicomiso_client.lookup import LookupClient
@@ -26,6 +25,9 @@ from dicomiso_common.since import parse_since
 from .download import download_to, target_of
 from .output import FAILED, OK, USAGE, Output, errors
 from .settings import ClientSettings
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 EPILOG = (
     "Exit codes: 0 ok; 1 the job failed, verify found problems, or a service answered with "
@@ -124,6 +126,8 @@ def _progress(out: Output, service: str) -> Iterator[Callable[[JobView], None]]:
     if not out.live:
         yield lambda _view: None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # a bar: ~0.1 s
+
     bars = _BARS.get(service, [])
     with Progress(
         TextColumn("{task.description}"),
