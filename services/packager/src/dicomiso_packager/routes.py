@@ -339,6 +339,8 @@ def make_router(
         accessions = [a.strip(" ") for a in accession_number.split(",") if a.strip(" ")]
         if not accessions:
             raise InvalidInput("accession_number is empty")
+        if len(accessions) > MAX_ACCESSIONS:
+            raise InvalidInput(f"at most {MAX_ACCESSIONS} accession numbers at a time")
         record = submit(PackageRequest(accession_numbers=accessions))
         audited(request, record)
         route = "package_download" if record.state == "succeeded" else "package_status"
