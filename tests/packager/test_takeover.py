@@ -4,6 +4,7 @@ nothing: the keys under packages/{id}/ are the job's, so they are the new owner'
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -53,9 +54,10 @@ def _handle(store: Store) -> JobHandle:
     )
 
 
-def _take_over(store: Store, handle: JobHandle) -> None:
+def _take_over(store: Store) -> None:
     """What a claim by replica b writes: the same record with b's run token."""
-    theirs = handle.record.model_copy(update={"owner": "b", "run": "run-b"})
+    record = JobRecord.model_validate(store.get_json(RECORD_KEY)[0])
+    theirs = record.model_copy(update={"owner": "b", "run": "run-b"})
     store.put_json(RECORD_KEY, theirs.model_dump())
 
 
@@ -74,7 +76,7 @@ def test_a_run_taken_over_writes_no_package_manifest(
 ) -> None:
     handle = _handle(store)
     request = PackageJobRequest.model_validate(handle.record.request)
-    _take_over(store, handle)
+    _take_over(store)
 
     with pytest.raises(JobLost):
         Packaging(settings, store)._publish(
@@ -84,10 +86,14 @@ def test_a_run_taken_over_writes_no_package_manifest(
     assert not store.exists(manifest_key_of(JOB))
 
 
-def test_a_run_taken_over_that_fails_leaves_the_new_owners_images(
-    store: Store, settings: PackagerSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _build_whose_iso_upload_fails(
+    store: Store,
+    settings: PackagerSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    meanwhile: Callable[[], None],
 ) -> None:
-    """Run a uploads the ZIP, is taken over, and its ISO upload fails: b's ZIP stays."""
+    """Run the upload step of a ZIP + ISO package whose ISO upload fails after `meanwhile`."""
     handle = _handle(store)
     request = PackageJobRequest.model_validate(handle.record.request)
     paths = {"zip": _zip(tmp_path), "iso": tmp_path / "image.iso"}
@@ -96,44 +102,34 @@ def test_a_run_taken_over_that_fails_leaves_the_new_owners_images(
     monkeypatch.setattr(Packaging, "_write_images", lambda *a, **k: paths)
     upload = Packaging._upload
 
-    def upload_then_lose(self: Packaging, package_id: str, fmt: str, *rest: Any) -> Any:
+    def upload_or_fail(self: Packaging, package_id: str, fmt: str, *rest: Any) -> Any:
         if fmt == "iso":
-            _take_over(store, handle)
-            store.put_bytes(image_key(JOB, "zip"), b"PK run b's image")
+            meanwhile()
             raise StoreError(f"uploading {image_key(JOB, 'iso')} failed: SlowDown")
         return upload(self, package_id, fmt, *rest)
 
-    monkeypatch.setattr(Packaging, "_upload", upload_then_lose)
-
+    monkeypatch.setattr(Packaging, "_upload", upload_or_fail)
     with pytest.raises(StoreError):
         Packaging(settings, store)._build_and_upload(
             handle, request, [], tmp_path, lambda f: f"A1.{f}"
         )
 
+
+def test_a_run_taken_over_that_fails_leaves_the_new_owners_images(
+    store: Store, settings: PackagerSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run a uploads the ZIP, is taken over, and its ISO upload fails: b's ZIP stays."""
+
+    def taken_over() -> None:
+        _take_over(store)
+        store.put_bytes(image_key(JOB, "zip"), b"PK run b's image")
+
+    _build_whose_iso_upload_fails(store, settings, tmp_path, monkeypatch, taken_over)
     assert store.get_bytes(image_key(JOB, "zip"))[0] == b"PK run b's image"
 
 
 def test_a_run_still_ours_that_fails_removes_its_images(
     store: Store, settings: PackagerSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handle = _handle(store)
-    request = PackageJobRequest.model_validate(handle.record.request)
-    paths = {"zip": _zip(tmp_path), "iso": tmp_path / "image.iso"}
-    paths["iso"].write_bytes(b"CD001")
-    monkeypatch.setattr(disc, "assemble", lambda *a, **k: _image())
-    monkeypatch.setattr(Packaging, "_write_images", lambda *a, **k: paths)
-    upload = Packaging._upload
-
-    def upload_then_fail(self: Packaging, package_id: str, fmt: str, *rest: Any) -> Any:
-        if fmt == "iso":
-            raise StoreError(f"uploading {image_key(JOB, 'iso')} failed: SlowDown")
-        return upload(self, package_id, fmt, *rest)
-
-    monkeypatch.setattr(Packaging, "_upload", upload_then_fail)
-
-    with pytest.raises(StoreError):
-        Packaging(settings, store)._build_and_upload(
-            handle, request, [], tmp_path, lambda f: f"A1.{f}"
-        )
-
+    _build_whose_iso_upload_fails(store, settings, tmp_path, monkeypatch, lambda: None)
     assert not store.exists(image_key(JOB, "zip"))
