@@ -191,7 +191,7 @@ def test_upload_replaced_by_another_writer_before_the_check_is_not_deleted(
             Metadata={"sha256": hashlib.sha256(b"their image").hexdigest()},
             ChecksumAlgorithm="SHA256",
         )
-        return head(**kwargs)  # type: ignore[arg-type]
+        return head(**kwargs)
 
     monkeypatch.setattr(store.client, "head_object", replaced_first)
     with pytest.raises(StoreError, match="checksum"):
