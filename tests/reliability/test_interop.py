@@ -348,6 +348,38 @@ def test_accession_in_other_padding_is_matched(
     record("pad", "", "C-MOVE", "works")
 
 
+PATIENT_ROOT = {
+    "1.2.840.10008.5.1.4.1.2.1.1",  # FIND
+    "1.2.840.10008.5.1.4.1.2.1.2",  # MOVE
+    "1.2.840.10008.5.1.4.1.2.1.3",  # GET
+}
+
+
+def test_patient_root_only_for_find_move_and_get(
+    make_lookup: Any, make_retriever: Any, quirky: Any, study_factory: Any
+) -> None:
+    """A PACS that accepts no Study Root model at all, C-FIND included, and holds Patient Root
+    to its hierarchy (PatientID on every move, get and query below STUDY level, else A900):
+    retrieval by accession works by C-MOVE and by C-GET, and lookup's PACS fallback finds
+    the patient, every request on a Patient Root model."""
+    pacs = quirky(Quirks(patient_root_only=True))
+    label = "Patient Root only, C-FIND included (pynetdicom SCP)"
+    for method, op in (("move", "C-MOVE"), ("get", "C-GET")):
+        study = small(study_factory, patient_id="PROOT-1")  # a new one: nothing reused
+        pacs.upload(study.files)
+        retriever, status = retrieve(make_retriever, pacs, study, method)
+        assert_complete(retriever, status, study)
+        record("proot", label, op, "works (Patient Root)")
+    r = make_lookup(pacs_aet=pacs.aet, pacs_port=pacs.dicom_port).get(
+        f"/v1/accessions/{study.accession}"
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["source"], r.json()["patient_id"]) == ("pacs", "PROOT-1")
+    assert pacs.models == PATIENT_ROOT
+    assert pacs.requests["Move"] == 1 and pacs.requests["Get"] == 1, pacs.requests
+    record("proot", label, "lookup (C-FIND)", "works (Patient Root)")
+
+
 def test_stray_answers_are_dropped(
     make_lookup: Any, make_retriever: Any, quirky: Any, study_factory: Any
 ) -> None:
