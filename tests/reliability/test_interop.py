@@ -40,8 +40,8 @@ ROWS: dict[str, str] = {}  # row key -> label, in the order the tests record the
 CELLS: dict[tuple[str, str], str] = {}
 MR = "1.2.840.10008.5.1.4.1.1.4"
 # Storage SOP classes newer than dcmtk 3.6.7: Orthanc 1.10.1 (built on it) accepts them with
-# UnknownSopClassAccepted but cannot send them as C-GET sub-operations (it answers no
-# SCP/SCU role for them), as it cannot for private classes.
+# UnknownSopClassAccepted but cannot send them as C-GET sub-operations (the association
+# gets no context with the SCP role for them), as it cannot for private classes.
 _NEWER_THAN_DCMTK_367 = {
     "1.2.840.10008.5.1.4.1.1." + s
     for s in (
@@ -192,15 +192,20 @@ def test_a_get_needing_more_contexts_than_one_association_is_split_by_series(
 
 def test_patient_root_only(make_retriever: Any, dcmqrscp_factory: Any, study_factory: Any) -> None:
     """-QS: dcmqrscp without the Study Root model for move and get; they go by Patient Root
-    (with PatientID). It still answers a Study Root C-FIND, so the C-FIND fallback to Patient
-    Root is not exercised by a real server here (docs/conformance.md 8.4 says so)."""
+    (with PatientID). It still answers a Study Root C-FIND: the C-FIND fallback to Patient
+    Root is proven against quirkypacs (test_patient_root_only_for_find_move_and_get)."""
     pacs = dcmqrscp_factory(options=("-QS",))
     study = small(study_factory)
     pacs.upload(study.files)
     for method, op in (("move", "C-MOVE"), ("get", "C-GET")):
         retriever, status = retrieve(make_retriever, pacs, study, method)
         assert_complete(retriever, status, study)
-        record("qs", "dcmqrscp `-QS` (move/get: Patient Root only)", op, "works (Patient Root)")
+        record(
+            "qs",
+            "dcmqrscp 3.6.7 `-QS`: Patient Root only for move/get (C-FIND still Study Root)",
+            op,
+            "works (Patient Root)",
+        )
 
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
@@ -229,7 +234,7 @@ def test_compressed_archive(
         cmd = [dcmtk_bin("dcmcjpeg"), str(path), str(out / path.name)]
         subprocess.run(cmd, check=True, env=dcmtk_env())
     pacs.upload(sorted(out.iterdir()), "-xs")
-    label = "dcmqrscp holds JPEG Lossless and proposes it (`+xs -xs`)"
+    label = "dcmqrscp 3.6.7 holds JPEG Lossless and proposes it (`+xs -xs`)"
     # dcmqrscp 3.6.7 sends a C-GET's instance on the first context accepted for its SOP
     # class (ours: uncompressed) and cannot decompress: every sub-operation fails, the retry
     # has nothing new to propose, the job fails with the reason and nothing is stored.
@@ -267,7 +272,7 @@ def test_one_association_at_a_time(
     assert any("transient rejection" in r.getMessage() for r in caplog.records)
     record(
         "one",
-        "dcmqrscp, one association at a time (`MaxAssociations 1`)",
+        "dcmqrscp 3.6.7, one association at a time (`MaxAssociations 1`)",
         "C-MOVE",
         "works (busy: retried)",
     )
@@ -290,7 +295,7 @@ def test_small_maximum_pdu(make_retriever: Any, dcmqrscp_factory: Any, study_fac
     for method, op in (("move", "C-MOVE"), ("get", "C-GET")):
         retriever, status = retrieve(make_retriever, pacs, study, method, scp_max_pdu=4096)
         assert_complete(retriever, status, study)
-        record("pdu", "dcmqrscp and our SCP, maximum PDU 4096", op, "works")
+        record("pdu", "dcmqrscp 3.6.7 and our SCP, maximum PDU 4096", op, "works")
 
 
 def test_an_instance_missing_from_the_archive_fails_the_job(
@@ -307,13 +312,15 @@ def test_an_instance_missing_from_the_archive_fails_the_job(
         assert_failed(retriever, status, study, "1 of 3 instances failed")
         record(
             "gone",
-            "dcmqrscp with one instance's file deleted",
+            "dcmqrscp 3.6.7 with one instance's file deleted",
             op,
             "job fails: 1 of 3 instances failed",
         )
 
 
 # -- behaviours from a small pynetdicom SCP ---------------------------------------------------
+
+Q = "pynetdicom SCP (quirkypacs): "  # the rows below: which server proved them
 
 
 @pytest.fixture
@@ -344,7 +351,7 @@ def test_accession_in_other_padding_is_matched(
         f"/v1/accessions/{study.accession}"
     )
     assert r.status_code == 200, r.text
-    record("pad", "accession answered as `' ACC\\0'`", "lookup (C-FIND)", "works")
+    record("pad", Q + "accession answered as `' ACC\\0'`", "lookup (C-FIND)", "works")
     record("pad", "", "C-MOVE", "works")
 
 
@@ -363,7 +370,7 @@ def test_patient_root_only_for_find_move_and_get(
     retrieval by accession works by C-MOVE and by C-GET, and lookup's PACS fallback finds
     the patient, every request on a Patient Root model."""
     pacs = quirky(Quirks(patient_root_only=True))
-    label = "Patient Root only, C-FIND included (pynetdicom SCP)"
+    label = Q + "Patient Root only for find, move and get"
     for method, op in (("move", "C-MOVE"), ("get", "C-GET")):
         study = small(study_factory, patient_id="PROOT-1")  # a new one: nothing reused
         pacs.upload(study.files)
@@ -408,7 +415,7 @@ def test_stray_answers_are_dropped(
     assert r.status_code == 200 and r.json()["patient_id"] == study.patient_id, r.text
     record(
         "stray",
-        "answers with other accessions, wildcards, other patients",
+        Q + "answers with other accessions, wildcards, other patients",
         "lookup (C-FIND)",
         "stray answers dropped",
     )
@@ -429,7 +436,7 @@ def test_an_instance_listed_but_never_sent_fails_the_job(
     assert "IMAGE-level C-FIND" in status["error"]
     record(
         "drop",
-        "lists an instance it never sends, no counts",
+        Q + "lists an instance it never sends, no counts",
         "C-MOVE" if method == "move" else "C-GET",
         "job fails: instance did not arrive",
     )
@@ -447,7 +454,7 @@ def test_a_get_that_sends_another_studys_instance_fails(
     assert not retriever.keys(f"instances/{other.study_uid}/")
     record(
         "foreign",
-        "C-GET sends an instance of another study",
+        Q + "C-GET sends an instance of another study",
         "C-GET",
         "job fails; foreign instance refused",
     )
@@ -465,7 +472,7 @@ def test_an_association_aborted_mid_study_fails(
     assert_failed(retriever, status, study, "aborted the association")
     record(
         "abort",
-        "aborts the association mid-study",
+        Q + "aborts the association mid-study",
         "C-MOVE" if method == "move" else "C-GET",
         "job fails with the reason",
     )
@@ -488,7 +495,10 @@ def test_big_endian_only_on_a_move(
     assert_complete(retriever, status, study)
     assert _syntaxes(retriever, study) == {"1.2.840.10008.1.2.2"}
     record(
-        "be", "sends only big endian on its moves", "C-MOVE", "works (big endian stored as sent)"
+        "be",
+        Q + "sends only big endian on its moves",
+        "C-MOVE",
+        "works (big endian stored as sent)",
     )
 
 
@@ -505,7 +515,7 @@ def test_wrong_sop_classes_in_study_are_retried_with_the_needed_context(
     negotiation = status["result"]["studies"][0]["negotiation"]
     assert negotiation["sop_classes"] == ["1.2.840.10008.5.1.4.1.1.2"]
     assert [MR in r["sop_classes"] for r in negotiation["retries"]] == [True]
-    record("classes", "SOPClassesInStudy misses a class", "C-GET", "works after one retry")
+    record("classes", Q + "SOPClassesInStudy misses a class", "C-GET", "works after one retry")
 
 
 # -- the matrix -------------------------------------------------------------------------------
