@@ -164,6 +164,7 @@ def test_a_get_needing_more_contexts_than_one_association_is_split_by_series(
     retriever = make_retriever(pacs=pacs)
     status = retriever.run({"accession_numbers": ["MANY-GET"], "method": "get"})
     assert status["state"] == "succeeded", status.get("error")
+    assert status["counts"]["received"] == 140, status["counts"]
     negotiation = status["result"]["studies"][0]["negotiation"]
     assert negotiation["split_by_series"] is True
     assert negotiation["associations"] == 2
