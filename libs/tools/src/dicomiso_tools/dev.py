@@ -171,6 +171,10 @@ class Stack:
             "DicomAet": "ABPACS",
             "DicomPort": self.ports.pacs,
             "DicomCheckCalledAet": True,
+            # Orthanc 1.10 listens on every interface (it cannot bind one address): its DICOM
+            # port answers only CDRECORD calling from 127.0.0.1, its HTTP port only loopback.
+            "DicomCheckModalityHost": True,
+            **{f"DicomAlwaysAllow{s}": False for s in ("Echo", "Find", "Get", "Move", "Store")},
             "DicomModalities": {"cdrecord": ["CDRECORD", "127.0.0.1", self.ports.scp]},
             "DefaultEncoding": "Utf8",
             "DeidentifyLogs": True,
