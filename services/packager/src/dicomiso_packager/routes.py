@@ -23,7 +23,9 @@ from dicomiso_common.jobs import (
     records_prefix,
     validate_job_id,
 )
+from dicomiso_common.manifests import load_manifest
 from dicomiso_common.models import EmailOutcome, PackageImage, PackageJobRequest
+from dicomiso_common.names import person_name
 from dicomiso_common.store import MAX_LINK_TTL, Store
 
 from . import mail
@@ -112,6 +114,19 @@ class PackageSummary(BaseModel):
     link_expires_at: str | None
     deleted_after: str
     email: str | None
+    patient_name: str | None = None  # display form, from the first study's manifest
+
+
+def patient_name(store: Store, record: JobRecord) -> str | None:
+    """The patient of a finished package (display form), from its first study's manifest."""
+    uids = package_result(record).study_uids or ()
+    if not uids:
+        return None
+    try:
+        raw = load_manifest(store, uids[0]).patient.name
+    except DicomisoError:
+        return None
+    return person_name(raw).display if raw else None
 
 
 class FreshLink(BaseModel):
@@ -125,7 +140,9 @@ class FreshLink(BaseModel):
     size: int | None
 
 
-def package_summary(record: JobRecord, settings: PackagerSettings) -> PackageSummary:
+def package_summary(
+    record: JobRecord, settings: PackagerSettings, name: str | None = None
+) -> PackageSummary:
     """One row of the recent-packages list (the record's own data, nothing re-signed)."""
     wanted, r = package_request(record), package_result(record)
     created = datetime.fromtimestamp(record.created_at, UTC)
@@ -144,6 +161,7 @@ def package_summary(record: JobRecord, settings: PackagerSettings) -> PackageSum
         link_expires_at=r.expires_at,
         deleted_after=(created + timedelta(days=settings.package_expiry_days)).isoformat(),
         email=r.email.state if r.email else None,
+        patient_name=name,
     )
 
 
@@ -277,7 +295,10 @@ def make_router(
         summary="The newest packages (from the job records in the bucket)",
     )
     def recent() -> list[PackageSummary]:
-        return [package_summary(r, settings) for r in recent_packages(store, settings)]
+        records = recent_packages(store, settings)
+        with ThreadPoolExecutor(8) as pool:
+            names = list(pool.map(lambda r: patient_name(store, r), records))
+        return [package_summary(r, settings, n) for r, n in zip(records, names, strict=True)]
 
     @router.post(
         "/v1/packages/{job_id}/link",
@@ -298,7 +319,7 @@ def make_router(
         to = check_email(body.email)
         record = _done(jobs, job_id)
         if not mail.mail_enabled(settings):
-            raise Conflict("e-mail is not configured on this server (DICOMISO_SMTP_URL)")
+            raise Conflict(mail.NOT_CONFIGURED)
         about: dict[str, Any] = {
             "job_id": record.id,
             "email": to,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dicomiso_client import ForwarderClient
@@ -42,6 +42,13 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+# The tab's icon: a disc, inline (no binary file in the repository); browsers ask for
+# /favicon.ico whatever the page links, so both names answer.
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<circle cx="16" cy="16" r="15" fill="#0b5cad"/>'
+    '<circle cx="16" cy="16" r="4" fill="#fff"/></svg>'
+)
 MAX_ACCESSIONS = 50
 # A deliberately plain address check (no quoted local parts, no IP literals): the value goes
 # into an SMTP envelope, so anything exotic is refused rather than interpreted.
@@ -93,6 +100,15 @@ def page_router(settings: PackagerSettings) -> APIRouter:
     @router.get("/", response_class=HTMLResponse, summary="The staff page")
     def index() -> HTMLResponse:
         return page(settings)
+
+    @router.get("/favicon.ico", include_in_schema=False)
+    @router.get("/favicon.svg", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(
+            FAVICON,
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "max-age=86400", "X-Content-Type-Options": "nosniff"},
+        )
 
     @router.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
@@ -159,6 +175,26 @@ def _accessions(values: list[Any]) -> list[str]:
     return list(dict.fromkeys(checked))
 
 
+def unknown_reason(lookup: Any, accessions: list[str]) -> str:
+    """What a clerk reads when numbers are not found: which ones, and what to do."""
+    missing = []
+    for accession in accessions:
+        try:
+            lookup.resolve([accession])
+        except NotFound:
+            missing.append(accession)
+    if len(missing) == 1:
+        return (
+            f"No examination with number {missing[0]} was found. "
+            "Check the number on the request form."
+        )
+    listed = ", ".join(missing) if missing else ", ".join(accessions)
+    return (
+        f"No examinations with the numbers {listed} were found. "
+        "Check the numbers on the request form."
+    )
+
+
 def studies_in_bucket(store: Store, accession: str) -> list[dict[str, Any]] | None:
     """Dates and descriptions of the accession's studies if they were retrieved before, else None
     (lookup knows the patient only; the PACS is asked once the clerk confirms)."""
@@ -206,7 +242,10 @@ def make_web_router(
         accessions = _accessions(body.accession_numbers)
         audit(store, settings, request, "preview", accession_numbers=accessions)
         with packaging.lookup() as lookup:
-            resolved = lookup.resolve(accessions)
+            try:
+                resolved = lookup.resolve(accessions)
+            except NotFound as exc:
+                raise NotFound(unknown_reason(lookup, accessions)) from exc
         rows = [
             {
                 "accession_number": a.accession_number,
