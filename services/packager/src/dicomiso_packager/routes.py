@@ -23,9 +23,7 @@ from dicomiso_common.jobs import (
     records_prefix,
     validate_job_id,
 )
-from dicomiso_common.manifests import load_manifest
 from dicomiso_common.models import EmailOutcome, PackageImage, PackageJobRequest
-from dicomiso_common.names import person_name
 from dicomiso_common.store import MAX_LINK_TTL, Store
 
 from . import mail
@@ -114,19 +112,7 @@ class PackageSummary(BaseModel):
     link_expires_at: str | None
     deleted_after: str
     email: str | None
-    patient_name: str | None = None  # display form, from the first study's manifest
-
-
-def patient_name(store: Store, record: JobRecord) -> str | None:
-    """The patient of a finished package (display form), from its first study's manifest."""
-    uids = package_result(record).study_uids or ()
-    if not uids:
-        return None
-    try:
-        raw = load_manifest(store, uids[0]).patient.name
-    except DicomisoError:
-        return None
-    return person_name(raw).display if raw else None
+    patient_name: str | None = None  # display form, as the HIS gave it
 
 
 class FreshLink(BaseModel):
@@ -140,9 +126,7 @@ class FreshLink(BaseModel):
     size: int | None
 
 
-def package_summary(
-    record: JobRecord, settings: PackagerSettings, name: str | None = None
-) -> PackageSummary:
+def package_summary(record: JobRecord, settings: PackagerSettings) -> PackageSummary:
     """One row of the recent-packages list (the record's own data, nothing re-signed)."""
     wanted, r = package_request(record), package_result(record)
     created = datetime.fromtimestamp(record.created_at, UTC)
@@ -161,7 +145,7 @@ def package_summary(
         link_expires_at=r.expires_at,
         deleted_after=(created + timedelta(days=settings.package_expiry_days)).isoformat(),
         email=r.email.state if r.email else None,
-        patient_name=name,
+        patient_name=r.patient_name,
     )
 
 
@@ -295,10 +279,7 @@ def make_router(
         summary="The newest packages (from the job records in the bucket)",
     )
     def recent() -> list[PackageSummary]:
-        records = recent_packages(store, settings)
-        with ThreadPoolExecutor(8) as pool:
-            names = list(pool.map(lambda r: patient_name(store, r), records))
-        return [package_summary(r, settings, n) for r, n in zip(records, names, strict=True)]
+        return [package_summary(r, settings) for r in recent_packages(store, settings)]
 
     @router.post(
         "/v1/packages/{job_id}/link",
