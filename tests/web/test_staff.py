@@ -62,7 +62,7 @@ def test_one_patient_start_to_next_patient_with_mail_off(
     """Identity shown, building, done: axe clean each time; mail switched off in both places
     with one sentence; dates unambiguous; "Next patient" clears everything of this patient;
     the recent list shows a friendly state and the patient's name; favicon served."""
-    study = _small(study_factory, patient_id="RM-WEB-18")
+    study = _small(study_factory, patient_id="RM-WEB-18", study_date="20260417")
     orthanc.upload(study.files)
     stack = make_web_stack()
     add_patient(stack.his, "RM-WEB-18", "Dewi Kartika", [study.accession])
@@ -78,6 +78,13 @@ def test_one_patient_start_to_next_patient_with_mail_off(
     page.el("accessions").send_keys(study.accession)
     page.el("check").click()
     page.visible("confirm")
+    row = page.driver.find_element(By.CSS_SELECTOR, "#preview-rows tr")
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    # Name and ID from the HIS; birth date, sex and the study from a C-FIND of the PACS.
+    assert cells[1:5] == ["Dewi Kartika", "RM-WEB-18", "1 Jan 1970", "Female"], cells
+    assert cells[5] == f"17 Apr 2026, CT/MR, Synthetic study, {len(study.files)} images", cells
+    assert orthanc.find_requests() >= 1 and orthanc.move_requests() == 0
+    assert stack.keys("instances/") == []  # nothing retrieved before the clerk confirms
     assert page.axe("identity") == []
 
     page.el("confirm").click()

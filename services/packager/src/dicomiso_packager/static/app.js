@@ -56,9 +56,6 @@ function when(iso) {
     `${pad(d.getHours())}:${pad(d.getMinutes())} (${zone})`;
 }
 
-function dicomDate(value) {
-  return /^\d{8}$/.test(value || "") ? `${value.slice(0, 4)}-${value.slice(4, 6)}-${value.slice(6)}` : (value || "");
-}
 
 async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
@@ -125,10 +122,20 @@ async function checkPatient(event) {
   }
 }
 
+const SEXES = { M: "Male", F: "Female", O: "Other" };
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+// 19800417 -> "17 Apr 1980": day, month name, year (no 04/05 ambiguity).
+function dicomDate(value) {
+  const m = /^(\d{4})(\d{2})(\d{2})$/.exec(value || "");
+  if (!m || +m[2] < 1 || +m[2] > 12) return value || "";
+  return `${+m[3]} ${MONTHS[+m[2] - 1]} ${m[1]}`;
+}
+
 function studyText(studies) {
-  if (studies === null) return "Not retrieved yet: dates and descriptions appear after the disc is made.";
-  if (!studies.length) return "None found";
-  return studies.map((s) => [dicomDate(s.date), s.description, (s.modalities || []).join("/"),
+  if (studies === null) return "Not available now: the PACS did not answer. The disc can still be made.";
+  if (!studies.length) return "No images found in the PACS for this number.";
+  return studies.map((s) => [dicomDate(s.date), (s.modalities || []).join("/"), s.description,
                              s.instances == null ? "" : `${s.instances} images`]
     .filter(Boolean).join(", ")).join("; ");
 }
@@ -137,7 +144,8 @@ function renderPreview(preview) {
   const rows = $("preview-rows");
   rows.replaceChildren(...preview.accessions.map((a) => el("tr", {},
     el("td", { text: a.accession_number }), el("td", { text: a.patient_name }),
-    el("td", { text: a.patient_id }), el("td", { text: studyText(a.studies) }))));
+    el("td", { text: a.patient_id }), el("td", { text: dicomDate(a.birth_date) || "Unknown" }),
+    el("td", { text: SEXES[a.sex] || a.sex || "Unknown" }), el("td", { text: studyText(a.studies) }))));
   const ok = preview.same_patient;
   $("preview-reason").textContent = ok ? "" : `Refused: ${preview.reason}`;
   show("preview-reason", !ok);
