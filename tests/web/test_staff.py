@@ -7,10 +7,13 @@ import re
 import urllib.request
 from typing import Any
 
+import httpx
 from selenium.webdriver.common.by import By
-from web.test_page import _small
 
 from support.mariadb import add_patient
+
+from .conftest import TOKEN
+from .test_page import _small
 
 # 2026-12-05 01:33 (UTC+00:00): year first, 24-hour clock, the zone named.
 WHEN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} \(UTC[+-]\d{2}:\d{2}\)")
@@ -99,6 +102,13 @@ def test_one_patient_start_to_next_patient_with_mail_off(
     assert not page.el("mail-to").is_enabled() and not page.el("mail-send").is_enabled()
     assert page.el("mail-to-off").text.startswith(MAIL_OFF)
     assert "DICOMISO" not in page.driver.find_element(By.TAG_NAME, "body").text
+    job_id = page.driver.current_url.split("?job=")[1]
+    refused = httpx.post(
+        f"{stack.url}/v1/packages/{job_id}/email",
+        json={"email": "patient@example.org"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert refused.status_code == 409 and refused.json()["detail"].startswith(MAIL_OFF)
 
     row = page.wait(
         lambda: [
