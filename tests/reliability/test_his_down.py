@@ -43,9 +43,11 @@ def test_his_cut_is_503_with_retry_after_and_starts_nothing(
         assert done["state"] == "succeeded", done
         assert done["attempt"] == 1  # the refused requests never made a job
         job = done["id"]
-        assert sorted(system.keys("packages/")) == [
+        assert sorted(system.keys("packages/")) == [  # both images, manifest, online page
             f"packages/{job}/{job}.iso",
             f"packages/{job}/{job}.json",
+            f"packages/{job}/{job}.zip",
+            f"packages/{job}/view.html",
         ]
     finally:
         proxy.stop()
