@@ -28,6 +28,7 @@ def test_studies_of_an_unknown_accession_is_empty_and_a_wildcard_is_refused(
     make_retriever: Any, orthanc: Any
 ) -> None:
     retriever = make_retriever()
+    orthanc.mark()
 
     unknown = retriever.client.get("/v1/studies", params={"accession_number": "NOPE.9"})
     wildcard = retriever.client.get("/v1/studies", params={"accession_number": "MR*"})

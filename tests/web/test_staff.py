@@ -26,6 +26,7 @@ def test_errors_in_clerk_words_and_axe_on_empty_and_error(
     """An unknown number names the number and what to do; `MR 001;` is called malformed (not
     split into MR and 001, so nothing is asked of the HIS); no serious axe violation."""
     stack = make_web_stack()
+    orthanc.mark()
     page.open(stack.url + "/")
     page.sign_in()
     # The harness sees what it should: an image without a text alternative is critical.
@@ -69,6 +70,7 @@ def test_one_patient_start_to_next_patient_with_mail_off(
     orthanc.upload(study.files)
     stack = make_web_stack()
     add_patient(stack.his, "RM-WEB-18", "Dewi Kartika", [study.accession])
+    orthanc.mark()
 
     with urllib.request.urlopen(stack.url + "/favicon.ico") as icon:
         assert icon.status == 200 and icon.headers["Content-Type"].startswith("image/svg+xml")
