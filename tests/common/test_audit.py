@@ -9,6 +9,7 @@ import pytest
 
 from dicomiso_common import audit
 from dicomiso_common.errors import InvalidInput
+from dicomiso_common.since import parse_since
 from dicomiso_common.store import Store
 
 NOW = datetime(2024, 5, 3, 12, 0, tzinfo=UTC)
@@ -57,13 +58,13 @@ def test_an_event_key_is_a_day_and_an_id_and_the_body_holds_the_accessions(store
     ],
 )
 def test_since_is_a_duration_or_an_iso_date(value: str, expected: datetime) -> None:
-    assert audit.parse_since(value, NOW) == expected
+    assert parse_since(value, NOW) == expected
 
 
 @pytest.mark.parametrize("value", ["", "1y", "yesterday", "-1h", "1 h"])
 def test_a_since_that_is_neither_is_invalid_input(value: str) -> None:
     with pytest.raises(InvalidInput):
-        audit.parse_since(value, NOW)
+        parse_since(value, NOW)
 
 
 def test_events_since_reads_only_the_days_asked_for_oldest_first(

@@ -10,9 +10,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from dicomiso_common.auth import bearer_guard
-from dicomiso_common.errors import InvalidInput, StoreError, add_problem_handlers
+from dicomiso_common.errors import InvalidInput, StoreError
 from dicomiso_common.logs import JsonFormatter
 from dicomiso_common.ops import add_ops_routes
+from dicomiso_common.problems import add_problem_handlers
 from dicomiso_common.settings import CommonSettings
 
 

@@ -173,6 +173,32 @@ def test_upload_whose_bytes_differ_from_the_file_is_removed(store: Store) -> Non
     assert not store.exists("instances/1/2/4.dcm")
 
 
+def test_upload_replaced_by_another_writer_before_the_check_is_not_deleted(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of one job write the same key (a take-over): when the other's object lands
+    between our upload and our check, ours fails and theirs is left alone."""
+    key = "packages/p/p.zip"
+    path = tmp_path / "ours.zip"
+    path.write_bytes(b"our image")
+    head = store.client.head_object
+
+    def replaced_first(**kwargs: object) -> object:
+        store.client.put_object(
+            Bucket=store.bucket,
+            Key=key,
+            Body=b"their image",
+            Metadata={"sha256": hashlib.sha256(b"their image").hexdigest()},
+            ChecksumAlgorithm="SHA256",
+        )
+        return head(**kwargs)
+
+    monkeypatch.setattr(store.client, "head_object", replaced_first)
+    with pytest.raises(StoreError, match="checksum"):
+        store.upload_path(key, path, metadata={"sha256": hashlib.sha256(b"our image").hexdigest()})
+    assert store.get_bytes(key)[0] == b"their image"
+
+
 def test_connection_lost_mid_read_is_a_store_error(store: Store) -> None:
     """A body cut off half-way raises our StoreError, not botocore's error (the forwarder and
     the packager read instances through Store.open and handle StoreError only)."""

@@ -12,13 +12,13 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomiso_common.store import Store
 from support.dcmtk import StoreSCP, dcmtk_bin, dcmtk_env
 from support.dicomcmp import same_dataset
 from support.net import free_port
+from support.studies import many_classes
 
 from .conftest import seed
 
@@ -197,32 +197,10 @@ def test_bad_requests_are_422_and_send_nothing(
     assert list(store.list("jobs/")) == []
 
 
-def _many_classes(out: Path, n: int, classes: int) -> list[Path]:
-    """n instances spread over `classes` distinct (private) SOP classes, one study."""
-    out.mkdir()
-    study, series = generate_uid(), generate_uid()
-    files = []
-    for i in range(n):
-        ds = Dataset()
-        ds.SOPClassUID = f"1.2.826.0.1.3680043.8.498.77.{i % classes + 1}"
-        ds.SOPInstanceUID = generate_uid()
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.PatientID, ds.PatientName, ds.Modality = "MANY1", "Many^Classes", "OT"
-        ds.AccessionNumber, ds.InstanceNumber = "MANY1", i + 1
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        path = out / f"{i:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
-    return files
-
-
 def test_140_sop_classes_go_through_despite_the_128_context_limit(
     make_forwarder: Any, store: Store, tmp_path: Path
 ) -> None:
-    files = _many_classes(tmp_path / "many", 300, 140)
+    files = many_classes(tmp_path / "many", 300, 140)
     study_uid = seed(store, files)
     with StoreSCP(tmp_path / "recv", aet="ANYSCP", accept=("--accept-all", "--promiscuous")) as scp:
         forwarder = make_forwarder({"any": _peer("ANYSCP", scp.port, max_associations=1)})

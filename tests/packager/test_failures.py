@@ -64,6 +64,9 @@ def test_bad_requests_are_422_and_start_nothing(make_stack: Any) -> None:
         assert response.status_code == 422, (body, response.text)
         assert response.headers["content-type"] == "application/problem+json"
     assert stack.packager.get("/mkiso?accession_number=A%2A").status_code == 422
+    too_many = stack.packager.get("/mkiso?accession_number=" + ",".join(["A1"] * 51))
+    assert too_many.status_code == 422, too_many.text
+    assert "50" in too_many.json()["detail"]
     assert stack.keys("jobs/") == []
 
 

@@ -137,6 +137,16 @@ def test_download_route_redirects_to_a_fresh_link_and_same_request_is_same_packa
     assert legacy.headers["location"].endswith(f"/v1/packages/{status['id']}/download")
     assert len([k for k in stack.keys("packages/") if k.endswith(".iso")]) == 1
 
+    # Removed by the bucket's lifecycle: no link to a missing image, a 404 with the reason.
+    for key in stack.keys(f"packages/{status['id']}/"):
+        stack.store.delete(key)
+    for gone in (
+        stack.packager.get(f"/v1/packages/{status['id']}/download", follow_redirects=False),
+        stack.packager.post(f"/v1/packages/{status['id']}/link"),
+    ):
+        assert gone.status_code == 404, gone.text
+        assert "expired" in gone.json()["detail"]
+
 
 def test_two_accessions_of_one_patient_make_one_disc_named_after_the_patient(
     make_stack: Any,

@@ -25,17 +25,34 @@ import pydicom
 import pytest
 from forwarder.conftest import make_forwarder, seed, store  # noqa: F401 - fixtures
 from lookup.conftest import make_lookup  # noqa: F401 - fixture
+from pynetdicom import AllStoragePresentationContexts
 from retriever.conftest import make_retriever  # noqa: F401 - fixture
 
 from support.dcmtk import dcmtk_bin, dcmtk_env
+from support.dicomcmp import same_dataset
 from support.net import free_port
 from support.quirkypacs import Quirks, QuirkyPacs
+from support.studies import many_classes
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
 OPS = ["lookup (C-FIND)", "C-MOVE", "C-GET", "forward (C-STORE)"]
 ROWS: dict[str, str] = {}  # row key -> label, in the order the tests record them
 CELLS: dict[tuple[str, str], str] = {}
 MR = "1.2.840.10008.5.1.4.1.1.4"
+# Storage SOP classes newer than dcmtk 3.6.7: Orthanc 1.10.1 (built on it) accepts them with
+# UnknownSopClassAccepted but cannot send them as C-GET sub-operations (the association
+# gets no context with the SCP role for them), as it cannot for private classes.
+_NEWER_THAN_DCMTK_367 = {
+    "1.2.840.10008.5.1.4.1.1." + s
+    for s in (
+        "11.12 481.23 481.24 481.25 6.3 66.7 66.8 77.1.8 77.1.9 88.77 9.1.4 9.100.1 9.100.2"
+    ).split()
+} | {"1.2.840.10008.5.1.4.34.10", "1.2.840.10008.5.1.4.34.7"}
+STANDARD_CLASSES = sorted(
+    str(c.abstract_syntax)
+    for c in AllStoragePresentationContexts
+    if str(c.abstract_syntax) not in _NEWER_THAN_DCMTK_367
+)
 
 
 def record(row: str, label: str, op: str, result: str) -> None:
@@ -126,9 +143,49 @@ def test_forward(make_forwarder: Any, store: Any, any_pacs: Any, study_factory: 
         peer["max_associations"] = 1
     forwarder = make_forwarder({"peer": peer})
     status = forwarder.run({"accession_numbers": [study.accession], "destination": "peer"})
-    assert status["state"] == "succeeded", status
+    assert status["state"] == "succeeded", status.get("error")
     assert any_pacs.sop_uids_of_study(study.study_uid) == set(study.sop_uids)
     record(any_pacs.name, _label(any_pacs), "forward (C-STORE)", "works")
+
+
+def test_a_get_needing_more_contexts_than_one_association_is_split_by_series(
+    make_retriever: Any, orthanc_factory: Any, tmp_path: Path
+) -> None:
+    """Orthanc holds one study of 140 private SOP classes in 2 series of 70: more than the 126
+    storage contexts one C-GET association can propose. The retriever splits the C-GET by
+    series over two associations (SOPClassUID from IMAGE-level C-FIND says which series holds
+    which classes) and every instance arrives, byte for byte as Orthanc holds it."""
+    pacs = orthanc_factory(aet="MANYPACS", extra_config={"UnknownSopClassAccepted": True})
+    files = many_classes(
+        tmp_path / "many", 140, STANDARD_CLASSES[:140], series=2, accession="MANY-GET"
+    )
+    pacs.upload(files)
+    study_uid = str(pydicom.dcmread(files[0]).StudyInstanceUID)
+    retriever = make_retriever(pacs=pacs)
+    status = retriever.run({"accession_numbers": ["MANY-GET"], "method": "get"})
+    assert status["state"] == "succeeded", status.get("error")
+    assert status["counts"]["received"] == 140, status["counts"]
+    negotiation = status["result"]["studies"][0]["negotiation"]
+    assert negotiation["split_by_series"] is True
+    assert negotiation["associations"] == 2
+    assert all(n <= 126 for n in negotiation["contexts"]), negotiation
+    assert len(negotiation["sop_classes"]) == 140
+    held = {}
+    for orthanc_id in pacs.instance_ids_of_study(study_uid):
+        data = pacs.instance_file(orthanc_id)
+        held[str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)] = data
+    assert len(held) == 140
+    for key in retriever.keys(f"instances/{study_uid}/"):
+        data, _ = retriever.store.get_bytes(key)
+        sop_uid = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+        assert same_dataset(data, held.pop(sop_uid)) == [], sop_uid
+    assert not held, f"{len(held)} instances never arrived"
+    record(
+        "split",
+        "Orthanc 1.10.1, one study of 140 SOP classes in 2 series",
+        "C-GET",
+        "works: split by series over 2 associations",
+    )
 
 
 # -- dcmqrscp configured like the archives a site meets --------------------------------------
@@ -136,15 +193,20 @@ def test_forward(make_forwarder: Any, store: Any, any_pacs: Any, study_factory: 
 
 def test_patient_root_only(make_retriever: Any, dcmqrscp_factory: Any, study_factory: Any) -> None:
     """-QS: dcmqrscp without the Study Root model for move and get; they go by Patient Root
-    (with PatientID). It still answers a Study Root C-FIND, so the C-FIND fallback to Patient
-    Root is not exercised by a real server here (docs/conformance.md 8.4 says so)."""
+    (with PatientID). It still answers a Study Root C-FIND: the C-FIND fallback to Patient
+    Root is proven against quirkypacs (test_patient_root_only_for_find_move_and_get)."""
     pacs = dcmqrscp_factory(options=("-QS",))
     study = small(study_factory)
     pacs.upload(study.files)
     for method, op in (("move", "C-MOVE"), ("get", "C-GET")):
         retriever, status = retrieve(make_retriever, pacs, study, method)
         assert_complete(retriever, status, study)
-        record("qs", "dcmqrscp `-QS` (move/get: Patient Root only)", op, "works (Patient Root)")
+        record(
+            "qs",
+            "dcmqrscp 3.6.7 `-QS`: Patient Root only for move/get (C-FIND still Study Root)",
+            op,
+            "works (Patient Root)",
+        )
 
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
@@ -173,7 +235,7 @@ def test_compressed_archive(
         cmd = [dcmtk_bin("dcmcjpeg"), str(path), str(out / path.name)]
         subprocess.run(cmd, check=True, env=dcmtk_env())
     pacs.upload(sorted(out.iterdir()), "-xs")
-    label = "dcmqrscp holds JPEG Lossless and proposes it (`+xs -xs`)"
+    label = "dcmqrscp 3.6.7 holds JPEG Lossless and proposes it (`+xs -xs`)"
     # dcmqrscp 3.6.7 sends a C-GET's instance on the first context accepted for its SOP
     # class (ours: uncompressed) and cannot decompress: every sub-operation fails, the retry
     # has nothing new to propose, the job fails with the reason and nothing is stored.
@@ -211,7 +273,7 @@ def test_one_association_at_a_time(
     assert any("transient rejection" in r.getMessage() for r in caplog.records)
     record(
         "one",
-        "dcmqrscp, one association at a time (`MaxAssociations 1`)",
+        "dcmqrscp 3.6.7, one association at a time (`MaxAssociations 1`)",
         "C-MOVE",
         "works (busy: retried)",
     )
@@ -221,7 +283,7 @@ def test_one_association_at_a_time(
     status = make_forwarder({"peer": peer}).run(
         {"accession_numbers": [third.accession], "destination": "peer"}
     )
-    assert status["state"] == "succeeded", status
+    assert status["state"] == "succeeded", status.get("error")
     assert pacs.sop_uids_of_study(third.study_uid) == set(third.sop_uids)
     record("one", "", "forward (C-STORE)", "works with `max_associations: 1`")
 
@@ -234,7 +296,7 @@ def test_small_maximum_pdu(make_retriever: Any, dcmqrscp_factory: Any, study_fac
     for method, op in (("move", "C-MOVE"), ("get", "C-GET")):
         retriever, status = retrieve(make_retriever, pacs, study, method, scp_max_pdu=4096)
         assert_complete(retriever, status, study)
-        record("pdu", "dcmqrscp and our SCP, maximum PDU 4096", op, "works")
+        record("pdu", "dcmqrscp 3.6.7 and our SCP, maximum PDU 4096", op, "works")
 
 
 def test_an_instance_missing_from_the_archive_fails_the_job(
@@ -251,13 +313,15 @@ def test_an_instance_missing_from_the_archive_fails_the_job(
         assert_failed(retriever, status, study, "1 of 3 instances failed")
         record(
             "gone",
-            "dcmqrscp with one instance's file deleted",
+            "dcmqrscp 3.6.7 with one instance's file deleted",
             op,
             "job fails: 1 of 3 instances failed",
         )
 
 
 # -- behaviours from a small pynetdicom SCP ---------------------------------------------------
+
+Q = "pynetdicom SCP (quirkypacs): "  # the rows below: which server proved them
 
 
 @pytest.fixture
@@ -288,8 +352,40 @@ def test_accession_in_other_padding_is_matched(
         f"/v1/accessions/{study.accession}"
     )
     assert r.status_code == 200, r.text
-    record("pad", "accession answered as `' ACC\\0'`", "lookup (C-FIND)", "works")
+    record("pad", Q + "accession answered as `' ACC\\0'`", "lookup (C-FIND)", "works")
     record("pad", "", "C-MOVE", "works")
+
+
+PATIENT_ROOT = {
+    "1.2.840.10008.5.1.4.1.2.1.1",  # FIND
+    "1.2.840.10008.5.1.4.1.2.1.2",  # MOVE
+    "1.2.840.10008.5.1.4.1.2.1.3",  # GET
+}
+
+
+def test_patient_root_only_for_find_move_and_get(
+    make_lookup: Any, make_retriever: Any, quirky: Any, study_factory: Any
+) -> None:
+    """A PACS that accepts no Study Root model at all, C-FIND included, and holds Patient Root
+    to its hierarchy (PatientID on every move, get and query below STUDY level, else A900):
+    retrieval by accession works by C-MOVE and by C-GET, and lookup's PACS fallback finds
+    the patient, every request on a Patient Root model."""
+    pacs = quirky(Quirks(patient_root_only=True))
+    label = Q + "Patient Root only for find, move and get"
+    for method, op in (("move", "C-MOVE"), ("get", "C-GET")):
+        study = small(study_factory, patient_id="PROOT-1")  # a new one: nothing reused
+        pacs.upload(study.files)
+        retriever, status = retrieve(make_retriever, pacs, study, method)
+        assert_complete(retriever, status, study)
+        record("proot", label, op, "works (Patient Root)")
+    r = make_lookup(pacs_aet=pacs.aet, pacs_port=pacs.dicom_port).get(
+        f"/v1/accessions/{study.accession}"
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["source"], r.json()["patient_id"]) == ("pacs", "PROOT-1")
+    assert pacs.models == PATIENT_ROOT
+    assert pacs.requests["Move"] == 1 and pacs.requests["Get"] == 1, pacs.requests
+    record("proot", label, "lookup (C-FIND)", "works (Patient Root)")
 
 
 def test_stray_answers_are_dropped(
@@ -320,7 +416,7 @@ def test_stray_answers_are_dropped(
     assert r.status_code == 200 and r.json()["patient_id"] == study.patient_id, r.text
     record(
         "stray",
-        "answers with other accessions, wildcards, other patients",
+        Q + "answers with other accessions, wildcards, other patients",
         "lookup (C-FIND)",
         "stray answers dropped",
     )
@@ -341,7 +437,7 @@ def test_an_instance_listed_but_never_sent_fails_the_job(
     assert "IMAGE-level C-FIND" in status["error"]
     record(
         "drop",
-        "lists an instance it never sends, no counts",
+        Q + "lists an instance it never sends, no counts",
         "C-MOVE" if method == "move" else "C-GET",
         "job fails: instance did not arrive",
     )
@@ -359,7 +455,7 @@ def test_a_get_that_sends_another_studys_instance_fails(
     assert not retriever.keys(f"instances/{other.study_uid}/")
     record(
         "foreign",
-        "C-GET sends an instance of another study",
+        Q + "C-GET sends an instance of another study",
         "C-GET",
         "job fails; foreign instance refused",
     )
@@ -377,7 +473,7 @@ def test_an_association_aborted_mid_study_fails(
     assert_failed(retriever, status, study, "aborted the association")
     record(
         "abort",
-        "aborts the association mid-study",
+        Q + "aborts the association mid-study",
         "C-MOVE" if method == "move" else "C-GET",
         "job fails with the reason",
     )
@@ -400,7 +496,10 @@ def test_big_endian_only_on_a_move(
     assert_complete(retriever, status, study)
     assert _syntaxes(retriever, study) == {"1.2.840.10008.1.2.2"}
     record(
-        "be", "sends only big endian on its moves", "C-MOVE", "works (big endian stored as sent)"
+        "be",
+        Q + "sends only big endian on its moves",
+        "C-MOVE",
+        "works (big endian stored as sent)",
     )
 
 
@@ -417,7 +516,7 @@ def test_wrong_sop_classes_in_study_are_retried_with_the_needed_context(
     negotiation = status["result"]["studies"][0]["negotiation"]
     assert negotiation["sop_classes"] == ["1.2.840.10008.5.1.4.1.1.2"]
     assert [MR in r["sop_classes"] for r in negotiation["retries"]] == [True]
-    record("classes", "SOPClassesInStudy misses a class", "C-GET", "works after one retry")
+    record("classes", Q + "SOPClassesInStudy misses a class", "C-GET", "works after one retry")
 
 
 # -- the matrix -------------------------------------------------------------------------------

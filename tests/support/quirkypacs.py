@@ -5,7 +5,9 @@ a set of Part 10 files (C-FIND at STUDY/SERIES/IMAGE, C-MOVE, C-GET, Study and P
 and can be told to misbehave the ways integration engineers meet: pad the accession
 differently, answer with other accessions, wildcards or another patient's study, name the
 wrong SOP classes, drop an instance silently, send an instance of another study on a C-GET,
-or abort mid-study. Each quirk is a field of :class:`Quirks`.
+abort mid-study, or offer the Patient Root models only (no real server here refuses a Study
+Root C-FIND: dcmqrscp `-QS` drops Study Root for move and get only). Each quirk is a field of
+:class:`Quirks`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
+    Verification,
 )
 
 from support.net import LOOPBACK, free_port, nodelay_server
@@ -41,6 +44,11 @@ class Quirks:
     foreign: list[Path] = field(default_factory=list)  # sent too, on C-GET and C-MOVE
     abort_after: int | None = None  # abort the association after this many C-STOREs
     move_syntaxes: list[str] | None = None  # transfer syntaxes proposed on C-MOVE sub-assocs
+    # Accept only the Patient Root FIND/MOVE/GET models, and hold them to the hierarchy
+    # (PS3.4 C.4.1.2.1): PatientID is a key of every query; below STUDY level, and on every
+    # C-MOVE and C-GET, it must carry the patient's ID, else status A900. A STUDY-level
+    # C-FIND may match PatientID universally (empty), as the archives we know allow.
+    patient_root_only: bool = False
 
 
 class QuirkyPacs:
@@ -56,6 +64,7 @@ class QuirkyPacs:
         self._dest: dict[str, tuple[str, int]] = {}
         self._server: Any = None
         self.requests: dict[str, int] = {"Find": 0, "Move": 0, "Get": 0}
+        self.models: set[str] = set()  # the Q/R models requests came on
         self._lock = threading.Lock()
 
     def upload(self, paths: list[Path]) -> list[str]:
@@ -69,10 +78,13 @@ class QuirkyPacs:
 
     def start(self) -> None:
         ae = AE(ae_title=self.aet)
-        for model in (
+        study_root = (
             StudyRootQueryRetrieveInformationModelFind,
             StudyRootQueryRetrieveInformationModelMove,
             StudyRootQueryRetrieveInformationModelGet,
+        )
+        for model in (
+            *(() if self.quirks.patient_root_only else study_root),
             PatientRootQueryRetrieveInformationModelFind,
             PatientRootQueryRetrieveInformationModelMove,
             PatientRootQueryRetrieveInformationModelGet,
@@ -104,15 +116,31 @@ class QuirkyPacs:
 
     # ------------------------------------------------------------------ answers
 
-    def _count(self, kind: str) -> None:
+    def _count(self, kind: str, event: evt.Event) -> None:
         with self._lock:
             self.requests[kind] += 1
+            self.models.add(str(event.request.AffectedSOPClassUID))
+
+    def _breaks_hierarchy(self, ident: Dataset, find: bool) -> bool:
+        """Patient Root only: the identifier lacks the PatientID the hierarchy needs."""
+        if not self.quirks.patient_root_only:
+            return False
+        if "PatientID" not in ident:
+            return True
+        study_find = find and str(ident.get("QueryRetrieveLevel")) == "STUDY"
+        return not study_find and not str(ident.PatientID or "")
 
     def _matching(self, ident: Dataset) -> list[int]:
         """Indexes of the files matching the identifier's non-empty UID/accession keys."""
         keys = {
             k: str(ident.get(k))
-            for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber")
+            for k in (
+                "PatientID",
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+                "SOPInstanceUID",
+                "AccessionNumber",
+            )
             if k in ident and str(ident.get(k))
         }
         return [
@@ -144,13 +172,16 @@ class QuirkyPacs:
         return ds
 
     def _find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
-        self._count("Find")
+        self._count("Find", event)
         ident = event.identifier
+        if self._breaks_hierarchy(ident, find=True):
+            yield 0xA900, None
+            return
         level = str(ident.QueryRetrieveLevel)
         if level == "STUDY":
             # Match on the study keys only: the quirks decide what else is answered.
             wanted = Dataset()
-            for k in ("StudyInstanceUID", "AccessionNumber"):
+            for k in ("PatientID", "StudyInstanceUID", "AccessionNumber"):
                 if k in ident:
                     setattr(wanted, k, ident.get(k))
             hits = self._matching(wanted)
@@ -202,11 +233,15 @@ class QuirkyPacs:
             yield 0xFF00, dcmread(path)
 
     def _get(self, event: evt.Event) -> Iterator[Any]:
-        self._count("Get")
+        self._count("Get", event)
+        if self._breaks_hierarchy(event.identifier, find=False):
+            yield 1
+            yield 0xA900, None
+            return
         yield from self._send(event, self._to_send(event.identifier))
 
     def _move(self, event: evt.Event) -> Iterator[Any]:
-        self._count("Move")
+        self._count("Move", event)
         raw = event.move_destination
         dest = self._dest.get((raw.decode() if isinstance(raw, bytes) else str(raw)).strip())
         if dest is None:
@@ -214,9 +249,10 @@ class QuirkyPacs:
             return
         files = self._to_send(event.identifier)
         classes = sorted({str(dcmread(p, stop_before_pixels=True).SOPClassUID) for p in files})
-        yield (
-            dest[0],
-            dest[1],
-            {"contexts": [build_context(c, self.quirks.move_syntaxes) for c in classes]},
-        )
+        contexts = [build_context(c, self.quirks.move_syntaxes) for c in classes]
+        yield dest[0], dest[1], {"contexts": contexts or [build_context(Verification)]}
+        if self._breaks_hierarchy(event.identifier, find=False):
+            yield 1
+            yield 0xA900, None
+            return
         yield from self._send(event, files)

@@ -495,3 +495,43 @@ def make_ct_series(
         ds.PixelData = ((base + (i % 64)) & 0x0FFF).astype("<u2").tobytes()
         _write(ctx, ds, "ct")
     return study
+
+
+def many_classes(
+    out: Path,
+    n: int,
+    classes: int | Sequence[str],
+    series: int = 1,
+    accession: str = "MANY1",
+) -> list[Path]:
+    """One study of n header-only instances over many distinct SOP classes.
+
+    `classes`: a count of private SOP classes, or the class UIDs to use. Instance i has
+    class i % len(classes) and goes to series (i % len(classes)) % series: each series holds
+    its own share of the classes (no class in two series). For the 128-presentation-context
+    limit (PS3.8 9.3.2.2) of C-STORE and C-GET.
+    """
+    uids = (
+        [f"1.2.826.0.1.3680043.8.498.77.{k + 1}" for k in range(classes)]
+        if isinstance(classes, int)
+        else list(classes)
+    )
+    out.mkdir()
+    study, series_uids = generate_uid(), [generate_uid() for _ in range(series)]
+    files = []
+    for i in range(n):
+        ds = Dataset()
+        ds.SOPClassUID = uids[i % len(uids)]
+        ds.SOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uids[i % len(uids) % series]
+        ds.PatientID, ds.PatientName, ds.Modality = "MANY1", "Many^Classes", "OT"
+        ds.AccessionNumber, ds.InstanceNumber = accession, i + 1
+        ds.SeriesNumber = i % len(uids) % series + 1
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = out / f"{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files

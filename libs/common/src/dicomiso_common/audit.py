@@ -28,8 +28,6 @@ PREFIX = "audit/"
 MAX_DAYS = 400  # how far back one query may reach (one listing per day)
 MAX_EVENTS = 10_000
 _USER = re.compile(r"[^\w.@+ -]")
-_DURATION = re.compile(r"(\d{1,6})([smhdw])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 def event_key(at: datetime, event_id: str) -> str:
@@ -122,23 +120,6 @@ def record_outcome(store: Store, service: str, action: str, outcome: str, **fiel
             "audit event not written",
             extra={"action": action, "outcome": outcome, "job_id": fields.get("job_id")},
         )
-
-
-def parse_since(value: str, now: datetime | None = None) -> datetime:
-    """`90s`, `30m`, `1h`, `2d`, `1w` back from now, or an ISO date / date-time (UTC if no
-    zone is given)."""
-    now = now or datetime.now(UTC)
-    text = value.strip()
-    if m := _DURATION.fullmatch(text):
-        return now - timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
-    try:
-        since = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise InvalidInput(
-            "since is neither a duration like 1h, 30m, 2d nor an ISO date "
-            "like 2024-05-01 or 2024-05-01T08:00:00Z"
-        ) from exc
-    return since if since.tzinfo else since.replace(tzinfo=UTC)
 
 
 def events_since(

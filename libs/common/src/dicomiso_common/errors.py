@@ -1,21 +1,16 @@
-"""One error hierarchy for every service, mapped once to application/problem+json.
+"""One error hierarchy for every service; `problems` maps it once to application/problem+json.
 
 Foreign errors (botocore, pynetdicom statuses, pymysql) are translated into these at the
-boundary where they occur, so routes never build HTTP responses by hand.
+boundary where they occur, so routes never build HTTP responses by hand. This module imports
+pydantic only, never FastAPI: the HTTP clients and the `dicom-iso` command line raise these
+classes too, and must start without loading a web framework (tests/common/test_imports.py).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -110,55 +105,3 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _problem_doc("Invalid input; nothing was started"),
     503: _problem_doc("A dependency (S3, PACS, database) is unavailable; retry later"),
 }
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    """Build an RFC 9457 problem response."""
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
-    return JSONResponse(body, status, media_type=PROBLEM_JSON)
-
-
-def _validation_detail(exc: RequestValidationError) -> str:
-    """Summarise pydantic errors without echoing the rejected values into logs."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg")))
-    return "; ".join(parts) or "invalid request"
-
-
-def add_problem_handlers(app: FastAPI) -> None:
-    """Map our errors, validation errors and unknown routes to problem+json."""
-
-    @app.exception_handler(DicomisoError)
-    async def _ours(_: Request, exc: DicomisoError) -> JSONResponse:
-        response = problem(exc.status, exc.title, str(exc) or exc.title)
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem(422, "Invalid input", _validation_detail(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = problem(exc.status_code, str(exc.detail), str(exc.detail))
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error(
-            "unhandled error",
-            exc_info=exc,
-            extra={"path": request.url.path, "error": type(exc).__name__},
-        )
-        return problem(500, "Internal error", "unexpected error; see the service log")

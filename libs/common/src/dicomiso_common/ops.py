@@ -18,7 +18,8 @@ from prometheus_client import (
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import DicomisoError, problem
+from .errors import DicomisoError
+from .problems import problem
 
 log = logging.getLogger(__name__)
 

@@ -278,7 +278,7 @@ class Store:
                 Config=self._transfer,
             )
         fileobj.seek(start)
-        self._verify_sha256(key, fileobj)
+        self._verify_sha256(key, fileobj, metadata)
 
     def upload_path(
         self,
@@ -304,23 +304,28 @@ class Store:
                 Config=self._transfer,
             )
         with path.open("rb") as fileobj:
-            self._verify_sha256(key, fileobj)
+            self._verify_sha256(key, fileobj, metadata)
 
-    def _verify_sha256(self, key: str, fileobj: IO[bytes]) -> None:
+    def _verify_sha256(
+        self, key: str, fileobj: IO[bytes], metadata: dict[str, str] | None = None
+    ) -> None:
         """Check the uploaded object's S3 checksum against the file's bytes.
 
         S3 keeps a SHA-256 of the whole object for a single PUT, and for a multipart upload
         a composite one: the SHA-256 of the parts' SHA-256 digests ("...-N"). S3 verified
         each part as it arrived; equal composites then prove the object holds exactly the
         file's bytes, so the full-file sha256 in its metadata is the object's. An object
-        that fails the check is deleted, never left looking stored.
+        that fails the check is deleted, never left looking stored - unless its metadata is
+        not the metadata we sent: then another writer of the same key (a run that took the
+        job over) replaced it after our upload, and its object is not ours to delete.
         """
         expected = _sha256_checksum(fileobj, self._transfer)
         with _translated("checking", key):
             head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         stored = str(head.get("ChecksumSHA256") or "").split("-", 1)[0]
         if stored != expected:
-            self.delete(key)
+            if not metadata or head.get("Metadata") == metadata:
+                self.delete(key)
             raise StoreError(
                 f"uploading {key} failed: the bucket's SHA-256 checksum "
                 f"({stored or 'none'}) is not the file's"

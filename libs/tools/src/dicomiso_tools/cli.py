@@ -11,22 +11,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from dicomiso_client.jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
 from dicomiso_client.lookup import LookupClient
 from dicomiso_client.models import JobView
-from dicomiso_common.audit import parse_since
 from dicomiso_common.errors import InvalidInput
+from dicomiso_common.since import parse_since
 
 from .download import download_to, target_of
 from .output import FAILED, OK, USAGE, Output, errors
 from .settings import ClientSettings
-from .verify import verify as verify_medium
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 EPILOG = (
     "Exit codes: 0 ok; 1 the job failed, verify found problems, or a service answered with "
@@ -125,6 +126,8 @@ def _progress(out: Output, service: str) -> Iterator[Callable[[JobView], None]]:
     if not out.live:
         yield lambda _view: None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # a bar: ~0.1 s
+
     bars = _BARS.get(service, [])
     with Progress(
         TextColumn("{task.description}"),
@@ -437,6 +440,8 @@ def verify(
     as_json: Json = False,
 ) -> None:
     """Check a disc image or ZIP: DICOMDIR, file IDs, references, PDI files, ISO names."""
+    from .verify import verify as verify_medium  # pydicom and pycdlib: only this command
+
     out = Output(as_json or bool(ctx.obj))
     report = verify_medium(file)
     if report.ok:
@@ -464,5 +469,5 @@ def dev(
 
 
 def main() -> None:
-    """Entry point `dicom-iso`."""
+    """Run the command line (the console script `dicom-iso` comes in through __main__)."""
     app()

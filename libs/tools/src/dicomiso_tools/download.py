@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.progress import Progress
 
 from .output import FAILED, UNREACHABLE, USAGE, Output
 
@@ -68,6 +67,8 @@ def _save(response: httpx.Response, dest: Path, pkg: dict[str, Any], out: Output
     part = dest.with_name(f".{dest.name}.part")
     digest, size = hashlib.sha256(), 0
     total = int(response.headers.get("content-length") or pkg.get("size") or 0) or None
+    from rich.progress import Progress  # only when there is something to download
+
     try:
         with Progress(disable=not out.live, console=out.console) as progress, part.open("wb") as fp:
             task = progress.add_task(f"download {dest.name}", total=total)

@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from dicomiso_common import serve
 from dicomiso_common.auth import bearer_guard
 from dicomiso_common.dicom import configure
-from dicomiso_common.errors import add_problem_handlers
 from dicomiso_common.jobs import Jobs, records_prefix
 from dicomiso_common.lifecycle import ensure_lifecycle
 from dicomiso_common.logs import configure_logging
 from dicomiso_common.ops import add_ops_routes
+from dicomiso_common.problems import add_problem_handlers
 from dicomiso_common.serve import load_settings
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store

@@ -268,8 +268,9 @@ class Packaging:
         try:
             return self._publish(handle, request, manifests, image, paths, names, made)
         except DicomisoError:
-            for key in made:
-                self._discard(key)
+            if _still_ours(handle):  # a run taken over must not delete the new owner's objects
+                for key in made:
+                    self._discard(key)
             raise
 
     def _publish(
@@ -323,6 +324,9 @@ class Packaging:
             tree=tuple(TreeEntry(path="/".join(f.path), size=f.size) for f in image.files),
             view=view,
         )
+        # The fence (docs/architecture.md, invariant 5): only right after a write of the
+        # record landed may this run write the manifest that makes the objects a package.
+        handle.flush()
         self.store.put_json(manifest_key_of(handle.id), package.to_json())
         return contents, links
 
@@ -485,6 +489,15 @@ class Packaging:
             log.warning("link not mailed", extra={"error": str(exc)})
             return EmailOutcome(state="failed", error=str(exc))
         return EmailOutcome(state="sent", sent_at=datetime.now(UTC).isoformat())
+
+
+def _still_ours(handle: JobHandle) -> bool:
+    """Whether a record write of this run lands now: then no one can have taken the job."""
+    try:
+        handle.flush()
+    except (JobLost, DicomisoError):
+        return False
+    return True
 
 
 def _from_zip(files: list[DiscFile], archive: zipfile.ZipFile, handle: JobHandle) -> list[DiscFile]:

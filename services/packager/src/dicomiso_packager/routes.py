@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dicomiso_common import audit as audit_trail
 from dicomiso_common.dicom import validate_accession
-from dicomiso_common.errors import PROBLEM_RESPONSES, Conflict, DicomisoError, InvalidInput
+from dicomiso_common.errors import (
+    PROBLEM_RESPONSES,
+    Conflict,
+    DicomisoError,
+    InvalidInput,
+    ObjectMissing,
+)
 from dicomiso_common.jobs import (
     JobAccepted,
     JobRecord,
@@ -171,6 +177,16 @@ def _done(jobs: Jobs, job_id: str) -> JobRecord:
     return record
 
 
+def _still_stored(packaging: Packaging, record: JobRecord) -> JobRecord:
+    """A link is signed only to an image that is still in the bucket (lifecycle expiry)."""
+    if not packaging.is_current(record):
+        raise ObjectMissing(
+            f"package {record.id} has expired and was removed from the bucket; "
+            "order it again (same accession numbers) to rebuild it"
+        )
+    return record
+
+
 def _fresh_link(packaging: Packaging, record: JobRecord) -> FreshLink:
     return FreshLink.model_validate(packaging.fresh_links(record))
 
@@ -269,6 +285,7 @@ def make_router(
         record = jobs.get(validate_job_id(job_id))
         if record.state != "succeeded":
             raise Conflict(f"package {record.id} is {record.state}, not ready for download")
+        _still_stored(packaging, record)
         link_issued(request, record, "download")
         ttl = package_request(record).expires_in or settings.link_ttl
         return RedirectResponse(store.presign_get(package_key(record), ttl), status_code=307)
@@ -287,7 +304,7 @@ def make_router(
         summary="Freshly signed links to a finished package (its online page re-signed too)",
     )
     def link(job_id: str, request: Request) -> FreshLink:
-        record = _done(jobs, job_id)
+        record = _still_stored(packaging, _done(jobs, job_id))
         link_issued(request, record, "page")
         return _fresh_link(packaging, record)
 
@@ -298,7 +315,7 @@ def make_router(
     )
     def email(job_id: str, body: EmailRequest, request: Request) -> dict[str, Any]:
         to = check_email(body.email)
-        record = _done(jobs, job_id)
+        record = _still_stored(packaging, _done(jobs, job_id))
         if not mail.mail_enabled(settings):
             raise Conflict(mail.NOT_CONFIGURED)
         about: dict[str, Any] = {
@@ -341,6 +358,8 @@ def make_router(
         accessions = [a.strip(" ") for a in accession_number.split(",") if a.strip(" ")]
         if not accessions:
             raise InvalidInput("accession_number is empty")
+        if len(accessions) > MAX_ACCESSIONS:
+            raise InvalidInput(f"at most {MAX_ACCESSIONS} accession numbers at a time")
         record = submit(PackageRequest(accession_numbers=accessions))
         audited(request, record)
         route = "package_download" if record.state == "succeeded" else "package_status"

@@ -33,6 +33,7 @@ from dicomiso_common.errors import (
 )
 from dicomiso_common.jobs import Jobs, validate_job_id
 from dicomiso_common.manifests import load_accession_index, load_manifest
+from dicomiso_common.since import parse_since
 from dicomiso_common.store import Store
 
 from . import mail
@@ -341,7 +342,7 @@ def make_web_router(
         ),
         limit: int = Query(1000, ge=1, le=audit_trail.MAX_EVENTS),
     ) -> dict[str, Any]:
-        start = audit_trail.parse_since(since)
+        start = parse_since(since)
         events, truncated = audit_trail.events_since(store, start, limit=limit)
         return {"since": start.isoformat(), "events": events, "truncated": truncated}
 

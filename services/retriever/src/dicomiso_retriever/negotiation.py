@@ -201,7 +201,9 @@ def plan(study_classes: list[str], by_series: dict[str, dict[str, str | None]]) 
     return chosen
 
 
-def retry_plan(previous: Plan, failed_classes: set[str]) -> Plan | None:
+def retry_plan(
+    previous: Plan, failed_classes: set[str], failed_series: dict[str, set[str]] | None = None
+) -> Plan | None:
     """One retry for sub-operations refused for lack of a context, or None if none would help.
 
     The retry fetches the study again on one association proposing what the first attempt
@@ -209,12 +211,35 @@ def retry_plan(previous: Plan, failed_classes: set[str]) -> Plan | None:
     them, else the default set. If that offers no context the first attempt did not, the
     failure was not for lack of a context and there is no retry. Instances that arrived the
     first time arrive again and are acknowledged as duplicates.
+
+    A study split by series (more classes than one association holds) is retried series by
+    series: only the series that held failed instances (`failed_series`: series UID -> its
+    SOP classes), with their classes plus the needed ones. Re-fetching the whole study on
+    one association would fail every instance whose class no longer fits.
     """
     offered = {(c, tuple(ts)) for contexts, _ in previous.associations for c, ts in contexts}
     if failed_classes:
         needed, why = sorted(failed_classes), "the failed instances' SOP classes"
     else:
         needed, why = DEFAULT_CLASSES, "the default set"
+    split = any(series for _, series in previous.associations)
+    if split and failed_series:
+        per_series = {uid: classes | set(needed) for uid, classes in failed_series.items()}
+        try:
+            batches = _split(per_series)
+        except InvalidInput:
+            return None
+        # Compressed contexts for the needed classes first: the first attempt may have run
+        # out of room before it proposed the syntax an instance is held in.
+        associations = [
+            (contexts_for(c, [n for n in needed if n in c] or None), series)
+            for c, series in batches
+        ]
+        wanted = {(c, tuple(ts)) for contexts, _ in associations for c, ts in contexts}
+        if wanted <= offered:
+            return None
+        classes = sorted({c for batch, _ in batches for c in batch})
+        return Plan(f"retry of {len(per_series)} series with {why}", classes, associations)
     classes = sorted(set(previous.classes) | set(needed))
     if len(classes) > BUDGET:
         classes = sorted(needed)[:BUDGET]

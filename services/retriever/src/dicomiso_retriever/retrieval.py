@@ -286,10 +286,16 @@ class Retrieval:
         result = transfer.get_study(s, hit, plan, self.scp.handle_store, report)
         if result.aborted or not (result.failed or result.failed_uids):
             return result
+        failed = set(result.failed_uids)
         classes = {
-            inventory.get(series, {}).get(u) for series in inventory for u in result.failed_uids
+            c for instances in inventory.values() for u, c in instances.items() if u in failed
         }
-        retry = negotiation.retry_plan(plan, {c for c in classes if c})
+        failed_series = {
+            series: {c for c in instances.values() if c}
+            for series, instances in inventory.items()
+            if failed & instances.keys()
+        }
+        retry = negotiation.retry_plan(plan, {c for c in classes if c}, failed_series)
         if retry is None:
             return result
         log.info(
