@@ -42,6 +42,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "web"
 ONLINE_ARTIFACTS = ARTIFACTS.parent / "online"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# axe-core from npm (the viewer's devDependencies; scripts/build-viewer runs `npm ci`).
+AXE = (
+    Path(__file__).resolve().parents[2]
+    / "services/packager/viewer/node_modules/axe-core/axe.min.js"
+)
 
 
 @dataclass
@@ -117,6 +122,7 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrom
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     browser.set_page_load_timeout(30)
+    browser.set_script_timeout(60)  # axe-core on a whole page
     try:
         yield browser
     finally:
@@ -170,6 +176,23 @@ class Page:
         path = self.shots / f"{self.step:02d}-{re.sub(r'[^a-z0-9-]', '', name)}.png"
         self.driver.save_screenshot(str(path))
         return path
+
+    def axe(self, state: str) -> list[dict[str, Any]]:
+        """Run axe-core on the page as it is now; screenshot it; return the serious and
+        critical violations (rule id, impact, the first offending elements)."""
+        if not AXE.exists():
+            pytest.fail(f"{AXE} missing: run scripts/build-viewer (npm ci)")
+        self.shot(f"axe-{state}")
+        if not self.driver.execute_script("return !!window.axe"):
+            self.driver.execute_script(AXE.read_text("utf-8"))
+        result = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {resultTypes: ['violations']})"
+            ".then((r) => done(r.violations.map((v) => ({id: v.id, impact: v.impact,"
+            " nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' '))}))))"
+            ".catch((e) => done([{id: 'axe-error', impact: 'critical', nodes: [String(e)]}]));"
+        )
+        return [v for v in result if v["impact"] in ("serious", "critical")]
 
     def active_id(self) -> str:
         return str(self.driver.switch_to.active_element.get_attribute("id") or "")

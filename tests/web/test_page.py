@@ -86,7 +86,7 @@ def test_two_accessions_of_one_patient_confirm_wait_download(
         lambda: page.driver.find_elements(By.CSS_SELECTOR, "#recent-rows tr"),
         what="the recent list",
     )
-    assert "BudiSantoso-MR7001CT7002.iso" in recent[0].text and "succeeded" in recent[0].text
+    assert "BudiSantoso-MR7001CT7002.iso" in recent[0].text and "Ready" in recent[0].text
     audit = [stack.store.get_json(k)[0] for k in stack.keys("audit/")]
     assert {e["action"] for e in audit} >= {"preview", "package"}
     # Requests name who asked; how a job ended is the job's own event ("system (job)").

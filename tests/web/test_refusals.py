@@ -66,7 +66,9 @@ def test_mixed_patients_wildcard_and_unknown_are_refused_before_anything_starts(
     assert not page.el("preview").is_displayed()
 
     _check(page, "NOSUCH.404")
-    page.wait(lambda: "not in the HIS" in page.el("message").text, what="unknown accession")
+    page.wait(
+        lambda: "No examination with number" in page.el("message").text, what="unknown accession"
+    )
     page.shot("unknown")
     assert not page.el("preview").is_displayed()
 

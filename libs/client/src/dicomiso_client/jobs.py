@@ -78,6 +78,13 @@ class RetrieverClient(JobClient):
             body["method"] = method
         return self.start(body)
 
+    def studies(self, accession_number: str) -> list[dict[str, Any]]:
+        """The PACS's study-level answers for one accession (a C-FIND, nothing moved)."""
+        found: list[dict[str, Any]] = self.json(
+            "GET", "/v1/studies", params={"accession_number": accession_number}
+        )
+        return found
+
 
 class ForwarderClient(JobClient):
     service = "forwarder"

@@ -253,6 +253,7 @@ class PackageJobResult(_Document):
     view_url: str | None = None  # the online page (packages/{id}/view.html)
     expires_at: str | None = None
     email: EmailOutcome | None = None
+    patient_name: str | None = None  # the HIS's name, display form (the staff page's list)
 
     def to_json(self) -> dict[str, Any]:
         """Only the fields set so far (a running job's result holds its retrieval id only)."""

@@ -90,6 +90,8 @@ class StudyAnswer:
     modalities: list[str] = field(default_factory=list)
     accession_number: str | None = None
     sop_classes: list[str] = field(default_factory=list)  # SOPClassesInStudy, when reported
+    patient_birth_date: str | None = None  # YYYYMMDD, when the PACS reports it
+    patient_sex: str | None = None  # M, F, O
 
 
 def make_ae(peer: PacsPeer) -> AE:
@@ -226,6 +228,8 @@ def _answer(ident: Dataset, uid: str) -> StudyAnswer:
         modalities=_values(ident, "ModalitiesInStudy"),
         accession_number=_text(ident, "AccessionNumber"),
         sop_classes=[c for c in _values(ident, "SOPClassesInStudy") if is_valid_uid(c)],
+        patient_birth_date=_text(ident, "PatientBirthDate"),
+        patient_sex=_text(ident, "PatientSex"),
     )
 
 
@@ -263,6 +267,8 @@ def _study_query(**keys: str) -> Dataset:
         "AccessionNumber",
         "PatientID",
         "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
         "StudyDate",
         "StudyDescription",
         "ModalitiesInStudy",

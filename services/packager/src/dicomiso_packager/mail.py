@@ -42,6 +42,13 @@ def _relay(settings: PackagerSettings) -> tuple[str, str, int, str | None, str |
     return url.scheme, url.hostname, port, user, password
 
 
+# Shown to a clerk (page and API): what it means and what to do instead, no setting names.
+NOT_CONFIGURED = (
+    "Sending e-mail is not set up on this server. Give the patient the download link or the "
+    "disc instead, or ask IT to set up e-mail."
+)
+
+
 def mail_enabled(settings: PackagerSettings) -> bool:
     return settings.smtp_url is not None and bool(settings.smtp_url.get_secret_value())
 

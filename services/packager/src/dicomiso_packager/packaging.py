@@ -182,6 +182,7 @@ class Packaging:
             resolved = lookup.resolve(accessions)
         one_patient(resolved)
         name = resolved.accessions[0].patient_name.original
+        display = resolved.accessions[0].patient_name.display
 
         def names(fmt: str) -> str:
             return package_filename(accessions, name, fmt)
@@ -192,7 +193,8 @@ class Packaging:
         workdir = self.settings.work_dir
         with tempfile.TemporaryDirectory(prefix="package-", dir=workdir) as tmp:
             contents, links = self._build_and_upload(handle, request, manifests, Path(tmp), names)
-        return self._finish(handle, request, contents, links)
+        result = self._finish(handle, request, contents, links)
+        return result.model_copy(update={"patient_name": display})
 
     # -- steps -----------------------------------------------------------------------------
 

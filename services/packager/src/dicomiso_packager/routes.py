@@ -118,6 +118,7 @@ class PackageSummary(BaseModel):
     link_expires_at: str | None
     deleted_after: str
     email: str | None
+    patient_name: str | None = None  # display form, as the HIS gave it
 
 
 class FreshLink(BaseModel):
@@ -150,6 +151,7 @@ def package_summary(record: JobRecord, settings: PackagerSettings) -> PackageSum
         link_expires_at=r.expires_at,
         deleted_after=(created + timedelta(days=settings.package_expiry_days)).isoformat(),
         email=r.email.state if r.email else None,
+        patient_name=r.patient_name,
     )
 
 
@@ -315,7 +317,7 @@ def make_router(
         to = check_email(body.email)
         record = _still_stored(packaging, _done(jobs, job_id))
         if not mail.mail_enabled(settings):
-            raise Conflict("e-mail is not configured on this server (DICOMISO_SMTP_URL)")
+            raise Conflict(mail.NOT_CONFIGURED)
         about: dict[str, Any] = {
             "job_id": record.id,
             "email": to,

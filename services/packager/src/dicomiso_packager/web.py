@@ -14,14 +14,15 @@ import html
 import logging
 import re
 import string
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dicomiso_client import ForwarderClient
+from dicomiso_client import ForwarderClient, RetrieverClient
 from dicomiso_common import audit as audit_trail
 from dicomiso_common.dicom import validate_accession
 from dicomiso_common.errors import (
@@ -43,6 +44,13 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+# The tab's icon: a disc, inline (no binary file in the repository); browsers ask for
+# /favicon.ico whatever the page links, so both names answer.
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<circle cx="16" cy="16" r="15" fill="#0b5cad"/>'
+    '<circle cx="16" cy="16" r="4" fill="#fff"/></svg>'
+)
 MAX_ACCESSIONS = 50
 # A deliberately plain address check (no quoted local parts, no IP literals): the value goes
 # into an SMTP envelope, so anything exotic is refused rather than interpreted.
@@ -94,6 +102,15 @@ def page_router(settings: PackagerSettings) -> APIRouter:
     @router.get("/", response_class=HTMLResponse, summary="The staff page")
     def index() -> HTMLResponse:
         return page(settings)
+
+    @router.get("/favicon.ico", include_in_schema=False)
+    @router.get("/favicon.svg", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(
+            FAVICON,
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "max-age=86400", "X-Content-Type-Options": "nosniff"},
+        )
 
     @router.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
@@ -160,15 +177,35 @@ def _accessions(values: list[Any]) -> list[str]:
     return list(dict.fromkeys(checked))
 
 
-def studies_in_bucket(store: Store, accession: str) -> list[dict[str, Any]] | None:
-    """Dates and descriptions of the accession's studies if they were retrieved before, else None
-    (lookup knows the patient only; the PACS is asked once the clerk confirms)."""
+def unknown_reason(lookup: Any, accessions: list[str]) -> str:
+    """What a clerk reads when numbers are not found: which ones, and what to do."""
+    missing = []
+    for accession in accessions:
+        try:
+            lookup.resolve([accession])
+        except NotFound:
+            missing.append(accession)
+    if len(missing) == 1:
+        return (
+            f"No examination with number {missing[0]} was found. "
+            "Check the number on the request form."
+        )
+    listed = ", ".join(missing) if missing else ", ".join(accessions)
+    return (
+        f"No examinations with the numbers {listed} were found. "
+        "Check the numbers on the request form."
+    )
+
+
+def studies_in_bucket(store: Store, accession: str) -> dict[str, Any] | None:
+    """The accession's studies and patient details if they were retrieved before, else None."""
     try:
         known = load_accession_index(store, accession)
-        studies = []
+        studies, patient = [], {}
         for uid in known.study_uids:
             manifest = load_manifest(store, uid)
             modalities = sorted({s.modality or "" for s in manifest.series.values()} - {""})
+            patient = {"birth_date": manifest.patient.birth_date, "sex": manifest.patient.sex}
             studies.append(
                 {
                     "date": manifest.study.date,
@@ -179,7 +216,37 @@ def studies_in_bucket(store: Store, accession: str) -> list[dict[str, Any]] | No
             )
     except DicomisoError:
         return None
-    return studies
+    return {"studies": studies, **patient}
+
+
+def studies_in_pacs(settings: PackagerSettings, accession: str) -> dict[str, Any] | None:
+    """What the PACS says of the accession's studies: a C-FIND through the retriever, nothing
+    is moved before the clerk confirms. None when the PACS cannot be asked just now."""
+    try:
+        with RetrieverClient(settings.retriever_url, settings.outgoing_token()) as retriever:
+            found = retriever.studies(accession)
+    except DicomisoError as exc:
+        log.warning("study details not available from the PACS: %s", type(exc).__name__)
+        return None
+    first = found[0] if found else {}
+    return {
+        "studies": [
+            {k: f.get(k) for k in ("date", "description", "modalities", "instances")} for f in found
+        ],
+        "birth_date": first.get("patient_birth_date"),
+        "sex": first.get("patient_sex"),
+    }
+
+
+def identity(
+    store: Store, settings: PackagerSettings, accession: str, ask_pacs: bool
+) -> dict[str, Any]:
+    """Birth date, sex and studies for the identity check: the bucket if retrieved before,
+    else the PACS (the HIS gives name and patient ID only; a refused request asks no PACS)."""
+    known = studies_in_bucket(store, accession)
+    if known is None and ask_pacs:
+        known = studies_in_pacs(settings, accession)
+    return known or {"studies": None, "birth_date": None, "sex": None}
 
 
 def make_web_router(
@@ -207,16 +274,26 @@ def make_web_router(
         accessions = _accessions(body.accession_numbers)
         audit(store, settings, request, "preview", accession_numbers=accessions)
         with packaging.lookup() as lookup:
-            resolved = lookup.resolve(accessions)
+            try:
+                resolved = lookup.resolve(accessions)
+            except NotFound as exc:
+                raise NotFound(unknown_reason(lookup, accessions)) from exc
+        with ThreadPoolExecutor(4) as pool:
+            details = list(
+                pool.map(
+                    lambda a: identity(store, settings, a.accession_number, resolved.same_patient),
+                    resolved.accessions,
+                )
+            )
         rows = [
             {
                 "accession_number": a.accession_number,
                 "patient_id": a.patient_id,
                 "patient_name": a.patient_name.display,
                 "source": a.source,
-                "studies": studies_in_bucket(store, a.accession_number),
+                **more,
             }
-            for a in resolved.accessions
+            for a, more in zip(resolved.accessions, details, strict=True)
         ]
         patients = len({a.patient_id.strip().casefold() for a in resolved.accessions})
         reason = (

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput
 from dicomiso_common.jobs import JobAccepted, Jobs, JobStatus, accepted, validate_job_id
+
+from . import query
+from .settings import RetrieverSettings
 
 MAX_KEYS = 50
 
@@ -41,7 +44,9 @@ def canonical(body: RetrievalRequest, default_method: str) -> dict[str, Any]:
     }
 
 
-def make_router(jobs: Jobs, default_method: str, guard: Any) -> APIRouter:
+def make_router(
+    jobs: Jobs, default_method: str, guard: Any, settings: RetrieverSettings
+) -> APIRouter:
     router = APIRouter(
         prefix="/v1",
         dependencies=[Depends(guard)],
@@ -58,6 +63,25 @@ def make_router(jobs: Jobs, default_method: str, guard: Any) -> APIRouter:
     def create(body: RetrievalRequest, request: Request, response: Response) -> JobAccepted:
         record = jobs.submit(canonical(body, default_method))
         return accepted(record, request, response, "retrieval_status")
+
+    @router.get(
+        "/studies",
+        summary="What the PACS holds for an accession number (C-FIND only: nothing is moved)",
+    )
+    def studies(accession_number: str = Query(max_length=64)) -> list[dict[str, Any]]:
+        found = query.find_by_accession(settings, validate_accession(accession_number))
+        return [
+            {
+                "study_uid": a.study_uid,
+                "date": a.study_date,
+                "description": a.study_description,
+                "modalities": a.modalities,
+                "instances": a.instances,
+                "patient_birth_date": a.patient_birth_date,
+                "patient_sex": a.patient_sex,
+            }
+            for a in found
+        ]
 
     @router.get(
         "/retrievals/{job_id}",

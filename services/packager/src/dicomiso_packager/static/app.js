@@ -12,6 +12,10 @@ const PHASES = {
 let confirmed = null;   // the accession numbers the clerk confirmed, in order
 let pollTimer = null;
 let forwardTimer = null;
+let mailEnabled = true;   // from /v1/session
+const STATES = { queued: "Waiting to start", running: "Being made", succeeded: "Ready", failed: "Failed" };
+// Letters only, or a prefix with nothing after its dot: half of a number split by a space.
+const FRAGMENT = /(?:^|[\s,;])([A-Za-z]+\.?)(?:[ \t]+([^\s,;]+))?(?=[\s,;]|$)/;
 
 class ApiError extends Error {
   constructor(status, detail) { super(detail); this.status = status; }
@@ -39,15 +43,19 @@ function say(text, kind = "error") {
 
 function mb(bytes) { return bytes == null ? "" : `${(bytes / 1e6).toFixed(1)} MB`; }
 
+const pad = (n) => String(n).padStart(2, "0");
+
+// 2026-12-05 01:33 (UTC+07:00): year first, 24 h, the zone said; never 12/5/2026.
 function when(iso) {
   if (!iso) return "";
   const d = new Date(iso);
-  return isNaN(d) ? String(iso) : d.toLocaleString();
+  if (isNaN(d)) return String(iso);
+  const off = -d.getTimezoneOffset();
+  const zone = `UTC${off < 0 ? "-" : "+"}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())} (${zone})`;
 }
 
-function dicomDate(value) {
-  return /^\d{8}$/.test(value || "") ? `${value.slice(0, 4)}-${value.slice(4, 6)}-${value.slice(6)}` : (value || "");
-}
 
 async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
@@ -75,6 +83,15 @@ async function api(method, path, body) {
   return data;
 }
 
+// A number split by a space or cut short ("MR 001", "MR"): say so rather than guess.
+function malformed(text) {
+  const found = FRAGMENT.exec(text);
+  if (!found) return null;
+  const shown = found[2] ? `${found[1]} ${found[2]}` : found[1];
+  return `The number "${shown}" looks malformed: an examination number has no space inside ` +
+    "and contains digits (for example MR.001). Check the number on the request form.";
+}
+
 function accessionList() {
   const seen = new Set();
   return $("accessions").value.split(/[\s,;]+/).filter((a) => a && !seen.has(a) && seen.add(a));
@@ -91,22 +108,34 @@ async function checkPatient(event) {
   show("preview", false);
   const accessions = accessionList();
   if (!accessions.length) { say("Enter at least one accession number."); $("accessions").focus(); return; }
+  const bad = malformed($("accessions").value);
+  if (bad) { say(bad); $("accessions").focus(); return; }
   busy($("check"), true);
   try {
     const preview = await api("POST", "/v1/previews", { accession_numbers: accessions });
     renderPreview(preview);
   } catch (err) {
-    say(`Not checked: ${err.message}`);
+    say(err.status === 404 ? err.message : `Not checked: ${err.message}`);
     $("accessions").focus();
   } finally {
     busy($("check"), false);
   }
 }
 
+const SEXES = { M: "Male", F: "Female", O: "Other" };
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+// 19800417 -> "17 Apr 1980": day, month name, year (no 04/05 ambiguity).
+function dicomDate(value) {
+  const m = /^(\d{4})(\d{2})(\d{2})$/.exec(value || "");
+  if (!m || +m[2] < 1 || +m[2] > 12) return value || "";
+  return `${+m[3]} ${MONTHS[+m[2] - 1]} ${m[1]}`;
+}
+
 function studyText(studies) {
-  if (studies === null) return "Not retrieved yet: dates and descriptions appear after the disc is made.";
-  if (!studies.length) return "None found";
-  return studies.map((s) => [dicomDate(s.date), s.description, (s.modalities || []).join("/"),
+  if (studies === null) return "Not available now: the PACS did not answer. The disc can still be made.";
+  if (!studies.length) return "No images found in the PACS for this number.";
+  return studies.map((s) => [dicomDate(s.date), (s.modalities || []).join("/"), s.description,
                              s.instances == null ? "" : `${s.instances} images`]
     .filter(Boolean).join(", ")).join("; ");
 }
@@ -115,11 +144,13 @@ function renderPreview(preview) {
   const rows = $("preview-rows");
   rows.replaceChildren(...preview.accessions.map((a) => el("tr", {},
     el("td", { text: a.accession_number }), el("td", { text: a.patient_name }),
-    el("td", { text: a.patient_id }), el("td", { text: studyText(a.studies) }))));
+    el("td", { text: a.patient_id }), el("td", { text: dicomDate(a.birth_date) || "Unknown" }),
+    el("td", { text: SEXES[a.sex] || a.sex || "Unknown" }), el("td", { text: studyText(a.studies) }))));
   const ok = preview.same_patient;
   $("preview-reason").textContent = ok ? "" : `Refused: ${preview.reason}`;
   show("preview-reason", !ok);
   show("confirm", ok);
+  show("preview-actions", true);
   show("forward-form", false);
   show("preview", true);
   if (ok) {
@@ -147,6 +178,8 @@ async function makeDisc() {
   try {
     const job = await api("POST", "/v1/packages", body);
     history.replaceState(null, "", `/?job=${encodeURIComponent(job.id)}`);
+    show("preview-actions", false);   // the choice is made: only "Next patient" starts over
+    show("forward-form", false);
     follow(job.id);
   } catch (err) {
     say(`The disc was not started: ${err.message}`);
@@ -229,6 +262,7 @@ function showDone(s) {
   $("job-mail").textContent = mail.state === "sent" ? "The link was e-mailed to the patient."
     : mail.state === "failed" ? `The e-mail was not sent: ${mail.error}` : "";
   $("mail-form").dataset.job = s.id;
+  mailSwitch("mail-to", "mail-to-off", "mail-send");
   if (!$("mail-to").value) $("mail-to").value = $("email").value.trim();
   const first = $("job-done").hidden;
   show("job-done", true);
@@ -315,24 +349,53 @@ async function loadRecent() {
     return;
   }
   $("recent-rows").replaceChildren(...rows.map(recentRow));
-  if (!rows.length) $("recent-rows").append(el("tr", {}, el("td", { colspan: "6", text: "No packages yet." })));
+  if (!rows.length) $("recent-rows").append(el("tr", {}, el("td", { colspan: "7", text: "No packages yet." })));
 }
+
+function nextPatient() {
+  clearTimeout(pollTimer);
+  clearTimeout(forwardTimer);
+  confirmed = null;
+  say("");
+  for (const id of ["accessions", "email", "mail-to"]) $(id).value = "";
+  for (const id of ["preview-rows", "preview-reason", "job-phase", "job-counts", "job-expiry",
+                    "job-mail", "forward-phase"]) $(id).replaceChildren();
+  $("download").removeAttribute("href");
+  $("download").textContent = "Download";
+  $("view-online").removeAttribute("href");
+  delete $("mail-form").dataset.job;
+  for (const id of ["preview", "job", "job-done", "forward-job"]) show(id, false);
+  history.replaceState(null, "", "/");
+  $("accessions").focus();
+}
+
+// Mail off: the field and its button are disabled, with a sentence saying what to do instead.
+function mailSwitch(input, hint, button) {
+  $(input).disabled = !mailEnabled;
+  if (button) $(button).disabled = !mailEnabled;
+  $(hint).textContent = mailEnabled ? "" : MAIL_OFF;
+  show(hint, !mailEnabled);
+}
+
+const MAIL_OFF = "Sending e-mail is not set up on this server. Give the patient the download " +
+  "link or the disc instead, or ask IT to set up e-mail.";
 
 function recentRow(p) {
   const actions = el("td");
-  const status = p.state === "failed" ? `failed: ${p.error || ""}` : p.state;
+  const status = p.state === "failed" ? `Failed: ${p.error || "no reason given"}` : (STATES[p.state] || p.state);
   if (p.state === "succeeded") {
     actions.append(
       el("button", { type: "button", class: "small secondary", text: "New link",
                      on: { click: () => resign(p, actions) } }),
-      el("button", { type: "button", class: "small secondary", text: "E-mail",
-                     on: { click: () => mailForm(p, actions) } }));
+      ...(mailEnabled ? [el("button", { type: "button", class: "small secondary", text: "E-mail",
+                     on: { click: () => mailForm(p, actions) } })] : []));
   } else if (p.state === "queued" || p.state === "running") {
     actions.append(el("button", { type: "button", class: "small secondary", text: "Follow",
                                   on: { click: () => follow(p.id) } }));
   }
   return el("tr", {},
     el("td", { text: when(p.created_at) }),
+    el("td", { text: p.patient_name || "" }),
     el("td", { text: p.filename || (p.accession_numbers || []).join(", ") }),
     el("td", { text: status }), el("td", { text: mb(p.size) }),
     el("td", { text: when(p.link_expires_at) }), actions);
@@ -379,7 +442,8 @@ async function start() {
   try {
     const session = await api("GET", "/v1/session");
     $("user").textContent = `Signed in as ${session.user}`;
-    if (!session.mail) $("email").setAttribute("placeholder", "e-mail is not configured on this server");
+    mailEnabled = Boolean(session.mail);
+    mailSwitch("email", "mail-off");
     $("profile").value = session.default_profile;
   } catch (err) {
     if (err.status === 401) return;
@@ -401,5 +465,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("mail-form").addEventListener("submit", mailFromForm);
   $("auth-form").addEventListener("submit", signIn);
   $("refresh").addEventListener("click", loadRecent);
+  $("next-patient").addEventListener("click", nextPatient);
   start();
 });
