@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -167,6 +167,14 @@ def _counts(view: JobView) -> str:
     return ", ".join(f"{k} {v}" for k, v in view.counts.items()) or "no counts yet"
 
 
+_C = TypeVar("_C", LookupClient, PackagerClient, RetrieverClient, ForwarderClient)
+
+
+def _client(cls: type[_C], url: str, settings: ClientSettings) -> _C:
+    """One service's client with the CLI's token and timeout."""
+    return cls(url, settings.token(), timeout=settings.http_timeout)
+
+
 def _job_doc(view: JobView, raw: dict[str, Any] | None = None) -> dict[str, Any]:
     """The job as JSON: the service's latest full answer wins over the view we followed (a
     package found already done was never polled, so its view has no phase or counts)."""
@@ -199,9 +207,7 @@ def package(
     settings = _settings(out, packager_url=packager_url)
     with (
         errors(out, "packager"),
-        PackagerClient(
-            settings.packager_url, settings.token(), timeout=settings.http_timeout
-        ) as client,
+        _client(PackagerClient, settings.packager_url, settings) as client,
     ):
         job = client.start(body)
         if not wait and target is None:
@@ -264,9 +270,7 @@ def retrieve(
     settings = _settings(out, retriever_url=retriever_url)
     with (
         errors(out, "retriever"),
-        RetrieverClient(
-            settings.retriever_url, settings.token(), timeout=settings.http_timeout
-        ) as client,
+        _client(RetrieverClient, settings.retriever_url, settings) as client,
     ):
         job = client.retrieve(accs, method.value if method else None)
         _finish(out, client, job, wait, timeout, settings.poll_interval, "retrieval")
@@ -290,9 +294,7 @@ def forward(
     settings = _settings(out, forwarder_url=forwarder_url)
     with (
         errors(out, "forwarder"),
-        ForwarderClient(
-            settings.forwarder_url, settings.token(), timeout=settings.http_timeout
-        ) as client,
+        _client(ForwarderClient, settings.forwarder_url, settings) as client,
     ):
         _finish(out, client, client.start(body), wait, timeout, settings.poll_interval, "forward")
 
@@ -349,9 +351,7 @@ def lookup(
     settings = _settings(out, lookup_url=lookup_url)
     with (
         errors(out, "lookup"),
-        LookupClient(
-            settings.lookup_url, settings.token(), timeout=settings.http_timeout
-        ) as client,
+        _client(LookupClient, settings.lookup_url, settings) as client,
     ):
         infos = [client.accession(accs[0])] if len(accs) == 1 else client.resolve(accs).accessions
     same = len({i.patient_id for i in infos}) == 1
@@ -415,9 +415,7 @@ def audit(
     settings = _settings(out, packager_url=packager_url)
     with (
         errors(out, "packager"),
-        PackagerClient(
-            settings.packager_url, settings.token(), timeout=settings.http_timeout
-        ) as client,
+        _client(PackagerClient, settings.packager_url, settings) as client,
     ):
         doc = client.json("GET", "/v1/audit", params={"since": start.isoformat(), "limit": limit})
     events = doc.get("events", [])
