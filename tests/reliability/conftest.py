@@ -32,8 +32,8 @@ def make_system(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
 
     Keyword arguments: ``pacs`` (default the session Orthanc), ``his_port`` (the port the
     lookup dials for MariaDB, e.g. a proxy's), ``packager_s3`` (the packager's S3 endpoint,
-    e.g. a proxy's), ``packager`` (False: no in-process packager) and PackagerSettings
-    overrides.
+    e.g. a proxy's), ``packager`` (False: no in-process packager), ``retriever``
+    (RetrieverSettings overrides) and PackagerSettings overrides.
     """
     with ExitStack() as stack:
 
@@ -43,6 +43,7 @@ def make_system(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
             his_port: int = MARIADB_PORT,
             packager_s3: str | None = None,
             packager: bool = True,
+            retriever: dict[str, Any] | None = None,
             **overrides: Any,
         ) -> System:
             pacs = pacs or orthanc
@@ -53,7 +54,7 @@ def make_system(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
                 token=TOKEN,
                 name="rel",
                 his_port=his_port,
-                retriever={"dicom_acse_timeout": 5},
+                retriever={"dicom_acse_timeout": 5, **(retriever or {})},
             )
             values = packager_values(backend, tmp_path, name="rel")
             values.update(call_token=TOKEN, job_stale_after=3.0)

@@ -90,7 +90,7 @@ def retriever_scp() -> AE:
         with _captured(AE, "start_server") as seen, pytest.raises(_Stop):
             scp.start()
     finally:
-        scp.uploads.close()
+        scp.writer.close()
     return seen[0]
 
 

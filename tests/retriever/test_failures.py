@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from dicomiso_common.dicom import manifest_key
+from dicomiso_common.store import Store
 from support.net import free_port
+from support.stored import stored_keys, stored_sops
 
 
 def test_pacs_down_fails_with_the_reason(
@@ -26,7 +28,7 @@ def test_pacs_down_fails_with_the_reason(
 
     assert status["state"] == "failed"
     assert "PACS ABPACS" in status["error"] and "unreachable" in status["error"]
-    assert retriever.keys("instances/") == [] and retriever.keys("studies/") == []
+    assert stored_keys(retriever.store) == [] and retriever.keys("studies/") == []
 
 
 def test_pacs_refusing_our_ae_fails_with_the_reason(
@@ -60,11 +62,12 @@ def test_pacs_dying_mid_move_fails_then_a_retry_completes(
         cols=128,
     )
     pacs.upload(study.files)
-    retriever = make_retriever(pacs=pacs)
+    # Small segments, so that part of the study is in the bucket when the PACS dies.
+    retriever = make_retriever(pacs=pacs, segment_bytes=128 * 1024)
     body = {"accession_numbers": [study.accession]}
     job = retriever.post(body).json()["id"]
     deadline = time.monotonic() + 30
-    while len(retriever.keys(f"instances/{study.study_uid}/")) < 10:
+    while len(stored_sops(retriever.store, study.study_uid)) < 10:
         assert time.monotonic() < deadline, "move never started"
         time.sleep(0.02)
     pacs.kill()
@@ -77,14 +80,14 @@ def test_pacs_dying_mid_move_fails_then_a_retry_completes(
         or "of 151" in failed["error"]
     ), failed["error"]
     assert not retriever.store.exists(manifest_key(study.study_uid))
-    assert len(retriever.keys(f"instances/{study.study_uid}/")) < len(study.files)
+    assert len(stored_sops(retriever.store, study.study_uid)) < len(study.files)
 
     pacs.restart()
     retried = retriever.post(body).json()
     assert retried["id"] == job
     done = retriever.wait(job)
     assert done["state"] == "succeeded" and done["attempt"] == 2
-    assert len(retriever.keys(f"instances/{study.study_uid}/")) == len(study.files)
+    assert len(stored_sops(retriever.store, study.study_uid)) == len(study.files)
     assert retriever.store.exists(manifest_key(study.study_uid))
 
 
@@ -122,6 +125,8 @@ def test_killed_retriever_process_is_taken_over_by_another(
             "DICOMISO_JOB_HEARTBEAT": "0.5",
             "DICOMISO_JOB_STALE_AFTER": "3",
             "DICOMISO_REPLICA_ID": name,
+            # small segments: part of the study lands before the kill, the rest never does
+            "DICOMISO_SEGMENT_BYTES": str(128 * 1024),
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -151,11 +156,8 @@ def test_killed_retriever_process_is_taken_over_by_another(
             f"http://127.0.0.1:{port1}/v1/retrievals", json={"accession_numbers": [study.accession]}
         ).json()["id"]
 
-        def store_keys() -> list[str]:
-            listing = s3_bucket.client.list_objects_v2(
-                Bucket=s3_bucket.name, Prefix=f"instances/{study.study_uid}/"
-            )
-            return [o["Key"] for o in listing.get("Contents", [])]
+        def store_keys() -> set[str]:
+            return stored_sops(Store(s3_bucket.client, s3_bucket.name), study.study_uid)
 
         deadline = time.monotonic() + 30
         while len(store_keys()) < 10:

@@ -11,6 +11,7 @@ import pytest
 
 from dicomiso_common.dicom import manifest_key
 from support.dicomcmp import same_dataset
+from support.stored import stored_keys, stored_sops
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_two_studies_under_one_accession_are_both_retrieved(
         [one.study_uid, two.study_uid]
     )
     for study in (one, two):
-        assert len(retriever.keys(f"instances/{study.study_uid}/")) == len(study.files)
+        assert len(stored_sops(retriever.store, study.study_uid)) == len(study.files)
         assert retriever.store.exists(manifest_key(study.study_uid))
 
 
@@ -119,7 +120,7 @@ def test_two_accessions_in_one_request_make_one_job(
 def test_by_study_uid(retriever: Any, uploaded: Any) -> None:
     status = retriever.run({"study_uids": [uploaded.study_uid]})
     assert status["state"] == "succeeded"
-    assert len(retriever.keys(f"instances/{uploaded.study_uid}/")) == len(uploaded.files)
+    assert len(stored_sops(retriever.store, uploaded.study_uid)) == len(uploaded.files)
 
 
 BAD = [
@@ -178,7 +179,7 @@ def test_unknown_accession_fails_the_job_and_writes_nothing(retriever: Any) -> N
 
     assert status["state"] == "failed"
     assert status["error"] == "no study found for accession NOSUCH404"
-    assert retriever.keys("instances/") == [] and retriever.keys("accessions/") == []
+    assert stored_keys(retriever.store) == [] and retriever.keys("accessions/") == []
 
 
 def test_unknown_job_id_is_404_and_malformed_is_422(retriever: Any) -> None:
@@ -260,7 +261,7 @@ def test_two_replicas_one_job_and_the_other_replicas_scp_receives(
     assert status["state"] == "succeeded", status
     assert two.wait(job)["state"] == "succeeded"
     assert orthanc.move_requests() == 1
-    assert len(one.keys(f"instances/{uploaded.study_uid}/")) == len(uploaded.files)
+    assert len(stored_sops(one.store, uploaded.study_uid)) == len(uploaded.files)
     assert two.app.state.scp.stored == len(uploaded.files)
 
 

@@ -11,6 +11,7 @@ from selenium.webdriver.common.by import By
 
 from support.mariadb import add_patient
 from support.net import free_port
+from support.stored import stored_keys
 
 TOKEN = "web-token"  # tests/web/conftest.py
 
@@ -72,7 +73,7 @@ def test_mixed_patients_wildcard_and_unknown_are_refused_before_anything_starts(
     page.shot("unknown")
     assert not page.el("preview").is_displayed()
 
-    assert stack.keys("jobs/") == [] and stack.keys("instances/") == []
+    assert stack.keys("jobs/") == [] and stored_keys(stack.store) == []
     assert orthanc.find_requests() == 0 and orthanc.move_requests() == 0
 
 

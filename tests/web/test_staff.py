@@ -11,6 +11,7 @@ import httpx
 from selenium.webdriver.common.by import By
 
 from support.mariadb import add_patient
+from support.stored import stored_keys
 
 from .conftest import TOKEN
 from .test_page import _small
@@ -89,7 +90,7 @@ def test_one_patient_start_to_next_patient_with_mail_off(
     assert cells[1:5] == ["Dewi Kartika", "RM-WEB-18", "1 Jan 1970", "Female"], cells
     assert cells[5] == f"17 Apr 2026, CT/MR, Synthetic study, {len(study.files)} images", cells
     assert orthanc.find_requests() >= 1 and orthanc.move_requests() == 0
-    assert stack.keys("instances/") == []  # nothing retrieved before the clerk confirms
+    assert stored_keys(stack.store) == []  # nothing retrieved before the clerk confirms
     assert page.axe("identity") == []
 
     page.el("confirm").click()

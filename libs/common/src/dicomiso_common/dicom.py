@@ -92,6 +92,21 @@ def study_prefix(study_uid: str) -> str:
     return f"instances/{_key_part(study_uid)}/"
 
 
+def segment_prefix(study_uid: str) -> str:
+    """Where a study's segments and their indexes are (docs/architecture.md, bucket layout)."""
+    return f"segments/{_key_part(study_uid)}/"
+
+
+def segment_key(study_uid: str, segment_id: str) -> str:
+    """One segment: received Part 10 files, concatenated (`segment_id`: hex, ours)."""
+    return f"{segment_prefix(study_uid)}{segment_id}.seg"
+
+
+def segment_index_key(study_uid: str, segment_id: str) -> str:
+    """The segment's index, written after the segment: what makes its instances count."""
+    return f"{segment_prefix(study_uid)}{segment_id}.json"
+
+
 def manifest_key(study_uid: str) -> str:
     return f"studies/{_key_part(study_uid)}/manifest.json"
 

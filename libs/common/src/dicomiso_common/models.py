@@ -58,11 +58,17 @@ class SeriesInfo(_Document):
 
 
 class InstanceEntry(_Document):
-    """One stored instance: where it is, how to check it, what a DICOMDIR IMAGE record needs."""
+    """One stored instance: where it is, how to check it, what a DICOMDIR IMAGE record needs.
+
+    With `offset` the instance is the `size` bytes at `offset` of the segment object `key`
+    (segments/...); without, an older manifest's whole object (instances/...). Readers go
+    through `dicomiso_common.instances`, never through key patterns.
+    """
 
     key: str
     size: int
     sha256: str = ""  # empty only for an object stored without the checksum metadata
+    offset: int | None = None
     transfer_syntax: str
     sop_class_uid: str
     sop_uid: str
@@ -85,6 +91,20 @@ class InstanceDescription(_Document):
     study: StudyInfo
     patient: PatientInfo
     charset: tuple[str, ...] = ()
+
+
+class SegmentIndex(_Document):
+    """segments/{StudyUID}/{id}.json: what one segment object holds, written after it.
+
+    A segment without its index does not count (a replica that died between the two PUTs
+    left only bytes nobody reads). Each entry's `key` is the segment and `offset` is set.
+    """
+
+    study_uid: str
+    segment_key: str
+    size: int
+    sha256: str
+    instances: tuple[InstanceDescription, ...]
 
 
 def _empty_if_null(value: object) -> object:

@@ -369,14 +369,18 @@ class Store:
         data, resp = self.get_bytes(key)
         return Read(json.loads(data), str(resp["ETag"]), _age(resp))
 
-    def open(self, key: str) -> IO[bytes]:
-        """Return a streaming body for one object; the caller reads it in chunks and closes it.
+    def open(self, key: str, *, byte_range: tuple[int, int] | None = None) -> IO[bytes]:
+        """Return a streaming body for one object, or for the inclusive `byte_range` of it;
+        the caller reads it in chunks and closes it.
 
         A read that fails half-way (connection reset, read timeout) raises StoreError too:
         botocore's errors never leave this module.
         """
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if byte_range is not None:
+            kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         with _translated("reading", key):
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            body = self.client.get_object(**kwargs)["Body"]
         return cast(IO[bytes], _Body(body, key))
 
     def head(self, key: str) -> dict[str, Any] | None:

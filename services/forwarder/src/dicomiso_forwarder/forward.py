@@ -273,7 +273,7 @@ class Forwarding:
         for uid in uids:
             manifest = load_manifest(self.store, uid)
             items += [
-                Item(i.key, i.sop_uid, i.sop_class_uid, i.transfer_syntax)
+                Item(i.key, i.sop_uid, i.sop_class_uid, i.transfer_syntax, entry=i)
                 for i in manifest.instances
             ]
         return items

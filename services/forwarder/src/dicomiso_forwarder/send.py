@@ -28,7 +28,8 @@ from pydicom.uid import (
 from pynetdicom.association import Association
 
 from dicomiso_common.errors import ObjectMissing, StoreError
-from dicomiso_common.models import SendResult
+from dicomiso_common.instances import DamagedInstance, InstanceSource
+from dicomiso_common.models import InstanceEntry, SendResult
 from dicomiso_common.pacs import PacsPeer, associate, make_ae
 from dicomiso_common.store import Store
 
@@ -48,6 +49,7 @@ class Item:
     sop_uid: str
     sop_class: str
     transfer_syntax: str
+    entry: InstanceEntry | None = None  # where it is stored; None: the whole object `key`
 
 
 Outcome = SendResult  # what became of one instance (stored in forwards/{id}/results.json)
@@ -115,22 +117,32 @@ class Sender:
         ae = make_ae(self.peer)
         for sop_class, ts in contexts_for(batch):
             ae.add_requested_context(sop_class, [ts])
+        # Instances back to back in a segment are read with one ranged GET.
+        source = InstanceSource(self.store, [i.entry for i in batch if i.entry is not None])
         with associate(self.peer, ae) as assoc:
             accepted = {
                 (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
                 for cx in assoc.accepted_contexts
             }
             for item in batch:
-                self.on_result(item, self._send_one(assoc, accepted, item))
+                self.on_result(item, self._send_one(assoc, accepted, item, source))
 
-    def _send_one(self, assoc: Association, accepted: set[tuple[str, str]], item: Item) -> Outcome:
+    def _send_one(
+        self,
+        assoc: Association,
+        accepted: set[tuple[str, str]],
+        item: Item,
+        source: InstanceSource,
+    ) -> Outcome:
         with tempfile.NamedTemporaryFile(suffix=".dcm") as spool:
             try:
-                with self.store.open(item.key) as body:
+                with self._open(source, item) as body:
                     while chunk := body.read(_CHUNK):
                         spool.write(chunk)
             except ObjectMissing:
                 return Outcome(status="failed", reason="instance missing from the bucket")
+            except DamagedInstance:
+                return Outcome(status="failed", reason="instance damaged in the bucket")
             except (StoreError, OSError) as exc:
                 raise Transient(
                     f"reading the instance from S3 failed: {type(exc).__name__}"
@@ -157,6 +169,11 @@ class Sender:
         if outcome is None:
             raise Transient(f"peer out of resources (0x{int(status.Status):04X})")
         return outcome.model_copy(update={"transcoded": transcoded})
+
+    def _open(self, source: InstanceSource, item: Item) -> Any:
+        if item.entry is None:
+            return self.store.open(item.key)
+        return source.open(item.entry)
 
     @staticmethod
     def _as_explicit_le(path: str) -> pydicom.Dataset | None:

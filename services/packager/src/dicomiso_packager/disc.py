@@ -25,6 +25,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicomiso_common.instances import InstanceSource, read_head
 from dicomiso_common.jobs import JobHandle
 from dicomiso_common.models import InstanceEntry, StudyManifest
 from dicomiso_common.store import Store
@@ -57,16 +58,17 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
     shutil.copyfileobj(src, dst, 1024 * 1024)
 
 
-def read_header(store: Store, key: str) -> Dataset:
-    """An instance's header (no pixel data) from S3: a ranged GET, or the whole object when
-    the header is longer than the probe (large SR, big private groups)."""
-    data, _ = store.get_bytes(key, byte_range=(0, HEADER_PROBE - 1))
+def read_header(store: Store, entry: InstanceEntry) -> Dataset:
+    """An instance's header (no pixel data) from S3: a ranged GET, or the whole instance
+    when the header is longer than the probe (large SR, big private groups)."""
+    data = read_head(store, entry, HEADER_PROBE)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         ds.SOPInstanceUID  # noqa: B018 - force parsing to the end of the probe's header
         return ds
     except (InvalidDicomError, EOFError, AttributeError, ValueError, OSError):
-        with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY) as spool, store.open(key) as body:
+        source = InstanceSource(store)
+        with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY) as spool, source.open(entry) as body:
             _copy(body, spool)
             spool.seek(0)
             return pydicom.dcmread(spool, stop_before_pixels=True)
@@ -87,6 +89,8 @@ class _Assembler:
         self.entries = [e for m in manifests for e in m.instances]
         self.local: dict[str, Path] = {}  # sop_uid -> transcoded file in tmp
         self.final_syntax: dict[str, str] = {}
+        self.single = InstanceSource(store)  # instances read on their own (transcode, preview)
+        self.source = self.single  # set in run(): what goes on the disc byte-exact, in order
         self._lock = threading.Lock()
 
     def run(self) -> Disc:
@@ -104,6 +108,11 @@ class _Assembler:
             previews = self._previews(pool)
             headers = self._headers(pool)
         self.handle.check()
+        # In disc order, the instances copied as they are: back to back in a segment, they
+        # share one ranged GET (dicomiso_common.instances).
+        self.source = InstanceSource(
+            self.store, [e for e in self.entries if e.sop_uid not in self.local]
+        )
         vid = volume_id(self.handle.id)
         directory = dicomdir.build_dicomdir(
             self.manifests, file_ids, self.final_syntax, lambda e: headers[e.sop_uid], vid
@@ -151,8 +160,7 @@ class _Assembler:
         local = self.local.get(sop)
         if local is not None:
             return DiscFile(file_id, local.stat().st_size, _path_opener(local))
-        key = entry.key
-        return DiscFile(file_id, entry.size, lambda: self.store.open(key))
+        return DiscFile(file_id, entry.size, lambda: self.source.open(entry))
 
     def _counted(self, opener: Callable[[Any], IO[bytes]], arg: Any) -> Callable[[], IO[bytes]]:
         """An opener that counts progress and stops the build when the job was lost."""
@@ -168,7 +176,7 @@ class _Assembler:
         sop = entry.sop_uid
         target = self.tmp / f"{sop}.dcm"  # a validated UID: digits and dots
         with tempfile.TemporaryFile(dir=self.tmp) as src:
-            with self.store.open(entry.key) as body:
+            with self.single.open(entry) as body:
                 _copy(body, src)
             src.seek(0)
             with target.open("wb") as dst:
@@ -184,7 +192,7 @@ class _Assembler:
 
     def _open_instance(self, entry: InstanceEntry) -> IO[bytes]:
         local = self.local.get(entry.sop_uid)
-        return local.open("rb") if local is not None else self.store.open(entry.key)
+        return local.open("rb") if local is not None else self.single.open(entry)
 
     # -- what the DICOMDIR and the web pages need --------------------------------------------
 
@@ -200,7 +208,7 @@ class _Assembler:
             local = self.local.get(entry.sop_uid)
             if local is not None:
                 return pydicom.dcmread(local, stop_before_pixels=True)
-            return read_header(self.store, entry.key)
+            return read_header(self.store, entry)
 
         return {e.sop_uid: ds for e, ds in zip(wanted, pool.map(one, wanted), strict=True)}
 

@@ -103,6 +103,8 @@ def studies_of(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             "sop_uid": e["sop_uid"],
                             "number": _number(e.get("instance_number")),
                             "size": int(e["size"]),
+                            # in a segment: the bytes at offset (a ranged fetch of `key`)
+                            **({"offset": int(e["offset"])} if e.get("offset") is not None else {}),
                         }
                         for e in entries
                     ],
@@ -121,7 +123,15 @@ def studies_of(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def signed(studies: list[dict[str, Any]], sign: Callable[[str], str]) -> list[dict[str, Any]]:
-    """The same studies with each instance's key replaced by its signed URL."""
+    """The same studies with each instance's key replaced by its signed URL (one signature
+    per object: the instances of one segment share its URL, each with its own range)."""
+    urls: dict[str, str] = {}
+
+    def once(key: str) -> str:
+        if key not in urls:
+            urls[key] = sign(key)
+        return urls[key]
+
     return [
         {
             **st,
@@ -129,7 +139,7 @@ def signed(studies: list[dict[str, Any]], sign: Callable[[str], str]) -> list[di
                 {
                     **se,
                     "instances": [
-                        {"url": sign(i["key"]), **{k: v for k, v in i.items() if k != "key"}}
+                        {"url": once(i["key"]), **{k: v for k, v in i.items() if k != "key"}}
                         for i in se["instances"]
                     ],
                 }

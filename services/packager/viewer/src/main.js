@@ -51,9 +51,21 @@ function remember(map, key, make) {
 
 async function bytesOf(instance) {
   if (instance.file) return new Uint8Array(await instance.file.arrayBuffer());
-  const response = await fetch(instance.url, { credentials: "same-origin", cache: "force-cache" });
+  if (instance.offset == null) {
+    const response = await fetch(instance.url, { credentials: "same-origin", cache: "force-cache" });
+    if (!response.ok) throw new Error(`the server answered ${response.status}`);
+    return new Uint8Array(await response.arrayBuffer());
+  }
+  // One instance of a segment object: its bytes are a range of the (shared) signed URL.
+  const end = instance.offset + instance.size - 1;
+  const response = await fetch(instance.url, {
+    credentials: "same-origin", cache: "no-store", headers: { Range: `bytes=${instance.offset}-${end}` },
+  });
   if (!response.ok) throw new Error(`the server answered ${response.status}`);
-  return new Uint8Array(await response.arrayBuffer());
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (response.status === 206 && bytes.length === instance.size) return bytes;
+  if (response.status === 200 && bytes.length > end) return bytes.subarray(instance.offset, end + 1);
+  throw new Error(`the server sent ${bytes.length} bytes for a range of ${instance.size}`);
 }
 
 function load(instance) {
@@ -540,7 +552,7 @@ function online(study) {
     uid: s.study_uid, date: s.date || "", description: s.description || "",
     series: (s.series || []).map((r) => ({
       uid: r.series_uid, modality: r.modality || "", description: r.description || "", number: r.number ?? null, notes: [],
-      instances: (r.instances || []).map((i) => ({ url: i.url, number: i.number ?? null, path: i.sop_uid, key: `u${key++}`, image: true, frames: null })),
+      instances: (r.instances || []).map((i) => ({ url: i.url, offset: Number.isInteger(i.offset) ? i.offset : null, size: i.size, number: i.number ?? null, path: i.sop_uid, key: `u${key++}`, image: true, frames: null })),
     })),
   }));
   stats.chosenAt = performance.now();

@@ -19,13 +19,14 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
-from dicomiso_common.dicom import manifest_key, study_prefix
+from dicomiso_common.dicom import manifest_key, segment_prefix, study_prefix
 from dicomiso_common.errors import DicomisoError
-from dicomiso_common.manifests import load_manifest
+from dicomiso_common.manifests import load, load_manifest
 from dicomiso_common.models import (
     InstanceDescription,
     InstanceEntry,
     PatientInfo,
+    SegmentIndex,
     SeriesInfo,
     StudyInfo,
     StudyManifest,
@@ -149,18 +150,56 @@ def _representative(described: list[InstanceDescription]) -> InstanceDescription
     return next(d for d in described if str(d.patient.name) == common)
 
 
+class StudyContents:
+    """What the bucket holds of one study: the instances of its segment indexes (each index
+    read once: an index never changes) and, from versions before segments, whole instance
+    objects under instances/. An instance stored twice (a second move of a cached study, a
+    retry after a take-over) counts once."""
+
+    def __init__(
+        self, store: Store, study_uid: str, known: dict[str, SegmentIndex] | None = None
+    ) -> None:
+        self.store = store
+        self.study_uid = study_uid
+        self._indexes: dict[str, SegmentIndex] = dict(known or {})
+        self._legacy: dict[str, ObjectInfo] = {}
+
+    def refresh(self) -> int:
+        """Look at the bucket again; return how many distinct instances it holds."""
+        for obj in self.store.list(segment_prefix(self.study_uid)):
+            if obj.key.endswith(".json") and obj.key not in self._indexes:
+                self._indexes[obj.key] = load(self.store, obj.key, SegmentIndex)
+        self._legacy = {
+            obj.key.rsplit("/", 1)[-1].removesuffix(".dcm"): obj
+            for obj in self.store.list(study_prefix(self.study_uid))
+        }
+        return len(self._sop_uids())
+
+    def _sop_uids(self) -> set[str]:
+        segmented = {d.entry.sop_uid for i in self._indexes.values() for d in i.instances}
+        return segmented | self._legacy.keys()
+
+    def descriptions(self) -> list[InstanceDescription]:
+        """One description per instance: a segment's (first index by key) before a whole
+        object's (which costs a ranged GET to describe)."""
+        chosen: dict[str, InstanceDescription] = {}
+        for key in sorted(self._indexes):
+            for d in self._indexes[key].instances:
+                chosen.setdefault(d.entry.sop_uid, d)
+        for sop_uid, obj in sorted(self._legacy.items()):
+            if sop_uid not in chosen:
+                chosen[sop_uid] = describe_stored(self.store, obj)
+        return list(chosen.values())
+
+
 def build_manifest(
-    store: Store, study_uid: str, known: dict[str, InstanceDescription], job_id: str, method: str
+    store: Store, study_uid: str, known: dict[str, SegmentIndex], job_id: str, method: str
 ) -> StudyManifest:
-    """Assemble the manifest from the bucket listing; entries we hold already are reused."""
-    described = []
-    for obj in store.list(study_prefix(study_uid)):
-        sop_uid = obj.key.rsplit("/", 1)[-1].removesuffix(".dcm")
-        one = known.get(sop_uid)
-        if one is None or one.entry.size != obj.size:
-            one = describe_stored(store, obj)
-        described.append(one)
-    return assemble_manifest(study_uid, described, job_id, method)
+    """Assemble the manifest from the study's segment indexes (and any older instance
+    objects); indexes this process wrote are not read again."""
+    contents = StudyContents(store, study_uid, known)
+    contents.refresh()
+    return assemble_manifest(study_uid, contents.descriptions(), job_id, method)
 
 
 def assemble_manifest(

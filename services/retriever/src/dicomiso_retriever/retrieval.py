@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dicomiso_common.dicom import accession_key, manifest_key, study_prefix
+from dicomiso_common.dicom import accession_key, manifest_key
 from dicomiso_common.errors import DicomError, NotFound
 from dicomiso_common.jobs import JobHandle, JobRecord
 from dicomiso_common.models import (
@@ -32,7 +32,13 @@ from dicomiso_common.store import Store
 
 from . import negotiation, query, transfer
 from .leases import Lease, LeaseBook, LeaseHeld, study_lease
-from .manifest import IncompleteStudy, build_manifest, read_manifest, write_manifest
+from .manifest import (
+    IncompleteStudy,
+    StudyContents,
+    assemble_manifest,
+    read_manifest,
+    write_manifest,
+)
 from .query import Inventory
 from .scp import StorageSCP
 from .settings import RetrieverSettings
@@ -232,14 +238,15 @@ class Retrieval:
         expected, basis = _expectation(hit, inventory, result)
         self._judge(hit, result, method, expected)
         settle = time.monotonic() + s.settle_timeout
-        while self._stored_count(uid) < expected and time.monotonic() < settle:
+        contents = StudyContents(self.store, uid, described)
+        while contents.refresh() < expected and time.monotonic() < settle:
             # Another replica's SCP may have received part of the study and still be
             # uploading it (it answers C-STOREs before its PUTs finish).
             time.sleep(0.5)
             handle.check()
             if not lease.held():
                 raise LeaseLost(uid)
-        manifest = build_manifest(self.store, uid, described, handle.id, method)
+        manifest = assemble_manifest(uid, contents.descriptions(), handle.id, method)
         if manifest.instance_count == 0 or manifest.instance_count < expected:
             raise IncompleteStudy(
                 f"study {uid}: {manifest.instance_count} of {expected} instances arrived "
@@ -305,9 +312,6 @@ class Retrieval:
         second = transfer.get_study(s, hit, retry, self.scp.handle_store, report)
         plan.retried.append({**retry.report(), "first_failed": result.failed})
         return second
-
-    def _stored_count(self, study_uid: str) -> int:
-        return sum(1 for _ in self.store.list(study_prefix(study_uid)))
 
     def _judge(self, hit: StudyAnswer, result: TransferResult, method: str, expected: int) -> None:
         """Turn a transfer's final counts into a user-readable failure, or pass."""

@@ -2,7 +2,8 @@
 
 pynetdicom is told to spool each received data set to a temporary file
 (STORE_RECV_CHUNKED_DATASET), so memory stays bounded whatever an instance's size; the file
-is parsed with deferred reads (pixel data is never loaded) and uploaded from disk.
+is parsed with deferred reads (pixel data is never loaded), checked, and handed to the
+segment writer (`segments.SegmentWriter`), which appends it to the association's segment.
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomiso_common.dicom import CONNECTION_HANDLERS, instance_key, is_valid_uid
+from dicomiso_common.dicom import CONNECTION_HANDLERS, is_valid_uid
 from dicomiso_common.errors import DicomisoError, Unavailable
-from dicomiso_common.models import InstanceDescription
+from dicomiso_common.models import SegmentIndex
 from dicomiso_common.store import Store
 
 from .leases import LeaseBook
 from .manifest import describe, sha256_of
+from .segments import SegmentWriter
 from .settings import RetrieverSettings
-from .uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,14 @@ class StorageSCP:
         self.settings = settings
         self.store = store
         self.leases = leases
-        self.uploads = Uploads(
+        self.writer = SegmentWriter(
             store,
+            segment_bytes=settings.segment_bytes,
+            idle=settings.segment_idle,
             workers=settings.scp_upload_workers,
             backlog=settings.scp_upload_backlog,
-            multipart_threshold=settings.s3_multipart_threshold,
         )
         self._server: ThreadedAssociationServer | None = None
-        self._described: dict[str, dict[str, InstanceDescription]] = {}
         self._lock = threading.Lock()
         self.stored = 0
         self.refused = 0
@@ -132,7 +133,11 @@ class StorageSCP:
         self._server = ae.start_server(
             (s.scp_host, s.scp_port),
             block=False,
-            evt_handlers=[*CONNECTION_HANDLERS, (evt.EVT_C_STORE, self.handle_store)],
+            evt_handlers=[
+                *CONNECTION_HANDLERS,
+                (evt.EVT_C_STORE, self.handle_store),
+                (evt.EVT_CONN_CLOSE, self._association_ended),
+            ],
         )
         log.info("storage SCP listening", extra={"aet": s.scp_aet, "port": self.port})
 
@@ -153,27 +158,23 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
-        self.uploads.close()
+        self.writer.close()
 
-    def take_descriptions(self, study_uid: str) -> dict[str, InstanceDescription]:
-        """Wait until this process's uploads for the study are in the bucket; hand over
-        (and forget) their manifest entries.
+    def _association_ended(self, event: evt.Event) -> None:
+        self.writer.end_stream(event.assoc)
+
+    def take_descriptions(self, study_uid: str) -> dict[str, SegmentIndex]:
+        """Flush this process's segments of the study and wait until they are in the
+        bucket; their indexes, so that the manifest need not read them back.
 
         Raises:
             StoreError: an acknowledged instance did not reach the bucket.
         """
-        try:
-            self.uploads.wait(study_uid, timeout=self.settings.dicom_dimse_timeout)
-        finally:
-            with self._lock:
-                described = self._described.pop(study_uid, {})
-        return described
+        return self.writer.wait(study_uid, timeout=self.settings.dicom_dimse_timeout)
 
     def forget(self, study_uid: str) -> None:
-        """Drop what a failed transfer left behind (its uploads still finish on their own)."""
-        self.uploads.forget(study_uid)
-        with self._lock:
-            self._described.pop(study_uid, None)
+        """Drop what a failed transfer left behind (its segments still land on their own)."""
+        self.writer.forget(study_uid)
 
     def handle_store(self, event: evt.Event) -> Dataset | int:
         """EVT_C_STORE handler: check, spool, acknowledge, upload; a failure status otherwise."""
@@ -225,25 +226,17 @@ class StorageSCP:
             problem = native_pixel_problem(ds, transfer_syntax)
             if problem:
                 return self._refuse(NOT_MATCHING, problem)
-            key = instance_key(study_uid, series_uid, sop_uid)
             fh.seek(0)
             sha = sha256_of(fh)
-            entry = describe(ds, str(transfer_syntax), size, sha, key)
+            entry = describe(ds, str(transfer_syntax), size, sha, "")
         # Take the spool file from pynetdicom (it tolerates the file being gone when it
-        # cleans up) and let the uploader put it into the bucket after we answer.
+        # cleans up); the writer appends it to this association's segment.
         spool = path.with_name(path.name + ".up")
         path.rename(spool)
-        local = self.leases.is_local(study_uid)
-        self.uploads.submit(
-            study_uid,
-            spool,
-            key,
-            {"sha256": sha, "transfer-syntax": str(transfer_syntax)},
-            track=local,
+        self.writer.add(
+            study_uid, spool, entry, stream=event.assoc, track=self.leases.is_local(study_uid)
         )
         with self._lock:
-            if local:  # kept only for a manifest this process writes
-                self._described.setdefault(study_uid, {})[sop_uid] = entry
             self.stored += 1
         log.debug(
             "instance accepted", extra={"study_uid": study_uid, "sop_uid": sop_uid, "bytes": size}

@@ -26,8 +26,10 @@ class RetrieverSettings(CommonSettings):
     scp_max_pdu: Annotated[int, Field(ge=0)] = 1_048_576  # largest PDU we accept (0 = no limit)
     scp_max_instance_bytes: Annotated[int, Field(gt=0)] = 4 * 1024**3  # larger: 0xA700
 
-    scp_upload_workers: Annotated[int, Field(ge=1)] = 4  # parallel PUTs of received instances
-    scp_upload_backlog: Annotated[int, Field(ge=1)] = 8  # spooled instances waiting for a PUT
+    scp_upload_workers: Annotated[int, Field(ge=1)] = 4  # parallel PUTs of full segments
+    scp_upload_backlog: Annotated[int, Field(ge=1)] = 8  # full segments waiting for a PUT
+    segment_bytes: Annotated[int, Field(ge=1)] = 32 * 1024 * 1024  # a segment is flushed at
+    segment_idle: Annotated[float, Field(gt=0)] = 2.0  # ... or this long without an instance
 
     retrieve_method: Literal["move", "get"] = "move"
     dicom_acse_timeout: float = 30.0  # association negotiation
