@@ -275,10 +275,12 @@ def timeline(recs: list[dict[str, Any]], t0: float) -> dict[str, float]:
         ("image_upload", "packager", "", "packages/"),
         ("retrieval_record", "retriever", "PUT", "jobs/"),
     ):
+        # instances/: one object per instance (before segments); segments/: ours now
+        prefixes = (prefix, "segments/") if prefix == "instances/" else (prefix,)
         ts = [
             r["t"] - t0
             for r in recs
-            if r["who"] == who and classify(r)[1] == prefix and classify(r)[0].startswith(verb)
+            if r["who"] == who and classify(r)[1] in prefixes and classify(r)[0].startswith(verb)
         ]
         if ts:
             out[f"{name}_first"], out[f"{name}_last"] = round(min(ts), 2), round(max(ts), 2)

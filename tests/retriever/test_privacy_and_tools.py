@@ -10,6 +10,8 @@ from typing import Any
 import pydicom
 import pytest
 
+from dicomiso_common.instances import open_instances
+from dicomiso_common.manifests import load_manifest
 from support.dcmtk import dcmtk_bin, dcmtk_env
 
 
@@ -43,14 +45,16 @@ def test_logs_at_info_and_above_hold_no_patient_data(
 def test_stored_objects_are_part10_files_dcmtk_reads(
     retriever: Any, orthanc: Any, study_factory: Any, tmp_path: Path
 ) -> None:
-    """Cross-check with dcmtk: every stored object parses completely with dcmdump."""
+    """Cross-check with dcmtk: every stored instance parses completely with dcmdump."""
     study = study_factory()
     orthanc.upload(study.files)
     assert retriever.run({"accession_numbers": [study.accession]})["state"] == "succeeded"
 
-    for obj in retriever.store.list(f"instances/{study.study_uid}/"):
-        path = tmp_path / Path(obj.key).name
-        path.write_bytes(retriever.store.get_bytes(obj.key)[0])
+    stored = load_manifest(retriever.store, study.study_uid)
+    assert len(stored.instances) == len(study.files)
+    for entry, body in open_instances(retriever.store, stored.instances):
+        path = tmp_path / f"{entry.sop_uid}.dcm"
+        path.write_bytes(body.read())
         result = subprocess.run(
             [dcmtk_bin("dcmdump"), "-q", "+E", str(path)],
             env=dcmtk_env(),

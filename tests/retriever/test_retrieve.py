@@ -10,6 +10,8 @@ import pydicom
 import pytest
 
 from dicomiso_common.dicom import manifest_key
+from dicomiso_common.instances import open_instances
+from dicomiso_common.manifests import load_manifest
 from support.dicomcmp import same_dataset
 from support.stored import stored_keys, stored_sops
 
@@ -41,15 +43,14 @@ def test_every_instance_arrives_equal_to_the_pacs_copy(
     n = len(uploaded.files)
     assert status["counts"]["received"] == n
     assert status["counts"]["expected"] == n
-    keys = retriever.keys(f"instances/{uploaded.study_uid}/")
-    assert len(keys) == n
-    assert {k.rsplit("/", 1)[1].removesuffix(".dcm") for k in keys} == set(uploaded.sop_uids)
+    assert stored_sops(retriever.store, uploaded.study_uid) == set(uploaded.sop_uids)
+    stored = load_manifest(retriever.store, uploaded.study_uid)
+    ours = {e.sop_uid: f.read() for e, f in open_instances(retriever.store, stored.instances)}
+    assert all(e.offset is not None for e in stored.instances)  # ranges of segments
     for instance_id in any_pacs.instance_ids_of_study(uploaded.study_uid):
         theirs = any_pacs.instance_file(instance_id)
         sop = pydicom.dcmread(io.BytesIO(theirs), stop_before_pixels=True).SOPInstanceUID
-        key = next(k for k in keys if k.endswith(f"/{sop}.dcm"))
-        ours, _ = retriever.store.get_bytes(key)
-        assert same_dataset(ours, theirs) == [], key
+        assert same_dataset(ours[str(sop)], theirs) == [], sop
     manifest, _ = retriever.store.get_json(manifest_key(uploaded.study_uid))
     assert manifest["instance_count"] == n
     assert {i["sop_uid"] for i in manifest["instances"]} == set(uploaded.sop_uids)
