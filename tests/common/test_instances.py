@@ -99,3 +99,15 @@ def test_an_old_manifest_entry_is_the_whole_object(store: Store) -> None:
     entry = _entry("instances/1.2/1.2.3/1.2.3.9.dcm", "1.2.3.9", data, None)
     assert [s.read() for _, s in open_instances(store, [entry])] == [data]
     assert read_head(store, entry, 100) == data[:100]
+
+
+def test_a_segment_read_in_another_order_is_one_get(store: Store) -> None:
+    """The disc lists instances in another order than the PACS sent them: still one GET for
+    the segment (spooled on disk), every instance exact."""
+    parts = [os.urandom(3000 + i) for i in range(6)]
+    entries = _segment(store, "segments/1.2/d.seg", parts)
+    order = [entries[i] for i in (3, 0, 5, 1, 4, 2)]
+    gets = _Gets(store)
+    got = {e.sop_uid: s.read() for e, s in open_instances(store, order)}
+    assert got == {e.sop_uid: parts[i] for i, e in enumerate(entries)}
+    assert gets.n == 1

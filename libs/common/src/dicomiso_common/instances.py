@@ -7,16 +7,23 @@ the instance's bytes) or `open_instances` (one after another), and `read_head` f
 
 Fewer, larger reads: an `InstanceSource` told the order its entries will be read in joins
 entries that lie back to back in one segment into one ranged GET (a run, at most
-`max_run` bytes); each instance's stream then reads its part of the run's body. A stream
-opened out of that order (or after the run moved past it) gets its own ranged GET: a miss,
-never an error. Every stream checks the instance's SHA-256 as its last byte is read, so a
-damaged segment fails the reader (`DamagedInstance`) instead of reaching a disc or a peer.
+`max_run` bytes); each instance's stream then reads its part of the run's body. When the
+order jumps about within a segment (the PACS sent the instances in another order than the
+disc lists them), the span of the segment those entries need is fetched with one GET into
+a spool file on local disk, never into memory, and deleted once its last instance was
+read. A stream opened out of the planned order (or after a run moved past it) gets its own
+ranged GET: a miss, never an error. Every stream checks the instance's SHA-256 as its last
+byte is read, so a damaged segment fails the reader (`DamagedInstance`) instead of reaching
+a disc or a peer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
@@ -96,10 +103,39 @@ class _Run:
                 self.body = None
 
 
+class _Spooled:
+    """A span of one segment whose entries are read out of order: one GET to a spool file."""
+
+    def __init__(self, store: Store, entries: list[InstanceEntry]) -> None:
+        self.store = store
+        self.key = entries[0].key
+        self.start = min(int(e.offset or 0) for e in entries)
+        self.end = max(int(e.offset or 0) + e.size for e in entries)  # exclusive
+        self.lock = threading.Lock()
+        self.file: IO[bytes] | None = None
+        self.users = len(entries)
+
+    def pread(self, offset: int, n: int) -> bytes:
+        with self.lock:
+            if self.file is None:
+                spool = tempfile.TemporaryFile(prefix="segment-")  # noqa: SIM115 - kept open
+                with self.store.open(self.key, byte_range=(self.start, self.end - 1)) as body:
+                    shutil.copyfileobj(body, spool, _SKIP_CHUNK)
+                self.file = spool
+            return os.pread(self.file.fileno(), n, offset - self.start)
+
+    def done_with(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users <= 0 and self.file is not None:
+                self.file.close()
+                self.file = None
+
+
 class _Checked(io.RawIOBase):
     """Exactly one instance's bytes, checked against its SHA-256 when the last is read."""
 
-    def __init__(self, store: Store, entry: InstanceEntry, run: _Run | None) -> None:
+    def __init__(self, store: Store, entry: InstanceEntry, run: _Run | _Spooled | None) -> None:
         super().__init__()
         self._store, self._entry, self._run = store, entry, run
         self._own: IO[bytes] | None = None
@@ -131,6 +167,8 @@ class _Checked(io.RawIOBase):
 
     def _read(self, want: int) -> bytes:
         run = self._run
+        if isinstance(run, _Spooled):
+            return run.pread(int(self._entry.offset or 0) + self._entry.size - self._left, want)
         if run is not None and self._own is None:
             with run.lock:
                 offset = int(self._entry.offset or 0) + self._entry.size - self._left
@@ -181,6 +219,22 @@ def _runs(entries: Sequence[InstanceEntry], max_run: int) -> list[list[InstanceE
     return runs
 
 
+def _ascending(entries: list[InstanceEntry]) -> bool:
+    """Read in the order they lie in the segment (gaps allowed)?"""
+    return all(int(a.offset or 0) < int(b.offset or 0) for a, b in zip(entries, entries[1:], strict=False))
+
+
+def _spans(entries: list[InstanceEntry], max_run: int) -> list[list[InstanceEntry]]:
+    """The entries of one segment by offset, cut into spans of at most `max_run` bytes."""
+    spans: list[list[InstanceEntry]] = []
+    for e in sorted(entries, key=lambda e: int(e.offset or 0)):
+        if spans and int(e.offset or 0) + e.size - int(spans[-1][0].offset or 0) <= max_run:
+            spans[-1].append(e)
+        else:
+            spans.append([e])
+    return spans
+
+
 class InstanceSource:
     """Opens manifest entries; entries in `order` that lie back to back share a ranged GET.
 
@@ -193,22 +247,33 @@ class InstanceSource:
     ) -> None:
         self._store = store
         self._lock = threading.Lock()
-        self._run_of: dict[tuple[str, int], _Run] = {}
+        self._run_of: dict[tuple[str, int], _Run | _Spooled] = {}
         self._first: set[tuple[str, int]] = set()
-        for run in _runs(list(order), max_run):
+        planned = [e for e in order if e.offset is not None]
+        by_key: dict[str, list[InstanceEntry]] = {}
+        for e in planned:
+            by_key.setdefault(e.key, []).append(e)
+        in_order = [e for e in planned if _ascending(by_key[e.key])]
+        for run in _runs(in_order, max_run):
             if len(run) < 2:
                 continue
             shared = _Run(store, run)
             self._first.add((run[0].key, int(run[0].offset or 0)))
             for e in run:
                 self._run_of[(e.key, int(e.offset or 0))] = shared
+        for entries in by_key.values():
+            if len(entries) > 1 and not _ascending(entries):
+                for part in _spans(entries, max_run):
+                    spooled = _Spooled(store, part)
+                    for e in part:
+                        self._run_of[(e.key, int(e.offset or 0))] = spooled
 
     def open(self, entry: InstanceEntry) -> IO[bytes]:
         """A stream of exactly the instance's bytes (DamagedInstance if they are not its)."""
         place = (entry.key, int(entry.offset or 0))
         with self._lock:
             run = self._run_of.pop(place, None) if entry.offset is not None else None
-        if run is not None and place in self._first:
+        if isinstance(run, _Run) and place in self._first:
             run.ensure_open()  # the request goes out now (prefetch), the body is read later
         return io.BufferedReader(_Checked(self._store, entry, run), 1024 * 1024)
 
