@@ -221,7 +221,9 @@ def _runs(entries: Sequence[InstanceEntry], max_run: int) -> list[list[InstanceE
 
 def _ascending(entries: list[InstanceEntry]) -> bool:
     """Read in the order they lie in the segment (gaps allowed)?"""
-    return all(int(a.offset or 0) < int(b.offset or 0) for a, b in zip(entries, entries[1:], strict=False))
+    return all(
+        int(a.offset or 0) < int(b.offset or 0) for a, b in zip(entries, entries[1:], strict=False)
+    )
 
 
 def _spans(entries: list[InstanceEntry], max_run: int) -> list[list[InstanceEntry]]:
