@@ -21,7 +21,7 @@ import numpy as np
 import pydicom
 
 from support.mariadb import add_patient
-from support.online import instance_urls, study_json
+from support.online import instance_range, instance_urls, study_json
 
 from .conftest import TOKEN
 
@@ -95,7 +95,11 @@ def test_view_url_opens_the_first_series_from_the_bucket_alone(
             assert by_format[fmt]["filename"] in got.headers["content-disposition"]
         first = data["studies"][0]["series"][0]
         assert first["modality"] == "CT" and len(first["instances"]) == 3
-        first_slice = pydicom.dcmread(io.BytesIO(http.get(first["instances"][0]["url"]).content))
+        one = first["instances"][0]  # a range of its segment, fetched as the viewer does
+        assert one.get("offset") is not None
+        got = http.get(one["url"], headers=instance_range(one))
+        assert got.status_code == 206 and len(got.content) == one["size"]
+        first_slice = pydicom.dcmread(io.BytesIO(got.content))
 
     page.open(view_url)
     state = page.wait(
