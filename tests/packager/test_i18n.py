@@ -139,10 +139,11 @@ def test_a_package_in_indonesian_disc_handout_and_qr(
     assert "Tanggal lahir" in index and "Lihat gambar" in index
 
     audit_before = len(list(stack.store.list("audit/")))
-    for query, headers, lang in (
+    asks: list[tuple[str, dict[str, str], i18n.Lang]] = [
         ("?lang=id", {}, "id"),
         ("", {"Accept-Language": "en-GB,en;q=0.9"}, "en"),
-    ):
+    ]
+    for query, headers, lang in asks:
         got = stack.packager.get(f"/v1/packages/{status['id']}/handout{query}", headers=headers)
         assert got.status_code == 200, got.text
         sheet = got.json()
