@@ -158,6 +158,32 @@ SCRIPT: dict[str, dict[str, str]] = {
         "id": "Disk tidak dapat dibuat: {reason}",
     },
     "no_reason": {"en": "no reason given", "id": "tanpa keterangan"},
+    # A job's reason comes from the services in English; the known ones are said for a
+    # clerk first (what happened, what to do), the original follows as the details.
+    "why_pacs_down": {
+        "en": "the PACS (the image archive) did not answer, so the images could not be "
+        "fetched. Try again in a few minutes; if it keeps happening, call IT.",
+        "id": "PACS (arsip gambar) tidak menjawab, sehingga gambar tidak dapat diambil. Coba "
+        "lagi beberapa menit lagi; jika terus terjadi, hubungi bagian TI.",
+    },
+    "why_pacs_refused": {
+        "en": "the PACS (the image archive) refused the request. Call IT: this server may "
+        "not be registered with the PACS.",
+        "id": "PACS (arsip gambar) menolak permintaan. Hubungi bagian TI: server ini mungkin "
+        "belum terdaftar di PACS.",
+    },
+    "why_not_found": {
+        "en": "the PACS holds no images for these numbers. Check the numbers on the request "
+        "form, or ask the radiology department whether the images were sent to the PACS.",
+        "id": "PACS tidak menyimpan gambar untuk nomor ini. Periksa nomor pada formulir "
+        "permintaan, atau tanyakan kepada bagian radiologi apakah gambarnya sudah dikirim "
+        "ke PACS.",
+    },
+    "why_other": {
+        "en": "{reason}. Try again; if it keeps happening, call IT and give them this message.",
+        "id": "{reason}. Coba lagi; jika terus terjadi, hubungi bagian TI dan sampaikan pesan ini.",
+    },
+    "details": {"en": "Details: {reason}", "id": "Rincian: {reason}"},
     "download_file": {"en": "Download {file} ({size})", "id": "Unduh {file} ({size})"},
     "link_until": {
         "en": "The link works until {when}.",

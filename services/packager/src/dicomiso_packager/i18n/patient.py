@@ -20,8 +20,10 @@ PATIENT: dict[str, dict[str, str]] = {
         "untuk CD atau flashdisk) atau sebagai berkas ZIP.",
     },
     "handout_step1": {
-        "en": "Scan the code with the camera of your phone, or type the link into a web browser.",
-        "id": "Pindai kode ini dengan kamera ponsel Anda, atau ketik tautannya di peramban web.",
+        "en": "Scan the code with the camera of your phone: your images open in its web "
+        "browser. The link printed below leads to the same page.",
+        "id": "Pindai kode ini dengan kamera ponsel Anda: gambar Anda terbuka di peramban "
+        "web ponsel. Tautan yang tercetak di bawah ini menuju halaman yang sama.",
     },
     "handout_step2": {
         "en": "To keep your images, download the ISO or the ZIP file before the link "

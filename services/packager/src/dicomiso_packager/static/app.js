@@ -225,6 +225,16 @@ async function poll(jobId) {
   }
 }
 
+// The services give their reasons in English and for IT; the known ones are said for a
+// clerk first, in the page's language, with what to do; the original stays as the details.
+const WHY = [[/unreachable|no answer|timed out/i, "why_pacs_down"], [/refused/i, "why_pacs_refused"],
+             [/no study found|no study .* in PACS/i, "why_not_found"]];
+function failure(error) {
+  if (!error) return T("no_reason");
+  const known = WHY.find(([pattern]) => pattern.test(error));
+  return known ? `${T(known[1])} ${T("details", { reason: error })}` : T("why_other", { reason: error });
+}
+
 function renderStatus(s) {
   const c = s.counts || {};
   const progress = $("job-progress");
@@ -244,7 +254,7 @@ function renderStatus(s) {
   }
   if (s.state === "failed") {
     phase = T("state_failed");
-    say(T("failed_reason", { reason: s.error || T("no_reason") }));
+    say(T("failed_reason", { reason: failure(s.error) }));
   }
   if (s.state === "succeeded") {
     phase = T("state_succeeded");
