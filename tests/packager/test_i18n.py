@@ -10,10 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import segno
 from PIL import Image, ImageDraw
+from pydantic import ValidationError
 
-from dicomiso_packager import handout, i18n
+from dicomiso_packager import handout, i18n, online
+from dicomiso_packager.settings import PackagerSettings
 from support.discs import download, read_iso
 from support.mariadb import add_patient
 
@@ -166,3 +169,26 @@ def test_a_package_in_indonesian_disc_handout_and_qr(
         == stack.packager.get(f"/v1/packages/{status['id']}/handout?lang=id").json()["title"]
     )
     assert len(list(stack.store.list("audit/"))) == audit_before  # reading writes nothing
+
+
+def test_online_page_document_in_indonesian() -> None:
+    """The online page's texts (title, instructions, expiry, contact) follow
+    DICOMISO_LANGUAGE and DICOMISO_TIMEZONE; the viewer shows them as given."""
+    settings = PackagerSettings(
+        language="id",
+        timezone="Asia/Jakarta",
+        institution_name="RS Sehat Sentosa",
+        institution_phone="(022) 555-0100",
+    )
+    moment = datetime(2026, 12, 5, 1, 33, tzinfo=UTC)
+    page = online.document(settings, [], [], moment)["page"]
+    assert page["lang"] == "id" and page["title"] == "Gambar Anda dari RS Sehat Sentosa"
+    assert page["expires_text"] == "Halaman ini berlaku sampai 5 Desember 2026, 08.33 WIB."
+    assert page["contact_text"] == "Kontak: (022) 555-0100"
+    assert page["instructions"][0].startswith("Seri pertama sudah terbuka")
+    assert "RS Sehat Sentosa" in page["instructions"][2]
+
+
+def test_unknown_time_zone_is_refused_with_what_to_set() -> None:
+    with pytest.raises(ValidationError, match="Asia/Jakarta"):
+        PackagerSettings(timezone="Mars/Olympus")

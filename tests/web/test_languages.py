@@ -92,6 +92,11 @@ def test_every_state_in_each_language(
     _check(page, f"{mine.accession} {other.accession}")
     assert says["two"] in page.visible("preview-reason").text
     assert not page.el("confirm").is_displayed()
+    # No PACS was asked for a refused request: the rows say why, not "the PACS did not answer".
+    not_asked = page.driver.execute_script("return T('studies_not_asked')")
+    rows = page.driver.find_elements(By.CSS_SELECTOR, "#preview-rows tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[5].text for r in rows] == [not_asked] * 2
+    page.driver.execute_script("document.getElementById('preview-reason').scrollIntoView()")
     assert page.axe(f"{lang}-refused") == []
 
     _check(page, mine.accession)

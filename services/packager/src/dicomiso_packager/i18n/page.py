@@ -127,6 +127,10 @@ SCRIPT: dict[str, dict[str, str]] = {
         "en": "Not available now: the PACS did not answer. The disc can still be made.",
         "id": "Belum tersedia: PACS tidak menjawab. Disk tetap dapat dibuat.",
     },
+    "studies_not_asked": {
+        "en": "Not looked up: these numbers belong to different patients.",
+        "id": "Tidak dicari: nomor-nomor ini milik pasien yang berbeda.",
+    },
     "no_images": {
         "en": "No images found in the PACS for this number.",
         "id": "Tidak ada gambar di PACS untuk nomor ini.",

@@ -137,8 +137,8 @@ function dicomDate(value) {
   return DAY.format(new Date(Date.UTC(+m[1], +m[2] - 1, +m[3])));
 }
 
-function studyText(studies) {
-  if (studies === null) return T("studies_unavailable");
+function studyText(studies, samePatient) {
+  if (studies === null) return T(samePatient ? "studies_unavailable" : "studies_not_asked");
   if (!studies.length) return T("no_images");
   return studies.map((s) => [dicomDate(s.date), (s.modalities || []).join("/"), s.description,
                              s.instances == null ? "" : T("images", { count: num(s.instances) })]
@@ -151,7 +151,7 @@ function renderPreview(preview) {
     el("td", { text: a.accession_number }), el("td", { text: a.patient_name }),
     el("td", { text: a.patient_id }), el("td", { text: dicomDate(a.birth_date) || T("unknown") }),
     el("td", { text: SEXES.includes(a.sex) ? T(`sex_${a.sex}`) : a.sex || T("unknown") }),
-    el("td", { text: studyText(a.studies) }))));
+    el("td", { text: studyText(a.studies, preview.same_patient) }))));
   const ok = preview.same_patient;
   $("preview-reason").textContent = ok ? "" : T("refused", { reason: preview.reason });
   show("preview-reason", !ok);
