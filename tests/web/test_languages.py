@@ -89,6 +89,12 @@ def test_every_state_in_each_language(
     assert page.message().startswith(says["unknown"])
     assert page.axe(f"{lang}-unknown") == []
 
+    _check(page, f"{mine.accession} A*")
+    nth = "number 2 of 2: " if lang == "en" else "nomor ke-2 dari 2: "
+    assert nth in page.message()  # after "Not checked: " / "Belum diperiksa: "
+    assert ("wildcard" if lang == "en" else "karakter pengganti") in page.el("message").text
+    assert page.axe(f"{lang}-wildcard") == []
+
     _check(page, f"{mine.accession} {other.accession}")
     assert says["two"] in page.visible("preview-reason").text
     assert not page.el("confirm").is_displayed()

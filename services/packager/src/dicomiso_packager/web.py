@@ -216,8 +216,23 @@ def _accessions(values: list[Any], lang: Lang = "en") -> list[str]:
             checked.append(validate_accession(value))
         except InvalidInput as exc:
             where = t(lang, "srv_nth_number", n=i, count=len(values)) if len(values) > 1 else ""
-            raise InvalidInput(f"{where}{exc}") from exc
+            raise InvalidInput(f"{where}{_clerk_reason(str(exc), lang)}") from exc
     return list(dict.fromkeys(checked))
+
+
+_LONG = re.compile(r"accession number is (\d+) characters long")
+
+
+def _clerk_reason(reason: str, lang: Lang) -> str:
+    """validate_accession's reason (for IT, in English) as a clerk reads it, with what to
+    do; a reason not known here is passed on as it is."""
+    if long := _LONG.match(reason):
+        return t(lang, "srv_bad_long", length=long.group(1))
+    if "wildcard" in reason:
+        return t(lang, "srv_bad_wildcard")
+    if "only letters, digits" in reason or "backslash" in reason or "control" in reason:
+        return t(lang, "srv_bad_chars")
+    return reason
 
 
 def unknown_reason(lookup: Any, accessions: list[str], lang: Lang = "en") -> str:

@@ -283,6 +283,25 @@ SERVER: dict[str, dict[str, str]] = {
         "hanya boleh berisi pemeriksaan satu pasien: hapus nomor yang bukan milik pasien ini",
     },
     "nth_number": {"en": "number {n} of {count}: ", "id": "nomor ke-{n} dari {count}: "},
+    "bad_long": {
+        "en": "the number is {length} characters long; an examination number has at most 16. "
+        "Check the number on the request form.",
+        "id": "nomor ini panjangnya {length} karakter; nomor pemeriksaan paling banyak 16 "
+        "karakter. Periksa nomor pada formulir permintaan.",
+    },
+    "bad_wildcard": {
+        "en": "the number contains a wildcard (* or ?), which could match other patients' "
+        "studies. Enter the exact number from the request form.",
+        "id": "nomor ini memuat karakter pengganti (* atau ?) yang dapat cocok dengan "
+        "pemeriksaan pasien lain. Masukkan nomor yang persis sama dengan formulir "
+        "permintaan.",
+    },
+    "bad_chars": {
+        "en": "the number may hold only letters, digits, '.' and '-'. Check the number on "
+        "the request form.",
+        "id": "nomor hanya boleh berisi huruf, angka, '.' dan '-'. Periksa nomor pada "
+        "formulir permintaan.",
+    },
 }
 
 PAGE.update({f"srv_{k}": v for k, v in SERVER.items()})
