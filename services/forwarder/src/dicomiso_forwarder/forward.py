@@ -32,8 +32,9 @@ from dicomiso_common.models import ForwardJobRequest, ForwardJobResult, SendResu
 from dicomiso_common.store import Store
 
 from .peers import pacs_peer, resolve
-from .send import Item, Outcome, Sender, Transient, plan
-from .settings import ForwarderSettings
+from .send import Item, Outcome, Sender, Transient
+from .settings import DicomwebPeer, ForwarderSettings
+from .stow import StowSender
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +194,16 @@ class Forwarding:
 
         count()
         handle.update(phase="send", flush=True)
-        sender = Sender(self.store, pacs_peer(self.settings, peer), on_result)
-        shards = [todo[i :: peer.max_associations] for i in range(peer.max_associations)]
+        sender: Sender | StowSender
+        if isinstance(peer, DicomwebPeer):
+            sender = StowSender(self.store, peer, self.settings.http_timeout, on_result)
+            parallel, label = peer.max_connections, peer.url
+        else:
+            sender = Sender(self.store, pacs_peer(self.settings, peer), on_result)
+            parallel, label = peer.max_associations, peer.aet
+        shards = [todo[i::parallel] for i in range(parallel)]
         try:
-            with ThreadPoolExecutor(peer.max_associations, thread_name_prefix="send") as pool:
+            with ThreadPoolExecutor(parallel, thread_name_prefix="send") as pool:
                 for future in [
                     pool.submit(self._send_shard, sender, shard, results, lock)
                     for shard in shards
@@ -219,7 +226,7 @@ class Forwarding:
             )
             raise DicomError(
                 f"{len(failed)} of {len(items)} instances were not accepted by "
-                f"{request.destination} ({peer.aet}): "
+                f"{request.destination} ({label}): "
                 f"{'; '.join(reasons[:3]) or 'not sent'}"
             )
         return ForwardJobResult(
@@ -229,7 +236,11 @@ class Forwarding:
         )
 
     def _send_shard(
-        self, sender: Sender, shard: list[Item], results: Results, lock: threading.Lock
+        self,
+        sender: Sender | StowSender,
+        shard: list[Item],
+        results: Results,
+        lock: threading.Lock,
     ) -> None:
         """Send one shard, retrying what is left after a transient failure, with backoff."""
         s = self.settings
@@ -244,13 +255,13 @@ class Forwarding:
             if not left:
                 return
             try:
-                for batch in plan(left):
+                for batch in sender.plan(left):
                     sender.send_batch(batch)
                 return
             except (Transient, DicomError) as exc:
                 if attempt == s.send_attempts:
                     raise DicomError(
-                        f"peer {sender.peer.aet}: {exc} (after {attempt} attempts)"
+                        f"{sender.describe()}: {exc} (after {attempt} attempts)"
                     ) from exc
                 delay = s.send_backoff * 2 ** (attempt - 1)
                 log.warning(
@@ -273,7 +284,7 @@ class Forwarding:
         for uid in uids:
             manifest = load_manifest(self.store, uid)
             items += [
-                Item(i.key, i.sop_uid, i.sop_class_uid, i.transfer_syntax)
+                Item(i.key, i.sop_uid, i.sop_class_uid, i.transfer_syntax, uid, i.size)
                 for i in manifest.instances
             ]
         return items
