@@ -88,14 +88,16 @@ def silent_commitment_scp(aet: str = "SILENTPACS") -> Iterator[SilentCommitmentS
 
     def on_store(event: evt.Event) -> int:
         with lock:
-            peer.stored.append(str(event.request.AffectedSOPInstanceUID))
+            peer.stored.append(str(event.dataset.SOPInstanceUID))
         return 0x0000
 
     def on_action(event: evt.Event) -> tuple[int, Dataset | None]:
         request = event.action_information
         with lock:
             peer.transactions.append(str(request.TransactionUID))
-            peer.requested += [str(i.ReferencedSOPInstanceUID) for i in request.ReferencedSOPSequence]
+            peer.requested += [
+                str(i.ReferencedSOPInstanceUID) for i in request.ReferencedSOPSequence
+            ]
         return 0x0000, None
 
     ae = AE(ae_title=aet)
@@ -106,6 +108,7 @@ def silent_commitment_scp(aet: str = "SILENTPACS") -> Iterator[SilentCommitmentS
         block=False,
         evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_N_ACTION, on_action)],
     )
+    assert server is not None  # block=False returns the server
     try:
         yield peer
     finally:

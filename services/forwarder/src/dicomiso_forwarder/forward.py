@@ -31,9 +31,10 @@ from dicomiso_common.manifests import BadDocument, load, load_accession_index, l
 from dicomiso_common.models import ForwardJobRequest, ForwardJobResult, SendResult, SendResults
 from dicomiso_common.store import Store
 
+from .commitment import Verdict, request_commitment
 from .peers import pacs_peer, resolve
 from .send import Item, Outcome, Sender, Transient
-from .settings import DicomwebPeer, ForwarderSettings
+from .settings import DicomwebPeer, ForwarderSettings, Peer
 from .stow import StowSender
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,14 @@ def _done(results: Results, item: Item) -> bool:
     return result is not None and result.status in DONE
 
 
+def _delivered(results: Results, item: Item, commitment: bool) -> bool:
+    """Acknowledged, and committed where the peer is asked to commit. A re-run sends again
+    what the peer acknowledged but did not commit: a C-STORE of a kept instance is harmless."""
+    return _done(results, item) and (
+        not commitment or results[item.sop_uid].commitment == "committed"
+    )
+
+
 class RetrievalFailed(DicomisoError):
     status = 502
     title = "Retrieval failed"
@@ -158,8 +167,10 @@ class Forwarding:
         items = self._items(request, handle)
         saved = ResultsFile(self.store, handle)
         results = saved.load()
-        todo = [i for i in items if not _done(results, i)]
+        commit = isinstance(peer, Peer) and peer.commitment
+        todo = [i for i in items if not _delivered(results, i, commit)]
         lock = threading.Lock()
+        answered: set[str] = set()  # instances this run has an outcome for
         last_write = [time.monotonic()]
 
         wanted = {i.sop_uid for i in items}
@@ -176,6 +187,13 @@ class Forwarding:
                 pending=len(items) - sum(tally.values()),
                 transcoded=len(transcoded),
             )
+            if commit:
+                verdicts = Counter(
+                    results[i.sop_uid].commitment for i in items if i.sop_uid in results
+                )
+                handle.set_counts(
+                    committed=verdicts["committed"], not_committed=verdicts["not committed"]
+                )
 
         def on_result(item: Item, outcome: Outcome) -> None:
             with lock:
@@ -183,6 +201,7 @@ class Forwarding:
                 if before is not None:
                     tally[before.status] -= 1
                 results[item.sop_uid] = outcome
+                answered.add(item.sop_uid)
                 tally[outcome.status] += 1
                 if outcome.transcoded:
                     transcoded[item.sop_uid] = 1
@@ -205,7 +224,7 @@ class Forwarding:
         try:
             with ThreadPoolExecutor(parallel, thread_name_prefix="send") as pool:
                 for future in [
-                    pool.submit(self._send_shard, sender, shard, results, lock)
+                    pool.submit(self._send_shard, sender, shard, results, answered, lock)
                     for shard in shards
                     if shard
                 ]:
@@ -215,7 +234,21 @@ class Forwarding:
                 if not handle.lost:  # a replica that lost the job must not overwrite results
                     saved.save(results)
                 count()
+        if commit:
+            assert isinstance(peer, Peer)
+            self._commit(handle, peer, items, results, saved)
+            with lock:
+                count()
         failed = [i for i in items if not _done(results, i)]
+        uncommitted = [
+            i for i in items if commit and not failed and not _delivered(results, i, True)
+        ]
+        if uncommitted:
+            reasons = sorted({str(results[i.sop_uid].commitment_reason) for i in uncommitted})
+            raise DicomError(
+                f"{len(uncommitted)} of {len(items)} instances were stored but not committed by "
+                f"{request.destination} ({label}): {'; '.join(reasons[:3])}"
+            )
         if failed:
             reasons = sorted(
                 {
@@ -235,11 +268,44 @@ class Forwarding:
             results_key=results_key(handle.id),
         )
 
+    def _commit(
+        self, handle: JobHandle, peer: Peer, items: list[Item], results: Results, saved: ResultsFile
+    ) -> None:
+        """Storage Commitment for what the peer acknowledged and has not committed yet."""
+        asked = [
+            i for i in items if _done(results, i) and results[i.sop_uid].commitment != "committed"
+        ]
+        if not asked:
+            return
+        handle.update(phase="commit", flush=True)
+        try:
+            verdicts = request_commitment(
+                self.store,
+                self.settings,
+                pacs_peer(self.settings, peer),
+                asked,
+                handle.id,
+                handle.check,
+            )
+        except DicomError as exc:
+            verdicts = {i.sop_uid: Verdict(False, str(exc)) for i in asked}
+        for item in asked:
+            verdict = verdicts[item.sop_uid]
+            results[item.sop_uid] = results[item.sop_uid].model_copy(
+                update={
+                    "commitment": "committed" if verdict.committed else "not committed",
+                    "commitment_reason": verdict.reason,
+                }
+            )
+        if not handle.lost:
+            saved.save(results)
+
     def _send_shard(
         self,
         sender: Sender | StowSender,
         shard: list[Item],
         results: Results,
+        answered: set[str],
         lock: threading.Lock,
     ) -> None:
         """Send one shard, retrying what is left after a transient failure, with backoff."""
@@ -250,7 +316,7 @@ class Forwarding:
                     i
                     for i in shard
                     if not _done(results, i)
-                    and (i.sop_uid not in results or results[i.sop_uid].status != "failed")
+                    and (i.sop_uid not in answered or results[i.sop_uid].status != "failed")
                 ]
             if not left:
                 return
