@@ -312,12 +312,9 @@ class Forwarding:
         s = self.settings
         for attempt in range(1, s.send_attempts + 1):
             with lock:
-                left = [
-                    i
-                    for i in shard
-                    if not _done(results, i)
-                    and (i.sop_uid not in answered or results[i.sop_uid].status != "failed")
-                ]
+                # the shard was chosen from what earlier runs did not deliver; within this run
+                # an instance is sent until the peer answers for it (stored or failed)
+                left = [i for i in shard if i.sop_uid not in answered]
             if not left:
                 return
             try:
