@@ -65,6 +65,19 @@ FAILURE_TEXT = {  # PS3.4 J.3.3.1.1 Failure Reason
 }
 
 
+# Transactions this process waits for: a report our own SCP stores wakes the job at once
+# (one on another replica is found in the bucket at the next poll).
+_waiting: dict[str, threading.Event] = {}
+_waiting_lock = threading.Lock()
+
+
+def _wake(transaction_uid: str) -> None:
+    with _waiting_lock:
+        event = _waiting.get(transaction_uid)
+    if event is not None:
+        event.set()
+
+
 def request_key(transaction_uid: str) -> str:
     return f"{PREFIX}{transaction_uid}/request.json"
 
@@ -130,6 +143,7 @@ def accept_report(store: Store, event: evt.Event) -> int:
             log.warning("commitment report refused: unknown transaction")
             return 0x0110
         store.put_json(report_key(txn), report.to_json())
+        _wake(txn)
     except DicomisoError:
         log.warning("commitment report not stored", exc_info=True)
         return 0x0110
@@ -211,13 +225,34 @@ def request_commitment(
     dataset.ReferencedSOPSequence = refs
 
     deadline = time.monotonic() + settings.commitment_timeout
-    hold = min(settings.commitment_timeout, settings.dicom_network_timeout / 2)
     arrived = threading.Event()
+    with _waiting_lock:
+        _waiting[txn] = arrived
 
     def on_report(event: evt.Event) -> tuple[int, None]:
-        status = accept_report(store, event)
-        arrived.set()
-        return status, None
+        return accept_report(store, event), None
+
+    try:
+        return _ask(store, settings, peer, items, dataset, deadline, arrived, on_report, check)
+    finally:
+        with _waiting_lock:
+            _waiting.pop(txn, None)
+
+
+def _ask(
+    store: Store,
+    settings: ForwarderSettings,
+    peer: PacsPeer,
+    items: list[Item],
+    dataset: Dataset,
+    deadline: float,
+    arrived: threading.Event,
+    on_report: Callable[[evt.Event], tuple[int, None]],
+    check: Callable[[], None],
+) -> dict[str, Verdict]:
+    """Send the N-ACTION, wait for the report; each instance's verdict."""
+    txn = str(dataset.TransactionUID)
+    hold = min(settings.commitment_timeout, settings.dicom_network_timeout / 2)
 
     ae = make_ae(peer)
     ae.add_requested_context(PUSH_MODEL)
@@ -235,7 +270,7 @@ def request_commitment(
         while assoc.is_established and not arrived.is_set() and time.monotonic() < held_until:
             check()
             arrived.wait(0.2)
-    report = _wait_report(store, settings, txn, deadline, check)
+    report = _wait_report(store, settings, txn, deadline, arrived, check)
     if report is None:
         reason = f"no commitment report within {settings.commitment_timeout:g} s"
         return {i.sop_uid: Verdict(False, reason) for i in items}
@@ -256,6 +291,7 @@ def _wait_report(
     settings: ForwarderSettings,
     txn: str,
     deadline: float,
+    arrived: threading.Event,
     check: Callable[[], None],
 ) -> CommitmentReport | None:
     """The report from the bucket, or None at the deadline."""
@@ -270,4 +306,4 @@ def _wait_report(
             log.warning("commitment report unreadable", exc_info=True)
         if time.monotonic() >= deadline:
             return None
-        time.sleep(min(settings.commitment_poll, max(0.0, deadline - time.monotonic())))
+        arrived.wait(min(settings.commitment_poll, max(0.0, deadline - time.monotonic())))
