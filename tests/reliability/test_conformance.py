@@ -105,7 +105,7 @@ def commitment_aes() -> tuple[AE, AE]:
     peer = pacs.PacsPeer(aet="PEER", calling_aet=settings.calling_aet)
     request = Dataset()
     request.TransactionUID = "1.2.3"
-    store = Store(None, "conformance")  # type: ignore[arg-type]
+    store = Store(None, "conformance")
     scu = _requested(
         lambda: commitment._ask(
             store,
@@ -288,7 +288,7 @@ def tables() -> dict[str, str]:
                     "DICOMISO_CALLING_AET",
                 ],
                 [
-                    "Forwarder Storage Commitment SCP for N-EVENT-REPORTs (listens only when a peer has `commitment`)",
+                    "Forwarder commitment SCP (N-EVENT-REPORTs; only with a commitment peer)",
                     f"`{fwd.calling_aet}`",
                     str(fwd.commitment_port),
                     "DICOMISO_CALLING_AET, DICOMISO_COMMITMENT_HOST, DICOMISO_COMMITMENT_PORT",
