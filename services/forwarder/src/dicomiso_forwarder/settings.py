@@ -41,7 +41,7 @@ class Peer(BaseModel):
 
 
 class DicomwebPeer(BaseModel):
-    """A DICOMweb peer (STOW-RS): `url` is the DICOMweb root, e.g. `https://host/dicom-web`.
+    """A DICOMweb peer (STOW-RS): `url` is the DICOMweb root, e.g. `https://127.0.0.1:8443/dicom-web`.
 
     Secrets are never in DICOMISO_PEERS itself: a password or token comes from an environment
     variable (`*_env`) or a mounted file (`*_file`), read at each use, so a rotated secret
