@@ -116,6 +116,28 @@ def test_a_peer_that_never_reports_is_a_failure(
     assert status["counts"]["not_committed"] == len(study.files)
 
 
+def test_a_report_on_the_same_association_is_taken(
+    make_forwarder: Any, study_factory: Any, store: Store
+) -> None:
+    """A peer that sends the N-EVENT-REPORT on the N-ACTION's own association (PS3.4 J.3.3):
+    with no commitment SCP at all (port 0) every instance is committed."""
+    study = study_factory(ct=2, mr=0, with_sr=False, with_ko=False, with_pr=False)
+    seed(store, study.files, study.accession)
+    with silent_commitment_scp(report_on_same_association=True) as peer:
+        forwarder = make_forwarder(
+            {"same": _peer(peer.aet, peer.port)},
+            calling_aet=US,
+            commitment_port=0,
+            commitment_timeout=30.0,
+        )
+        status = forwarder.run({"accession_numbers": [study.accession], "destination": "same"})
+
+    assert status["state"] == "succeeded", (status["error"], status["instances"])
+    assert {r["commitment"] for r in status["instances"].values()} == {"committed"}
+    assert len(peer.transactions) == 1
+    assert store.exists(report_key(peer.transactions[0]))
+
+
 def test_a_report_for_a_transaction_we_never_asked_about_is_refused(
     make_forwarder: Any, store: Store
 ) -> None:

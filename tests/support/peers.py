@@ -19,6 +19,7 @@ proven by ``tests/forwarder/test_stow.py`` or ``tests/forwarder/test_commitment.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from support.orthanc import Orthanc
 
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian orthanc-dicomweb
 DICOMWEB_ROOT = "/dicom-web/"
+PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"  # PS3.4 J.3.1
 
 
 def dicomweb_config(lua_scripts: list[Path] | None = None) -> dict[str, Any]:
@@ -81,8 +83,15 @@ class SilentCommitmentScp:
 
 
 @contextmanager
-def silent_commitment_scp(aet: str = "SILENTPACS") -> Iterator[SilentCommitmentScp]:
-    """Run a :class:`SilentCommitmentScp` on a free loopback port; stopped on exit."""
+def silent_commitment_scp(
+    aet: str = "SILENTPACS", *, report_on_same_association: bool = False
+) -> Iterator[SilentCommitmentScp]:
+    """Run a :class:`SilentCommitmentScp` on a free loopback port; stopped on exit.
+
+    With ``report_on_same_association`` it is not silent: right after answering the N-ACTION
+    it sends the N-EVENT-REPORT (all committed) on the same association, as PS3.4 J.3.3
+    allows and some archives do (Orthanc never does).
+    """
     peer = SilentCommitmentScp(aet, free_port())
     lock = threading.Lock()
 
@@ -98,7 +107,16 @@ def silent_commitment_scp(aet: str = "SILENTPACS") -> Iterator[SilentCommitmentS
             peer.requested += [
                 str(i.ReferencedSOPInstanceUID) for i in request.ReferencedSOPSequence
             ]
+        if report_on_same_association:
+            threading.Thread(target=_report, args=(event.assoc, request), daemon=True).start()
         return 0x0000, None
+
+    def _report(assoc: Any, request: Dataset) -> None:
+        info = Dataset()
+        info.TransactionUID = request.TransactionUID
+        info.ReferencedSOPSequence = request.ReferencedSOPSequence
+        time.sleep(0.2)  # the N-ACTION response goes first (the handler has returned)
+        assoc.send_n_event_report(info, 1, StorageCommitmentPushModel, PUSH_MODEL_INSTANCE)
 
     ae = AE(ae_title=aet)
     ae.supported_contexts = StoragePresentationContexts
