@@ -75,6 +75,7 @@ def test_an_instance_the_peer_did_not_keep_is_not_committed(
     assert status["state"] == "failed", status
     assert "not committed" in status["error"] and "0x0112" in status["error"], status["error"]
     lost = status["instances"][dropped]
+    assert lost["status"] == "acknowledged"  # Orthanc answers 0x0000 to what its filter drops
     assert lost["commitment"] == "not committed", lost
     assert "0x0112 (no such object instance)" in lost["commitment_reason"]
     others = set(study.sop_uids) - {dropped}

@@ -14,6 +14,8 @@ proven by ``tests/forwarder/test_stow.py`` or ``tests/forwarder/test_commitment.
   N-ACTION at once and sends the N-EVENT-REPORT later on a *new* association to the
   modality's registered host and port, from its own AE title; instances it does not hold
   are in the Failed SOP Sequence with Failure Reason 0x0112 (no such object instance).
+* An instance its Lua ``ReceivedInstanceFilter`` drops is answered as stored all the same
+  (C-STORE status 0x0000): only Storage Commitment shows that it is not there.
 """
 
 from __future__ import annotations
