@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import pydicom
 from pydicom.uid import (
@@ -41,6 +41,10 @@ LOSSY = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000}
 _CHUNK = 1024 * 1024
 
 
+class Transient(Exception):
+    """Worth another try later: association lost, peer out of resources (0xA7xx)."""
+
+
 @dataclass(frozen=True)
 class Item:
     """One instance to send, from the study manifest."""
@@ -49,14 +53,52 @@ class Item:
     sop_uid: str
     sop_class: str
     transfer_syntax: str
+    study_uid: str = ""
+    size: int = 0  # bytes, from the manifest (0: unknown)
     entry: InstanceEntry | None = None  # where it is stored; None: the whole object `key`
 
 
+class Missing(Exception):
+    """The instance is not in the bucket: it fails, the study goes on."""
+
+
+def open_instance(store: Store, item: Item, source: InstanceSource | None = None) -> IO[bytes]:
+    """The instance's Part 10 bytes as a stream: the one place the forwarder reads them,
+    through its manifest entry (a range of a segment; `source` joins adjacent ones).
+
+    Raises:
+        Missing: The object is gone (a failure of this instance, not worth a retry).
+        Transient: S3 could not be read now (the batch is tried again).
+    """
+    try:
+        if item.entry is not None:
+            return (source or InstanceSource(store)).open(item.entry)
+        return store.open(item.key)
+    except ObjectMissing:
+        raise Missing("instance missing from the bucket") from None
+    except (StoreError, OSError) as exc:
+        raise Transient(f"reading the instance from S3 failed: {type(exc).__name__}") from exc
+
+
+def read_chunks(store: Store, item: Item, source: InstanceSource | None = None) -> Iterator[bytes]:
+    """The instance in chunks of at most 1 MiB (bounded memory); errors as `open_instance`;
+    a damaged instance (not its SHA-256) is `Missing` too: it fails, the study goes on."""
+    with open_instance(store, item, source) as body:
+        while True:
+            try:
+                chunk = body.read(_CHUNK)
+            except DamagedInstance:
+                raise Missing("instance damaged in the bucket") from None
+            except (StoreError, OSError) as exc:
+                raise Transient(
+                    f"reading the instance from S3 failed: {type(exc).__name__}"
+                ) from exc
+            if not chunk:
+                return
+            yield chunk
+
+
 Outcome = SendResult  # what became of one instance (stored in forwards/{id}/results.json)
-
-
-class Transient(Exception):
-    """Worth another try later: association lost, peer out of resources (0xA7xx)."""
 
 
 def contexts_for(items: list[Item]) -> list[tuple[str, str]]:
@@ -112,18 +154,25 @@ class Sender:
         self.peer = peer
         self.on_result = on_result
 
+    def describe(self) -> str:
+        """Name the peer for errors: AE title and address."""
+        return f"peer {self.peer.aet}"
+
+    def plan(self, items: list[Item]) -> list[list[Item]]:
+        return plan(items)
+
     def send_batch(self, batch: list[Item]) -> None:
         """One association for the batch; raises Transient (or DicomError) to be retried."""
         ae = make_ae(self.peer)
         for sop_class, ts in contexts_for(batch):
             ae.add_requested_context(sop_class, [ts])
-        # Instances back to back in a segment are read with one ranged GET.
-        source = InstanceSource(self.store, [i.entry for i in batch if i.entry is not None])
         with associate(self.peer, ae) as assoc:
             accepted = {
                 (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
                 for cx in assoc.accepted_contexts
             }
+            # Instances back to back in a segment are read with one ranged GET.
+            source = InstanceSource(self.store, [i.entry for i in batch if i.entry is not None])
             for item in batch:
                 self.on_result(item, self._send_one(assoc, accepted, item, source))
 
@@ -132,21 +181,14 @@ class Sender:
         assoc: Association,
         accepted: set[tuple[str, str]],
         item: Item,
-        source: InstanceSource,
+        source: InstanceSource | None = None,
     ) -> Outcome:
         with tempfile.NamedTemporaryFile(suffix=".dcm") as spool:
             try:
-                with self._open(source, item) as body:
-                    while chunk := body.read(_CHUNK):
-                        spool.write(chunk)
-            except ObjectMissing:
-                return Outcome(status="failed", reason="instance missing from the bucket")
-            except DamagedInstance:
-                return Outcome(status="failed", reason="instance damaged in the bucket")
-            except (StoreError, OSError) as exc:
-                raise Transient(
-                    f"reading the instance from S3 failed: {type(exc).__name__}"
-                ) from exc
+                for chunk in read_chunks(self.store, item, source):
+                    spool.write(chunk)
+            except Missing as exc:
+                return Outcome(status="failed", reason=str(exc))
             spool.flush()
             transcoded = False
             if (item.sop_class, item.transfer_syntax) in accepted:
@@ -169,11 +211,6 @@ class Sender:
         if outcome is None:
             raise Transient(f"peer out of resources (0x{int(status.Status):04X})")
         return outcome.model_copy(update={"transcoded": transcoded})
-
-    def _open(self, source: InstanceSource, item: Item) -> Any:
-        if item.entry is None:
-            return self.store.open(item.key)
-        return source.open(item.entry)
 
     @staticmethod
     def _as_explicit_le(path: str) -> pydicom.Dataset | None:
