@@ -28,6 +28,8 @@ from lookup.conftest import make_lookup  # noqa: F401 - fixture
 from pynetdicom import AllStoragePresentationContexts
 from retriever.conftest import make_retriever  # noqa: F401 - fixture
 
+from dicomiso_common.instances import open_instances
+from dicomiso_common.manifests import load_manifest
 from support.dcmtk import dcmtk_bin, dcmtk_env
 from support.dicomcmp import same_dataset
 from support.net import free_port
@@ -76,8 +78,13 @@ def retrieve(make_retriever: Any, pacs: Any, study: Any, method: str, **kw: Any)
 
 
 def stored(retriever: Any, study: Any) -> set[str]:
-    keys = retriever.keys(f"instances/{study.study_uid}/")
-    return {k.rsplit("/", 1)[1].removesuffix(".dcm") for k in keys}
+    return stored_sops(retriever.store, study.study_uid)
+
+
+def stored_bytes(retriever: Any, study_uid: str) -> list[bytes]:
+    """Every instance of the study's manifest, read as the packager reads it."""
+    manifest = load_manifest(retriever.store, study_uid)
+    return [body.read() for _, body in open_instances(retriever.store, manifest.instances)]
 
 
 def assert_complete(retriever: Any, status: dict[str, Any], study: Any) -> None:
@@ -176,8 +183,7 @@ def test_a_get_needing_more_contexts_than_one_association_is_split_by_series(
         data = pacs.instance_file(orthanc_id)
         held[str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)] = data
     assert len(held) == 140
-    for key in retriever.keys(f"instances/{study_uid}/"):
-        data, _ = retriever.store.get_bytes(key)
+    for data in stored_bytes(retriever, study_uid):
         sop_uid = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
         assert same_dataset(data, held.pop(sop_uid)) == [], sop_uid
     assert not held, f"{len(held)} instances never arrived"
@@ -215,8 +221,7 @@ JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 
 def _syntaxes(retriever: Any, study: Any) -> set[str]:
     found = set()
-    for key in retriever.keys(f"instances/{study.study_uid}/"):
-        data, _ = retriever.store.get_bytes(key)
+    for data in stored_bytes(retriever, study.study_uid):
         found.add(
             str(pydicom.dcmread(_io(data), stop_before_pixels=True).file_meta.TransferSyntaxUID)
         )
