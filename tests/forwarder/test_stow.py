@@ -17,6 +17,7 @@ from dicomiso_common.dicom import instance_key
 from dicomiso_common.store import Store
 from dicomiso_forwarder.send import Item
 from dicomiso_forwarder.stow import plan_stow, read_response
+from dicomiso_retriever.manifest import build_manifest, write_manifest
 from support.orthanc import Orthanc
 from support.peers import dicomweb_config, dicomweb_url
 from support.tcpproxy import TcpProxy
@@ -89,6 +90,9 @@ def _plant_foreign_instance(store: Store, study_uid: str, path: Path) -> str:
     ds.save_as(foreign, enforce_file_format=True)
     data = foreign.read_bytes()
     store.put_bytes(key, data, metadata={"sha256": hashlib.sha256(data).hexdigest()})
+    # The manifest describes the planted copy (its SHA-256): the peer, not our reader's
+    # checksum, is what refuses it here.
+    write_manifest(store, build_manifest(store, study_uid, {}, "seed", "test"))
     return str(ds.SOPInstanceUID)
 
 

@@ -89,6 +89,8 @@ def read_chunks(store: Store, item: Item, source: InstanceSource | None = None) 
                 chunk = body.read(_CHUNK)
             except DamagedInstance:
                 raise Missing("instance damaged in the bucket") from None
+            except ObjectMissing:  # a range of a segment is opened on its first read
+                raise Missing("instance missing from the bucket") from None
             except (StoreError, OSError) as exc:
                 raise Transient(
                     f"reading the instance from S3 failed: {type(exc).__name__}"
