@@ -269,7 +269,9 @@ class Orthanc:
             self._proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=dcmtk_env(), cwd=self.work_dir
             )
-        self._client = httpx.Client(base_url=self.url, timeout=30.0, trust_env=False)
+        self._client = httpx.Client(
+            base_url=self.url, timeout=30.0, trust_env=False, auth=self._rest_auth()
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:
@@ -288,6 +290,12 @@ class Orthanc:
                 self.kill()
                 raise RuntimeError(f"Orthanc did not start in {timeout}s:\n{self.log_tail()}")
             time.sleep(0.05)
+
+    def _rest_auth(self) -> tuple[str, str] | None:
+        """The harness's own REST calls sign in as the first registered user, if any."""
+        cfg = self.config()
+        users = cfg.get("RegisteredUsers") if cfg.get("AuthenticationEnabled") else None
+        return next(iter(users.items())) if users else None
 
     def _forget(self) -> None:
         if self._client is not None:
