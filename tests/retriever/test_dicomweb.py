@@ -25,6 +25,7 @@ from support.dicomweb import (
     multipart,
     parts_of,
     qido_with_accession,
+    self_signed_pem,
     shipped_study,
 )
 from support.orthanc import Orthanc
@@ -174,6 +175,26 @@ def test_bearer_token_refused_is_a_clear_failure_without_the_token(
     right = _dicomweb(make_retriever, pacs, pacs.dicomweb_url, pacs_dicomweb_token=TOKEN)
     assert right.run({"study_uids": [study.study_uid]})["state"] == "succeeded"
     assert TOKEN not in caplog.text
+
+
+def test_tls_is_verified_and_a_ca_file_makes_the_archive_trusted(
+    make_retriever: Any, web_pacs: Orthanc, study_factory: Any, tmp_path: Path
+) -> None:
+    """HTTPS with a certificate no system CA signed: refused by default (the job says which
+    setting to use), accepted with DICOMISO_PACS_DICOMWEB_CA_FILE naming its CA. TLS ends in
+    CraftedArchive, which forwards unchanged (Orthanc's own TLS crashes, support/orthanc.py)."""
+    pem = self_signed_pem(tmp_path)
+    study = study_factory(ct=2)
+    web_pacs.upload(study.files)
+    with CraftedArchive(web_pacs.dicomweb_url, tls_pem=pem) as archive:
+        assert archive.url.startswith("https://")
+        untrusting = _dicomweb(make_retriever, web_pacs, archive.url)
+        status = untrusting.run({"accession_numbers": [study.accession]})
+        _failed_cleanly(untrusting, status, study.study_uid, "TLS certificate not trusted")
+        assert "CA_FILE" in status["error"]
+
+        trusting = _dicomweb(make_retriever, web_pacs, archive.url, pacs_dicomweb_ca_file=pem)
+        assert trusting.run({"study_uids": [study.study_uid]})["state"] == "succeeded"
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """DICOMweb test helpers: pydicom's shipped files as one study, and an archive that lies.
 
+`CraftedArchive(tls_pem=...)` also terminates TLS in front of Orthanc, whose own TLS crashes
+in Debian's 1.10.1 (support/orthanc.py).
+
 `CraftedArchive` stands in front of a real Orthanc's DICOMweb root and forwards every request,
 then lets a test change the answer: another status, another boundary, a body cut short, a part
 of another study, a QIDO answer with another accession. Only what Orthanc itself cannot be made
@@ -9,6 +12,8 @@ to answer goes through it (docs: CONTRIBUTING.md, "How to add a PACS behaviour")
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +80,23 @@ def shipped_study(out_dir: Path, accession: str) -> ShippedStudy:
     return ShippedStudy(study_uid, accession, files)
 
 
+def self_signed_pem(out_dir: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 (subjectAltName IP) and its key, in one PEM
+    file, as Orthanc's ``SslCertificate`` wants it; it is also the CA file that trusts it."""
+    key, cert, pem = out_dir / "key.pem", out_dir / "cert.pem", out_dir / "orthanc-tls.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", f"/CN={LOOPBACK}", "-addext", f"subjectAltName=IP:{LOOPBACK}",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    return pem
+
+
 @dataclass
 class Answer:
     """What the crafted archive sends back for one request."""
@@ -90,8 +112,13 @@ Craft = Callable[[str, Answer], Answer]  # (request path with query, upstream an
 class CraftedArchive:
     """An HTTP server on loopback forwarding to `upstream`; `craft` may rewrite each answer."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, tls_pem: Path | None = None) -> None:
+        """Args:
+        upstream: The real archive's DICOMweb root.
+        tls_pem: Serve HTTPS with this certificate and key (`self_signed_pem`).
+        """
         self.upstream = upstream.rstrip("/")
+        self.scheme = "https" if tls_pem else "http"
         self.craft: Craft = lambda _path, answer: answer
         self.requests: list[tuple[str, dict[str, str]]] = []
         archive = self
@@ -111,11 +138,15 @@ class CraftedArchive:
                 return
 
         self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        if tls_pem is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls_pem)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}/dicom-web"
+        return f"{self.scheme}://{LOOPBACK}:{self._server.server_address[1]}/dicom-web"
 
     def fetch(self, path: str, headers: Any) -> Answer:
         """The upstream answer to the same request (path below /dicom-web)."""

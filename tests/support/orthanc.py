@@ -45,6 +45,9 @@ from :data:`DICOMWEB_PLUGIN`, root :attr:`Orthanc.dicomweb_url`):
   the stored Part 10 file byte for byte; gzip unless the client says identity.
 * With ``AuthenticationEnabled`` a wrong or missing password is 401; a Lua
   ``IncomingHttpRequestFilter`` that returns false makes it 403.
+* ``SslEnabled``: Debian's 1.10.1 dies (SIGSEGV) on the first TLS handshake
+  (seen here with an openssl-made certificate and key, both PEM orders), so the
+  TLS tests put ``support.dicomweb.CraftedArchive(tls_pem=...)`` in front of it.
 """
 
 from __future__ import annotations
@@ -270,7 +273,10 @@ class Orthanc:
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=dcmtk_env(), cwd=self.work_dir
             )
         self._client = httpx.Client(
-            base_url=self.url, timeout=30.0, trust_env=False, auth=self._rest_auth()
+            base_url=self.url,
+            timeout=30.0,
+            trust_env=False,
+            auth=self._rest_auth(),
         )
         deadline = time.monotonic() + timeout
         while True:
