@@ -9,6 +9,7 @@ appears in the job's error or in any log record.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -345,3 +346,58 @@ def test_server_error_from_the_archive_fails_the_job(
     crafted.craft = craft
     retriever, status = _run_crafted(make_retriever, web_pacs, crafted, study, caplog)
     _failed_cleanly(retriever, status, study.study_uid, f"HTTP {code}")
+
+
+def test_a_well_formed_body_missing_an_instance_is_incomplete(
+    make_retriever: Any,
+    web_pacs: Orthanc,
+    crafted: CraftedArchive,
+    study_factory: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every part is fine but one instance is left out: NumberOfStudyRelatedInstances says so,
+    and the study is not called complete."""
+    study = study_factory(ct=3)
+    web_pacs.upload(study.files)
+
+    def craft(path: str, answer: Answer) -> Answer:
+        if is_wado(path):
+            parts = parts_of(answer)[:-1]
+            return Answer(answer.status, answer.headers, multipart(parts, boundary_of(answer)))
+        return answer
+
+    crafted.craft = craft
+    retriever, status = _run_crafted(make_retriever, web_pacs, crafted, study, caplog)
+    n = len(study.files)
+    _failed_cleanly(retriever, status, study.study_uid, f"{n - 1} of {n} instances arrived")
+
+
+def test_without_a_study_count_the_qido_instance_list_decides(
+    make_retriever: Any,
+    web_pacs: Orthanc,
+    crafted: CraftedArchive,
+    study_factory: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An archive whose study answers lack NumberOfStudyRelatedInstances: the retriever lists
+    the study's instances by QIDO-RS and expects exactly those."""
+    study = study_factory(ct=2, mr=1)
+    web_pacs.upload(study.files)
+
+    def craft(path: str, answer: Answer) -> Answer:
+        if path.startswith("/dicom-web/studies?"):
+            studies = json.loads(answer.body)
+            for item in studies:
+                item.pop("00201208", None)
+            return Answer(answer.status, answer.headers, json.dumps(studies).encode())
+        return answer
+
+    crafted.craft = craft
+    retriever, status = _run_crafted(make_retriever, web_pacs, crafted, study, caplog)
+    assert status["state"] == "succeeded", status
+    completeness = status["result"]["studies"][0]["completeness"]
+    assert completeness == {
+        "expected": len(study.files),
+        "from": "SOPInstanceUIDs listed by QIDO-RS",
+    }
+    assert any("/instances?" in p for p, _ in crafted.requests)

@@ -59,13 +59,18 @@ def _listed(inventory: Inventory | None) -> set[str]:
 
 
 def _expectation(
-    hit: StudyAnswer, inventory: Inventory | None, result: TransferResult
+    hit: StudyAnswer, inventory: Inventory | None, result: TransferResult, method: str = "move"
 ) -> tuple[int, str]:
     """How many instances make the study complete, and what says so (the module's rule)."""
+    web = method == "dicomweb"
     if hit.instances is not None:
-        return hit.instances, "NumberOfStudyRelatedInstances (STUDY-level C-FIND)"
+        return hit.instances, "NumberOfStudyRelatedInstances ({})".format(
+            "QIDO-RS" if web else "STUDY-level C-FIND"
+        )
     if inventory and _count(inventory):
-        return _count(inventory), "SOPInstanceUIDs listed by IMAGE-level C-FIND"
+        return _count(inventory), "SOPInstanceUIDs listed by {}".format(
+            "QIDO-RS" if web else "IMAGE-level C-FIND"
+        )
     return result.completed + result.warning, "the PACS's sub-operation counts"
 
 
@@ -235,7 +240,7 @@ class Retrieval:
         finally:
             self.leases.forget(uid)
             self.scp.forget(uid)  # drop what a failed transfer left behind
-        expected, basis = _expectation(hit, inventory, result)
+        expected, basis = _expectation(hit, inventory, result, method)
         self._judge(hit, result, method, expected)
         settle = time.monotonic() + s.settle_timeout
         while self._stored_count(uid) < expected and time.monotonic() < settle:
