@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from dicomiso_common.dicom import manifest_key
+from dicomiso_common.serve import load_settings
+from dicomiso_retriever.settings import RetrieverSettings
 from support.dicomweb import (
     Answer,
     CraftedArchive,
@@ -91,6 +93,10 @@ def test_study_arrives_byte_equal_without_any_dicom_association(
     assert manifest["instance_count"] == n and manifest["method"] == "dicomweb"
     assert {i["sop_uid"] for i in manifest["instances"]} == set(study.sop_uids)
     assert web_pacs.count("association") == 0
+    found = retriever.client.get("/v1/studies", params={"accession_number": study.accession})
+    assert found.status_code == 200, found.text
+    assert [(s["study_uid"], s["instances"]) for s in found.json()] == [(study.study_uid, n)]
+    assert web_pacs.count("association") == 0  # the preview asked QIDO-RS too
 
 
 def test_pydicom_shipped_encodings_come_back_byte_equal(
@@ -401,3 +407,33 @@ def test_without_a_study_count_the_qido_instance_list_decides(
         "from": "SOPInstanceUIDs listed by QIDO-RS",
     }
     assert any("/instances?" in p for p, _ in crafted.requests)
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"retrieve_method": "dicomweb"}, "needs DICOMISO_PACS_DICOMWEB_URL"),
+        ({"pacs_dicomweb_url": f"http://clerk:{PASSWORD}@127.0.0.1:1/dw"}, "must not carry"),
+        ({"pacs_dicomweb_url": "ftp://127.0.0.1/dw"}, "must start with http"),
+        ({"pacs_dicomweb_username": "clerk"}, "go together"),
+        (
+            {
+                "pacs_dicomweb_username": "clerk",
+                "pacs_dicomweb_password": PASSWORD,
+                "pacs_dicomweb_token": TOKEN,
+            },
+            "not both",
+        ),
+    ],
+)
+def test_settings_refuse_an_incoherent_dicomweb_setup(
+    values: dict[str, Any], says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service does not start with a setup that would fail at the first job; the reason
+    it prints (serve.load_settings) names the problem and never echoes a secret."""
+    for name, value in values.items():
+        monkeypatch.setenv(f"DICOMISO_{name.upper()}", value)
+    with pytest.raises(SystemExit) as caught:
+        load_settings(RetrieverSettings)
+    assert says in str(caught.value)
+    assert PASSWORD not in str(caught.value) and TOKEN not in str(caught.value)
