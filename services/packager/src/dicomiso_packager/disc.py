@@ -31,7 +31,7 @@ from dicomiso_common.store import Store
 
 from . import dicomdir, media, pdi, viewer
 from .iso import DiscFile
-from .settings import PackagerSettings
+from .settings import PackagerSettings, contact_line
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,8 @@ class _Assembler:
                     created_at=now,
                     viewer=viewer_name,
                     viewer_page=viewer_page,
+                    contact=contact_line(self.settings),
+                    lang=self.settings.language,
                 ),
             ),
             *pdi.web_pages(
@@ -134,6 +136,7 @@ class _Assembler:
                 created_at=now,
                 viewer=viewer_name,
                 viewer_page=viewer_page,
+                lang=self.settings.language,
             ),
             *[(path, jpeg) for path, jpeg in previews.values()],
         ]
