@@ -53,6 +53,11 @@ def volume_id(package_id: str) -> str:
     return f"DICOMISO{package_id[:8].upper()}"
 
 
+def set_volume_id(package_id: str, number: int, total: int) -> str:
+    """Disc `number` of `total`: `1A2B3C4D_2OF3`, at most 15 of the 16 characters."""
+    return f"{package_id[:8].upper()}_{number}OF{total}"
+
+
 def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
     shutil.copyfileobj(src, dst, 1024 * 1024)
 
@@ -81,7 +86,9 @@ class _Assembler:
         settings: PackagerSettings,
         tmp: Path,
         handle: JobHandle,
+        disc_set: pdi.DiscSet | None = None,
     ) -> None:
+        self.disc_set = disc_set
         self.store, self.manifests, self.profile = store, manifests, profile
         self.settings, self.tmp, self.handle = settings, tmp, handle
         self.entries = [e for m in manifests for e in m.instances]
@@ -104,7 +111,7 @@ class _Assembler:
             previews = self._previews(pool)
             headers = self._headers(pool)
         self.handle.check()
-        vid = volume_id(self.handle.id)
+        vid = self.disc_set.volume_id if self.disc_set else volume_id(self.handle.id)
         directory = dicomdir.build_dicomdir(
             self.manifests, file_ids, self.final_syntax, lambda e: headers[e.sop_uid], vid
         )
@@ -125,6 +132,7 @@ class _Assembler:
                     created_at=now,
                     viewer=viewer_name,
                     viewer_page=viewer_page,
+                    disc_set=self.disc_set,
                 ),
             ),
             *pdi.web_pages(
@@ -134,6 +142,7 @@ class _Assembler:
                 created_at=now,
                 viewer=viewer_name,
                 viewer_page=viewer_page,
+                disc_set=self.disc_set,
             ),
             *[(path, jpeg) for path, jpeg in previews.values()],
         ]
@@ -277,6 +286,11 @@ def assemble(
     settings: PackagerSettings,
     tmp: Path,
     handle: JobHandle,
+    disc_set: pdi.DiscSet | None = None,
 ) -> Disc:
-    """Plan the disc: every file with its size and a lazy opener; transcodes done in `tmp`."""
-    return _Assembler(store, manifests, profile, settings, tmp, handle).run()
+    """Plan the disc: every file with its size and a lazy opener; transcodes done in `tmp`.
+
+    With `disc_set` it is one disc of a set: its volume id, and README.TXT and INDEX.HTM
+    say which disc it is and what the others hold.
+    """
+    return _Assembler(store, manifests, profile, settings, tmp, handle, disc_set).run()

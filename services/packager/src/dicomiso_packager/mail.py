@@ -79,6 +79,16 @@ def compose(settings: PackagerSettings, to: str, links: dict[str, Any]) -> Email
         )
     else:
         links_text = f"Download it here (the link works until {when}):\n\n{link}\n\n"
+    discs = [d for d in links.get("discs") or () if d.get("download_url")]
+    if len(discs) > 1:
+        listed = "".join(
+            f"Disc {d['number']} of {d['total']} ({d['filename']}):\n{d['download_url']}\n\n"
+            for d in discs
+        )
+        links_text += (
+            f"The images need {len(discs)} discs. Each disc opens on its own; download and "
+            f"burn every one of them (the links work until {when}):\n\n{listed}"
+        )
     contact = (
         f"Questions: {settings.institution_contact}\n\n" if settings.institution_contact else ""
     )

@@ -17,6 +17,7 @@ import re
 import textwrap
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
 from typing import IO, Any
@@ -57,6 +58,17 @@ _STYLE = (
     "p.view a{display:inline-block;font-size:130%;font-weight:bold;padding:.5em 1em;"
     "background:#2d5fa8;color:#fff;text-decoration:none;border-radius:4px}"
 )
+
+
+@dataclass(frozen=True)
+class DiscSet:
+    """This disc is `number` of `total`; `others` maps each other disc to its studies (the
+    study manifests cut down to the series on that disc)."""
+
+    number: int
+    total: int
+    volume_id: str
+    others: dict[int, list[StudyManifest]] = field(default_factory=dict)
 
 
 def is_name_83(name: str) -> bool:
@@ -130,6 +142,7 @@ def readme_text(
     viewer: str | None,
     contact: str | None = None,
     viewer_page: tuple[str, ...] | None = None,
+    disc_set: DiscSet | None = None,
 ) -> bytes:
     """Return README.TXT: what the disc is, how to open it, who made it, what it holds.
 
@@ -150,6 +163,16 @@ def readme_text(
         "MEDICAL IMAGES ON THIS DISC",
         f"This disc holds medical images (DICOM format) of one patient. It was created by {who}"
         f" on {created_at:%Y-%m-%d} with dicom-iso {_version()}.",
+    ]
+    if disc_set is not None:
+        paragraphs += [
+            f"DISC {disc_set.number} OF {disc_set.total}",
+            f"This is disc {disc_set.number} of a set of {disc_set.total} discs made together "
+            "for one patient. Each disc is complete on its own: its DICOMDIR, INDEX.HTM and "
+            "viewer show the images on this disc. INDEX.HTM also lists what is on the other "
+            "discs of the set. Keep the discs together.",
+        ]
+    paragraphs += [
         f"Contents: {len(manifests)} {'study' if len(manifests) == 1 else 'studies'}, {series} "
         f"series, {images} images ({len(instances)} DICOM files in all). Modalities: "
         f"{', '.join(modalities) or 'none'}. DICOM media profile: {_ascii(profile)}.",
@@ -310,6 +333,7 @@ def web_pages(
     created_at: datetime,
     viewer: str | None = None,
     viewer_page: tuple[str, ...] | None = None,
+    disc_set: DiscSet | None = None,
 ) -> list[tuple[tuple[str, ...], bytes]]:
     """Return INDEX.HTM and one IHE_PDI/STUDYnnn.HTM per study, as (path, bytes).
 
@@ -362,6 +386,7 @@ def web_pages(
     )
     body = [
         "<h1>Medical images</h1>",
+        *_set_note(disc_set),
         *view,
         *_header(institution, created_at),
         *_patient_block(_patient(studies)),
@@ -369,10 +394,50 @@ def web_pages(
         *_table(
             ["Date", "Description", "Modalities", "Accession", "Series", "Images", "Details"], rows
         ),
+        *_other_discs(disc_set),
         f'<p>About this disc: <a href="{_e(_href(index, ("README.TXT",)))}">README.TXT</a></p>',
         viewer_note,
     ]
-    return [(index, _page(f"Medical images - {institution}", body)), *pages]
+    title = f"Medical images - {institution}"
+    if disc_set is not None:
+        title = f"Medical images, disc {disc_set.number} of {disc_set.total} - {institution}"
+    return [(index, _page(title, body)), *pages]
+
+
+def _set_note(disc_set: DiscSet | None) -> list[str]:
+    """Which disc of the set this is (nothing for a disc that is the whole package)."""
+    if disc_set is None:
+        return []
+    return [
+        f"<h2>Disc {disc_set.number} of {disc_set.total}</h2>",
+        f"<p>This disc is one of a set of {disc_set.total} discs. Each disc opens on its own "
+        "and shows the images on it; the list at the end of this page says what is on the "
+        "other discs. Keep the discs together.</p>",
+    ]
+
+
+def _other_discs(disc_set: DiscSet | None) -> list[str]:
+    """One row per study on each other disc of the set (a study split over two discs is
+    listed on both, each with the series it holds)."""
+    if disc_set is None or not disc_set.others:
+        return []
+    rows = []
+    for number in sorted(disc_set.others):
+        for manifest in _sorted_studies(disc_set.others[number]):
+            series = _series_of(manifest)
+            rows.append(
+                [
+                    _e(f"{number} of {disc_set.total}"),
+                    _e(_date(manifest.study.date)),
+                    _e(manifest.study.description),
+                    _e(_modalities(manifest)),
+                    _e(manifest.study.accession_number),
+                    _e(len(series)),
+                    _e(sum(c for _, _, c in series)),
+                ]
+            )
+    head = ["Disc", "Date", "Description", "Modalities", "Accession", "Series", "Images"]
+    return ["<h2>On the other discs of this set</h2>", *_table(head, rows)]
 
 
 # -- previews --------------------------------------------------------------------------------

@@ -29,7 +29,13 @@ from dicomiso_common.jobs import (
     records_prefix,
     validate_job_id,
 )
-from dicomiso_common.models import EmailOutcome, PackageImage, PackageJobRequest
+from dicomiso_common.models import (
+    DiscImage,
+    DiscPlan,
+    EmailOutcome,
+    PackageImage,
+    PackageJobRequest,
+)
 from dicomiso_common.store import MAX_LINK_TTL, Store
 
 from . import mail
@@ -71,12 +77,19 @@ class PackageStatus(JobStatus):
     size: int | None = None
     sha256: str | None = None
     email: EmailOutcome | None = None
+    # How the studies are spread over media ("3 DVDs"), shown once planned, before the build.
+    plan: DiscPlan | None = None
+    # Every disc, with its signed link (one entry when one disc holds it all); the fields
+    # above describe disc 1.
+    discs: list[DiscImage] | None = None
 
     @classmethod
     def of_package(cls, record: JobRecord) -> PackageStatus:
         status = cls.of(record)
+        status.plan = package_result(record).plan
         if record.state == "succeeded":
             r = package_result(record)
+            status.discs = list(r.discs or ())
             status.download_url, status.expires_at = r.download_url, r.expires_at
             status.view_url = r.view_url
             status.downloads = list(r.downloads or ())
@@ -119,6 +132,7 @@ class PackageSummary(BaseModel):
     deleted_after: str
     email: str | None
     patient_name: str | None = None  # display form, as the HIS gave it
+    discs: int | None = None  # how many discs (planned, or made)
 
 
 class FreshLink(BaseModel):
@@ -127,6 +141,7 @@ class FreshLink(BaseModel):
     download_url: str
     view_url: str | None = None
     downloads: list[PackageImage] = Field(default_factory=list)
+    discs: list[DiscImage] = Field(default_factory=list)
     expires_at: str
     filename: str | None
     size: int | None
@@ -152,6 +167,7 @@ def package_summary(record: JobRecord, settings: PackagerSettings) -> PackageSum
         deleted_after=(created + timedelta(days=settings.package_expiry_days)).isoformat(),
         email=r.email.state if r.email else None,
         patient_name=r.patient_name,
+        discs=len(r.discs) if r.discs else len(r.plan.discs) if r.plan else None,
     )
 
 
@@ -281,14 +297,24 @@ def make_router(
         dependencies=guarded,
         summary="Redirect to a freshly signed link to the image",
     )
-    def download(job_id: str, request: Request) -> RedirectResponse:
+    def download(
+        job_id: str,
+        request: Request,
+        disc: int = Query(1, ge=1, le=99, description="Which disc of a set (1 = the first)"),
+    ) -> RedirectResponse:
         record = jobs.get(validate_job_id(job_id))
         if record.state != "succeeded":
             raise Conflict(f"package {record.id} is {record.state}, not ready for download")
         _still_stored(packaging, record)
+        discs = package_result(record).discs or ()
+        key = package_key(record) if disc == 1 else None
+        for d in discs:
+            key = d.key if d.number == disc else key
+        if key is None:
+            raise ObjectMissing(f"package {record.id} has {len(discs) or 1} disc(s), not {disc}")
         link_issued(request, record, "download")
         ttl = package_request(record).expires_in or settings.link_ttl
-        return RedirectResponse(store.presign_get(package_key(record), ttl), status_code=307)
+        return RedirectResponse(store.presign_get(key, ttl), status_code=307)
 
     @router.get(
         "/v1/packages",

@@ -7,8 +7,12 @@ const $ = (id) => document.getElementById(id);
 const JOB_ID = /^[0-9a-f]{32}$/;
 const PHASES = {
   lookup: "Checking the patient", retrieve: "Fetching the images from the PACS",
-  build: "Building the disc image", upload: "Uploading the disc image", done: "Ready",
+  plan: "Planning the discs", build: "Building the disc image",
+  upload: "Uploading the disc image", done: "Ready",
 };
+// A medium in words, one or several: "1 DVD", "3 DVDs", "2 USB sticks".
+const MEDIA = { CD: ["CD", "CDs"], DVD: ["DVD", "DVDs"], BD: ["Blu-ray disc", "Blu-ray discs"],
+                USB: ["USB stick", "USB sticks"] };
 let confirmed = null;   // the accession numbers the clerk confirmed, in order
 let pollTimer = null;
 let forwardTimer = null;
@@ -218,7 +222,24 @@ async function poll(jobId) {
   }
 }
 
+function mediaText(count, medium) {
+  const names = MEDIA[medium] || [medium, `${medium}s`];
+  return `${count} ${count === 1 ? names[0] : names[1]}`;
+}
+
+// The plan, before the build starts: "3 DVDs: disc 1: 2 studies, 140 images, 4.5 GB; ...".
+function renderPlan(plan) {
+  const box = $("job-plan");
+  if (!plan || !plan.discs || plan.discs.length < 2) { box.hidden = true; box.textContent = ""; return; }
+  const parts = plan.discs.map((d) => `disc ${d.number}: ${d.study_uids.length} ` +
+    `${d.study_uids.length === 1 ? "study" : "studies"}, ${d.instances} images, about ${mb(d.estimated_bytes)}`);
+  box.textContent = `${mediaText(plan.discs.length, plan.medium)}: the studies do not fit on one ` +
+    `${(MEDIA[plan.medium] || [plan.medium])[0]}. Each disc opens on its own. ${parts.join("; ")}.`;
+  box.hidden = false;
+}
+
 function renderStatus(s) {
+  renderPlan(s.plan);
   const c = s.counts || {};
   const progress = $("job-progress");
   let phase = PHASES[s.phase] || (s.state === "queued" ? "Waiting to start" : "Working");
@@ -230,6 +251,7 @@ function renderStatus(s) {
     value = c.received || 0; max = c.expected;
   } else if (s.phase === "build" && c.files) {
     counts = `${c.files_written || 0} of ${c.files} files written`;
+    if (c.discs > 1) counts = `Disc ${c.disc || 1} of ${c.discs}: ${counts}`;
     value = c.files_written || 0; max = c.files;
   } else if (s.phase === "upload") {
     counts = mb(c.image_bytes);
@@ -241,7 +263,9 @@ function renderStatus(s) {
   if (s.state === "succeeded") {
     phase = "Ready";
     value = 1; max = 1;
-    counts = `${s.filename}, ${mb(s.size)}`;
+    const discs = s.discs || [];
+    counts = discs.length > 1 ? `${discs.length} discs, ${mb(discs.reduce((t, d) => t + d.size, 0))}`
+      : `${s.filename}, ${mb(s.size)}`;
     showDone(s);
   }
   $("job-phase").textContent = phase;
@@ -252,6 +276,13 @@ function renderStatus(s) {
 
 function showDone(s) {
   const link = $("download");
+  const discs = s.discs || [];
+  const set = discs.length > 1;
+  $("disc-links").replaceChildren(...(set ? discs : []).map((d) => el("li", {},
+    el("a", { class: "button", href: d.download_url,
+              text: `Download disc ${d.number} of ${d.total}: ${d.filename} (${mb(d.size)})` }))));
+  show("disc-links", set);
+  link.hidden = set;
   link.href = s.download_url;
   link.textContent = `Download ${s.filename} (${mb(s.size)})`;
   const view = $("view-online");
@@ -266,7 +297,7 @@ function showDone(s) {
   if (!$("mail-to").value) $("mail-to").value = $("email").value.trim();
   const first = $("job-done").hidden;
   show("job-done", true);
-  if (first) link.focus();
+  if (first) (set ? $("disc-links").querySelector("a") : link).focus();
 }
 
 async function mailLink(jobId, to) {
@@ -362,6 +393,10 @@ function nextPatient() {
                     "job-mail", "forward-phase"]) $(id).replaceChildren();
   $("download").removeAttribute("href");
   $("download").textContent = "Download";
+  $("download").hidden = false;
+  $("disc-links").replaceChildren();
+  show("disc-links", false);
+  renderPlan(null);
   $("view-online").removeAttribute("href");
   delete $("mail-form").dataset.job;
   for (const id of ["preview", "job", "job-done", "forward-job"]) show(id, false);
@@ -396,7 +431,8 @@ function recentRow(p) {
   return el("tr", {},
     el("td", { text: when(p.created_at) }),
     el("td", { text: p.patient_name || "" }),
-    el("td", { text: p.filename || (p.accession_numbers || []).join(", ") }),
+    el("td", { text: (p.filename || (p.accession_numbers || []).join(", ")) +
+                     (p.discs > 1 ? ` (${p.discs} discs)` : "") }),
     el("td", { text: status }), el("td", { text: mb(p.size) }),
     el("td", { text: when(p.link_expires_at) }), actions);
 }
