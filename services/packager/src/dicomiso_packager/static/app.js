@@ -231,7 +231,7 @@ function mediaText(count, medium) {
 function renderPlan(plan) {
   const box = $("job-plan");
   if (!plan || !plan.discs || plan.discs.length < 2) { box.hidden = true; box.textContent = ""; return; }
-  const parts = plan.discs.map((d) => `disc ${d.number}: ${d.study_uids.length} ` +
+  const parts = plan.discs.map((d) => `Disc ${d.number}: ${d.study_uids.length} ` +
     `${d.study_uids.length === 1 ? "study" : "studies"}, ${d.instances} images, about ${mb(d.estimated_bytes)}`);
   box.textContent = `${mediaText(plan.discs.length, plan.medium)}: the studies do not fit on one ` +
     `${(MEDIA[plan.medium] || [plan.medium])[0]}. Each disc opens on its own. ${parts.join("; ")}.`;
@@ -288,7 +288,8 @@ function showDone(s) {
   const view = $("view-online");
   view.hidden = !s.view_url;
   if (s.view_url) view.href = s.view_url;
-  $("job-expiry").textContent = `The link works until ${when(s.expires_at)}.`;
+  $("job-expiry").textContent = set ? `The links work until ${when(s.expires_at)}.`
+    : `The link works until ${when(s.expires_at)}.`;
   const mail = s.email || {};
   $("job-mail").textContent = mail.state === "sent" ? "The link was e-mailed to the patient."
     : mail.state === "failed" ? `The e-mail was not sent: ${mail.error}` : "";
