@@ -251,8 +251,17 @@ def test_a_series_larger_than_one_medium_is_refused_naming_it_and_a_larger_profi
     assert f"series {ct_series} (CT" in status["error"]
     assert "never split" in status["error"] and "STD-GEN-BD-JPEG" in status["error"]
     assert stack.keys(f"packages/{status['id']}/") == []
-    cd = stack.run({"accession_numbers": [study.accession], "profile": "STD-GEN-CD"})
-    assert cd["state"] == "failed" and "STD-GEN-DVD-JPEG" in cd["error"], cd
+    # Now that the study is in the bucket, the same refusal comes at once, as a 413.
+    again = stack.post({"accession_numbers": [study.accession], "expires_in": 3600})
+    assert again.status_code == 413, again.text
+    assert again.json()["title"] == "Series too large for the medium"
+    assert f"series {ct_series} (CT" in again.json()["detail"]
+    assert "STD-GEN-BD-JPEG" in again.json()["detail"]
+    events = [stack.store.get_json(k)[0] for k in stack.keys("audit/")]
+    refused = [e for e in events if e["action"] == "package" and e["outcome"] == "refused"]
+    assert len(refused) == 1 and "never split" in refused[0]["reason"], refused
+    cd = stack.post({"accession_numbers": [study.accession], "profile": "STD-GEN-CD"})
+    assert cd.status_code == 413 and "choose the profile STD-GEN-DVD-JPEG (DVD)" in cd.text
     # ZIP has no capacity: the same study is one ZIP.
     zipped = stack.run({"accession_numbers": [study.accession], "format": "zip"})
     assert zipped["state"] == "succeeded", zipped

@@ -27,7 +27,7 @@ from dicomiso_client.models import JobView, Resolved
 from dicomiso_common import audit
 from dicomiso_common.errors import Conflict, DicomisoError, ObjectMissing
 from dicomiso_common.jobs import JobHandle, JobLost, JobRecord
-from dicomiso_common.manifests import load_manifest
+from dicomiso_common.manifests import load_accession_index, load_manifest
 from dicomiso_common.models import (
     DiscImage,
     DiscPlan,
@@ -288,6 +288,25 @@ class Packaging:
                 for key in made:
                     self._discard(key)
             raise
+
+    def preflight(self, request: PackageJobRequest) -> None:
+        """Refuse at once what the plan would refuse after the retrieval (a series larger
+        than the medium), when every study is in the bucket already; otherwise the job
+        finds out after retrieving and fails with the same reason."""
+        if request.format != "iso":
+            return
+        manifests = []
+        try:
+            for accession in request.accession_numbers:
+                index = load_accession_index(self.store, accession)
+                manifests += [load_manifest(self.store, uid) for uid in index.study_uids]
+        except DicomisoError:
+            return  # not (all) retrieved before: the job plans after its retrieval
+        if not manifests:
+            return
+        profile = media.PROFILES[request.profile]
+        fixed = plan.fixed_cost(viewer.viewer_source(self.settings))
+        plan.plan_discs(manifests, profile, self.capacity(profile), fixed)
 
     def capacity(self, profile: media.Profile) -> int:
         """Bytes one medium of the profile holds (DICOMISO_MEDIUM_CAPACITY_BYTES overrides)."""

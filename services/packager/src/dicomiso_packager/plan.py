@@ -66,6 +66,10 @@ class Part:
     planned: PlannedDisc
 
 
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.0f} MB" if size >= 10_000_000 else f"{size / 1e6:.2f} MB"
+
+
 def _sectors(size: int) -> int:
     return -(-size // SECTOR) * SECTOR
 
@@ -123,8 +127,8 @@ def _refuse_series(unit: _Unit, profile: media.Profile, room: int, ms: list[Stud
         else "choose the ZIP format"
     )
     raise SeriesTooLarge(
-        f"{_describe(unit, ms)} needs about {unit.cost / 1e6:.0f} MB, more than one "
-        f"{profile.medium} of profile {profile.name} holds ({room / 1e6:.0f} MB for images); "
+        f"{_describe(unit, ms)} needs about {_mb(unit.cost)}, more than one "
+        f"{profile.medium} of profile {profile.name} holds ({_mb(room)} for images); "
         f"a series is never split over two discs: {advice}"
     )
 

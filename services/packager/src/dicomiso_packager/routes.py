@@ -40,6 +40,7 @@ from dicomiso_common.store import MAX_LINK_TTL, Store
 
 from . import mail
 from .packaging import Packaging, one_patient, package_key, package_request, package_result
+from .plan import SeriesTooLarge, TooManyDiscs
 from .settings import PackagerSettings, Profile
 from .web import audit, check_email, page, wants_html
 
@@ -220,6 +221,7 @@ def make_router(
         # request is a 409 here, and no job, retrieval or C-MOVE starts.
         with packaging.lookup() as lookup:
             one_patient(lookup.resolve(list(request.accession_numbers)))
+        packaging.preflight(request)  # a series larger than the medium: 413 now, if known
         return jobs.submit(request.to_json())
 
     def audited(request: Request, record: JobRecord) -> None:
@@ -255,14 +257,19 @@ def make_router(
         dependencies=guarded,
         responses={
             409: PROBLEM_RESPONSES[422]
-            | {"description": "The accession numbers belong to more than one patient"}
+            | {"description": "The accession numbers belong to more than one patient"},
+            413: PROBLEM_RESPONSES[422]
+            | {
+                "description": "A series of studies already retrieved is larger than one "
+                "medium of the profile (the job fails with the same reason otherwise)"
+            },
         },
         summary="Make a disc image of one patient's studies, by accession number",
     )
     def create(body: PackageRequest, request: Request, response: Response) -> JobAccepted:
         try:
             record = submit(body)
-        except Conflict as exc:  # two patients: refused, and the refusal is on the record
+        except (Conflict, SeriesTooLarge, TooManyDiscs) as exc:  # refused, and on the record
             audit(
                 store,
                 settings,
