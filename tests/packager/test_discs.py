@@ -9,6 +9,7 @@ and checked with pycdlib, isoinfo, dciodvfy, dcentvfy and `dicom-iso verify`.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 import time
@@ -212,8 +213,11 @@ def test_cli_downloads_every_disc_of_a_set(
                 "--json",
             ],
         )
+        job_id = json.loads(run.output)["id"] if run.exit_code == 0 else ""
+        shown = CliRunner().invoke(cli, ["status", job_id, "--packager-url", url])
 
     assert run.exit_code == 0, run.output
+    assert "disc 2 of " in shown.output and "-2of" in shown.output, shown.output
     saved = sorted(out.glob("*.iso"))
     total = len(saved)
     assert total >= 2

@@ -232,11 +232,22 @@ def package(
         if target is not None and len(discs) > 1:
             _save_discs(out, job.id, view, pkg, discs, target)
         if target is None or not url:
-            out.done(
-                _job_doc(view, pkg),
+            text = (
                 f"package {job.id} ready: {pkg.get('filename')} "
                 f"({pkg.get('size')} bytes), link until {pkg.get('expires_at')}:\n{url}"
-                + (f"\nview online: {pkg['view_url']}" if pkg.get("view_url") else ""),
+            )
+            if len(discs) > 1:
+                text = f"package {job.id} ready: {len(discs)} discs, links until " + (
+                    f"{pkg.get('expires_at')}:"
+                    + "".join(
+                        f"\ndisc {d['number']} of {d['total']}: {d['filename']} "
+                        f"({d['size']} bytes): {d['download_url']}"
+                        for d in discs
+                    )
+                )
+            out.done(
+                _job_doc(view, pkg),
+                text + (f"\nview online: {pkg['view_url']}" if pkg.get("view_url") else ""),
             )
     path, size = download_to(url, target, pkg, out)
     out.done(
@@ -365,7 +376,14 @@ def status(
     ]
     if view.error:
         lines.append(f"error: {view.error}")
-    if raw.get("download_url"):
+    discs = raw.get("discs") or []
+    if len(discs) > 1:
+        lines += [
+            f"disc {d['number']} of {d['total']}: {d['filename']} until {raw.get('expires_at')}: "
+            f"{d['download_url']}"
+            for d in discs
+        ]
+    elif raw.get("download_url"):
         lines.append(f"{raw.get('filename')} until {raw.get('expires_at')}: {raw['download_url']}")
     if raw.get("view_url"):
         lines.append(f"view online: {raw['view_url']}")
