@@ -213,6 +213,24 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run("verify", str(tmp_path / "absent.iso")).exit_code == 2
 
 
+@pytest.mark.parametrize(
+    "command", ["", "package", "retrieve", "forward", "status", "lookup", "audit", "verify", "dev"]
+)
+def test_help_shows_no_type_for_flags(command: str) -> None:
+    """An on/off flag (--json, --wait, --no-his, --help) takes no value: its help line names
+    no type, while options that take one still show it (<str>, <iso|zip>)."""
+    result = run(*([command] if command else []), "--help", COLUMNS="200", NO_COLOR="1")
+    assert result.exit_code == 0, result.output
+    assert "--help" in result.output and ("--json" in result.output or command == "dev")
+    assert "<bool>" not in result.output
+    flag_lines = [
+        line for line in result.output.splitlines() if re.search(r"--(json|help)\b", line)
+    ]
+    assert flag_lines and not any("<" in line for line in flag_lines), flag_lines
+    if command == "package":
+        assert "<iso|zip>" in result.output
+
+
 # -- audit: every action of a real stack, listed by `dicom-iso audit` --------------------------
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pydicom
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1
 
+from dicomiso_packager import handout, i18n
 from support.dcmtk import dcmtk_bin, dcmtk_env
 from support.discs import download, read_iso
 from support.mariadb import add_patient
@@ -58,22 +61,38 @@ def test_the_link_arrives_by_mail_without_patient_data_in_the_subject(
         assert identifier not in subject
     assert "Synthetic General Hospital" in subject and "Synthetic General Hospital" in body
     assert status["download_url"] in body
-    assert status["expires_at"][:10] in body
+    expires_at = datetime.fromisoformat(status["expires_at"])
+    assert i18n.when(expires_at, "en") in body  # 5 December 2026, 01:33 UTC
     # The online page comes first; its link names nobody either.
     assert status["view_url"] in body and body.index(status["view_url"]) < body.index(
         status["download_url"]
     )
-    assert "View them online" in body and "Questions: Radiology desk, +00 0000" in body
+    assert "view your images online" in body and "Radiology desk, +00 0000" in body
+    # The hand-out's words, every one of them (issue 18: the e-mail carries the same words).
+    said = handout.words(stack.settings, "en", expires_at)
+    for text in [said["intro"], said["gives"], *said["steps"], said["expiry"], said["privacy"]]:
+        assert " ".join(text.split()) in " ".join(body.split()), text
     for identifier in ("Kartika", "Wijaya", "RM-M-1", study.accession):
         assert identifier not in status["view_url"]
 
     # Mailed again from the staff page: fresh links, the page re-signed.
     time.sleep(1.1)  # signatures are per second: a new X-Amz-Date
     again = stack.packager.post(
-        f"/v1/packages/{status['id']}/email", json={"email": "kartika@patients.test"}
+        f"/v1/packages/{status['id']}/email",
+        json={"email": "kartika@patients.test", "language": "id"},
     )
     assert again.status_code == 200, again.text
     second = smtp_sink.messages[1].get_content()
+    # In Bahasa Indonesia when the page asks for it: subject, the hand-out's words, the date.
+    assert str(smtp_sink.messages[1]["Subject"]).startswith("Gambar medis Anda dari")
+    said = handout.words(stack.settings, "id", datetime.fromisoformat(again.json()["expires_at"]))
+    for text in [said["intro"], said["gives"], *said["steps"], said["expiry"], said["privacy"]]:
+        assert " ".join(text.split()) in " ".join(second.split()), text
+    assert re.search(
+        r"\d{1,2} (Januari|Februari|Maret|April|Mei|Juni|Juli|Agustus|September"
+        r"|Oktober|November|Desember) \d{4}, \d{2}\.\d{2} UTC",
+        second,
+    ), second
     [view_url] = [w for w in second.split() if "/view.html?" in w]
     assert view_url != status["view_url"] and status["id"] in view_url
 

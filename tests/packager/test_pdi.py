@@ -88,7 +88,7 @@ def test_readme_is_ascii_general_and_counts(two_studies: list[StudyManifest]) ->
     assert "2 studies, 16 series, 16 images (22 DICOM files in all)" in flat
     for expected in (
         "STD-GEN-DVD-JPEG",
-        "2024-05-01",
+        "1 May 2024",  # Babel, en_GB: day month year
         "INDEX.HTM",
         "DICOMDIR",
         "VIEWER",
@@ -105,6 +105,7 @@ def test_readme_is_ascii_general_and_counts(two_studies: list[StudyManifest]) ->
             "PID-77",
             "19700101",
             "1970-01-01",
+            "1 January 1970",
             two_studies[0].study.accession_number,
             "No acute abnormality",
         ),
@@ -152,8 +153,8 @@ def test_pages_are_xhtml_with_resolving_relative_links(two_studies: list[StudyMa
     assert images_seen == len(previews) == 2 * 5  # CT, MR, SC RGB, SC UTF-8, multi-frame
 
     index = text_of(parse(pages[0][1]))
-    assert "Budi Santoso" in index and "PID-77" in index and "1970-01-01" in index
-    assert "2024-03-15" in index and "2024-04-02" in index and "RS Test" in index
+    assert "Budi Santoso" in index and "PID-77" in index and "1 January 1970" in index
+    assert "15 March 2024" in index and "2 April 2024" in index and "RS Test" in index
     study = text_of(parse(pages[1][1]))
     assert "Chest axial" in study and "T1 SE axial" in study and "no preview" in study
 

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE
 
 from dicomiso_common import pacs
 from dicomiso_common.store import Store
+from dicomiso_forwarder import commitment
 from dicomiso_forwarder.send import EXPLICIT_LE, MAX_CONTEXTS, Item, Sender
 from dicomiso_forwarder.settings import ForwarderSettings
 from dicomiso_lookup.settings import LookupSettings
@@ -92,6 +95,33 @@ def retriever_scp() -> AE:
     finally:
         scp.uploads.close()
     return seen[0]
+
+
+def commitment_aes() -> tuple[AE, AE]:
+    """The N-ACTION association's AE, and our commitment SCP's, as the forwarder builds them."""
+    settings = ForwarderSettings(
+        peers={"p": {"aet": "PEER", "host": "127.0.0.1", "port": 104, "commitment": True}}
+    )
+    peer = pacs.PacsPeer(aet="PEER", calling_aet=settings.calling_aet)
+    request = Dataset()
+    request.TransactionUID = "1.2.3"
+    store = Store(None, "conformance")
+    scu = _requested(
+        lambda: commitment._ask(
+            store,
+            settings,
+            peer,
+            [],
+            request,
+            0.0,
+            threading.Event(),
+            lambda _e: (0, None),
+            lambda: None,
+        )
+    )
+    with _captured(AE, "start_server") as seen, pytest.raises(_Stop):
+        commitment.CommitmentScp(settings, store).start()
+    return scu, seen[0]
 
 
 def scu_contexts() -> dict[str, AE]:
@@ -186,6 +216,24 @@ def tables() -> dict[str, str]:
         + _scu_rows(scus["retriever-get"], "C-GET")
     )
     forwarder = _scu_rows(scus["forwarder-store"], "C-STORE")
+    commit_scu, commit_scp = commitment_aes()
+    commit_rows = _scu_rows(
+        commit_scu,
+        "N-ACTION (Request Storage Commitment), then N-EVENT-REPORT on the same association",
+    )
+    commit_rows += [
+        [
+            "N-EVENT-REPORT on a new association the peer opens (our commitment SCP)",
+            _name(str(cx.abstract_syntax)),
+            f"`{cx.abstract_syntax}`",
+            "SCU, accepting the peer's SCP role (SCP/SCU role selection)"
+            if cx.scp_role and cx.scu_role
+            else "SCU",
+            _syntaxes(list(cx.transfer_syntax)),
+        ]
+        for cx in commit_scp.supported_contexts
+    ]
+    fwd = ForwarderSettings()
     profiles = [
         [p.name, p.medium, f"{p.capacity:,}", _syntaxes(sorted(p.syntaxes)), _name(EXPLICIT_LE)]
         for p in PROFILES.values()
@@ -201,6 +249,7 @@ def tables() -> dict[str, str]:
             f"pair present, plus {_name(EXPLICIT_LE)} per SOP class as the fallback, at most "
             f"{MAX_CONTEXTS} per association.\n"
         ),
+        "forwarder-commitment": _table(header, commit_rows),
         "media-profiles": _table(
             [
                 "Profile",
@@ -237,6 +286,12 @@ def tables() -> dict[str, str]:
                     f"`{ForwarderSettings().calling_aet}`",
                     "ephemeral",
                     "DICOMISO_CALLING_AET",
+                ],
+                [
+                    "Forwarder commitment SCP (N-EVENT-REPORTs; only with a commitment peer)",
+                    f"`{fwd.calling_aet}`",
+                    str(fwd.commitment_port),
+                    "DICOMISO_CALLING_AET, DICOMISO_COMMITMENT_HOST, DICOMISO_COMMITMENT_PORT",
                 ],
                 [
                     "PACS (called, retriever and lookup)",

@@ -194,6 +194,13 @@ class Page:
         )
         return [v for v in result if v["impact"] in ("serious", "critical")]
 
+    def accept_language(self, value: str) -> None:
+        """What the browser asks for (Accept-Language and navigator.language), from now on."""
+        agent = self.driver.execute_script("return navigator.userAgent")
+        self.driver.execute_cdp_cmd(
+            "Emulation.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": value}
+        )
+
     def active_id(self) -> str:
         return str(self.driver.switch_to.active_element.get_attribute("id") or "")
 
@@ -201,7 +208,7 @@ class Page:
         """The token form appears on the first API call (401) and is used once per tab."""
         self.visible("token").send_keys(TOKEN)
         self.el("auth-form").submit()
-        self.wait(lambda: "Signed in as" in self.el("user").text, what="sign-in")
+        self.wait(lambda: self.el("user").text.strip(), what="sign-in")  # in either language
 
     def downloaded(self, timeout: float = 60.0) -> Path:
         def done() -> Path | None:
@@ -230,6 +237,10 @@ def page(driver: webdriver.Chrome, request: pytest.FixtureRequest, tmp_path: Pat
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
-    driver.delete_all_cookies()
+    driver.delete_all_cookies()  # the language switch's cookie too
+    agent = driver.execute_script("return navigator.userAgent")
+    driver.execute_cdp_cmd(
+        "Emulation.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": "en-US,en"}
+    )
     driver.get_log("performance")  # type: ignore[no-untyped-call]  # drop what earlier tests left
     return Page(driver, shots, downloads)

@@ -136,6 +136,15 @@ def test_keyboard_only(make_web_stack: Any, orthanc: Any, study_factory: Any, pa
 
     assert image.name == f"{study.accession}.iso"
     _verify(image)
+    # The hand-out too: Tab to its button, Enter, and the sheet is read from its title.
+    tab_to("handout-show")
+    press(Keys.ENTER)
+    page.visible("handout")
+    page.wait(lambda: page.active_id() == "handout-title", what="focus on the hand-out")
+    # Shift+Tab: the print button sits just before the title.
+    ActionChains(page.driver).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
+    assert page.active_id() == "handout-print"
+    page.shot("keyboard-handout")
 
 
 def test_send_to_pacs_lists_the_peers_and_shows_its_progress(

@@ -15,8 +15,8 @@ from support.mariadb import add_patient
 from .conftest import TOKEN
 from .test_page import _small
 
-# 2026-12-05 01:33 (UTC+00:00): year first, 24-hour clock, the zone named.
-WHEN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} \(UTC[+-]\d{2}:\d{2}\)")
+# 5 Dec 2026, 01:33 UTC: day, month name, year, 24-hour clock, the zone named (en-GB).
+WHEN = re.compile(r"\d{1,2} [A-Z][a-z]{2,3} \d{4}, \d{2}:\d{2} (UTC|GMT[+-]\d{1,2}(:\d{2})?)")
 MAIL_OFF = "Sending e-mail is not set up on this server"
 
 

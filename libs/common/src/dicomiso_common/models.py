@@ -316,9 +316,12 @@ class SendResult(_Document):
     """One instance's outcome at the peer, in forwards/{job_id}/results.json (by SOP UID)."""
 
     status: Literal["acknowledged", "warning", "failed"]
-    code: int | None = None  # the peer's C-STORE status
+    code: int | None = None  # the peer's C-STORE status, or STOW-RS Failure/Warning Reason
     transcoded: bool = False
     reason: str | None = None
+    # Storage Commitment (peers with "commitment": true): what the peer's N-EVENT-REPORT said
+    commitment: Literal["committed", "not committed"] | None = None
+    commitment_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Only what is set: a result without a reason or code stores no such key."""

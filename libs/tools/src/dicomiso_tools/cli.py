@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
+from typer import _click as click  # typer 0.29 vendors click: its own Context and Parameter
+from typer.core import TyperCommand, TyperGroup
 
 from dicomiso_client.jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
 from dicomiso_client.lookup import LookupClient
@@ -38,8 +40,28 @@ EPILOG = (
     "DICOMISO_API_TOKEN (bearer token), DICOMISO_POLL_INTERVAL (seconds)."
 )
 
+
+def _plain_flags(params: list[click.Parameter]) -> list[click.Parameter]:
+    """An on/off flag takes no value, so its help shows no type (typer would print `<bool>`)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return _plain_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return _plain_flags(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="dicom-iso",
+    cls=_Group,
     help="Get imaging studies out of the PACS: discs, retrievals, forwards.",
     epilog=EPILOG,
     no_args_is_help=True,
@@ -181,7 +203,7 @@ def _job_doc(view: JobView, raw: dict[str, Any] | None = None) -> dict[str, Any]
     return {**view.model_dump(), **(raw or {})}
 
 
-@app.command()
+@app.command(cls=_Command)
 def package(
     ctx: typer.Context,
     accessions: Accessions,
@@ -294,7 +316,7 @@ def _finish(
     out.done(_job_doc(view), f"{what} {view.id} succeeded: {_counts(view)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def retrieve(
     ctx: typer.Context,
     accessions: Accessions,
@@ -318,7 +340,7 @@ def retrieve(
         _finish(out, client, job, wait, timeout, settings.poll_interval, "retrieval")
 
 
-@app.command()
+@app.command(cls=_Command)
 def forward(
     ctx: typer.Context,
     accessions: Accessions,
@@ -348,7 +370,7 @@ _CLIENTS: dict[Service, type[JobClient]] = {
 }
 
 
-@app.command()
+@app.command(cls=_Command)
 def status(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB")],
@@ -390,7 +412,7 @@ def status(
     out.done(_job_doc(view, raw), "\n".join(lines), FAILED if view.state == "failed" else OK)
 
 
-@app.command()
+@app.command(cls=_Command)
 def lookup(
     ctx: typer.Context, accessions: Accessions, lookup_url: LookupUrl = None, as_json: Json = False
 ) -> None:
@@ -441,7 +463,7 @@ def _event_line(e: dict[str, Any]) -> str:
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def audit(
     ctx: typer.Context,
     since: Annotated[
@@ -477,7 +499,7 @@ def audit(
 # -- verify, dev -------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def verify(
     ctx: typer.Context,
     files: Annotated[
@@ -519,7 +541,7 @@ def verify(
     out.done(doc, "\n".join(lines), OK if ok else FAILED)
 
 
-@app.command()
+@app.command(cls=_Command)
 def dev(
     no_his: Annotated[bool, typer.Option("--no-his", help="Names from the PACS, no HIS.")] = False,
     port_base: Annotated[int, typer.Option(help="Offset added to every standard port.")] = 0,

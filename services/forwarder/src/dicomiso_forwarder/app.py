@@ -20,6 +20,7 @@ from dicomiso_common.serve import load_settings
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 
+from .commitment import CommitmentScp
 from .forward import RESULTS_PREFIX, Forwarding
 from .routes import make_router
 from .settings import ForwarderSettings
@@ -44,15 +45,19 @@ def create_app(settings: ForwarderSettings | None = None, store: Store | None = 
     store = store or Store.from_settings(settings)
     forwarding = Forwarding(settings, store)
     jobs = Jobs(store, KIND, settings, forwarding.run)
+    scp = CommitmentScp(settings, store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         ensure_lifecycle(store, settings, lifecycle_rules(settings))
+        if settings.commitment_wanted and settings.commitment_port:
+            scp.start()  # N-EVENT-REPORTs on a new association land on any replica
         jobs.start_sweeper()
         try:
             yield
         finally:
             jobs.shutdown()
+            scp.stop()
 
     app = FastAPI(
         title="dicom-iso forwarder",
@@ -61,6 +66,7 @@ def create_app(settings: ForwarderSettings | None = None, store: Store | None = 
         description="C-STOREs studies from the bucket to configured peer PACS.",
     )
     app.state.settings, app.state.store, app.state.jobs = settings, store, jobs
+    app.state.commitment_scp = scp
     add_problem_handlers(app)
     add_ops_routes(app, "forwarder", {"s3": store.ping})
     app.include_router(make_router(jobs, settings, store, bearer_guard(settings)))

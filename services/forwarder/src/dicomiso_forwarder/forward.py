@@ -31,9 +31,11 @@ from dicomiso_common.manifests import BadDocument, load, load_accession_index, l
 from dicomiso_common.models import ForwardJobRequest, ForwardJobResult, SendResult, SendResults
 from dicomiso_common.store import Store
 
+from .commitment import Verdict, request_commitment
 from .peers import pacs_peer, resolve
-from .send import Item, Outcome, Sender, Transient, plan
-from .settings import ForwarderSettings
+from .send import Item, Outcome, Sender, Transient
+from .settings import DicomwebPeer, ForwarderSettings, Peer
+from .stow import StowSender
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,14 @@ def _done(results: Results, item: Item) -> bool:
     return result is not None and result.status in DONE
 
 
+def _delivered(results: Results, item: Item, commitment: bool) -> bool:
+    """Acknowledged, and committed where the peer is asked to commit. A re-run sends again
+    what the peer acknowledged but did not commit: a C-STORE of a kept instance is harmless."""
+    return _done(results, item) and (
+        not commitment or results[item.sop_uid].commitment == "committed"
+    )
+
+
 class RetrievalFailed(DicomisoError):
     status = 502
     title = "Retrieval failed"
@@ -157,8 +167,10 @@ class Forwarding:
         items = self._items(request, handle)
         saved = ResultsFile(self.store, handle)
         results = saved.load()
-        todo = [i for i in items if not _done(results, i)]
+        commit = isinstance(peer, Peer) and peer.commitment
+        todo = [i for i in items if not _delivered(results, i, commit)]
         lock = threading.Lock()
+        answered: set[str] = set()  # instances this run has an outcome for
         last_write = [time.monotonic()]
 
         wanted = {i.sop_uid for i in items}
@@ -175,6 +187,13 @@ class Forwarding:
                 pending=len(items) - sum(tally.values()),
                 transcoded=len(transcoded),
             )
+            if commit:
+                verdicts = Counter(
+                    results[i.sop_uid].commitment for i in items if i.sop_uid in results
+                )
+                handle.set_counts(
+                    committed=verdicts["committed"], not_committed=verdicts["not committed"]
+                )
 
         def on_result(item: Item, outcome: Outcome) -> None:
             with lock:
@@ -182,6 +201,7 @@ class Forwarding:
                 if before is not None:
                     tally[before.status] -= 1
                 results[item.sop_uid] = outcome
+                answered.add(item.sop_uid)
                 tally[outcome.status] += 1
                 if outcome.transcoded:
                     transcoded[item.sop_uid] = 1
@@ -193,12 +213,18 @@ class Forwarding:
 
         count()
         handle.update(phase="send", flush=True)
-        sender = Sender(self.store, pacs_peer(self.settings, peer), on_result)
-        shards = [todo[i :: peer.max_associations] for i in range(peer.max_associations)]
+        sender: Sender | StowSender
+        if isinstance(peer, DicomwebPeer):
+            sender = StowSender(self.store, peer, self.settings.http_timeout, on_result)
+            parallel, label = peer.max_connections, peer.url
+        else:
+            sender = Sender(self.store, pacs_peer(self.settings, peer), on_result)
+            parallel, label = peer.max_associations, peer.aet
+        shards = [todo[i::parallel] for i in range(parallel)]
         try:
-            with ThreadPoolExecutor(peer.max_associations, thread_name_prefix="send") as pool:
+            with ThreadPoolExecutor(parallel, thread_name_prefix="send") as pool:
                 for future in [
-                    pool.submit(self._send_shard, sender, shard, results, lock)
+                    pool.submit(self._send_shard, sender, shard, results, answered, lock)
                     for shard in shards
                     if shard
                 ]:
@@ -208,7 +234,21 @@ class Forwarding:
                 if not handle.lost:  # a replica that lost the job must not overwrite results
                     saved.save(results)
                 count()
+        if commit:
+            assert isinstance(peer, Peer)
+            self._commit(handle, peer, items, results, saved)
+            with lock:
+                count()
         failed = [i for i in items if not _done(results, i)]
+        uncommitted = [
+            i for i in items if commit and not failed and not _delivered(results, i, True)
+        ]
+        if uncommitted:
+            reasons = sorted({str(results[i.sop_uid].commitment_reason) for i in uncommitted})
+            raise DicomError(
+                f"{len(uncommitted)} of {len(items)} instances were stored but not committed by "
+                f"{request.destination} ({label}): {'; '.join(reasons[:3])}"
+            )
         if failed:
             reasons = sorted(
                 {
@@ -219,7 +259,7 @@ class Forwarding:
             )
             raise DicomError(
                 f"{len(failed)} of {len(items)} instances were not accepted by "
-                f"{request.destination} ({peer.aet}): "
+                f"{request.destination} ({label}): "
                 f"{'; '.join(reasons[:3]) or 'not sent'}"
             )
         return ForwardJobResult(
@@ -228,29 +268,63 @@ class Forwarding:
             results_key=results_key(handle.id),
         )
 
+    def _commit(
+        self, handle: JobHandle, peer: Peer, items: list[Item], results: Results, saved: ResultsFile
+    ) -> None:
+        """Storage Commitment for what the peer acknowledged and has not committed yet."""
+        asked = [
+            i for i in items if _done(results, i) and results[i.sop_uid].commitment != "committed"
+        ]
+        if not asked:
+            return
+        handle.update(phase="commit", flush=True)
+        try:
+            verdicts = request_commitment(
+                self.store,
+                self.settings,
+                pacs_peer(self.settings, peer),
+                asked,
+                handle.id,
+                handle.check,
+            )
+        except DicomError as exc:
+            verdicts = {i.sop_uid: Verdict(False, str(exc)) for i in asked}
+        for item in asked:
+            verdict = verdicts[item.sop_uid]
+            results[item.sop_uid] = results[item.sop_uid].model_copy(
+                update={
+                    "commitment": "committed" if verdict.committed else "not committed",
+                    "commitment_reason": verdict.reason,
+                }
+            )
+        if not handle.lost:
+            saved.save(results)
+
     def _send_shard(
-        self, sender: Sender, shard: list[Item], results: Results, lock: threading.Lock
+        self,
+        sender: Sender | StowSender,
+        shard: list[Item],
+        results: Results,
+        answered: set[str],
+        lock: threading.Lock,
     ) -> None:
         """Send one shard, retrying what is left after a transient failure, with backoff."""
         s = self.settings
         for attempt in range(1, s.send_attempts + 1):
             with lock:
-                left = [
-                    i
-                    for i in shard
-                    if not _done(results, i)
-                    and (i.sop_uid not in results or results[i.sop_uid].status != "failed")
-                ]
+                # the shard was chosen from what earlier runs did not deliver; within this run
+                # an instance is sent until the peer answers for it (stored or failed)
+                left = [i for i in shard if i.sop_uid not in answered]
             if not left:
                 return
             try:
-                for batch in plan(left):
+                for batch in sender.plan(left):
                     sender.send_batch(batch)
                 return
             except (Transient, DicomError) as exc:
                 if attempt == s.send_attempts:
                     raise DicomError(
-                        f"peer {sender.peer.aet}: {exc} (after {attempt} attempts)"
+                        f"{sender.describe()}: {exc} (after {attempt} attempts)"
                     ) from exc
                 delay = s.send_backoff * 2 ** (attempt - 1)
                 log.warning(
@@ -273,7 +347,7 @@ class Forwarding:
         for uid in uids:
             manifest = load_manifest(self.store, uid)
             items += [
-                Item(i.key, i.sop_uid, i.sop_class_uid, i.transfer_syntax)
+                Item(i.key, i.sop_uid, i.sop_class_uid, i.transfer_syntax, uid, i.size)
                 for i in manifest.instances
             ]
         return items

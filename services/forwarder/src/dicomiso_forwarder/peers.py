@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 
+import httpx
+
 # pynetdicom.sop_class generates its SOP class names at import: mypy cannot see them.
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomiso_common.errors import DicomError, InvalidInput
 from dicomiso_common.pacs import PacsPeer, associate, make_ae
 
-from .settings import ForwarderSettings, Peer
+from .settings import DicomwebPeer, ForwarderSettings, Peer
+from .stow import client_for
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ def pacs_peer(settings: ForwarderSettings, peer: Peer) -> PacsPeer:
     )
 
 
-def resolve(settings: ForwarderSettings, name: object) -> Peer:
+def resolve(settings: ForwarderSettings, name: object) -> Peer | DicomwebPeer:
     """The configured peer of that name, or InvalidInput (422) listing what may be named."""
     if not isinstance(name, str) or name not in settings.peers:
         known = ", ".join(sorted(settings.peers)) or "none configured"
@@ -49,3 +52,15 @@ def echo(settings: ForwarderSettings, peer: Peer) -> str | None:
             return None if code == 0 else f"C-ECHO status {code}"
     except DicomError as exc:
         return str(exc)
+
+
+def probe(settings: ForwarderSettings, peer: DicomwebPeer) -> str | None:
+    """A QIDO-RS `studies?limit=1` with the peer's credentials; None when it answers 2xx."""
+    try:
+        with client_for(peer, min(settings.http_timeout, 30.0)) as client:
+            response = client.get(f"{peer.url}/studies", params={"limit": "1"})
+    except (httpx.HTTPError, OSError) as exc:
+        return f"DICOMweb peer unreachable: {type(exc).__name__}"
+    if response.is_success:
+        return None
+    return f"DICOMweb peer answered HTTP {response.status_code}"

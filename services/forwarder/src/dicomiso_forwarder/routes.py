@@ -17,7 +17,7 @@ from dicomiso_common.store import Store
 
 from . import peers
 from .forward import load_send_results, results_key
-from .settings import ForwarderSettings
+from .settings import DicomwebPeer, ForwarderSettings
 
 MAX_KEYS = 50
 
@@ -39,9 +39,14 @@ class ForwardStatus(JobStatus):
 
 
 class PeerView(BaseModel):
+    """A DICOM peer has `aet` and `max_associations`, a DICOMweb peer `url`."""
+
     name: str
-    aet: str
-    max_associations: int
+    type: str = "dicom"
+    aet: str | None = None
+    url: str | None = None
+    max_associations: int | None = None
+    commitment: bool = False
     reachable: bool
     reason: str | None
 
@@ -107,21 +112,27 @@ def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: An
     @router.get(
         "/peers",
         response_model=list[PeerView],
-        summary="Configured peers and whether each answers a C-ECHO",
+        summary="Configured peers and whether each answers (C-ECHO, or a DICOMweb QIDO-RS)",
     )
     async def list_peers() -> list[PeerView]:
         views = []
         for name, peer in sorted(settings.peers.items()):
-            reason = await run_in_threadpool(peers.echo, settings, peer)
-            views.append(
-                PeerView(
+            if isinstance(peer, DicomwebPeer):
+                reason = await run_in_threadpool(peers.probe, settings, peer)
+                view = PeerView(
+                    name=name, type=peer.type, url=peer.url, reachable=reason is None, reason=reason
+                )
+            else:
+                reason = await run_in_threadpool(peers.echo, settings, peer)
+                view = PeerView(
                     name=name,
                     aet=peer.aet,
                     max_associations=peer.max_associations,
+                    commitment=peer.commitment,
                     reachable=reason is None,
                     reason=reason,
                 )
-            )
+            views.append(view)
         return views
 
     return router

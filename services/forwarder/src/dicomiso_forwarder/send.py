@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import pydicom
 from pydicom.uid import (
@@ -40,6 +40,10 @@ LOSSY = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000}
 _CHUNK = 1024 * 1024
 
 
+class Transient(Exception):
+    """Worth another try later: association lost, peer out of resources (0xA7xx)."""
+
+
 @dataclass(frozen=True)
 class Item:
     """One instance to send, from the study manifest."""
@@ -48,13 +52,45 @@ class Item:
     sop_uid: str
     sop_class: str
     transfer_syntax: str
+    study_uid: str = ""
+    size: int = 0  # bytes, from the manifest (0: unknown)
+
+
+class Missing(Exception):
+    """The instance is not in the bucket: it fails, the study goes on."""
+
+
+def open_instance(store: Store, item: Item) -> IO[bytes]:
+    """The instance's Part 10 bytes as a stream: the one place the forwarder reads them.
+
+    Raises:
+        Missing: The object is gone (a failure of this instance, not worth a retry).
+        Transient: S3 could not be read now (the batch is tried again).
+    """
+    try:
+        return store.open(item.key)
+    except ObjectMissing:
+        raise Missing("instance missing from the bucket") from None
+    except (StoreError, OSError) as exc:
+        raise Transient(f"reading the instance from S3 failed: {type(exc).__name__}") from exc
+
+
+def read_chunks(store: Store, item: Item) -> Iterator[bytes]:
+    """The instance in chunks of at most 1 MiB (bounded memory); errors as `open_instance`."""
+    with open_instance(store, item) as body:
+        while True:
+            try:
+                chunk = body.read(_CHUNK)
+            except (StoreError, OSError) as exc:
+                raise Transient(
+                    f"reading the instance from S3 failed: {type(exc).__name__}"
+                ) from exc
+            if not chunk:
+                return
+            yield chunk
 
 
 Outcome = SendResult  # what became of one instance (stored in forwards/{id}/results.json)
-
-
-class Transient(Exception):
-    """Worth another try later: association lost, peer out of resources (0xA7xx)."""
 
 
 def contexts_for(items: list[Item]) -> list[tuple[str, str]]:
@@ -110,6 +146,13 @@ class Sender:
         self.peer = peer
         self.on_result = on_result
 
+    def describe(self) -> str:
+        """Name the peer for errors: AE title and address."""
+        return f"peer {self.peer.aet}"
+
+    def plan(self, items: list[Item]) -> list[list[Item]]:
+        return plan(items)
+
     def send_batch(self, batch: list[Item]) -> None:
         """One association for the batch; raises Transient (or DicomError) to be retried."""
         ae = make_ae(self.peer)
@@ -126,15 +169,10 @@ class Sender:
     def _send_one(self, assoc: Association, accepted: set[tuple[str, str]], item: Item) -> Outcome:
         with tempfile.NamedTemporaryFile(suffix=".dcm") as spool:
             try:
-                with self.store.open(item.key) as body:
-                    while chunk := body.read(_CHUNK):
-                        spool.write(chunk)
-            except ObjectMissing:
-                return Outcome(status="failed", reason="instance missing from the bucket")
-            except (StoreError, OSError) as exc:
-                raise Transient(
-                    f"reading the instance from S3 failed: {type(exc).__name__}"
-                ) from exc
+                for chunk in read_chunks(self.store, item):
+                    spool.write(chunk)
+            except Missing as exc:
+                return Outcome(status="failed", reason=str(exc))
             spool.flush()
             transcoded = False
             if (item.sop_class, item.transfer_syntax) in accepted:

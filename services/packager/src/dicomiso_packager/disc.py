@@ -31,7 +31,7 @@ from dicomiso_common.store import Store
 
 from . import dicomdir, media, pdi, viewer
 from .iso import DiscFile
-from .settings import PackagerSettings
+from .settings import PackagerSettings, contact_line
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,8 @@ class _Assembler:
                     created_at=now,
                     viewer=viewer_name,
                     viewer_page=viewer_page,
+                    contact=contact_line(self.settings),
+                    lang=self.settings.language,
                     disc_set=self.disc_set,
                 ),
             ),
@@ -142,6 +144,7 @@ class _Assembler:
                 created_at=now,
                 viewer=viewer_name,
                 viewer_page=viewer_page,
+                lang=self.settings.language,
                 disc_set=self.disc_set,
             ),
             *[(path, jpeg) for path, jpeg in previews.values()],

@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 from dicomiso_common.errors import DicomisoError, InvalidInput
 
+from .handout import words
+from .i18n import Lang, megabytes, t
 from .settings import PackagerSettings
 
 log = logging.getLogger(__name__)
@@ -53,55 +55,46 @@ def mail_enabled(settings: PackagerSettings) -> bool:
     return settings.smtp_url is not None and bool(settings.smtp_url.get_secret_value())
 
 
-def compose(settings: PackagerSettings, to: str, links: dict[str, Any]) -> EmailMessage:
+def compose(
+    settings: PackagerSettings, to: str, links: dict[str, Any], lang: Lang | None = None
+) -> EmailMessage:
     """The message a patient receives (plain text; the package's links are its only URLs).
 
+    The words are the hand-out's (`handout.words`), in `lang` (else DICOMISO_LANGUAGE).
     `links` is a package result or fresh links: download_url, view_url (None without the
     online page), expires_at, filename, size.
     """
+    lang = lang or settings.language
     org = settings.institution_name
     link, view_url = links["download_url"], links.get("view_url")
     filename, size = links.get("filename"), int(links.get("size") or 0)
-    expires_at = datetime.fromisoformat(links["expires_at"])
+    said = words(settings, lang, datetime.fromisoformat(links["expires_at"]))
     msg = EmailMessage()
-    msg["Subject"] = f"Your imaging disc from {org} is ready to download"
+    msg["Subject"] = t(lang, "mail_subject", org=org)
     msg["From"] = settings.mail_from
     msg["To"] = to
     msg["Date"] = format_datetime(datetime.now().astimezone())
     msg["Message-ID"] = make_msgid(domain=settings.mail_from.rpartition("@")[2] or None)
-    when = expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    blocks = [t(lang, "mail_hello"), said["intro"], said["gives"], view_url or link]
     if view_url:
-        links_text = (
-            "View them online, in your web browser, with nothing to install (the page also "
-            f"offers the disc image for a CD or USB stick, and a ZIP file):\n\n{view_url}\n\n"
-            f"Or download the disc image directly:\n\n{link}\n\n"
-            f"Both links work until {when}.\n\n"
-        )
-    else:
-        links_text = f"Download it here (the link works until {when}):\n\n{link}\n\n"
+        blocks += [t(lang, "mail_download"), link]
     discs = [d for d in links.get("discs") or () if d.get("download_url")]
     if len(discs) > 1:
-        listed = "".join(
-            f"Disc {d['number']} of {d['total']} ({d['filename']}):\n{d['download_url']}\n\n"
+        blocks.append(t(lang, "mail_discs", count=len(discs)))
+        blocks += [
+            t(lang, "mail_disc", number=d["number"], total=d["total"], file=d["filename"])
+            + "\n"
+            + d["download_url"]
             for d in discs
-        )
-        links_text += (
-            f"The images need {len(discs)} discs. Each disc opens on its own; download and "
-            f"burn every one of them (the links work until {when}):\n\n{listed}"
-        )
-    contact = (
-        f"Questions: {settings.institution_contact}\n\n" if settings.institution_contact else ""
-    )
-    msg.set_content(
-        f"Hello,\n\n{org} has prepared a copy of your medical images as a disc image.\n\n"
-        f"{links_text}"
-        f"The file is {filename} ({size / 1e6:.0f} MB). Burn it to a CD/DVD or open it "
-        "directly: it holds your images in the DICOM format, a README.TXT and an INDEX.HTM "
-        "you can open in a web browser.\n\n"
-        "The file contains personal health information. Keep it safe and do not forward "
-        "this message. If you did not ask for your images, please contact us.\n\n"
-        f"{contact}{org}\n"
-    )
+        ]
+    blocks += [
+        said["expiry"],
+        "\n".join(f"{n}. {step}" for n, step in enumerate(said["steps"], 1)),
+        t(lang, "mail_file", file=filename, size=megabytes(size, lang)),
+        said["privacy"] + " " + t(lang, "mail_not_you"),
+        t(lang, "mail_regards") + "\n" + "\n".join(said["contact"]),
+    ]
+    msg.set_content("\n\n".join(blocks) + "\n")
     return msg
 
 

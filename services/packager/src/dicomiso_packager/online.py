@@ -27,15 +27,14 @@ from dicomiso_common.models import PackageContents
 from dicomiso_common.store import Store
 
 from . import viewer
-from .settings import PackagerSettings
+from .i18n import t, when
+from .settings import PackagerSettings, contact_line
 
 MARKER = viewer.STUDY_MARKER
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline' 'wasm-unsafe-eval'; "
     "style-src 'unsafe-inline'; img-src data: blob:; connect-src 'self'"
 )
-LABELS = {"iso": "Download for a CD or USB stick (ISO)", "zip": "Download as ZIP"}
-DISC_LABEL = "Download disc {number} of {total} (ISO, to burn)"
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 
@@ -144,12 +143,11 @@ def signed(studies: list[dict[str, Any]], sign: Callable[[str], str]) -> list[di
 
 def instructions(settings: PackagerSettings) -> list[str]:
     """Three lines for the patient (the viewer shows the expiry and the contact itself)."""
+    lang = settings.language
     return [
-        "The first series is open; choose another series in the list to see its images.",
-        "To keep a copy, download the disc image for a CD or USB stick (ISO), or the ZIP "
-        "to open on a computer.",
-        "This page and its downloads stop working at the time below; after that, ask "
-        f"{settings.institution_name} for a new link.",
+        t(lang, "online_first"),
+        t(lang, "online_keep"),
+        t(lang, "online_expiry_note", org=settings.institution_name),
     ]
 
 
@@ -160,13 +158,19 @@ def document(
     expires_at: datetime,
 ) -> dict[str, Any]:
     """The study JSON (version 1) the viewer reads from its marker."""
+    lang = settings.language
+    contact = contact_line(settings)
     return {
         "version": 1,
         "page": {
-            "title": f"Your images from {settings.institution_name}",
+            "lang": lang,
+            "title": t(lang, "online_title", org=settings.institution_name),
             "institution": settings.institution_name,
-            "contact": settings.institution_contact,
+            "contact": contact,
             "expires_at": expires_at.isoformat(),
+            # Said in the page's language and time zone (Babel), shown as given by the viewer.
+            "expires_text": t(lang, "online_until", when=when(expires_at, lang, settings.timezone)),
+            "contact_text": t(lang, "online_contact", contact=contact) if contact else "",
             "instructions": instructions(settings),
             "downloads": downloads,
         },
@@ -193,15 +197,15 @@ def inject(page: str, data: dict[str, Any]) -> str:
     return filled[: at.end()] + meta + filled[at.end() :]
 
 
-def downloads_of(contents: PackageContents) -> list[dict[str, str]]:
-    """The page's downloads, kept in the package manifest: the ISO (each disc of a set,
-    labelled "disc 2 of 3"), then the ZIP."""
+def downloads_of(contents: PackageContents) -> list[dict[str, Any]]:
+    """The page's downloads, kept in the package manifest: the ISO (each disc of a set with
+    its number, so the page says "disc 2 of 3"), then the ZIP."""
     discs = {d.key: d for d in contents.discs if d.total > 1}
-    out = []
+    out: list[dict[str, Any]] = []
     for d in sorted(contents.downloads, key=lambda d: d.format != "iso"):
-        entry = {"format": d.format, "key": d.key}
+        entry: dict[str, Any] = {"format": d.format, "key": d.key}
         if d.key in discs:
-            entry["label"] = DISC_LABEL.format(number=discs[d.key].number, total=discs[d.key].total)
+            entry.update(number=discs[d.key].number, total=discs[d.key].total)
         out.append(entry)
     return out
 
@@ -225,7 +229,12 @@ def publish(
     """
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
     downloads = [
-        {"label": d.get("label") or LABELS[d["format"]], "url": store.presign_get(d["key"], ttl)}
+        {
+            "label": t(settings.language, "online_disc", number=d["number"], total=d["total"])
+            if "number" in d
+            else t(settings.language, f"online_{d['format']}"),
+            "url": store.presign_get(d["key"], ttl),
+        }
         for d in view["downloads"]
     ]
     studies = signed(view["studies"], lambda key: store.presign_get(key, ttl))

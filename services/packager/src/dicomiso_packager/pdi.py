@@ -33,6 +33,8 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply
 from dicomiso_common.models import InstanceEntry, PatientInfo, SeriesInfo, StudyManifest
 from dicomiso_common.names import person_name
 
+from .i18n import Lang, day, dicom_day, number, t
+
 log = logging.getLogger(__name__)
 
 # SR (PS3.4 B.5: ...88.x), Presentation States (...11.x) and Key Objects (88.59) hold no pixels.
@@ -143,6 +145,7 @@ def readme_text(
     contact: str | None = None,
     viewer_page: tuple[str, ...] | None = None,
     disc_set: DiscSet | None = None,
+    lang: Lang = "en",
 ) -> bytes:
     """Return README.TXT: what the disc is, how to open it, who made it, what it holds.
 
@@ -158,59 +161,43 @@ def readme_text(
     images = sum(1 for e in instances if _is_image(e))
     series = sum(len(_series_of(m)) for m in manifests)
     modalities = sorted({x for m in manifests for x in _modalities(m).split(", ") if x})
-    who = _ascii(institution).strip() or "the hospital"
+    who = _ascii(institution).strip() or t(lang, "the_hospital")
     paragraphs = [
-        "MEDICAL IMAGES ON THIS DISC",
-        f"This disc holds medical images (DICOM format) of one patient. It was created by {who}"
-        f" on {created_at:%Y-%m-%d} with dicom-iso {_version()}.",
+        t(lang, "readme_title"),
+        t(lang, "readme_made", who=who, day=day(created_at, lang), version=_version()),
     ]
     if disc_set is not None:
         paragraphs += [
-            f"DISC {disc_set.number} OF {disc_set.total}",
-            f"This is disc {disc_set.number} of a set of {disc_set.total} discs made together "
-            "for one patient. Each disc is complete on its own: its DICOMDIR, INDEX.HTM and "
-            "viewer show the images on this disc. INDEX.HTM also lists what is on the other "
-            "discs of the set. Keep the discs together.",
+            t(lang, "readme_disc", number=disc_set.number, total=disc_set.total),
+            t(lang, "readme_disc_set", number=disc_set.number, total=disc_set.total),
         ]
     paragraphs += [
-        f"Contents: {len(manifests)} {'study' if len(manifests) == 1 else 'studies'}, {series} "
-        f"series, {images} images ({len(instances)} DICOM files in all). Modalities: "
-        f"{', '.join(modalities) or 'none'}. DICOM media profile: {_ascii(profile)}.",
-        "HOW TO OPEN IT",
-        "1. For a quick look, open INDEX.HTM (in the top folder of this disc) with any web "
-        "browser. It lists the studies and shows reduced preview pictures. It works without "
-        "an internet connection. The previews are not of diagnostic quality.",
-        "2. For the full images use DICOM viewing software: open the DICOMDIR file in the top "
-        "folder, which indexes every image on the disc. Hospitals can import the disc from "
-        "DICOMDIR into their own systems.",
+        t(
+            lang,
+            "readme_contents",
+            studies=number(len(manifests), lang),
+            study_word=t(lang, "study_one" if len(manifests) == 1 else "study_many"),
+            series=number(series, lang),
+            images=number(images, lang),
+            files=number(len(instances), lang),
+            modalities=", ".join(modalities) or t(lang, "none"),
+            profile=_ascii(profile),
+        ),
+        t(lang, "readme_how"),
+        t(lang, "readme_step1"),
+        t(lang, "readme_step2"),
     ]
     if viewer_page:
-        page = "\\".join(viewer_page)
-        paragraphs.append(
-            '3. To see the full images, open INDEX.HTM and click "View the images", or '
-            f"open {page} directly, in a current web browser (Chrome, Edge, Firefox or "
-            "Safari). When it asks, choose this disc (or the folder you unzipped it into): "
-            "a web page may only read the files you choose. The viewer works without an "
-            "internet connection and sends nothing anywhere. Nothing on this disc starts "
-            "automatically (no autorun)."
-        )
+        paragraphs.append(t(lang, "readme_step3_page", page="\\".join(viewer_page)))
     elif viewer:
-        paragraphs.append(
-            f"3. A DICOM viewer is included in the {_ascii(viewer)} folder. Start "
-            "it yourself from there: this disc does not rely on autorun."
-        )
+        paragraphs.append(t(lang, "readme_step3_folder", folder=_ascii(viewer)))
     else:
-        paragraphs.append(
-            "3. No viewer program is included. Nothing on this disc starts "
-            "automatically (no autorun)."
-        )
+        paragraphs.append(t(lang, "readme_step3_none"))
     paragraphs += [
-        "PRIVACY",
-        "This disc contains personal health information. Keep it safe and give it only to "
-        "people you want to see it.",
-        "This file and the web pages contain no diagnosis. For the report on these images, "
-        f"ask your doctor or {who}.",
-        "CONTACT",
+        t(lang, "readme_privacy"),
+        t(lang, "readme_keep"),
+        t(lang, "readme_no_diagnosis", who=who),
+        t(lang, "readme_contact"),
         f"{who}" + (f": {_ascii(contact)}" if contact else ""),
     ]
     lines: list[str] = []
@@ -220,7 +207,7 @@ def readme_text(
             _WIDTH,
             subsequent_indent="   " if paragraph[:2] in ("1.", "2.", "3.") else "",
         ) + [""]
-    return _CRLF.join(lines).encode("ascii")
+    return _CRLF.join(_ascii(line) for line in lines).encode("ascii")
 
 
 # -- web content -----------------------------------------------------------------------------
@@ -240,7 +227,7 @@ def _href(page: tuple[str, ...], target: tuple[str, ...]) -> str:
     return posixpath.relpath(posixpath.join(".", *target), start)
 
 
-def _page(title: str, body: Iterable[str]) -> bytes:
+def _page(title: str, body: Iterable[str], lang: Lang = "en") -> bytes:
     """An XHTML 1.0 Strict page that also parses as HTML (XHTML 1.0 Appendix C).
 
     Non-ASCII characters become character references, so the bytes are ASCII and show right
@@ -250,7 +237,7 @@ def _page(title: str, body: Iterable[str]) -> bytes:
         [
             '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
             '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">',
-            '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">',
+            f'<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="{lang}" lang="{lang}">',
             "<head>",
             '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />',
             f"<title>{_e(title)}</title>",
@@ -273,23 +260,33 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return [*out, "</table>"]
 
 
-def _header(institution: str, created_at: datetime) -> list[str]:
+def _header(institution: str, created_at: datetime, lang: Lang) -> list[str]:
     """The informative header RAD TF-3 4.47.4.1.2 asks of INDEX.HTM, with the privacy note."""
-    return [
-        f"<p>Created by {_e(institution)} on {created_at:%Y-%m-%d} with dicom-iso "
-        f"{_e(_version())}.</p>",
-        '<p class="note">This disc contains personal health information. The pictures on '
-        "these pages are reduced previews, not of diagnostic quality; the complete images "
-        "are in DICOM format (see DICOMDIR) and need a DICOM viewer. These pages contain "
-        "no diagnosis.</p>",
-    ]
+    made = t(lang, "web_made", org=institution, day=day(created_at, lang), version=_version())
+    return [f"<p>{_e(made)}</p>", f'<p class="note">{_e(t(lang, "web_note"))}</p>']
 
 
-def _patient_block(patient: PatientInfo) -> list[str]:
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _sex(value: str | None, lang: Lang) -> str:
+    return t(lang, f"js_sex_{value}") if value in ("M", "F", "O") else value or ""
+
+
+def _patient_block(patient: PatientInfo, lang: Lang) -> list[str]:
     name = person_name(patient.name or "").display
+    head = [t(lang, k) for k in ("col_patient", "col_patient_id", "col_birth", "col_sex")]
     return _table(
-        ["Patient", "Patient ID", "Birth date", "Sex"],
-        [[_e(name), _e(patient.id), _e(_date(patient.birth_date)), _e(patient.sex)]],
+        head,
+        [
+            [
+                _e(name),
+                _e(patient.id),
+                _e(dicom_day(patient.birth_date, lang)),
+                _e(_sex(patient.sex, lang)),
+            ]
+        ],
     )
 
 
@@ -299,30 +296,46 @@ def _study_page(
     institution: str,
     previews: dict[str, tuple[str, ...]],
     created_at: datetime,
+    lang: Lang,
 ) -> bytes:
     study = manifest.study
-    title = " ".join(x for x in (_date(study.date), study.description or "") if x) or "Study"
+    title = " ".join(x for x in (dicom_day(study.date, lang), study.description or "") if x)
+    title = title or t(lang, "web_study")
     rows = []
     for uid, series, count in _series_of(manifest):
-        number = series.number
+        series_number = series.number
         preview = previews.get(uid)
         cell = (
-            f'<img src="{_e(_href(page, preview))}" alt="Preview of series '
-            f'{_e(number if number is not None else "")}" />'
+            f'<img src="{_e(_href(page, preview))}" alt="'
+            f'{_e(t(lang, "web_preview_of", number=_text(series_number)))}" />'
             if preview
-            else "no preview"
+            else _e(t(lang, "web_no_preview"))
         )
-        rows.append([_e(number), _e(series.modality), _e(series.description), _e(count), cell])
+        rows.append(
+            [_e(series_number), _e(series.modality), _e(series.description), _e(count), cell]
+        )
     body = [
-        f'<p><a href="{_e(_href(page, ("INDEX.HTM",)))}">Back to the list of studies</a></p>',
+        f'<p><a href="{_e(_href(page, ("INDEX.HTM",)))}">{_e(t(lang, "web_back"))}</a></p>',
         f"<h1>{_e(title)}</h1>",
-        *_header(institution, created_at),
-        *_patient_block(manifest.patient),
-        f"<p>Accession number: {_e(study.accession_number)}. Modalities: "
-        f"{_e(_modalities(manifest))}.</p>",
-        *_table(["Series", "Modality", "Description", "Images", "Preview"], rows),
+        *_header(institution, created_at, lang),
+        *_patient_block(manifest.patient, lang),
+        "<p>"
+        + _e(
+            t(
+                lang,
+                "web_accession",
+                accession=study.accession_number or "",
+                modalities=_modalities(manifest),
+            )
+        )
+        + "</p>",
+        *_table(
+            [t(lang, k) for k in ("col_series", "col_modality", "col_description", "col_images")]
+            + [t(lang, "col_preview")],
+            rows,
+        ),
     ]
-    return _page(title, body)
+    return _page(title, body, lang)
 
 
 def web_pages(
@@ -334,6 +347,7 @@ def web_pages(
     viewer: str | None = None,
     viewer_page: tuple[str, ...] | None = None,
     disc_set: DiscSet | None = None,
+    lang: Lang = "en",
 ) -> list[tuple[tuple[str, ...], bytes]]:
     """Return INDEX.HTM and one IHE_PDI/STUDYnnn.HTM per study, as (path, bytes).
 
@@ -352,92 +366,92 @@ def web_pages(
     index = ("INDEX.HTM",)
     pages: list[tuple[tuple[str, ...], bytes]] = []
     rows = []
-    for number, manifest in enumerate(studies, start=1):
-        path = ("IHE_PDI", f"STUDY{number:03d}.HTM")
-        pages.append((path, _study_page(manifest, path, institution, previews, created_at)))
+    for nth, manifest in enumerate(studies, start=1):
+        path = ("IHE_PDI", f"STUDY{nth:03d}.HTM")
+        pages.append((path, _study_page(manifest, path, institution, previews, created_at, lang)))
         study = manifest.study
         series = _series_of(manifest)
         rows.append(
             [
-                _e(_date(study.date)),
+                _e(dicom_day(study.date, lang)),
                 _e(study.description),
                 _e(_modalities(manifest)),
                 _e(study.accession_number),
-                _e(len(series)),
-                _e(sum(c for _, _, c in series)),
-                f'<a href="{_e(_href(index, path))}">Open</a>',
+                _e(number(len(series), lang)),
+                _e(number(sum(c for _, _, c in series), lang)),
+                f'<a href="{_e(_href(index, path))}">{_e(t(lang, "web_open"))}</a>',
             ]
         )
     viewer_note = (
-        f"<p>A DICOM viewer is in the {_e(viewer)} folder of this disc; start it "
-        "from there (nothing starts automatically).</p>"
+        f"<p>{_e(t(lang, 'web_viewer_folder', folder=viewer))}</p>"
         if viewer and not viewer_page
         else ""
     )
     view = (
         [
-            f'<p class="view"><a href="{_e(_href(index, viewer_page))}">View the images</a></p>',
-            '<p class="note">The viewer opens in this browser. It asks you once to choose this '
-            "disc (or the folder you unzipped): a web page may only read the files you choose. "
-            "It works without an internet connection and sends nothing anywhere.</p>",
+            f'<p class="view"><a href="{_e(_href(index, viewer_page))}">'
+            f"{_e(t(lang, 'web_view'))}</a></p>",
+            f'<p class="note">{_e(t(lang, "web_view_note"))}</p>',
         ]
         if viewer_page
         else []
     )
+    columns = ("date", "description", "modalities", "accession", "series", "images", "details")
+    readme = _e(_href(index, ("README.TXT",)))
     body = [
-        "<h1>Medical images</h1>",
-        *_set_note(disc_set),
+        f"<h1>{_e(t(lang, 'web_title'))}</h1>",
+        *_set_note(disc_set, lang),
         *view,
-        *_header(institution, created_at),
-        *_patient_block(_patient(studies)),
-        "<h2>Studies on this disc</h2>",
-        *_table(
-            ["Date", "Description", "Modalities", "Accession", "Series", "Images", "Details"], rows
-        ),
-        *_other_discs(disc_set),
-        f'<p>About this disc: <a href="{_e(_href(index, ("README.TXT",)))}">README.TXT</a></p>',
+        *_header(institution, created_at, lang),
+        *_patient_block(_patient(studies), lang),
+        f"<h2>{_e(t(lang, 'web_studies'))}</h2>",
+        *_table([t(lang, f"col_{c}") for c in columns], rows),
+        *_other_discs(disc_set, lang),
+        f'<p>{_e(t(lang, "web_about"))} <a href="{readme}">README.TXT</a></p>',
         viewer_note,
     ]
-    title = f"Medical images - {institution}"
+    title = t(lang, "web_title_of", org=institution)
     if disc_set is not None:
-        title = f"Medical images, disc {disc_set.number} of {disc_set.total} - {institution}"
-    return [(index, _page(title, body)), *pages]
+        title = t(
+            lang, "web_title_disc", number=disc_set.number, total=disc_set.total, org=institution
+        )
+    return [(index, _page(title, body, lang)), *pages]
 
 
-def _set_note(disc_set: DiscSet | None) -> list[str]:
+def _set_note(disc_set: DiscSet | None, lang: Lang) -> list[str]:
     """Which disc of the set this is (nothing for a disc that is the whole package)."""
     if disc_set is None:
         return []
+    n, total = disc_set.number, disc_set.total
     return [
-        f"<h2>Disc {disc_set.number} of {disc_set.total}</h2>",
-        f"<p>This disc is one of a set of {disc_set.total} discs. Each disc opens on its own "
-        "and shows the images on it; the list at the end of this page says what is on the "
-        "other discs. Keep the discs together.</p>",
+        f"<h2>{_e(t(lang, 'web_disc', number=n, total=total))}</h2>",
+        f"<p>{_e(t(lang, 'web_disc_set', total=total))}</p>",
     ]
 
 
-def _other_discs(disc_set: DiscSet | None) -> list[str]:
+def _other_discs(disc_set: DiscSet | None, lang: Lang) -> list[str]:
     """One row per study on each other disc of the set (a study split over two discs is
     listed on both, each with the series it holds)."""
     if disc_set is None or not disc_set.others:
         return []
     rows = []
-    for number in sorted(disc_set.others):
-        for manifest in _sorted_studies(disc_set.others[number]):
+    for n in sorted(disc_set.others):
+        for manifest in _sorted_studies(disc_set.others[n]):
             series = _series_of(manifest)
             rows.append(
                 [
-                    _e(f"{number} of {disc_set.total}"),
-                    _e(_date(manifest.study.date)),
+                    _e(t(lang, "web_disc_of", number=n, total=disc_set.total)),
+                    _e(dicom_day(manifest.study.date, lang)),
                     _e(manifest.study.description),
                     _e(_modalities(manifest)),
                     _e(manifest.study.accession_number),
-                    _e(len(series)),
-                    _e(sum(c for _, _, c in series)),
+                    _e(number(len(series), lang)),
+                    _e(number(sum(c for _, _, c in series), lang)),
                 ]
             )
-    head = ["Disc", "Date", "Description", "Modalities", "Accession", "Series", "Images"]
-    return ["<h2>On the other discs of this set</h2>", *_table(head, rows)]
+    columns = ("disc", "date", "description", "modalities", "accession", "series", "images")
+    head = [t(lang, f"col_{c}") for c in columns]
+    return [f"<h2>{_e(t(lang, 'web_other_discs'))}</h2>", *_table(head, rows)]
 
 
 # -- previews --------------------------------------------------------------------------------

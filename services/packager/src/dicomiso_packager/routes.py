@@ -39,6 +39,7 @@ from dicomiso_common.models import (
 from dicomiso_common.store import MAX_LINK_TTL, Store
 
 from . import mail
+from .i18n import Lang
 from .packaging import Packaging, one_patient, package_key, package_request, package_result
 from .plan import SeriesTooLarge, TooManyDiscs
 from .settings import PackagerSettings, Profile
@@ -65,6 +66,7 @@ class EmailRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: str = Field(max_length=254)
+    language: Lang | None = None  # the message's language; default DICOMISO_LANGUAGE
 
 
 class PackageStatus(JobStatus):
@@ -358,7 +360,7 @@ def make_router(
         }
         audit(store, settings, request, "email", **about)
         fresh = _fresh_link(packaging, record)
-        msg = mail.compose(settings, to, fresh.model_dump())
+        msg = mail.compose(settings, to, fresh.model_dump(), body.language)
         try:
             mail.send(settings, msg)
         except DicomisoError as exc:
@@ -386,7 +388,7 @@ def make_router(
         the clerk confirms the patient). A script with the token: `?accession_number=A,B`
         starts or finds the package, then 303 to the download once ready, else its status."""
         if wants_html(request):
-            return page(settings, accession_number)
+            return page(settings, accession_number, request)
         guard(request)
         accessions = [a.strip(" ") for a in accession_number.split(",") if a.strip(" ")]
         if not accessions:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import MAX_LINK_TTL
+
+from .i18n import Lang
 
 Profile = Literal[
     "STD-GEN-DVD-JPEG",
@@ -43,6 +46,13 @@ class PackagerSettings(CommonSettings):
     institution_name: str = "dicom-iso demo hospital"
     # Who the patient asks (shown on the online page and in the e-mail): desk, phone, address.
     institution_contact: str = ""
+    # On the patient's hand-out, in the e-mail, on the online page and in README.TXT.
+    institution_address: str = ""
+    institution_phone: str = ""
+    # What the disc, the e-mail and the online page are written in; the staff page follows
+    # the browser (Accept-Language) and its own switch.
+    language: Lang = "en"
+    timezone: str = "UTC"  # an IANA zone (Asia/Jakarta): the times patients and clerks read
     viewer: bool = True  # a viewer on every disc; false: none (README.TXT and INDEX.HTM say so)
     viewer_dir: Path | None = None  # another viewer instead of the bundled web viewer
     # Write the online page (packages/{id}/view.html, the bundled viewer whatever the disc
@@ -56,3 +66,21 @@ class PackagerSettings(CommonSettings):
     smtp_ca_file: Path | None = None  # extra CA to trust (self-signed relay, tests)
     smtp_timeout: Annotated[float, Field(gt=0)] = 20.0
     mail_from: str = "dicom-iso@localhost"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name like Asia/Jakarta)"
+            ) from exc
+        return value
+
+
+def contact_line(settings: PackagerSettings) -> str:
+    """Address, telephone and the free contact text, as one line (empty when none is set)."""
+    parts = [settings.institution_address.strip(), settings.institution_phone.strip()]
+    parts.append(settings.institution_contact.strip())
+    return ", ".join(p for p in parts if p)

@@ -11,6 +11,7 @@ The page's URLs hold job ids only; patient data travels in request and response 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import string
@@ -37,6 +38,10 @@ from dicomiso_common.since import parse_since
 from dicomiso_common.store import Store
 
 from . import mail
+from .handout import handout_router
+from .i18n import LANGS, NAMES, Lang, lang_of, negotiate, t
+from .i18n.page import HTML as HTML_TEXTS
+from .i18n.page import SCRIPT as SCRIPT_TEXTS
 from .packaging import Packaging
 from .settings import PackagerSettings
 
@@ -52,6 +57,7 @@ FAVICON = (
     '<circle cx="16" cy="16" r="4" fill="#fff"/></svg>'
 )
 MAX_ACCESSIONS = 50
+LANG_COOKIE = "dicomiso-lang"  # the switch's choice: a language tag, nothing of anyone
 # A deliberately plain address check (no quoted local parts, no IP literals): the value goes
 # into an SMTP envelope, so anything exotic is refused rather than interpreted.
 _EMAIL = re.compile(
@@ -85,14 +91,51 @@ def wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def page(settings: PackagerSettings, prefill: str = "") -> HTMLResponse:
-    """The staff page; `prefill` (the legacy URL's numbers) goes into the form, escaped."""
+def page_lang(request: Request | None) -> Lang:
+    """The page's language: ?lang= (the switch), else the cookie it set, else the browser's
+    Accept-Language; English when none of them names one we have."""
+    if request is None:
+        return "en"
+    return (
+        lang_of(request.query_params.get("lang"))
+        or lang_of(request.cookies.get(LANG_COOKIE))
+        or negotiate(request.headers.get("accept-language"))
+    )
+
+
+def _switch(lang: Lang) -> str:
+    """Links to the page in each language; the current one marked for screen readers."""
+    links = []
+    for other in LANGS:
+        current = ' aria-current="true"' if other == lang else ""
+        links.append(
+            f'<a href="/?lang={other}" lang="{other}" hreflang="{other}" '
+            f'data-lang="{other}"{current}>{html.escape(NAMES[other])}</a>'
+        )
+    return " | ".join(links)
+
+
+def page(
+    settings: PackagerSettings, prefill: str = "", request: Request | None = None
+) -> HTMLResponse:
+    """The staff page in its language; `prefill` (the legacy URL's numbers) goes into the
+    form, escaped; the JavaScript's texts ride along as a JSON data block (never run)."""
+    lang = page_lang(request)
     template = string.Template((HERE / "templates" / "index.html").read_text("utf-8"))
+    texts = {k: html.escape(v[lang]) for k, v in HTML_TEXTS.items()}
+    script = json.dumps({k: v[lang] for k, v in SCRIPT_TEXTS.items()}, ensure_ascii=False)
     body = template.substitute(
+        lang=lang,
+        switch=_switch(lang),
+        messages=re.sub("[<>&]", lambda m: f"\\u{ord(m.group(0)):04x}", script),
         institution=html.escape(settings.institution_name),
         prefill=html.escape(prefill.replace(",", "\n")),
+        **texts,
     )
-    return HTMLResponse(body, headers=SECURITY_HEADERS)
+    response = HTMLResponse(body, headers={**SECURITY_HEADERS, "Content-Language": lang})
+    if request is not None and lang_of(request.query_params.get("lang")):
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict")
+    return response
 
 
 def page_router(settings: PackagerSettings) -> APIRouter:
@@ -100,8 +143,8 @@ def page_router(settings: PackagerSettings) -> APIRouter:
     router = APIRouter(tags=["page"])
 
     @router.get("/", response_class=HTMLResponse, summary="The staff page")
-    def index() -> HTMLResponse:
-        return page(settings)
+    def index(request: Request) -> HTMLResponse:
+        return page(settings, request=request)
 
     @router.get("/favicon.ico", include_in_schema=False)
     @router.get("/favicon.svg", include_in_schema=False)
@@ -165,19 +208,34 @@ class ForwardRequest(BaseModel):
     destination: str = Field(min_length=1, max_length=64)
 
 
-def _accessions(values: list[Any]) -> list[str]:
+def _accessions(values: list[Any], lang: Lang = "en") -> list[str]:
     """Validate each number; the reason says which one by position (never by its value)."""
     checked = []
     for i, value in enumerate(values, 1):
         try:
             checked.append(validate_accession(value))
         except InvalidInput as exc:
-            where = f"number {i} of {len(values)}: " if len(values) > 1 else ""
-            raise InvalidInput(f"{where}{exc}") from exc
+            where = t(lang, "srv_nth_number", n=i, count=len(values)) if len(values) > 1 else ""
+            raise InvalidInput(f"{where}{_clerk_reason(str(exc), lang)}") from exc
     return list(dict.fromkeys(checked))
 
 
-def unknown_reason(lookup: Any, accessions: list[str]) -> str:
+_LONG = re.compile(r"accession number is (\d+) characters long")
+
+
+def _clerk_reason(reason: str, lang: Lang) -> str:
+    """validate_accession's reason (for IT, in English) as a clerk reads it, with what to
+    do; a reason not known here is passed on as it is."""
+    if long := _LONG.match(reason):
+        return t(lang, "srv_bad_long", length=long.group(1))
+    if "wildcard" in reason:
+        return t(lang, "srv_bad_wildcard")
+    if "only letters, digits" in reason or "backslash" in reason or "control" in reason:
+        return t(lang, "srv_bad_chars")
+    return reason
+
+
+def unknown_reason(lookup: Any, accessions: list[str], lang: Lang = "en") -> str:
     """What a clerk reads when numbers are not found: which ones, and what to do."""
     missing = []
     for accession in accessions:
@@ -186,15 +244,9 @@ def unknown_reason(lookup: Any, accessions: list[str]) -> str:
         except NotFound:
             missing.append(accession)
     if len(missing) == 1:
-        return (
-            f"No examination with number {missing[0]} was found. "
-            "Check the number on the request form."
-        )
+        return t(lang, "srv_unknown_one", number=missing[0])
     listed = ", ".join(missing) if missing else ", ".join(accessions)
-    return (
-        f"No examinations with the numbers {listed} were found. "
-        "Check the numbers on the request form."
-    )
+    return t(lang, "srv_unknown_many", numbers=listed)
 
 
 def studies_in_bucket(store: Store, accession: str) -> dict[str, Any] | None:
@@ -271,13 +323,14 @@ def make_web_router(
 
     @router.post("/previews", summary="Whom accession numbers belong to; nothing is retrieved")
     def preview(body: PreviewRequest, request: Request) -> dict[str, Any]:
-        accessions = _accessions(body.accession_numbers)
+        lang = negotiate(request.headers.get("accept-language"))
+        accessions = _accessions(body.accession_numbers, lang)
         audit(store, settings, request, "preview", accession_numbers=accessions)
         with packaging.lookup() as lookup:
             try:
                 resolved = lookup.resolve(accessions)
             except NotFound as exc:
-                raise NotFound(unknown_reason(lookup, accessions)) from exc
+                raise NotFound(unknown_reason(lookup, accessions, lang)) from exc
         with ThreadPoolExecutor(4) as pool:
             details = list(
                 pool.map(
@@ -296,14 +349,7 @@ def make_web_router(
             for a, more in zip(resolved.accessions, details, strict=True)
         ]
         patients = len({a.patient_id.strip().casefold() for a in resolved.accessions})
-        reason = (
-            None
-            if resolved.same_patient
-            else (
-                f"these accession numbers belong to {patients} different patients; a disc holds "
-                "the studies of one patient only: remove the ones that are not this patient's"
-            )
-        )
+        reason = None if resolved.same_patient else t(lang, "srv_two_patients", patients=patients)
         return {
             "accessions": rows,
             "same_patient": resolved.same_patient,
@@ -365,3 +411,4 @@ def include(
     """Add the page and its endpoints to the packager app."""
     app.include_router(page_router(settings))
     app.include_router(make_web_router(jobs, packaging, settings, store, guard))
+    app.include_router(handout_router(jobs, settings, guard))

@@ -518,6 +518,7 @@ function safeHref(url) {
 
 function online(study) {
   const page = study.page || {};
+  if (typeof page.lang === "string" && /^[a-z]{2}$/.test(page.lang)) document.documentElement.lang = page.lang;
   document.title = page.title || "Images";
   $("title").textContent = page.title || "Images";
   $("choose-label").hidden = true;
@@ -526,14 +527,17 @@ function online(study) {
   info.hidden = false;
   if (page.institution) info.append(el("h2", {}, page.institution));
   for (const line of page.instructions || []) info.append(el("p", {}, line));
-  if (page.expires_at) info.append(el("p", { class: "note" }, `This page works until ${new Date(page.expires_at).toLocaleString()}.`));
+  // The packager says the expiry in the page's language and time zone (expires_text).
+  if (page.expires_text) info.append(el("p", { class: "note" }, page.expires_text));
+  else if (page.expires_at) info.append(el("p", { class: "note" }, `This page works until ${new Date(page.expires_at).toLocaleString()}.`));
   const downloads = (page.downloads || []).map((d) => [d, safeHref(d.url)]).filter(([, href]) => href);
   if (downloads.length) {
     const ul = el("ul");
     for (const [d, href] of downloads) ul.append(el("li", {}, el("a", { href, rel: "noopener noreferrer" }, d.label || href)));
     info.append(ul);
   }
-  if (page.contact) info.append(el("p", { class: "note" }, `Contact: ${page.contact}`));
+  if (page.contact_text) info.append(el("p", { class: "note" }, page.contact_text));
+  else if (page.contact) info.append(el("p", { class: "note" }, `Contact: ${page.contact}`));
   state.patient = null;
   let key = 0;
   state.studies = (study.studies || []).map((s) => ({

@@ -5,19 +5,23 @@
 
 const $ = (id) => document.getElementById(id);
 const JOB_ID = /^[0-9a-f]{32}$/;
-const PHASES = {
-  lookup: "Checking the patient", retrieve: "Fetching the images from the PACS",
-  plan: "Planning the discs", build: "Building the disc image",
-  upload: "Uploading the disc image", done: "Ready",
-};
-// A medium in words, one or several: "1 DVD", "3 DVDs", "2 USB sticks".
-const MEDIA = { CD: ["CD", "CDs"], DVD: ["DVD", "DVDs"], BD: ["Blu-ray disc", "Blu-ray discs"],
-                USB: ["USB stick", "USB sticks"] };
+// The page's language and its texts: the server put them in (web.py, i18n/page.py).
+const LANG = document.documentElement.lang || "en";
+const LOCALE = LANG === "id" ? "id-ID" : "en-GB";   // Babel's en_GB / id on the server
+let MESSAGES = {};
+// T("received", {done: 3, total: 9}) -> "3 of 9 images received" in the page's language.
+function T(key, values = {}) {
+  const text = Object.prototype.hasOwnProperty.call(MESSAGES, key) ? MESSAGES[key] : key;
+  return text.replace(/\{(\w+)\}/g, (all, name) => (name in values ? String(values[name]) : all));
+}
+const PHASES = ["lookup", "retrieve", "plan", "build", "upload"];
+// A medium in the page's words, one or several: "1 DVD", "3 DVDs", "2 USB sticks".
+const MEDIA = { CD: "cd", DVD: "dvd", BD: "bd", USB: "usb" };
 let confirmed = null;   // the accession numbers the clerk confirmed, in order
 let pollTimer = null;
 let forwardTimer = null;
 let mailEnabled = true;   // from /v1/session
-const STATES = { queued: "Waiting to start", running: "Being made", succeeded: "Ready", failed: "Failed" };
+const STATES = ["queued", "running", "succeeded", "failed"];
 // Letters only, or a prefix with nothing after its dot: half of a number split by a space.
 const FRAGMENT = /(?:^|[\s,;])([A-Za-z]+\.?)(?:[ \t]+([^\s,;]+))?(?=[\s,;]|$)/;
 
@@ -45,24 +49,24 @@ function say(text, kind = "error") {
   box.hidden = !text;
 }
 
-function mb(bytes) { return bytes == null ? "" : `${(bytes / 1e6).toFixed(1)} MB`; }
+const num = (n, digits = 0) => new Intl.NumberFormat(LOCALE,
+  { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(n);
 
-const pad = (n) => String(n).padStart(2, "0");
+function mb(bytes) { return bytes == null ? "" : `${num(bytes / 1e6, 1)} MB`; }
 
-// 2026-12-05 01:33 (UTC+07:00): year first, 24 h, the zone said; never 12/5/2026.
+// 5 Dec 2026, 08:33 GMT+7 / 5 Des 2026, 08.33 WIB: day month year, 24 h, the zone said;
+// never 12/5/2026. The browser's CLDR data, as Babel's on the server.
+const WHEN = new Intl.DateTimeFormat(LOCALE, { day: "numeric", month: "short", year: "numeric",
+  hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short" });
 function when(iso) {
   if (!iso) return "";
   const d = new Date(iso);
-  if (isNaN(d)) return String(iso);
-  const off = -d.getTimezoneOffset();
-  const zone = `UTC${off < 0 ? "-" : "+"}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)}`;
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-    `${pad(d.getHours())}:${pad(d.getMinutes())} (${zone})`;
+  return isNaN(d) ? String(iso) : WHEN.format(d);
 }
 
 
 async function api(method, path, body) {
-  const headers = { "Accept": "application/json" };
+  const headers = { "Accept": "application/json", "Accept-Language": LANG };
   const token = sessionStorage.getItem("dicomiso-token");
   if (token) headers["Authorization"] = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -71,17 +75,17 @@ async function api(method, path, body) {
     response = await fetch(path, { method, headers, credentials: "same-origin",
                                    body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (err) {
-    throw new ApiError(0, "The packager cannot be reached. Check the network and try again.");
+    throw new ApiError(0, T("unreachable"));
   }
   let data = null;
   try { data = await response.json(); } catch (err) { data = null; }
   if (response.status === 401) {
     show("auth", true);
     $("token").focus();
-    throw new ApiError(401, "Please sign in with the API token first.");
+    throw new ApiError(401, T("sign_in_first"));
   }
   if (!response.ok) {
-    const detail = data && typeof data.detail === "string" ? data.detail : `HTTP ${response.status}`;
+    const detail = data && typeof data.detail === "string" ? data.detail : T("http_error", { status: response.status });
     throw new ApiError(response.status, detail);
   }
   return data;
@@ -92,8 +96,7 @@ function malformed(text) {
   const found = FRAGMENT.exec(text);
   if (!found) return null;
   const shown = found[2] ? `${found[1]} ${found[2]}` : found[1];
-  return `The number "${shown}" looks malformed: an examination number has no space inside ` +
-    "and contains digits (for example MR.001). Check the number on the request form.";
+  return T("malformed", { number: shown });
 }
 
 function accessionList() {
@@ -111,7 +114,7 @@ async function checkPatient(event) {
   confirmed = null;
   show("preview", false);
   const accessions = accessionList();
-  if (!accessions.length) { say("Enter at least one accession number."); $("accessions").focus(); return; }
+  if (!accessions.length) { say(T("enter_one")); $("accessions").focus(); return; }
   const bad = malformed($("accessions").value);
   if (bad) { say(bad); $("accessions").focus(); return; }
   busy($("check"), true);
@@ -119,28 +122,28 @@ async function checkPatient(event) {
     const preview = await api("POST", "/v1/previews", { accession_numbers: accessions });
     renderPreview(preview);
   } catch (err) {
-    say(err.status === 404 ? err.message : `Not checked: ${err.message}`);
+    say(err.status === 404 ? err.message : T("not_checked", { reason: err.message }));
     $("accessions").focus();
   } finally {
     busy($("check"), false);
   }
 }
 
-const SEXES = { M: "Male", F: "Female", O: "Other" };
-const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const SEXES = ["M", "F", "O"];
+const DAY = new Intl.DateTimeFormat(LOCALE, { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
 
 // 19800417 -> "17 Apr 1980": day, month name, year (no 04/05 ambiguity).
 function dicomDate(value) {
   const m = /^(\d{4})(\d{2})(\d{2})$/.exec(value || "");
   if (!m || +m[2] < 1 || +m[2] > 12) return value || "";
-  return `${+m[3]} ${MONTHS[+m[2] - 1]} ${m[1]}`;
+  return DAY.format(new Date(Date.UTC(+m[1], +m[2] - 1, +m[3])));
 }
 
-function studyText(studies) {
-  if (studies === null) return "Not available now: the PACS did not answer. The disc can still be made.";
-  if (!studies.length) return "No images found in the PACS for this number.";
+function studyText(studies, samePatient) {
+  if (studies === null) return T(samePatient ? "studies_unavailable" : "studies_not_asked");
+  if (!studies.length) return T("no_images");
   return studies.map((s) => [dicomDate(s.date), (s.modalities || []).join("/"), s.description,
-                             s.instances == null ? "" : `${s.instances} images`]
+                             s.instances == null ? "" : T("images", { count: num(s.instances) })]
     .filter(Boolean).join(", ")).join("; ");
 }
 
@@ -148,10 +151,11 @@ function renderPreview(preview) {
   const rows = $("preview-rows");
   rows.replaceChildren(...preview.accessions.map((a) => el("tr", {},
     el("td", { text: a.accession_number }), el("td", { text: a.patient_name }),
-    el("td", { text: a.patient_id }), el("td", { text: dicomDate(a.birth_date) || "Unknown" }),
-    el("td", { text: SEXES[a.sex] || a.sex || "Unknown" }), el("td", { text: studyText(a.studies) }))));
+    el("td", { text: a.patient_id }), el("td", { text: dicomDate(a.birth_date) || T("unknown") }),
+    el("td", { text: SEXES.includes(a.sex) ? T(`sex_${a.sex}`) : a.sex || T("unknown") }),
+    el("td", { text: studyText(a.studies, preview.same_patient) }))));
   const ok = preview.same_patient;
-  $("preview-reason").textContent = ok ? "" : `Refused: ${preview.reason}`;
+  $("preview-reason").textContent = ok ? "" : T("refused", { reason: preview.reason });
   show("preview-reason", !ok);
   show("confirm", ok);
   show("preview-actions", true);
@@ -182,11 +186,12 @@ async function makeDisc() {
   try {
     const job = await api("POST", "/v1/packages", body);
     history.replaceState(null, "", `/?job=${encodeURIComponent(job.id)}`);
+    langLinks(job.id);
     show("preview-actions", false);   // the choice is made: only "Next patient" starts over
     show("forward-form", false);
     follow(job.id);
   } catch (err) {
-    say(`The disc was not started: ${err.message}`);
+    say(T("not_started", { reason: err.message }));
   } finally {
     busy($("confirm"), false);
   }
@@ -196,7 +201,7 @@ function follow(jobId) {
   clearTimeout(pollTimer);
   show("job", true);
   show("job-done", false);
-  $("job-phase").textContent = "Starting";
+  $("job-phase").textContent = T("starting");
   $("job-progress").removeAttribute("value");
   $("job-title").focus();
   poll(jobId);
@@ -208,9 +213,9 @@ async function poll(jobId) {
     status = await api("GET", `/v1/packages/${encodeURIComponent(jobId)}`);
   } catch (err) {
     if (err.status === 404 || err.status === 422 || err.status === 401) {
-      say(`This disc cannot be followed: ${err.message}`); show("job", false); return;
+      say(T("cannot_follow", { reason: err.message })); show("job", false); return;
     }
-    $("job-phase").textContent = `Waiting for the packager (${err.message})`;
+    $("job-phase").textContent = T("waiting_service", { reason: err.message });
     pollTimer = setTimeout(() => poll(jobId), 2000);
     return;
   }
@@ -223,48 +228,61 @@ async function poll(jobId) {
 }
 
 function mediaText(count, medium) {
-  const names = MEDIA[medium] || [medium, `${medium}s`];
-  return `${count} ${count === 1 ? names[0] : names[1]}`;
+  const key = MEDIA[medium];
+  if (!key) return `${count} ${medium}`;
+  return T(count === 1 ? `medium_${key}_one` : `medium_${key}_many`, { count: num(count) });
 }
 
-// The plan, before the build starts: "3 DVDs: disc 1: 2 studies, 140 images, 4.5 GB; ...".
+// The plan, before the build starts: "3 DVDs: ... Disc 1: 2 studies, 140 images, about 4.5 GB; ...".
 function renderPlan(plan) {
   const box = $("job-plan");
   if (!plan || !plan.discs || plan.discs.length < 2) { box.hidden = true; box.textContent = ""; return; }
-  const parts = plan.discs.map((d) => `Disc ${d.number}: ${d.study_uids.length} ` +
-    `${d.study_uids.length === 1 ? "study" : "studies"}, ${d.instances} images, about ${mb(d.estimated_bytes)}`);
-  box.textContent = `${mediaText(plan.discs.length, plan.medium)}: the studies do not fit on one ` +
-    `${(MEDIA[plan.medium] || [plan.medium])[0]}. Each disc opens on its own. ${parts.join("; ")}.`;
+  const parts = plan.discs.map((d) => T(d.study_uids.length === 1 ? "plan_disc_one" : "plan_disc", { number: d.number, studies: num(d.study_uids.length),
+    images: num(d.instances), size: mb(d.estimated_bytes) }));
+  box.textContent = T("plan", { media: mediaText(plan.discs.length, plan.medium),
+                                one: mediaText(1, plan.medium), discs: parts.join("; ") });
   box.hidden = false;
+}
+
+// The services give their reasons in English and for IT; the known ones are said for a
+// clerk first, in the page's language, with what to do; the original stays as the details.
+const WHY = [[/unreachable|no answer|timed out/i, "why_pacs_down"], [/refused/i, "why_pacs_refused"],
+             [/no study found|no study .* in PACS/i, "why_not_found"]];
+function failure(error) {
+  if (!error) return T("no_reason");
+  const known = WHY.find(([pattern]) => pattern.test(error));
+  return known ? `${T(known[1])} ${T("details", { reason: error })}` : T("why_other", { reason: error });
 }
 
 function renderStatus(s) {
   renderPlan(s.plan);
   const c = s.counts || {};
   const progress = $("job-progress");
-  let phase = PHASES[s.phase] || (s.state === "queued" ? "Waiting to start" : "Working");
+  let phase = PHASES.includes(s.phase) ? T(`phase_${s.phase}`)
+    : T(s.state === "queued" ? "state_queued" : "working");
   let counts = "";
   let value = null;
   let max = 1;
   if (s.phase === "retrieve" && c.expected) {
-    counts = `${c.received || 0} of ${c.expected} images received`;
+    counts = T("received", { done: num(c.received || 0), total: num(c.expected) });
     value = c.received || 0; max = c.expected;
   } else if (s.phase === "build" && c.files) {
-    counts = `${c.files_written || 0} of ${c.files} files written`;
-    if (c.discs > 1) counts = `Disc ${c.disc || 1} of ${c.discs}: ${counts}`;
+    counts = T("written", { done: num(c.files_written || 0), total: num(c.files) });
+    if (c.discs > 1) counts = T("disc_progress", { number: c.disc || 1, total: c.discs, counts });
     value = c.files_written || 0; max = c.files;
   } else if (s.phase === "upload") {
     counts = mb(c.image_bytes);
   }
   if (s.state === "failed") {
-    phase = "Failed";
-    say(`The disc could not be made: ${s.error || "no reason given"}`);
+    phase = T("state_failed");
+    say(T("failed_reason", { reason: failure(s.error) }));
   }
   if (s.state === "succeeded") {
-    phase = "Ready";
+    phase = T("state_succeeded");
     value = 1; max = 1;
     const discs = s.discs || [];
-    counts = discs.length > 1 ? `${discs.length} discs, ${mb(discs.reduce((t, d) => t + d.size, 0))}`
+    counts = discs.length > 1
+      ? T("discs_size", { count: num(discs.length), size: mb(discs.reduce((t, d) => t + d.size, 0)) })
       : `${s.filename}, ${mb(s.size)}`;
     showDone(s);
   }
@@ -280,20 +298,21 @@ function showDone(s) {
   const set = discs.length > 1;
   $("disc-links").replaceChildren(...(set ? discs : []).map((d) => el("li", {},
     el("a", { class: "button", href: d.download_url,
-              text: `Download disc ${d.number} of ${d.total}: ${d.filename} (${mb(d.size)})` }))));
+              text: T("download_disc", { number: d.number, total: d.total, file: d.filename,
+                                         size: mb(d.size) }) }))));
   show("disc-links", set);
   link.hidden = set;
   link.href = s.download_url;
-  link.textContent = `Download ${s.filename} (${mb(s.size)})`;
+  link.textContent = T("download_file", { file: s.filename, size: mb(s.size) });
   const view = $("view-online");
   view.hidden = !s.view_url;
   if (s.view_url) view.href = s.view_url;
-  $("job-expiry").textContent = set ? `The links work until ${when(s.expires_at)}.`
-    : `The link works until ${when(s.expires_at)}.`;
+  $("job-expiry").textContent = T(set ? "links_until" : "link_until", { when: when(s.expires_at) });
   const mail = s.email || {};
-  $("job-mail").textContent = mail.state === "sent" ? "The link was e-mailed to the patient."
-    : mail.state === "failed" ? `The e-mail was not sent: ${mail.error}` : "";
+  $("job-mail").textContent = mail.state === "sent" ? T("mailed")
+    : mail.state === "failed" ? T("mail_failed", { reason: mail.error }) : "";
   $("mail-form").dataset.job = s.id;
+  $("handout-show").dataset.job = s.id;
   mailSwitch("mail-to", "mail-to-off", "mail-send");
   if (!$("mail-to").value) $("mail-to").value = $("email").value.trim();
   const first = $("job-done").hidden;
@@ -302,8 +321,9 @@ function showDone(s) {
 }
 
 async function mailLink(jobId, to) {
-  const sent = await api("POST", `/v1/packages/${encodeURIComponent(jobId)}/email`, { email: to });
-  say(`The link was sent by e-mail (valid until ${when(sent.expires_at)}).`, "info");
+  const sent = await api("POST", `/v1/packages/${encodeURIComponent(jobId)}/email`,
+                         { email: to, language: LANG });
+  say(T("mail_sent", { when: when(sent.expires_at) }), "info");
 }
 
 async function mailFromForm(event) {
@@ -311,7 +331,7 @@ async function mailFromForm(event) {
   try {
     await mailLink(event.target.dataset.job, $("mail-to").value.trim());
   } catch (err) {
-    say(`The e-mail was not sent: ${err.message}`);
+    say(T("mail_failed", { reason: err.message }));
   }
 }
 
@@ -327,7 +347,7 @@ async function loadPeers() {
   }
   if (!peers.length) return;
   $("peer").replaceChildren(...peers.map((p) => el("option", {
-    value: p.name, text: `${p.name} (${p.aet})${p.reachable ? "" : " - not answering"}`,
+    value: p.name, text: `${p.name} (${p.aet})${p.reachable ? "" : ` - ${T("not_answering")}`}`,
   })));
   show("forward-form", true);
 }
@@ -343,7 +363,7 @@ async function sendToPacs(event) {
     $("forward-title").focus();
     pollForward(job.id);
   } catch (err) {
-    say(`Not sent to the PACS: ${err.message}`);
+    say(T("not_sent_pacs", { reason: err.message }));
   } finally {
     busy($("forward"), false);
   }
@@ -355,7 +375,7 @@ async function pollForward(jobId) {
   try {
     s = await api("GET", `/v1/forwards/${encodeURIComponent(jobId)}`);
   } catch (err) {
-    $("forward-phase").textContent = `Waiting for the forwarder (${err.message})`;
+    $("forward-phase").textContent = T("waiting_forwarder", { reason: err.message });
     forwardTimer = setTimeout(() => pollForward(jobId), 2000);
     return;
   }
@@ -363,9 +383,13 @@ async function pollForward(jobId) {
   const progress = $("forward-progress");
   const done = (c.acknowledged || 0) + (c.warning || 0);
   if (c.instances) { progress.max = c.instances; progress.value = done; }
-  let text = `${s.state}: ${done} of ${c.instances || "?"} images accepted by the PACS`;
-  if (s.state === "succeeded") text = `Sent: ${done} of ${c.instances} images accepted by the PACS`;
-  if (s.state === "failed") { text = "Failed"; say(`Sending to the PACS failed: ${s.error || "no reason given"}`); }
+  const numbers = { done: num(done), total: c.instances ? num(c.instances) : "?" };
+  let text = T("forward_progress", numbers);
+  if (s.state === "succeeded") text = T("forward_sent", numbers);
+  if (s.state === "failed") {
+    text = T("state_failed");
+    say(T("forward_failed", { reason: s.error || T("no_reason") }));
+  }
   $("forward-phase").textContent = text;
   if (s.state === "queued" || s.state === "running") forwardTimer = setTimeout(() => pollForward(jobId), 1000);
 }
@@ -377,11 +401,11 @@ async function loadRecent() {
   try {
     rows = await api("GET", "/v1/packages");
   } catch (err) {
-    if (err.status !== 401) say(`The list of packages is not available: ${err.message}`);
+    if (err.status !== 401) say(T("recent_unavailable", { reason: err.message }));
     return;
   }
   $("recent-rows").replaceChildren(...rows.map(recentRow));
-  if (!rows.length) $("recent-rows").append(el("tr", {}, el("td", { colspan: "7", text: "No packages yet." })));
+  if (!rows.length) $("recent-rows").append(el("tr", {}, el("td", { colspan: "7", text: T("no_packages") })));
 }
 
 function nextPatient() {
@@ -393,15 +417,18 @@ function nextPatient() {
   for (const id of ["preview-rows", "preview-reason", "job-phase", "job-counts", "job-expiry",
                     "job-mail", "forward-phase"]) $(id).replaceChildren();
   $("download").removeAttribute("href");
-  $("download").textContent = "Download";
+  $("download").textContent = T("download");
   $("download").hidden = false;
   $("disc-links").replaceChildren();
   show("disc-links", false);
   renderPlan(null);
   $("view-online").removeAttribute("href");
   delete $("mail-form").dataset.job;
-  for (const id of ["preview", "job", "job-done", "forward-job"]) show(id, false);
+  delete $("handout-show").dataset.job;
+  clearHandout();
+  for (const id of ["preview", "job", "job-done", "forward-job", "handout"]) show(id, false);
   history.replaceState(null, "", "/");
+  langLinks(null);
   $("accessions").focus();
 }
 
@@ -409,31 +436,29 @@ function nextPatient() {
 function mailSwitch(input, hint, button) {
   $(input).disabled = !mailEnabled;
   if (button) $(button).disabled = !mailEnabled;
-  $(hint).textContent = mailEnabled ? "" : MAIL_OFF;
+  $(hint).textContent = mailEnabled ? "" : T("mail_off");
   show(hint, !mailEnabled);
 }
 
-const MAIL_OFF = "Sending e-mail is not set up on this server. Give the patient the download " +
-  "link or the disc instead, or ask IT to set up e-mail.";
-
 function recentRow(p) {
   const actions = el("td");
-  const status = p.state === "failed" ? `Failed: ${p.error || "no reason given"}` : (STATES[p.state] || p.state);
+  const status = p.state === "failed" ? T("failed_with", { reason: p.error || T("no_reason") })
+    : (STATES.includes(p.state) ? T(`state_${p.state}`) : p.state);
   if (p.state === "succeeded") {
     actions.append(
-      el("button", { type: "button", class: "small secondary", text: "New link",
+      el("button", { type: "button", class: "small secondary", text: T("new_link"),
                      on: { click: () => resign(p, actions) } }),
-      ...(mailEnabled ? [el("button", { type: "button", class: "small secondary", text: "E-mail",
+      ...(mailEnabled ? [el("button", { type: "button", class: "small secondary", text: T("email_button"),
                      on: { click: () => mailForm(p, actions) } })] : []));
   } else if (p.state === "queued" || p.state === "running") {
-    actions.append(el("button", { type: "button", class: "small secondary", text: "Follow",
+    actions.append(el("button", { type: "button", class: "small secondary", text: T("follow"),
                                   on: { click: () => follow(p.id) } }));
   }
   return el("tr", {},
     el("td", { text: when(p.created_at) }),
     el("td", { text: p.patient_name || "" }),
     el("td", { text: (p.filename || (p.accession_numbers || []).join(", ")) +
-                     (p.discs > 1 ? ` (${p.discs} discs)` : "") }),
+                     (p.discs > 1 ? ` ${T("recent_discs", { count: num(p.discs) })}` : "") }),
     el("td", { text: status }), el("td", { text: mb(p.size) }),
     el("td", { text: when(p.link_expires_at) }), actions);
 }
@@ -441,25 +466,25 @@ function recentRow(p) {
 async function resign(p, cell) {
   try {
     const fresh = await api("POST", `/v1/packages/${encodeURIComponent(p.id)}/link`);
-    const link = el("a", { href: fresh.download_url, text: `Download (until ${when(fresh.expires_at)})` });
+    const link = el("a", { href: fresh.download_url, text: T("download_until", { when: when(fresh.expires_at) }) });
     cell.replaceChildren(link);
     if (fresh.view_url) {
       cell.append(" ", el("a", { href: fresh.view_url, target: "_blank", rel: "noopener noreferrer",
-                                 text: "View online" }));
+                                 text: $("view-online").textContent }));
     }
     link.focus();
   } catch (err) {
-    say(`No new link: ${err.message}`);
+    say(T("no_new_link", { reason: err.message }));
   }
 }
 
 function mailForm(p, cell) {
-  const input = el("input", { type: "email", "aria-label": `E-mail address for ${p.filename}`, inputmode: "email" });
+  const input = el("input", { type: "email", "aria-label": T("mail_for", { file: p.filename }), inputmode: "email" });
   const form = el("form", { on: { submit: async (event) => {
     event.preventDefault();
-    try { await mailLink(p.id, input.value.trim()); cell.replaceChildren(el("span", { text: "E-mailed" })); }
-    catch (err) { say(`The e-mail was not sent: ${err.message}`); }
-  } } }, input, el("button", { type: "submit", class: "small", text: "Send" }));
+    try { await mailLink(p.id, input.value.trim()); cell.replaceChildren(el("span", { text: T("emailed") })); }
+    catch (err) { say(T("mail_failed", { reason: err.message })); }
+  } } }, input, el("button", { type: "submit", class: "small", text: T("send") }));
   cell.replaceChildren(form);
   input.focus();
 }
@@ -478,7 +503,7 @@ async function signIn(event) {
 async function start() {
   try {
     const session = await api("GET", "/v1/session");
-    $("user").textContent = `Signed in as ${session.user}`;
+    $("user").textContent = T("signed_in", { user: session.user });
     mailEnabled = Boolean(session.mail);
     mailSwitch("email", "mail-off");
     $("profile").value = session.default_profile;
@@ -488,13 +513,68 @@ async function start() {
   }
   loadRecent();
   const job = new URLSearchParams(location.search).get("job");
-  if (job && JOB_ID.test(job)) follow(job);
-  else if (location.pathname !== "/") history.replaceState(null, "", "/");
+  if (job && JOB_ID.test(job)) { history.replaceState(null, "", `/?job=${job}`); langLinks(job); follow(job); }
+  else if (location.pathname !== "/" || location.search) history.replaceState(null, "", "/");
   if (accessionList().length && !job) $("check").click();
   else if (!job) $("accessions").focus();
 }
 
+// -- the hand-out ------------------------------------------------------------------------------
+
+// The language switch keeps the disc being followed (its job id, nothing else, in the URL).
+function langLinks(jobId) {
+  for (const a of document.querySelectorAll("nav.lang a[data-lang]")) {
+    a.href = `/?lang=${a.dataset.lang}` + (jobId ? `&job=${encodeURIComponent(jobId)}` : "");
+  }
+}
+
+function clearHandout() {
+  for (const id of ["handout-org", "handout-title", "handout-intro", "handout-gives", "handout-steps",
+                    "handout-link-label", "handout-link", "handout-expiry", "handout-privacy",
+                    "handout-contact", "handout-qr"]) $(id).replaceChildren();
+}
+
+async function showHandout() {
+  const jobId = $("handout-show").dataset.job;
+  if (!jobId) return;
+  let h;
+  try {
+    h = await api("GET", `/v1/packages/${encodeURIComponent(jobId)}/handout?lang=${LANG}`);
+  } catch (err) {
+    say(T("handout_failed", { reason: err.message }));
+    return;
+  }
+  clearHandout();
+  $("handout-org").textContent = h.contact[0] || "";
+  $("handout-title").textContent = h.title;
+  $("handout-intro").textContent = h.intro;
+  $("handout-gives").textContent = h.gives;
+  $("handout-steps").replaceChildren(...h.steps.map((step) => el("li", { text: step })));
+  $("handout-link-label").textContent = h.link_label;
+  $("handout-link").textContent = h.link;
+  $("handout-expiry").textContent = h.expiry;
+  $("handout-privacy").textContent = h.privacy;
+  $("handout-contact").replaceChildren(...h.contact.flatMap((line, i) => (i ? [el("br"), line] : [line])));
+  // The QR code: one SVG path from the server's matrix, drawn with setAttribute only.
+  const svg = $("handout-qr");
+  const ns = "http://www.w3.org/2000/svg";
+  svg.setAttribute("viewBox", `0 0 ${h.qr.size} ${h.qr.size}`);
+  svg.setAttribute("aria-label", T("qr_label"));
+  svg.setAttribute("shape-rendering", "crispEdges");
+  const back = document.createElementNS(ns, "rect");
+  for (const [k, v] of Object.entries({ width: h.qr.size, height: h.qr.size, fill: "#fff" })) back.setAttribute(k, v);
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", h.qr.path);
+  path.setAttribute("fill", "#000");
+  svg.replaceChildren(back, path);
+  show("handout", true);
+  $("handout-title").focus();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  try { MESSAGES = JSON.parse($("messages").textContent); } catch (err) { MESSAGES = {}; }
+  $("handout-show").addEventListener("click", showHandout);
+  $("handout-print").addEventListener("click", () => window.print());
   $("order").addEventListener("submit", checkPatient);
   $("confirm").addEventListener("click", makeDisc);
   $("change").addEventListener("click", changeNumbers);
