@@ -227,6 +227,11 @@ async function poll(jobId) {
   }
 }
 
+// "DVD", "Blu-ray disc", "USB stick": the singular without its number.
+function mediumName(medium) {
+  return MEDIA[medium] ? T(`medium_${MEDIA[medium]}_one`, { count: "" }).trim() : medium;
+}
+
 function mediaText(count, medium) {
   const key = MEDIA[medium];
   if (!key) return `${count} ${medium}`;
@@ -240,7 +245,7 @@ function renderPlan(plan) {
   const parts = plan.discs.map((d) => T(d.study_uids.length === 1 ? "plan_disc_one" : "plan_disc", { number: d.number, studies: num(d.study_uids.length),
     images: num(d.instances), size: mb(d.estimated_bytes) }));
   box.textContent = T("plan", { media: mediaText(plan.discs.length, plan.medium),
-                                one: mediaText(1, plan.medium), discs: parts.join("; ") });
+                                one: mediumName(plan.medium), discs: parts.join("; ") });
   box.hidden = false;
 }
 
