@@ -107,8 +107,7 @@ SCRIPT: dict[str, dict[str, str]] = {
     "medium_usb_one": {"en": "{count} USB stick", "id": "{count} flashdisk"},
     "medium_usb_many": {"en": "{count} USB sticks", "id": "{count} flashdisk"},
     "plan": {
-        "en": "{media}: the studies do not fit on one {one}. Each disc opens on its own. "
-        "{discs}.",
+        "en": "{media}: the studies do not fit on one {one}. Each disc opens on its own. {discs}.",
         "id": "{media}: pemeriksaan tidak muat pada satu {one}. Setiap disk dapat dibuka sendiri. "
         "{discs}.",
     },
