@@ -17,6 +17,8 @@ into a private Orthanc (the PACS), and times, K times each:
   b  dcmtk         `movescu` (study root) -> Orthanc -> `storescp` writing to local disk.
   c  S3 ceiling    boto3 put_object of the same files into the same moto server:
                    sequential, and from a pool of 4 and 8 threads.
+  e  retriever     the same, by DICOMweb: QIDO-RS, one WADO-RS of the study (transfer-syntax
+     (dicomweb)    *, streamed multipart), each part through the SCP's checks, PUT to S3.
   d  pynetdicom    a minimal pynetdicom Storage SCP (chunked spool + rename into a
                    directory, no S3), driven by `movescu -aem`: the floor of the DICOM side.
 
@@ -438,6 +440,7 @@ def run_retriever(
     n: int,
     tag: str,
     profile: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     bucket = f"bench-{tag}".lower().replace("_", "-")
     client = moto.fresh_bucket(bucket)
@@ -446,7 +449,7 @@ def run_retriever(
         moto,
         orthanc,
         bucket,
-        extra_env=dict(args.retriever_env),
+        extra_env={**dict(args.retriever_env), **(extra_env or {})},
         pythonpath=args.retriever_pythonpath,
         profile=profile,
         tag=tag,
@@ -744,6 +747,7 @@ def environment(args: argparse.Namespace) -> Iterator[tuple[Path, Path, Any, Mot
         cache / "orthanc",
         aet="ABPACS",
         extra_config={k: json.loads(v) for k, v in args.orthanc_config},
+        dicomweb=True,  # path e; the DICOM paths do not touch the plugin
     )
     moto = Moto(work)
     try:
@@ -800,6 +804,19 @@ def throughput_mode(args: argparse.Namespace) -> None:
                 "retriever",
                 k,
                 lambda i: run_retriever(args, work, moto, orthanc, accession, n, f"a{i}"),
+                mb,
+            )
+        if "e" not in skip:
+            web = {
+                "DICOMISO_RETRIEVE_METHOD": "dicomweb",
+                "DICOMISO_PACS_DICOMWEB_URL": orthanc.dicomweb_url,
+            }
+            results["e retriever (QIDO-RS + WADO-RS -> SCP checks -> S3 PUT)"] = repeat(
+                "retriever dicomweb",
+                k,
+                lambda i: run_retriever(
+                    args, work, moto, orthanc, accession, n, f"e{i}", extra_env=web
+                ),
                 mb,
             )
         if "d" not in skip:
@@ -930,7 +947,11 @@ def main() -> None:
     )
     p.add_argument("--keep-work", action="store_true", help="keep logs and work files")
     p.add_argument(
-        "--skip", nargs="*", default=[], choices=["a", "b", "c", "d"], help="paths to leave out"
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["a", "b", "c", "d", "e"],
+        help="paths to leave out",
     )
     p.add_argument(
         "--memory",

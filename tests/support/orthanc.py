@@ -34,6 +34,20 @@ Facts about Orthanc 1.10.1 this module relies on, each proven by
 * There is no bind-address option for HTTP or DICOM in 1.10.1: both listen
   on all interfaces. ``RemoteAccessAllowed: false`` makes REST refuse
   non-loopback clients; the harness only ever connects to 127.0.0.1.
+
+DICOMweb (``dicomweb=True``: Debian's ``orthanc-dicomweb`` 1.7, loaded by path
+from :data:`DICOMWEB_PLUGIN`, root :attr:`Orthanc.dicomweb_url`):
+
+* QIDO-RS ``studies?AccessionNumber=`` answers ``application/dicom+json`` with
+  NumberOfStudyRelatedInstances (00201208) by default.
+* WADO-RS of a study with ``transfer-syntax=*`` answers ``multipart/related;
+  type="application/dicom"`` (no transfer-syntax parameter per part), each part
+  the stored Part 10 file byte for byte; gzip unless the client says identity.
+* With ``AuthenticationEnabled`` a wrong or missing password is 401; a Lua
+  ``IncomingHttpRequestFilter`` that returns false makes it 403.
+* ``SslEnabled``: Debian's 1.10.1 dies (SIGSEGV) on the first TLS handshake
+  (seen here with an openssl-made certificate and key, both PEM orders), so the
+  TLS tests put ``support.dicomweb.CraftedArchive(tls_pem=...)`` in front of it.
 """
 
 from __future__ import annotations
@@ -53,6 +67,9 @@ from support.dcmtk import dcmtk_env, terminate
 from support.net import LOOPBACK, free_port
 
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
+# Debian's orthanc-dicomweb package (scripts/setup installs it) puts the plugin here.
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+DICOMWEB_ROOT = "/dicom-web/"
 UnknownAetPolicy = Literal["abort", "reject", "allow"]
 Event = Literal[
     "Find",
@@ -71,6 +88,20 @@ _EVENTS: dict[str, re.Pattern[str]] = {
     "rejected_association": re.compile(r"\] Rejected association"),
     "refused_request": re.compile(r"\] Rejected \w+ request from remote DICOM modality"),
 }
+
+
+def dicomweb_config(plugin: str = DICOMWEB_PLUGIN) -> dict[str, Any]:
+    """The options that load the DICOMweb plugin by path and serve it at DICOMWEB_ROOT.
+
+    Raises:
+        RuntimeError: The plugin is not installed (scripts/setup installs orthanc-dicomweb).
+    """
+    if not Path(plugin).exists():
+        raise RuntimeError(f"{plugin} missing: run scripts/setup (apt package orthanc-dicomweb)")
+    return {
+        "Plugins": [plugin],
+        "DicomWeb": {"Enable": True, "Root": DICOMWEB_ROOT, "EnableWado": False, "Ssl": False},
+    }
 
 
 class Orthanc:
@@ -99,6 +130,7 @@ class Orthanc:
         stable_age: int = 2,
         extra_config: Mapping[str, Any] | None = None,
         binary: str = ORTHANC_BINARY,
+        dicomweb: bool = False,
     ) -> None:
         """Prepare (but do not start) an instance.
 
@@ -114,6 +146,8 @@ class Orthanc:
             stable_age: Seconds without new instances before a study is stable.
             extra_config: Orthanc options overriding the harness defaults.
             binary: Orthanc executable.
+            dicomweb: Load the DICOMweb plugin (QIDO-RS, WADO-RS, STOW-RS) at
+                :data:`DICOMWEB_ROOT`; see :func:`dicomweb_config`.
         """
         self.work_dir = work_dir
         self.aet = aet
@@ -122,6 +156,7 @@ class Orthanc:
         self.unknown_aets, self.check_modality_host = unknown_aets, check_modality_host
         self.stable_age, self.extra_config = stable_age, dict(extra_config or {})
         self.binary = binary
+        self.dicomweb = dicomweb
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: httpx.Client | None = None
         self._starts = 0
@@ -137,6 +172,11 @@ class Orthanc:
     def url(self) -> str:
         """Base URL of the REST API."""
         return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb root (only served when started with ``dicomweb=True``)."""
+        return self.url + DICOMWEB_ROOT.rstrip("/")
 
     @property
     def pid(self) -> int | None:
@@ -188,6 +228,8 @@ class Orthanc:
             "DeidentifyLogs": True,
             **{f"DicomAlwaysAllow{k}": k in allowed for k in services},
         }
+        if self.dicomweb:
+            cfg.update(dicomweb_config())
         cfg.update(self.extra_config)
         return cfg
 
@@ -230,7 +272,12 @@ class Orthanc:
             self._proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=dcmtk_env(), cwd=self.work_dir
             )
-        self._client = httpx.Client(base_url=self.url, timeout=30.0, trust_env=False)
+        self._client = httpx.Client(
+            base_url=self.url,
+            timeout=30.0,
+            trust_env=False,
+            auth=self._rest_auth(),
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:
@@ -249,6 +296,12 @@ class Orthanc:
                 self.kill()
                 raise RuntimeError(f"Orthanc did not start in {timeout}s:\n{self.log_tail()}")
             time.sleep(0.05)
+
+    def _rest_auth(self) -> tuple[str, str] | None:
+        """The harness's own REST calls sign in as the first registered user, if any."""
+        cfg = self.config()
+        users = cfg.get("RegisteredUsers") if cfg.get("AuthenticationEnabled") else None
+        return next(iter(users.items())) if users else None
 
     def _forget(self) -> None:
         if self._client is not None:

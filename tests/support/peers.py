@@ -35,20 +35,15 @@ from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from support.net import LOOPBACK, free_port
-from support.orthanc import Orthanc
+from support.orthanc import DICOMWEB_ROOT, Orthanc
+from support.orthanc import dicomweb_config as orthanc_dicomweb_config
 
-DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian orthanc-dicomweb
-DICOMWEB_ROOT = "/dicom-web/"
 PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"  # PS3.4 J.3.1
 
 
 def dicomweb_config(lua_scripts: list[Path] | None = None) -> dict[str, Any]:
-    """``extra_config`` for an Orthanc with the DICOMweb plugin at ``/dicom-web/``."""
-    return {
-        "Plugins": [DICOMWEB_PLUGIN],
-        "DicomWeb": {"Enable": True, "Root": DICOMWEB_ROOT, "EnableWado": True},
-        "LuaScripts": [str(p) for p in lua_scripts or []],
-    }
+    """``extra_config``: the DICOMweb plugin (`support.orthanc.dicomweb_config`) and Lua filters."""
+    return {**orthanc_dicomweb_config(), "LuaScripts": [str(p) for p in lua_scripts or []]}
 
 
 def dicomweb_url(orthanc: Orthanc) -> str:

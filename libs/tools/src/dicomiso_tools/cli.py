@@ -88,6 +88,7 @@ class Format(StrEnum):
 class Method(StrEnum):
     move = "move"
     get = "get"
+    dicomweb = "dicomweb"
 
 
 class Service(StrEnum):
@@ -279,7 +280,10 @@ def retrieve(
     ctx: typer.Context,
     accessions: Accessions,
     method: Annotated[
-        Method | None, typer.Option(help="C-MOVE (the PACS must know our AE) or C-GET.")
+        Method | None,
+        typer.Option(
+            help="C-MOVE (the PACS must know our AE), C-GET, or DICOMweb (QIDO-RS + WADO-RS)."
+        ),
     ] = None,
     wait: Wait = False,
     timeout: Timeout = 7200.0,

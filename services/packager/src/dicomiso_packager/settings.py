@@ -26,7 +26,7 @@ class PackagerSettings(CommonSettings):
     # Header in which the reverse proxy names the signed-in staff member (e.g.
     # X-Forwarded-User); trusted only on requests with the valid token; goes into audit events.
     user_header: str | None = None
-    retrieve_method: Literal["move", "get"] | None = None  # None: the retriever's default
+    retrieve_method: Literal["move", "get", "dicomweb"] | None = None  # None: retriever decides
     retrieve_wait: Annotated[float, Field(gt=0)] = 3600.0  # seconds to wait for a retrieval
     link_ttl: Annotated[int, Field(ge=60, le=MAX_LINK_TTL)] = 259_200
     package_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 7  # lifecycle on packages/

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from dicomiso_common.dicom import accession_key, manifest_key, study_prefix
@@ -30,11 +31,11 @@ from dicomiso_common.models import (
 from dicomiso_common.pacs import StudyAnswer
 from dicomiso_common.store import Store
 
-from . import negotiation, query, transfer
+from . import dicomweb, negotiation, query, transfer
 from .leases import Lease, LeaseBook, LeaseHeld, study_lease
 from .manifest import IncompleteStudy, build_manifest, read_manifest, write_manifest
 from .query import Inventory
-from .scp import StorageSCP
+from .scp import SUCCESS, StorageSCP
 from .settings import RetrieverSettings
 from .transfer import TransferResult
 
@@ -58,13 +59,18 @@ def _listed(inventory: Inventory | None) -> set[str]:
 
 
 def _expectation(
-    hit: StudyAnswer, inventory: Inventory | None, result: TransferResult
+    hit: StudyAnswer, inventory: Inventory | None, result: TransferResult, method: str = "move"
 ) -> tuple[int, str]:
     """How many instances make the study complete, and what says so (the module's rule)."""
+    web = method == "dicomweb"
     if hit.instances is not None:
-        return hit.instances, "NumberOfStudyRelatedInstances (STUDY-level C-FIND)"
+        return hit.instances, "NumberOfStudyRelatedInstances ({})".format(
+            "QIDO-RS" if web else "STUDY-level C-FIND"
+        )
     if inventory and _count(inventory):
-        return _count(inventory), "SOPInstanceUIDs listed by IMAGE-level C-FIND"
+        return _count(inventory), "SOPInstanceUIDs listed by {}".format(
+            "QIDO-RS" if web else "IMAGE-level C-FIND"
+        )
     return result.completed + result.warning, "the PACS's sub-operation counts"
 
 
@@ -126,11 +132,11 @@ class Retrieval:
 
     def run(self, handle: JobHandle) -> dict[str, Any]:
         request = RetrievalJobRequest.model_validate(handle.record.request)
+        method = request.method or self.settings.retrieve_method
         handle.update(phase="query", flush=True)
-        hits, accessions = self._find(request)
+        hits, accessions = self._find(request, method)
         progress = _Progress(handle, hits)
         handle.update(phase="retrieve", flush=True)
-        method = request.method or self.settings.retrieve_method
         with ThreadPoolExecutor(
             self.settings.move_parallel, thread_name_prefix=f"move-{handle.id[:6]}"
         ) as pool:
@@ -144,12 +150,14 @@ class Retrieval:
         return result.to_json()
 
     def _find(
-        self, request: RetrievalJobRequest
+        self, request: RetrievalJobRequest, method: str
     ) -> tuple[list[StudyAnswer], dict[str, tuple[str, ...]]]:
+        """C-FIND, or QIDO-RS for method dicomweb (the archive may speak nothing else)."""
+        finder = dicomweb if method == "dicomweb" else query
         hits: dict[str, StudyAnswer] = {}
         accessions: dict[str, tuple[str, ...]] = {}
         for accession in request.accession_numbers:
-            found = query.find_by_accession(self.settings, accession)
+            found = finder.find_by_accession(self.settings, accession)
             if not found:
                 raise StudyNotFound(f"no study found for accession {accession}")
             index = AccessionIndex(
@@ -161,9 +169,9 @@ class Retrieval:
             self.store.put_json(accession_key(accession), index.to_json())
             hits.update((h.study_uid, h) for h in found)
         for study_uid in request.study_uids:
-            found = query.find_by_study_uid(self.settings, study_uid)
+            found = finder.find_by_study_uid(self.settings, study_uid)
             if not found:
-                raise StudyNotFound(f"no study {study_uid} in PACS {self.settings.pacs_aet}")
+                raise StudyNotFound(f"no study {study_uid} in the PACS")
             hits.update((h.study_uid, h) for h in found)
         return list(hits.values()), accessions
 
@@ -217,19 +225,22 @@ class Retrieval:
         plan: negotiation.Plan | None = None
         try:
             if method == "get" or hit.instances is None:
-                inventory = query.take_inventory(s, hit)
+                lister = dicomweb if method == "dicomweb" else query
+                inventory = lister.take_inventory(s, hit)
                 if hit.instances is None:
                     progress.expect(uid, _count(inventory))
             if method == "get":
                 plan = negotiation.plan(hit.sop_classes, inventory or {})
                 result = self._get(hit, plan, inventory or {}, report)
+            elif method == "dicomweb":
+                result = dicomweb.retrieve_study(s, hit, self._accept(uid), report)
             else:
                 result = transfer.move_study(s, hit, report)
             described = self.scp.take_descriptions(uid)
         finally:
             self.leases.forget(uid)
             self.scp.forget(uid)  # drop what a failed transfer left behind
-        expected, basis = _expectation(hit, inventory, result)
+        expected, basis = _expectation(hit, inventory, result, method)
         self._judge(hit, result, method, expected)
         settle = time.monotonic() + s.settle_timeout
         while self._stored_count(uid) < expected and time.monotonic() < settle:
@@ -306,13 +317,22 @@ class Retrieval:
         plan.retried.append({**retry.report(), "first_failed": result.failed})
         return second
 
+    def _accept(self, study_uid: str) -> dicomweb.Accept:
+        """WADO-RS parts go through the Storage SCP's checks and uploader, bound to the study."""
+
+        def accept(path: Path) -> str | None:
+            status = self.scp.accept_file(path, None, study_uid=study_uid)
+            return None if status == SUCCESS else str(getattr(status, "ErrorComment", "refused"))
+
+        return accept
+
     def _stored_count(self, study_uid: str) -> int:
         return sum(1 for _ in self.store.list(study_prefix(study_uid)))
 
     def _judge(self, hit: StudyAnswer, result: TransferResult, method: str, expected: int) -> None:
         """Turn a transfer's final counts into a user-readable failure, or pass."""
         s = self.settings
-        op = "C-GET" if method == "get" else "C-MOVE"
+        op = {"get": "C-GET", "dicomweb": "WADO-RS"}.get(method, "C-MOVE")
         pacs = f"PACS {s.pacs_aet}"
         total = expected or (result.completed + result.failed + result.warning)
         if result.aborted:

@@ -11,7 +11,7 @@ from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput
 from dicomiso_common.jobs import JobAccepted, Jobs, JobStatus, accepted, validate_job_id
 
-from . import query
+from . import dicomweb, query
 from .settings import RetrieverSettings
 
 MAX_KEYS = 50
@@ -24,7 +24,7 @@ class RetrievalRequest(BaseModel):
 
     accession_numbers: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
     study_uids: list[Any] = Field(default_factory=list, max_length=MAX_KEYS)
-    method: Literal["move", "get"] | None = None
+    method: Literal["move", "get", "dicomweb"] | None = None
 
 
 class RetrievalStatus(JobStatus):
@@ -66,10 +66,12 @@ def make_router(
 
     @router.get(
         "/studies",
-        summary="What the PACS holds for an accession number (C-FIND only: nothing is moved)",
+        summary="What the PACS holds for an accession number (C-FIND, or QIDO-RS when the "
+        "default method is dicomweb; nothing is moved)",
     )
     def studies(accession_number: str = Query(max_length=64)) -> list[dict[str, Any]]:
-        found = query.find_by_accession(settings, validate_accession(accession_number))
+        finder = dicomweb if settings.retrieve_method == "dicomweb" else query
+        found = finder.find_by_accession(settings, validate_accession(accession_number))
         return [
             {
                 "study_uid": a.study_uid,

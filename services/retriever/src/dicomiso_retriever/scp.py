@@ -191,19 +191,46 @@ class StorageSCP:
             Path(event.dataset_path).unlink(missing_ok=True)
 
     def _store_one(self, event: evt.Event) -> Dataset | int:
-        path = Path(event.dataset_path)
-        size = path.stat().st_size
         req = cast(C_STORE, event.request)
+        return self.accept_file(
+            Path(event.dataset_path),
+            UID(event.context.transfer_syntax),
+            claimed_classes=(str(req.AffectedSOPClassUID), str(event.context.abstract_syntax)),
+            claimed_uid=str(req.AffectedSOPInstanceUID),
+        )
+
+    def accept_file(
+        self,
+        path: Path,
+        transfer_syntax: UID | None,
+        *,
+        claimed_classes: tuple[str, ...] = (),
+        claimed_uid: str | None = None,
+        study_uid: str | None = None,
+    ) -> Dataset | int:
+        """Check one received Part 10 file and hand it to the uploader: SUCCESS, or a refusal
+        status whose ErrorComment says why. The C-STORE handler and the DICOMweb retrieval
+        both come through here, so an instance passes the same checks whichever way it came.
+
+        Args:
+            path: The spool file; on SUCCESS the uploader owns it, otherwise the caller.
+            transfer_syntax: As negotiated; None: the file's own meta header says.
+            claimed_classes: SOP classes the request named (the file must match each).
+            claimed_uid: The SOP instance UID the request named.
+            study_uid: The study this file must belong to (None: any a live job asked for).
+        """
+        size = path.stat().st_size
         if size > self.settings.scp_max_instance_bytes:
             return self._refuse(OUT_OF_RESOURCES, "instance larger than the configured limit")
-        transfer_syntax = UID(event.context.transfer_syntax)
         with path.open("rb") as fh:
             try:
                 ds = pydicom.dcmread(fh, defer_size=1024)
                 sop_class = str(ds.SOPClassUID)
                 sop_uid = str(ds.SOPInstanceUID)
-                study_uid = str(ds.StudyInstanceUID)
+                found_study = str(ds.StudyInstanceUID)
                 series_uid = str(ds.SeriesInstanceUID)
+                if transfer_syntax is None:
+                    transfer_syntax = UID(str(ds.file_meta.TransferSyntaxUID))
             except (
                 AttributeError,
                 ValueError,
@@ -212,14 +239,15 @@ class StorageSCP:
                 pydicom.errors.InvalidDicomError,
             ):
                 return self._refuse(CANNOT_UNDERSTAND, "data set unreadable or missing UIDs")
-            if sop_class != str(req.AffectedSOPClassUID) or sop_class != str(
-                event.context.abstract_syntax
-            ):
+            if any(sop_class != c for c in claimed_classes):
                 return self._refuse(NOT_MATCHING, "SOP class differs from the request")
-            if sop_uid != str(req.AffectedSOPInstanceUID):
+            if claimed_uid is not None and sop_uid != claimed_uid:
                 return self._refuse(NOT_MATCHING, "SOP instance UID differs from the request")
-            if not all(is_valid_uid(u) for u in (sop_uid, study_uid, series_uid)):
+            if not all(is_valid_uid(u) for u in (sop_uid, found_study, series_uid)):
                 return self._refuse(NOT_MATCHING, "illegal UID in the data set")
+            if study_uid is not None and found_study != study_uid:
+                return self._refuse(NOT_MATCHING, "instance of another study")
+            study_uid = found_study
             if not self.leases.wanted(study_uid):
                 return self._refuse(NOT_MATCHING, "study not requested by any live job")
             problem = native_pixel_problem(ds, transfer_syntax)
