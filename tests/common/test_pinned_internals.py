@@ -17,7 +17,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomiso_common import dicom
 from dicomiso_common.dicom import CONNECTION_HANDLERS, configure
-from dicomiso_common.pacs import PacsPeer, associate, make_ae
+from dicomiso_common.pacs import PacsPeer, associate, make_ae, release
 from dicomiso_packager.dicomdir import leaf_record_type
 from support.net import LOOPBACK, free_port
 
@@ -106,3 +106,41 @@ def test_both_ends_of_an_association_disable_nagle(echo_scp: tuple[int, list[int
         assert int(assoc.send_c_echo().Status) == 0
     assert ours != 0
     assert seen and seen[0] != 0
+
+
+def test_release_after_the_reactor_ended_aborts_instead_of_spinning(
+    echo_scp: tuple[int, list[int]],
+) -> None:
+    """pacs.release relies on Association._reactor_checkpoint and _is_paused (private): with a
+    reactor that ended while the association still counts as established, pynetdicom's own
+    release() would wait for a pause that never comes; ours aborts, within a deadline."""
+    port, _ = echo_scp
+    peer = PacsPeer(aet="ECHOSCP", host=LOOPBACK, port=port, calling_aet="TESTSCU")
+    ae = make_ae(peer)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(LOOPBACK, port, ae_title="ECHOSCP")
+    assert assoc.is_established
+    assoc._kill = True  # the reactor leaves its loop as it does when the DUL stops under it
+    assoc.join(timeout=10)
+    assert not assoc.is_alive() and assoc.is_established and not assoc._is_paused
+
+    done = threading.Event()
+
+    def run() -> None:
+        release(assoc)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(timeout=30), "release() spun on a reactor that will never pause"
+    assert assoc.is_aborted or not assoc.is_established
+
+
+def test_release_of_a_healthy_association_releases(echo_scp: tuple[int, list[int]]) -> None:
+    port, _ = echo_scp
+    peer = PacsPeer(aet="ECHOSCP", host=LOOPBACK, port=port, calling_aet="TESTSCU")
+    ae = make_ae(peer)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(LOOPBACK, port, ae_title="ECHOSCP")
+    assert assoc.is_established
+    release(assoc)
+    assert assoc.is_released and not assoc.is_aborted

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Callable
 
 from fastapi import Request
 
 from .errors import Unauthorized
+from .limits import token_problem
 from .settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 def bearer_guard(settings: CommonSettings) -> Callable[[Request], None]:
     """Return a FastAPI dependency that checks `Authorization: Bearer <token>`.
 
-    The comparison is constant-time. With no token configured every call passes, which is
+    The comparison is constant-time. A request with a body met the same check already, before
+    its body was read (`limits.BodyGate`). With no token configured every call passes, which is
     logged once as a warning so that it is never the silent state of a deployment.
     """
     expected = settings.api_token.get_secret_value().encode()
@@ -27,10 +28,8 @@ def bearer_guard(settings: CommonSettings) -> Callable[[Request], None]:
     def check(request: Request) -> None:
         if not expected:
             return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("missing bearer token")
-        if not hmac.compare_digest(token.strip().encode(), expected):
-            raise Unauthorized("invalid bearer token")
+        reason = token_problem(request.headers.get("authorization", ""), expected)
+        if reason:
+            raise Unauthorized(reason)
 
     return check

@@ -205,6 +205,40 @@ class PackageImage(_Document):
     url: str | None = None  # signed; never in the package manifest
 
 
+class PlannedDisc(_Document):
+    """One disc of a planned set: what goes on it (estimated bytes; instances never split)."""
+
+    number: int
+    study_uids: tuple[str, ...]
+    series_uids: tuple[str, ...]
+    instances: int
+    estimated_bytes: int
+
+
+class DiscPlan(_Document):
+    """How a package is spread over media, decided before the build starts."""
+
+    profile: str
+    medium: str
+    capacity: int  # bytes of one medium (the profile's, or DICOMISO_MEDIUM_CAPACITY_BYTES)
+    discs: tuple[PlannedDisc, ...]
+
+
+class DiscImage(_Document):
+    """One disc image of a package: disc `number` of `total`, each a complete File-set."""
+
+    number: int
+    total: int
+    key: str
+    filename: str
+    size: int
+    sha256: str
+    volume_id: str
+    instances: int
+    study_uids: tuple[str, ...] = ()
+    download_url: str | None = None  # signed; never in the package manifest
+
+
 class PackageContents(_Document):
     """What was built and where it is: the core of the package manifest and of the result."""
 
@@ -223,6 +257,10 @@ class PackageContents(_Document):
     files: int
     volume_id: str
     downloads: tuple[PackageImage, ...] = ()  # every image of the package (url unset)
+    # The requested format's images, one per disc (one entry when one disc suffices; the
+    # fields above then describe disc 1); the plan they were built from.
+    discs: tuple[DiscImage, ...] = ()
+    plan: DiscPlan | None = None
 
 
 class TreeEntry(_Document):
@@ -243,7 +281,7 @@ class PackageManifest(PackageContents):
     def to_json(self) -> dict[str, Any]:
         """As stored; a package without the online page keeps the keys it always had."""
         data = super().to_json()
-        for key in ("downloads", "view"):
+        for key in ("downloads", "view", "discs", "plan"):
             if not data.get(key):
                 data.pop(key, None)
         return data
@@ -269,6 +307,8 @@ class PackageJobResult(_Document):
     files: int | None = None
     volume_id: str | None = None
     downloads: tuple[PackageImage, ...] | None = None  # with their signed urls
+    discs: tuple[DiscImage, ...] | None = None  # with their signed download_url
+    plan: DiscPlan | None = None  # set before the build starts
     download_url: str | None = None
     view_url: str | None = None  # the online page (packages/{id}/view.html)
     expires_at: str | None = None

@@ -189,7 +189,32 @@ def associate(peer: PacsPeer, ae: AE, **kwargs: Any) -> Iterator[Association]:
             assoc.abort()  # stop the PACS mid-operation; a release would wait for it to finish
         raise
     if assoc.is_established:
-        assoc.release()
+        release(assoc)
+
+
+RELEASE_PAUSE_WAIT = 5.0  # seconds for the association's reactor to pause before a release
+
+
+def release(assoc: Association) -> None:
+    """Release an association, or abort it when its reactor thread is gone or stuck.
+
+    pynetdicom 3.0's ``Association.release`` first waits, without a deadline, for the reactor
+    thread to reach its pause point (``_is_paused``). A reactor that has ended while the
+    association still counts as established (the peer dropped the connection at that moment)
+    never pauses, and the release spins forever: seen as a forward job, and so a whole pytest
+    run, that never ended after a peer closed right after its N-EVENT-REPORT. So wait here,
+    bounded, and abort instead of releasing what cannot be released.
+    """
+    assoc._reactor_checkpoint.clear()
+    give_up = time.monotonic() + RELEASE_PAUSE_WAIT
+    while not assoc._is_paused:
+        if not assoc.is_alive() or time.monotonic() > give_up:
+            log.info("association's reactor ended before the release: aborted")
+            assoc.abort()
+            assoc._reactor_checkpoint.set()  # a reactor still alive must not stay parked
+            return
+        time.sleep(0.001)
+    assoc.release()  # the reactor is paused: release() no longer waits for it
 
 
 def _text(ident: Dataset, keyword: str) -> str | None:

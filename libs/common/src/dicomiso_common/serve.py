@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from .limits import BodyGate, protocol
 from .settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,26 @@ def load_settings(cls: type[S]) -> S:
 
 
 def server(app: FastAPI, settings: CommonSettings) -> uvicorn.Server:
-    """A uvicorn server for the app on DICOMISO_HTTP_HOST:DICOMISO_HTTP_PORT."""
-    config = uvicorn.Config(
+    """A uvicorn server for the app on DICOMISO_HTTP_HOST:DICOMISO_HTTP_PORT.
+
+    In front of the app, `limits.BodyGate` refuses bodies without a token or over the limit
+    (a route that needs more names it in `app.state.body_limits`, path prefix to bytes) and
+    bodies slower than DICOMISO_HTTP_READ_TIMEOUT; `limits.protocol` closes connections
+    whose headers are slower than that. Idle keep-alive connections close after 5 s.
+    """
+    gate = BodyGate(
         app,
+        token=settings.api_token.get_secret_value().encode(),
+        max_body=settings.max_body_bytes,
+        read_timeout=settings.http_read_timeout,
+        limits=getattr(app.state, "body_limits", None),
+    )
+    config = uvicorn.Config(
+        gate,
         host=settings.http_host,
         port=settings.http_port,
+        http=protocol(settings.http_read_timeout),
+        timeout_keep_alive=5,
         log_config=None,
         access_log=False,
         server_header=False,

@@ -30,6 +30,9 @@ class CommonSettings(BaseSettings):
     api_token: SecretStr = SecretStr("")
     call_token: SecretStr | None = None
     log_level: str = "INFO"
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024  # a request body, per route
+    # seconds for a request's headers, and again for its body, to arrive (slow clients)
+    http_read_timeout: Annotated[float, Field(gt=0)] = 10.0
 
     s3_endpoint_url: str | None = "http://127.0.0.1:9000"
     s3_public_url: str | None = None

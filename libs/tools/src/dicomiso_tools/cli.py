@@ -210,13 +210,21 @@ def package(
     accessions: Accessions,
     email: Annotated[str | None, typer.Option(help="Mail the link here.")] = None,
     profile: Annotated[
-        str | None, typer.Option(help="STD-GEN-DVD-JPEG (default), STD-GEN-CD or STD-GEN-DVD-J2K.")
+        str | None,
+        typer.Option(
+            help="STD-GEN-DVD-JPEG (default), STD-GEN-CD, STD-GEN-DVD-J2K, STD-GEN-BD-JPEG, "
+            "STD-GEN-BD-J2K, STD-GEN-USB-JPEG or STD-GEN-USB-J2K."
+        ),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format")] = Format.iso,
     wait: Wait = False,
     download: Annotated[
         Path | None,
-        typer.Option(metavar="PATH", help="Wait, then save the image here (file or directory)."),
+        typer.Option(
+            metavar="PATH",
+            help="Wait, then save the image here (file or directory; a set of discs: all of "
+            "them, into the directory).",
+        ),
     ] = None,
     timeout: Timeout = 7200.0,
     packager_url: PackagerUrl = None,
@@ -243,18 +251,52 @@ def package(
         if view.state != "succeeded":
             out.fail(f"package {job.id} failed: {view.error}", FAILED, _job_doc(view, pkg))
         url = str(pkg.get("download_url") or "")
+        discs = [d for d in pkg.get("discs") or () if d.get("download_url")]
+        if target is not None and len(discs) > 1:
+            _save_discs(out, job.id, view, pkg, discs, target)
         if target is None or not url:
-            out.done(
-                _job_doc(view, pkg),
+            text = (
                 f"package {job.id} ready: {pkg.get('filename')} "
                 f"({pkg.get('size')} bytes), link until {pkg.get('expires_at')}:\n{url}"
-                + (f"\nview online: {pkg['view_url']}" if pkg.get("view_url") else ""),
+            )
+            if len(discs) > 1:
+                text = f"package {job.id} ready: {len(discs)} discs, links until " + (
+                    f"{pkg.get('expires_at')}:"
+                    + "".join(
+                        f"\ndisc {d['number']} of {d['total']}: {d['filename']} "
+                        f"({d['size']} bytes): {d['download_url']}"
+                        for d in discs
+                    )
+                )
+            out.done(
+                _job_doc(view, pkg),
+                text + (f"\nview online: {pkg['view_url']}" if pkg.get("view_url") else ""),
             )
     path, size = download_to(url, target, pkg, out)
     out.done(
         {**_job_doc(view, pkg), "saved_to": str(path.resolve()), "saved_bytes": size},
         f"package {job.id}: disc saved: {path.resolve()} ({size} bytes, sha256 checked)",
     )
+
+
+def _save_discs(
+    out: Output,
+    job_id: str,
+    view: JobView,
+    pkg: dict[str, Any],
+    discs: list[dict[str, Any]],
+    target: Path,
+) -> NoReturn:
+    """Every disc of a set into one directory (a file path: its directory), each checked."""
+    where = target if target.is_dir() else target.parent
+    saved = []
+    for disc in discs:
+        path, size = download_to(str(disc["download_url"]), where, disc, out)
+        saved.append({"number": disc["number"], "saved_to": str(path.resolve()), "bytes": size})
+    lines = [f"package {job_id}: {len(discs)} discs saved (sha256 checked):"]
+    lines += [f"  disc {s['number']} of {len(discs)}: {s['saved_to']}" for s in saved]
+    lines.append(f"check the set with: dicom-iso verify {where.resolve()}/*.iso")
+    out.done({**_job_doc(view, pkg), "saved": saved}, "\n".join(lines))
 
 
 # -- retrieve, forward, status, lookup ---------------------------------------------------------
@@ -360,7 +402,14 @@ def status(
     ]
     if view.error:
         lines.append(f"error: {view.error}")
-    if raw.get("download_url"):
+    discs = raw.get("discs") or []
+    if len(discs) > 1:
+        lines += [
+            f"disc {d['number']} of {d['total']}: {d['filename']} until {raw.get('expires_at')}: "
+            f"{d['download_url']}"
+            for d in discs
+        ]
+    elif raw.get("download_url"):
         lines.append(f"{raw.get('filename')} until {raw.get('expires_at')}: {raw['download_url']}")
     if raw.get("view_url"):
         lines.append(f"view online: {raw['view_url']}")
@@ -457,25 +506,43 @@ def audit(
 @app.command(cls=_Command)
 def verify(
     ctx: typer.Context,
-    file: Annotated[
-        Path,
-        typer.Argument(metavar="FILE.iso|FILE.zip", exists=True, dir_okay=False, readable=True),
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE.iso|FILE.zip...", exists=True, dir_okay=False, readable=True),
     ],
     as_json: Json = False,
 ) -> None:
-    """Check a disc image or ZIP: DICOMDIR, file IDs, references, PDI files, ISO names."""
+    """Check disc images or ZIPs: DICOMDIR, file IDs, references, PDI files, ISO names; with
+    several, also the set: every disc once, no instance on two discs."""
     from .verify import verify as verify_medium  # pydicom and pycdlib: only this command
+    from .verify import verify_set
 
     out = Output(as_json or bool(ctx.obj))
-    report = verify_medium(file)
-    if report.ok:
-        out.done(
-            report.as_dict(),
-            f"{file}: ok ({report.kind}, {report.files} files, "
-            f"{report.referenced} instances referenced by DICOMDIR)",
-        )
-    lines = [f"{file}: {len(report.problems)} problem(s)"] + [f"  {p}" for p in report.problems]
-    out.done(report.as_dict(), "\n".join(lines), FAILED)
+    reports = [verify_medium(file) for file in files]
+    lines = []
+    for file, report in zip(files, reports, strict=True):
+        if report.ok:
+            lines.append(
+                f"{file}: ok ({report.kind}, {report.files} files, "
+                f"{report.referenced} instances referenced by DICOMDIR)"
+            )
+        else:
+            lines.append(f"{file}: {len(report.problems)} problem(s)")
+            lines += [f"  {p}" for p in report.problems]
+    doc: dict[str, Any] = reports[0].as_dict() if len(reports) == 1 else {}
+    ok = all(r.ok for r in reports)
+    if len(reports) > 1:
+        whole = verify_set(reports)
+        ok = ok and whole.ok
+        doc = {"media": [r.as_dict() for r in reports], "set": whole.as_dict(), "ok": ok}
+        if whole.ok:
+            lines.append(
+                f"set of {whole.discs} discs: ok ({whole.instances} instances, each on one disc)"
+            )
+        else:
+            lines.append(f"set of {whole.discs} discs: {len(whole.problems)} problem(s)")
+            lines += [f"  {p}" for p in whole.problems]
+    out.done(doc, "\n".join(lines), OK if ok else FAILED)
 
 
 @app.command(cls=_Command)

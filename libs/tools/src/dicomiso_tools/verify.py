@@ -8,6 +8,10 @@ the DICOM tree is left unreferenced; README.TXT and INDEX.HTM are at the root (I
 4.47.4.1.2); the ISO primary volume uses Level 1 names (ECMA-119 7.5, 10.1: 8.3 d-characters,
 at most 8 directory levels). Files are opened one at a time and only their headers are
 parsed, so memory does not grow with the disc.
+
+A set of discs (a study bigger than one medium, PS3.11 M.2.1.1: independent File-sets) is
+checked as a whole by `verify_set`: every disc of "n OF N" is there once, all of one package,
+and no SOP Instance is on two of them.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class Report:
     files: int = 0
     referenced: int = 0
     problems: list[Problem] = field(default_factory=list)
+    fileset_id: str = ""
+    sop_uids: set[str] = field(default_factory=set)  # referenced by the DICOMDIR
 
     @property
     def ok(self) -> bool:
@@ -73,6 +79,7 @@ class Report:
             "ok": self.ok,
             "files": self.files,
             "referenced": self.referenced,
+            "fileset_id": self.fileset_id,
             "problems": [{"where": p.where, "what": p.what} for p in self.problems],
         }
 
@@ -194,6 +201,7 @@ def _check_dicomdir(medium: _Iso | _Zip, report: Report) -> None:
     except (InvalidDicomError, AttributeError, ValueError, EOFError, KeyError) as exc:
         report.add("DICOMDIR", f"does not parse as a DICOM directory ({type(exc).__name__}: {exc})")
         return
+    report.fileset_id = str(ds.get("FileSetID", "") or "").strip()
     sop_class = str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
     if sop_class != MEDIA_STORAGE_DIRECTORY:
         report.add(
@@ -266,6 +274,7 @@ def _check_records(records: list[Dataset], medium: _Iso | _Zip, report: Report) 
             report.add(label, f"{path} is referenced by more than one record")
             continue
         referenced.add(path)
+        report.sop_uids.add(str(record.get("ReferencedSOPInstanceUIDInFile", "")))
         if path not in medium.names:
             report.add(label, f"references {path}, which is not on the medium")
             continue
@@ -312,3 +321,67 @@ def _check_unreferenced(medium: _Iso | _Zip, referenced: set[str], report: Repor
 
 def _in_trees(names: dict[str, str], roots: set[str]) -> Iterator[str]:
     return (p for p in names if "/" in p and p.split("/", 1)[0] in roots)
+
+
+# -- a set of discs --------------------------------------------------------------------------
+
+_SET_ID = re.compile(r"([0-9A-F]{8})_([0-9]{1,2})OF([0-9]{1,2})")  # packager: disc.set_volume_id
+
+
+@dataclass
+class SetReport:
+    """What `verify_set` found across the discs of one set."""
+
+    discs: int
+    instances: int
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "discs": self.discs,
+            "instances": self.instances,
+            "ok": self.ok,
+            "problems": [{"where": p.where, "what": p.what} for p in self.problems],
+        }
+
+
+def verify_set(reports: list[Report]) -> SetReport:
+    """Check that the media form one complete set: every disc n of N once, one package, and
+    each SOP Instance on one disc only (what is on each disc is checked by `verify`)."""
+    found = SetReport(len(reports), len({u for r in reports for u in r.sop_uids}))
+    numbers: dict[int, str] = {}
+    packages, totals = set(), set()
+    for r in reports:
+        match = _SET_ID.fullmatch(r.fileset_id)
+        if match is None:
+            found.problems.append(
+                Problem(r.path, f"File-set ID {r.fileset_id!r} does not name a disc of a set")
+            )
+            continue
+        packages.add(match.group(1))
+        number, total = int(match.group(2)), int(match.group(3))
+        totals.add(total)
+        if number in numbers:
+            found.problems.append(Problem(r.path, f"disc {number} also given as {numbers[number]}"))
+        numbers[number] = r.path
+    if len(packages) > 1 or len(totals) > 1:
+        found.problems.append(
+            Problem("set", f"the discs belong to different sets ({', '.join(sorted(packages))})")
+        )
+    for total in totals:
+        for number in range(1, total + 1):
+            if number not in numbers:
+                found.problems.append(Problem("set", f"disc {number} of {total} is missing"))
+    where: dict[str, str] = {}
+    for r in reports:
+        for uid in sorted(r.sop_uids):
+            if uid in where:
+                found.problems.append(
+                    Problem(r.path, f"SOP Instance {uid} is also on {where[uid]}")
+                )
+            where.setdefault(uid, r.path)
+    return found

@@ -103,6 +103,12 @@ def _tree(manifests: list[StudyManifest]) -> list[_Patient]:
     return [patients[k] for k in sorted(patients)]
 
 
+def patient_tree(manifests: list[StudyManifest]) -> list[_Patient]:
+    """The patients, studies and series of the file-set, in the order the DICOMDIR lists them
+    (the disc planner cuts along it)."""
+    return _tree(manifests)
+
+
 def _check_count(count: int, limit: int, what: str) -> None:
     if count > limit:
         raise FileSetError(f"{count} {what} exceed the {limit} one file-set can name")

@@ -54,6 +54,11 @@ def volume_id(package_id: str) -> str:
     return f"DICOMISO{package_id[:8].upper()}"
 
 
+def set_volume_id(package_id: str, number: int, total: int) -> str:
+    """Disc `number` of `total`: `1A2B3C4D_2OF3`, at most 15 of the 16 characters."""
+    return f"{package_id[:8].upper()}_{number}OF{total}"
+
+
 def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
     shutil.copyfileobj(src, dst, 1024 * 1024)
 
@@ -83,7 +88,9 @@ class _Assembler:
         settings: PackagerSettings,
         tmp: Path,
         handle: JobHandle,
+        disc_set: pdi.DiscSet | None = None,
     ) -> None:
+        self.disc_set = disc_set
         self.store, self.manifests, self.profile = store, manifests, profile
         self.settings, self.tmp, self.handle = settings, tmp, handle
         self.entries = [e for m in manifests for e in m.instances]
@@ -113,7 +120,7 @@ class _Assembler:
         self.source = InstanceSource(
             self.store, [e for e in self.entries if e.sop_uid not in self.local]
         )
-        vid = volume_id(self.handle.id)
+        vid = self.disc_set.volume_id if self.disc_set else volume_id(self.handle.id)
         directory = dicomdir.build_dicomdir(
             self.manifests, file_ids, self.final_syntax, lambda e: headers[e.sop_uid], vid
         )
@@ -136,6 +143,7 @@ class _Assembler:
                     viewer_page=viewer_page,
                     contact=contact_line(self.settings),
                     lang=self.settings.language,
+                    disc_set=self.disc_set,
                 ),
             ),
             *pdi.web_pages(
@@ -146,6 +154,7 @@ class _Assembler:
                 viewer=viewer_name,
                 viewer_page=viewer_page,
                 lang=self.settings.language,
+                disc_set=self.disc_set,
             ),
             *[(path, jpeg) for path, jpeg in previews.values()],
         ]
@@ -288,6 +297,11 @@ def assemble(
     settings: PackagerSettings,
     tmp: Path,
     handle: JobHandle,
+    disc_set: pdi.DiscSet | None = None,
 ) -> Disc:
-    """Plan the disc: every file with its size and a lazy opener; transcodes done in `tmp`."""
-    return _Assembler(store, manifests, profile, settings, tmp, handle).run()
+    """Plan the disc: every file with its size and a lazy opener; transcodes done in `tmp`.
+
+    With `disc_set` it is one disc of a set: its volume id, and README.TXT and INDEX.HTM
+    say which disc it is and what the others hold.
+    """
+    return _Assembler(store, manifests, profile, settings, tmp, handle, disc_set).run()

@@ -78,6 +78,15 @@ def compose(
     blocks = [t(lang, "mail_hello"), said["intro"], said["gives"], view_url or link]
     if view_url:
         blocks += [t(lang, "mail_download"), link]
+    discs = [d for d in links.get("discs") or () if d.get("download_url")]
+    if len(discs) > 1:
+        blocks.append(t(lang, "mail_discs", count=len(discs)))
+        blocks += [
+            t(lang, "mail_disc", number=d["number"], total=d["total"], file=d["filename"])
+            + "\n"
+            + d["download_url"]
+            for d in discs
+        ]
     blocks += [
         said["expiry"],
         "\n".join(f"{n}. {step}" for n, step in enumerate(said["steps"], 1)),

@@ -48,7 +48,7 @@ class Profile:
     """A PS3.11 media application profile: the medium and the syntaxes kept byte-exact."""
 
     name: str
-    medium: str  # "CD" | "DVD"
+    medium: str  # "CD" | "DVD" | "BD" | "USB"
     capacity: int  # bytes of user data we allow on the medium
     syntaxes: frozenset[str] = field(default_factory=frozenset)
 
@@ -56,8 +56,13 @@ class Profile:
 # CD: "700 MB" read as 700 MiB = 734,003,200 bytes, below the 736,966,656 bytes of user data
 # (359,847 sectors of 2048) of an 80-minute CD-R, leaving room for ISO 9660 overhead.
 # DVD: 4.7 GB decimal; single layer DVD+R holds 4,700,372,992 bytes, DVD-R 4,707,319,808.
+# BD: single layer BD-R, 25 GB decimal (12,219,392 sectors of 2048 hold 25,025,314,816).
+# USB: PS3.12 names no size; 30,000,000,000 bytes is what a stick sold as "32 GB" keeps free
+# after formatting, so one image fits the smallest common stick.
 CD_CAPACITY = 700 * 1024 * 1024
 DVD_CAPACITY = 4_700_000_000
+BD_CAPACITY = 25_000_000_000
+USB_CAPACITY = 30_000_000_000
 _JPEG = frozenset({uids.JPEGLosslessSV1, uids.JPEGBaseline8Bit, uids.JPEGExtended12Bit})
 _J2K = frozenset({uids.JPEG2000Lossless, uids.JPEG2000})
 PROFILES: dict[str, Profile] = {
@@ -71,6 +76,30 @@ PROFILES: dict[str, Profile] = {
     "STD-GEN-DVD-J2K": Profile(
         "STD-GEN-DVD-J2K", "DVD", DVD_CAPACITY, frozenset({ExplicitVRLittleEndian}) | _J2K
     ),
+    # PS3.11 Annex M, Table M.3-1 (General Purpose BD With Compression): the same syntaxes as
+    # the DVD profiles for -JPEG / -J2K (the MPEG2 / MPEG-4 video profiles are not offered).
+    "STD-GEN-BD-JPEG": Profile(
+        "STD-GEN-BD-JPEG", "BD", BD_CAPACITY, frozenset({ExplicitVRLittleEndian}) | _JPEG
+    ),
+    "STD-GEN-BD-J2K": Profile(
+        "STD-GEN-BD-J2K", "BD", BD_CAPACITY, frozenset({ExplicitVRLittleEndian}) | _J2K
+    ),
+    # PS3.11 Annex J, Table J.3-1 (General Purpose USB and Flash Memory With Compression).
+    "STD-GEN-USB-JPEG": Profile(
+        "STD-GEN-USB-JPEG", "USB", USB_CAPACITY, frozenset({ExplicitVRLittleEndian}) | _JPEG
+    ),
+    "STD-GEN-USB-J2K": Profile(
+        "STD-GEN-USB-J2K", "USB", USB_CAPACITY, frozenset({ExplicitVRLittleEndian}) | _J2K
+    ),
+}
+# The next larger medium with the same syntaxes: what a refusal names when a series does
+# not fit on one medium (a series is never split over two).
+LARGER = {
+    "STD-GEN-CD": "STD-GEN-DVD-JPEG",
+    "STD-GEN-DVD-JPEG": "STD-GEN-BD-JPEG",
+    "STD-GEN-DVD-J2K": "STD-GEN-BD-J2K",
+    "STD-GEN-BD-JPEG": "STD-GEN-USB-JPEG",
+    "STD-GEN-BD-J2K": "STD-GEN-USB-J2K",
 }
 DEFAULT_PROFILE = "STD-GEN-DVD-JPEG"
 

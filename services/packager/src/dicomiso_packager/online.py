@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from dicomiso_common.models import PackageContents
 from dicomiso_common.store import Store
 
 from . import viewer
@@ -206,6 +207,19 @@ def inject(page: str, data: dict[str, Any]) -> str:
     return filled[: at.end()] + meta + filled[at.end() :]
 
 
+def downloads_of(contents: PackageContents) -> list[dict[str, Any]]:
+    """The page's downloads, kept in the package manifest: the ISO (each disc of a set with
+    its number, so the page says "disc 2 of 3"), then the ZIP."""
+    discs = {d.key: d for d in contents.discs if d.total > 1}
+    out: list[dict[str, Any]] = []
+    for d in sorted(contents.downloads, key=lambda d: d.format != "iso"):
+        entry: dict[str, Any] = {"format": d.format, "key": d.key}
+        if d.key in discs:
+            entry.update(number=discs[d.key].number, total=discs[d.key].total)
+        out.append(entry)
+    return out
+
+
 # -- writing it ---------------------------------------------------------------------------------
 
 
@@ -219,13 +233,16 @@ def publish(
     """Sign every URL, write `view.html`, and sign its link; all expire at `expires_at`.
 
     `view` is what the package manifest keeps: {"studies": studies_of(...) (with keys),
-    "downloads": [{"format", "key"}]}. The expiry shown is taken before signing, so every
+    "downloads": [{"format", "key", "label"?}]}; the answer's `urls` maps each download's
+    key to its signed URL. The expiry shown is taken before signing, so every
     signature lives at least until the time the page states.
     """
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
     downloads = [
         {
-            "label": t(settings.language, f"online_{d['format']}"),
+            "label": t(settings.language, "online_disc", number=d["number"], total=d["total"])
+            if "number" in d
+            else t(settings.language, f"online_{d['format']}"),
             "url": store.presign_get(d["key"], ttl),
         }
         for d in view["downloads"]
@@ -243,7 +260,5 @@ def publish(
     return {
         "view_url": store.presign_get(key, ttl),
         "expires_at": expires_at.isoformat(),
-        "download_urls": {
-            d["format"]: u["url"] for d, u in zip(view["downloads"], downloads, strict=True)
-        },
+        "urls": {d["key"]: u["url"] for d, u in zip(view["downloads"], downloads, strict=True)},
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -26,14 +27,17 @@ from dicomiso_client.models import JobView, Resolved
 from dicomiso_common import audit
 from dicomiso_common.errors import Conflict, DicomisoError, ObjectMissing
 from dicomiso_common.jobs import JobHandle, JobLost, JobRecord
-from dicomiso_common.manifests import load_manifest
+from dicomiso_common.manifests import load_accession_index, load_manifest
 from dicomiso_common.models import (
+    DiscImage,
+    DiscPlan,
     EmailOutcome,
     PackageContents,
     PackageImage,
     PackageJobRequest,
     PackageJobResult,
     PackageManifest,
+    PlannedDisc,
     RetrievalJobResult,
     StudyManifest,
     TreeEntry,
@@ -41,7 +45,7 @@ from dicomiso_common.models import (
 from dicomiso_common.names import ascii_filename_part
 from dicomiso_common.store import Store
 
-from . import disc, iso, mail, media, online
+from . import disc, iso, mail, media, online, pdi, plan, viewer
 from .iso import DiscFile
 from .settings import PackagerSettings
 
@@ -70,6 +74,17 @@ class TooLarge(DicomisoError):
 
 def image_key(package_id: str, fmt: str) -> str:
     return f"packages/{package_id}/{package_id}.{fmt}"
+
+
+def disc_key(package_id: str, number: int, total: int) -> str:
+    """Disc `number` of a set of `total` (a package on one disc keeps `image_key`)."""
+    return f"packages/{package_id}/{package_id}-{number}of{total}.iso"
+
+
+def disc_filename(filename: str, number: int, total: int) -> str:
+    """`BudiSantoso-MR001CT002.iso` -> `BudiSantoso-MR001CT002-2of3.iso`."""
+    stem, dot, ext = filename.rpartition(".")
+    return f"{stem}-{number}of{total}{dot}{ext}"
 
 
 def manifest_key_of(package_id: str) -> str:
@@ -251,27 +266,191 @@ class Packaging:
         format and view.html, whose signed links come back beside the contents."""
         profile = media.PROFILES[request.profile]
         fmt = request.format
-        handle.update(phase="build", flush=True)
-        with self._space():
-            image = disc.assemble(self.store, manifests, profile, self.settings, tmp, handle)
-        formats = (fmt,) if not self.settings.view_online else ("zip", "iso")
-        paths = self._write_images(handle, image, tmp, formats)
-        size = paths[fmt].stat().st_size
-        if fmt == "iso" and size > profile.capacity:
-            raise TooLarge(
-                f"the image is {size / 1e6:.0f} MB, more than a {profile.medium} "
-                f"holds ({profile.capacity / 1e6:.0f} MB); use a DVD profile or ZIP"
-            )
-        handle.update(phase="upload", flush=True)
-        handle.set_counts(image_bytes=sum(p.stat().st_size for p in paths.values()))
+        disc_plan, parts = self._plan(handle, request, manifests)
         made: list[str] = []  # removed again if the package cannot be completed
         try:
-            return self._publish(handle, request, manifests, image, paths, names, made)
+            if len(parts) > 1:
+                return self._build_set(
+                    handle, request, manifests, disc_plan, parts, tmp, names, made
+                )
+            handle.update(phase="build", flush=True)
+            with self._space():
+                image = disc.assemble(self.store, manifests, profile, self.settings, tmp, handle)
+            formats = (fmt,) if not self.settings.view_online else ("zip", "iso")
+            paths = self._write_images(handle, image, tmp, formats)
+            if fmt == "iso":
+                self._check_fits(paths[fmt], profile)
+            handle.update(phase="upload", flush=True)
+            handle.set_counts(image_bytes=sum(p.stat().st_size for p in paths.values()))
+            return self._publish(handle, request, manifests, image, paths, names, made, disc_plan)
         except DicomisoError:
             if _still_ours(handle):  # a run taken over must not delete the new owner's objects
                 for key in made:
                     self._discard(key)
             raise
+
+    def preflight(self, request: PackageJobRequest) -> None:
+        """Refuse at once what the plan would refuse after the retrieval (a series larger
+        than the medium), when every study is in the bucket already; otherwise the job
+        finds out after retrieving and fails with the same reason."""
+        if request.format != "iso":
+            return
+        manifests = []
+        try:
+            for accession in request.accession_numbers:
+                index = load_accession_index(self.store, accession)
+                manifests += [load_manifest(self.store, uid) for uid in index.study_uids]
+        except DicomisoError:
+            return  # not (all) retrieved before: the job plans after its retrieval
+        if not manifests:
+            return
+        profile = media.PROFILES[request.profile]
+        fixed = plan.fixed_cost(viewer.viewer_source(self.settings))
+        plan.plan_discs(manifests, profile, self.capacity(profile), fixed)
+
+    def capacity(self, profile: media.Profile) -> int:
+        """Bytes one medium of the profile holds (DICOMISO_MEDIUM_CAPACITY_BYTES overrides)."""
+        return self.settings.medium_capacity_bytes or profile.capacity
+
+    def _plan(
+        self, handle: JobHandle, request: PackageJobRequest, manifests: list[StudyManifest]
+    ) -> tuple[DiscPlan | None, list[plan.Part]]:
+        """Spread the studies over discs before anything is built; the plan goes into the
+        job's result at once, so the status (and the staff page) shows "3 DVDs" while the
+        discs are made. A ZIP has no capacity: one File-set, no plan."""
+        handle.update(phase="plan", flush=True)
+        if request.format != "iso":
+            return None, [plan.Part(1, 1, manifests, _whole(manifests))]
+        profile = media.PROFILES[request.profile]
+        fixed = plan.fixed_cost(viewer.viewer_source(self.settings))
+        disc_plan, parts = plan.plan_discs(manifests, profile, self.capacity(profile), fixed)
+        result = package_result(handle.record).model_copy(update={"plan": disc_plan})
+        handle.set_counts(discs=len(parts))
+        handle.update(result=result.to_json(), flush=True)
+        return disc_plan, parts
+
+    def _check_fits(
+        self, path: Path, profile: media.Profile, number: int = 1, total: int = 1
+    ) -> None:
+        """The built image against the medium: the plan's sizes were estimates."""
+        size, capacity = path.stat().st_size, self.capacity(profile)
+        if size > capacity:
+            which = f"disc {number} of {total} is" if total > 1 else "the image is"
+            raise TooLarge(
+                f"{which} {size / 1e6:.0f} MB, more than a {profile.medium} "
+                f"holds ({capacity / 1e6:.0f} MB); use a larger medium's profile or ZIP"
+            )
+
+    def _build_set(
+        self,
+        handle: JobHandle,
+        request: PackageJobRequest,
+        manifests: list[StudyManifest],
+        disc_plan: DiscPlan | None,
+        parts: list[plan.Part],
+        tmp: Path,
+        names: Names,
+        made: list[str],
+    ) -> tuple[PackageContents, dict[str, Any] | None]:
+        """Several discs, each a complete File-set built by the one-disc code and uploaded
+        before the next is built (the build directory holds one image at a time); with the
+        online page also one ZIP of everything (a ZIP has no capacity)."""
+        profile = media.PROFILES[request.profile]
+        total = len(parts)
+        discs: list[DiscImage] = []
+        images: list[PackageImage] = []
+        tree: list[TreeEntry] = []
+        transcoded: set[str] = set()
+        files = 0
+        for part in parts:
+            others = {p.number: p.manifests for p in parts if p is not part}
+            vid = disc.set_volume_id(handle.id, part.number, total)
+            sub = tmp / f"disc{part.number}"
+            sub.mkdir()
+            handle.set_counts(disc=part.number)
+            handle.update(phase="build", flush=True)
+            with self._space():
+                image = disc.assemble(
+                    self.store,
+                    part.manifests,
+                    profile,
+                    self.settings,
+                    sub,
+                    handle,
+                    pdi.DiscSet(part.number, total, vid, others),
+                )
+            path = self._write_images(handle, image, sub, ("iso",))["iso"]
+            self._check_fits(path, profile, part.number, total)
+            handle.update(phase="upload", flush=True)
+            key = disc_key(handle.id, part.number, total)
+            made.append(key)
+            up = self._upload(
+                handle.id, "iso", path, disc_filename(names("iso"), part.number, total), key=key
+            )
+            images.append(up)
+            discs.append(
+                DiscImage(
+                    number=part.number,
+                    total=total,
+                    key=key,
+                    filename=up.filename,
+                    size=up.size,
+                    sha256=up.sha256,
+                    volume_id=image.volume_id,
+                    instances=image.instances,
+                    study_uids=tuple(m.study_uid for m in part.manifests),
+                )
+            )
+            prefix = f"{part.number}of{total}/"
+            tree += [TreeEntry(path=prefix + "/".join(f.path), size=f.size) for f in image.files]
+            transcoded.update(image.transcoded)
+            files += len(image.files)
+            shutil.rmtree(sub)
+        if self.settings.view_online:
+            images.append(self._whole_zip(handle, manifests, profile, tmp, names, made))
+        first = discs[0]
+        contents = PackageContents(
+            key=first.key,
+            filename=first.filename,
+            size=first.size,
+            sha256=first.sha256,
+            format="iso",
+            profile=profile.name,
+            medium=profile.medium,
+            fits_medium=all(d.size <= self.capacity(profile) for d in discs),
+            studies=len(manifests),
+            study_uids=tuple(m.study_uid for m in manifests),
+            instances=sum(d.instances for d in discs),
+            transcoded=tuple(sorted(transcoded)),
+            files=files,
+            volume_id=first.volume_id,
+            downloads=tuple(images),
+            discs=tuple(discs),
+            plan=disc_plan,
+        )
+        return self._describe(handle, request, manifests, contents, tuple(tree), made)
+
+    def _whole_zip(
+        self,
+        handle: JobHandle,
+        manifests: list[StudyManifest],
+        profile: media.Profile,
+        tmp: Path,
+        names: Names,
+        made: list[str],
+    ) -> PackageImage:
+        """One ZIP of every study beside a set of discs (the online page offers it)."""
+        sub = tmp / "zip"
+        sub.mkdir()
+        handle.update(phase="build", flush=True)
+        with self._space():
+            image = disc.assemble(self.store, manifests, profile, self.settings, sub, handle)
+        path = self._write_images(handle, image, sub, ("zip",))["zip"]
+        handle.update(phase="upload", flush=True)
+        made.append(image_key(handle.id, "zip"))
+        up = self._upload(handle.id, "zip", path, names("zip"))
+        shutil.rmtree(sub)
+        return up
 
     def _publish(
         self,
@@ -282,6 +461,7 @@ class Packaging:
         paths: dict[str, Path],
         names: Names,
         made: list[str],
+        disc_plan: DiscPlan | None = None,
     ) -> tuple[PackageContents, dict[str, Any] | None]:
         """Upload the images, then the page (links signed now), then the package manifest
         (what is on the disc and what the page shows): only that makes it a package."""
@@ -291,6 +471,17 @@ class Packaging:
             made.append(image_key(handle.id, f))
             downloads[f] = self._upload(handle.id, f, path, names(f))
         main = downloads[request.format]
+        only = DiscImage(
+            number=1,
+            total=1,
+            key=main.key,
+            filename=main.filename,
+            size=main.size,
+            sha256=main.sha256,
+            volume_id=image.volume_id,
+            instances=image.instances,
+            study_uids=tuple(m.study_uid for m in manifests),
+        )
         contents = PackageContents(
             key=main.key,
             filename=main.filename,
@@ -299,7 +490,7 @@ class Packaging:
             format=request.format,
             profile=profile.name,
             medium=profile.medium,
-            fits_medium=main.size <= profile.capacity,
+            fits_medium=request.format != "iso" or main.size <= self.capacity(profile),
             studies=len(manifests),
             study_uids=tuple(m.study_uid for m in manifests),
             instances=image.instances,
@@ -307,12 +498,28 @@ class Packaging:
             files=len(image.files),
             volume_id=image.volume_id,
             downloads=tuple(downloads.values()),
+            discs=(only,),
+            plan=disc_plan,
         )
+        tree = tuple(TreeEntry(path="/".join(f.path), size=f.size) for f in image.files)
+        return self._describe(handle, request, manifests, contents, tree, made)
+
+    def _describe(
+        self,
+        handle: JobHandle,
+        request: PackageJobRequest,
+        manifests: list[StudyManifest],
+        contents: PackageContents,
+        tree: tuple[TreeEntry, ...],
+        made: list[str],
+    ) -> tuple[PackageContents, dict[str, Any] | None]:
+        """The online page (links signed now), then the package manifest (what is on the
+        discs and what the page shows): only that makes the uploaded images a package."""
         view = links = None
         if self.settings.view_online:
             view = {
                 "studies": online.studies_of([m.to_json() for m in manifests]),
-                "downloads": [{"format": f, "key": downloads[f].key} for f in ("iso", "zip")],
+                "downloads": online.downloads_of(contents),
             }
             made.append(online.view_key(handle.id))
             ttl = int(request.expires_in or self.settings.link_ttl)
@@ -321,7 +528,7 @@ class Packaging:
             **dict(contents),
             job_id=handle.id,
             created_at=datetime.now(UTC).isoformat(),
-            tree=tuple(TreeEntry(path="/".join(f.path), size=f.size) for f in image.files),
+            tree=tree,
             view=view,
         )
         # The fence (docs/architecture.md, invariant 5): only right after a write of the
@@ -368,9 +575,11 @@ class Packaging:
         else:
             iso.write_zip(files, out, prefetch=ahead)
 
-    def _upload(self, package_id: str, fmt: str, path: Path, filename: str) -> PackageImage:
+    def _upload(
+        self, package_id: str, fmt: str, path: Path, filename: str, key: str | None = None
+    ) -> PackageImage:
         sha256 = _sha256(path)
-        key = image_key(package_id, fmt)
+        key = key or image_key(package_id, fmt)
         # The friendly name travels as the object's Content-Disposition: neither the key nor
         # the signed URL holds it (URLs end up in proxy logs and mail archives).
         # A run that lost S3 mid-upload cannot abort its multipart upload; the key is this
@@ -404,22 +613,27 @@ class Packaging:
                 self.store.get_json(manifest_key_of(record.id))[0]
             ).view
         images = r.downloads or ()
+        discs = r.discs or ()
         if view:
             links = online.publish(self.store, self.settings, record.id, view, ttl)
         else:
-            expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-            urls = {d.format: self.store.presign_get(d.key, ttl) for d in images}
-            urls[str(r.format)] = self.store.presign_get(key, ttl)
-            links = {"view_url": None, "expires_at": expires_at.isoformat(), "download_urls": urls}
-        urls = links["download_urls"]
+            links = self._sign(ttl, [key, *(d.key for d in images), *(d.key for d in discs)])
+        urls = links["urls"]
         return {
-            "download_url": urls[str(r.format)],
+            "download_url": urls[key],
             "view_url": links["view_url"],
             "expires_at": links["expires_at"],
-            "downloads": [d.model_copy(update={"url": urls.get(d.format)}) for d in images],
+            "downloads": [d.model_copy(update={"url": urls.get(d.key)}) for d in images],
+            "discs": [d.model_copy(update={"download_url": urls.get(d.key)}) for d in discs],
             "filename": r.filename,
             "size": r.size,
         }
+
+    def _sign(self, ttl: int, keys: list[str]) -> dict[str, Any]:
+        """Links to the images without an online page: each key signed once, now."""
+        expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
+        urls = {k: self.store.presign_get(k, ttl) for k in dict.fromkeys(keys)}
+        return {"view_url": None, "expires_at": expires_at.isoformat(), "urls": urls}
 
     def _discard(self, key: str) -> None:
         try:
@@ -434,21 +648,20 @@ class Packaging:
         contents: PackageContents,
         links: dict[str, Any] | None,
     ) -> PackageJobResult:
-        if links is None:  # no online page: the link alone is signed now
+        if links is None:  # no online page: the links alone are signed now
             ttl = int(request.expires_in or self.settings.link_ttl)
-            expires = datetime.now(UTC) + timedelta(seconds=ttl)
-            links = {
-                "view_url": None,
-                "expires_at": expires.isoformat(),
-                "download_urls": {contents.format: self.store.presign_get(contents.key, ttl)},
-            }
-        urls = links["download_urls"]
+            links = self._sign(ttl, [contents.key, *(d.key for d in contents.discs)])
+        urls = links["urls"]
+        discs = tuple(
+            d.model_copy(update={"download_url": urls.get(d.key)}) for d in contents.discs
+        )
         found = {
-            "download_url": urls[contents.format],
+            "download_url": urls[contents.key],
             "view_url": links["view_url"],
             "expires_at": links["expires_at"],
             "filename": contents.filename,
             "size": contents.size,
+            "discs": [d.to_json() for d in discs],
         }
         email = request.email
         outcome = self._mail(email, found) if email else EmailOutcome(state="not_requested")
@@ -467,8 +680,9 @@ class Packaging:
             **{
                 **dict(contents),
                 "downloads": tuple(
-                    d.model_copy(update={"url": urls.get(d.format)}) for d in contents.downloads
+                    d.model_copy(update={"url": urls.get(d.key)}) for d in contents.downloads
                 ),
+                "discs": discs,
             },
             download_url=found["download_url"],
             view_url=found["view_url"],
@@ -489,6 +703,17 @@ class Packaging:
             log.warning("link not mailed", extra={"error": str(exc)})
             return EmailOutcome(state="failed", error=str(exc))
         return EmailOutcome(state="sent", sent_at=datetime.now(UTC).isoformat())
+
+
+def _whole(manifests: list[StudyManifest]) -> PlannedDisc:
+    """The plan entry of a package that is one File-set whatever its size (a ZIP)."""
+    return PlannedDisc(
+        number=1,
+        study_uids=tuple(m.study_uid for m in manifests),
+        series_uids=tuple(sorted({e.series_uid for m in manifests for e in m.instances})),
+        instances=len({e.sop_uid for m in manifests for e in m.instances}),
+        estimated_bytes=sum(e.size for m in manifests for e in m.instances),
+    )
 
 
 def _still_ours(handle: JobHandle) -> bool:

@@ -17,6 +17,7 @@ import re
 import textwrap
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
 from typing import IO, Any
@@ -59,6 +60,17 @@ _STYLE = (
     "p.view a{display:inline-block;font-size:130%;font-weight:bold;padding:.5em 1em;"
     "background:#2d5fa8;color:#fff;text-decoration:none;border-radius:4px}"
 )
+
+
+@dataclass(frozen=True)
+class DiscSet:
+    """This disc is `number` of `total`; `others` maps each other disc to its studies (the
+    study manifests cut down to the series on that disc)."""
+
+    number: int
+    total: int
+    volume_id: str
+    others: dict[int, list[StudyManifest]] = field(default_factory=dict)
 
 
 def is_name_83(name: str) -> bool:
@@ -132,6 +144,7 @@ def readme_text(
     viewer: str | None,
     contact: str | None = None,
     viewer_page: tuple[str, ...] | None = None,
+    disc_set: DiscSet | None = None,
     lang: Lang = "en",
 ) -> bytes:
     """Return README.TXT: what the disc is, how to open it, who made it, what it holds.
@@ -152,6 +165,13 @@ def readme_text(
     paragraphs = [
         t(lang, "readme_title"),
         t(lang, "readme_made", who=who, day=day(created_at, lang), version=_version()),
+    ]
+    if disc_set is not None:
+        paragraphs += [
+            t(lang, "readme_disc", number=disc_set.number, total=disc_set.total),
+            t(lang, "readme_disc_set", number=disc_set.number, total=disc_set.total),
+        ]
+    paragraphs += [
         t(
             lang,
             "readme_contents",
@@ -326,6 +346,7 @@ def web_pages(
     created_at: datetime,
     viewer: str | None = None,
     viewer_page: tuple[str, ...] | None = None,
+    disc_set: DiscSet | None = None,
     lang: Lang = "en",
 ) -> list[tuple[tuple[str, ...], bytes]]:
     """Return INDEX.HTM and one IHE_PDI/STUDYnnn.HTM per study, as (path, bytes).
@@ -379,15 +400,58 @@ def web_pages(
     readme = _e(_href(index, ("README.TXT",)))
     body = [
         f"<h1>{_e(t(lang, 'web_title'))}</h1>",
+        *_set_note(disc_set, lang),
         *view,
         *_header(institution, created_at, lang),
         *_patient_block(_patient(studies), lang),
         f"<h2>{_e(t(lang, 'web_studies'))}</h2>",
         *_table([t(lang, f"col_{c}") for c in columns], rows),
+        *_other_discs(disc_set, lang),
         f'<p>{_e(t(lang, "web_about"))} <a href="{readme}">README.TXT</a></p>',
         viewer_note,
     ]
-    return [(index, _page(t(lang, "web_title_of", org=institution), body, lang)), *pages]
+    title = t(lang, "web_title_of", org=institution)
+    if disc_set is not None:
+        title = t(
+            lang, "web_title_disc", number=disc_set.number, total=disc_set.total, org=institution
+        )
+    return [(index, _page(title, body, lang)), *pages]
+
+
+def _set_note(disc_set: DiscSet | None, lang: Lang) -> list[str]:
+    """Which disc of the set this is (nothing for a disc that is the whole package)."""
+    if disc_set is None:
+        return []
+    n, total = disc_set.number, disc_set.total
+    return [
+        f"<h2>{_e(t(lang, 'web_disc', number=n, total=total))}</h2>",
+        f"<p>{_e(t(lang, 'web_disc_set', total=total))}</p>",
+    ]
+
+
+def _other_discs(disc_set: DiscSet | None, lang: Lang) -> list[str]:
+    """One row per study on each other disc of the set (a study split over two discs is
+    listed on both, each with the series it holds)."""
+    if disc_set is None or not disc_set.others:
+        return []
+    rows = []
+    for n in sorted(disc_set.others):
+        for manifest in _sorted_studies(disc_set.others[n]):
+            series = _series_of(manifest)
+            rows.append(
+                [
+                    _e(t(lang, "web_disc_of", number=n, total=disc_set.total)),
+                    _e(dicom_day(manifest.study.date, lang)),
+                    _e(manifest.study.description),
+                    _e(_modalities(manifest)),
+                    _e(manifest.study.accession_number),
+                    _e(number(len(series), lang)),
+                    _e(number(sum(c for _, _, c in series), lang)),
+                ]
+            )
+    columns = ("disc", "date", "description", "modalities", "accession", "series", "images")
+    head = [t(lang, f"col_{c}") for c in columns]
+    return [f"<h2>{_e(t(lang, 'web_other_discs'))}</h2>", *_table(head, rows)]
 
 
 # -- previews --------------------------------------------------------------------------------

@@ -29,12 +29,19 @@ from dicomiso_common.jobs import (
     records_prefix,
     validate_job_id,
 )
-from dicomiso_common.models import EmailOutcome, PackageImage, PackageJobRequest
+from dicomiso_common.models import (
+    DiscImage,
+    DiscPlan,
+    EmailOutcome,
+    PackageImage,
+    PackageJobRequest,
+)
 from dicomiso_common.store import MAX_LINK_TTL, Store
 
 from . import mail
 from .i18n import Lang
 from .packaging import Packaging, one_patient, package_key, package_request, package_result
+from .plan import SeriesTooLarge, TooManyDiscs
 from .settings import PackagerSettings, Profile
 from .web import audit, check_email, page, wants_html
 
@@ -73,12 +80,19 @@ class PackageStatus(JobStatus):
     size: int | None = None
     sha256: str | None = None
     email: EmailOutcome | None = None
+    # How the studies are spread over media ("3 DVDs"), shown once planned, before the build.
+    plan: DiscPlan | None = None
+    # Every disc, with its signed link (one entry when one disc holds it all); the fields
+    # above describe disc 1.
+    discs: list[DiscImage] | None = None
 
     @classmethod
     def of_package(cls, record: JobRecord) -> PackageStatus:
         status = cls.of(record)
+        status.plan = package_result(record).plan
         if record.state == "succeeded":
             r = package_result(record)
+            status.discs = list(r.discs or ())
             status.download_url, status.expires_at = r.download_url, r.expires_at
             status.view_url = r.view_url
             status.downloads = list(r.downloads or ())
@@ -121,6 +135,7 @@ class PackageSummary(BaseModel):
     deleted_after: str
     email: str | None
     patient_name: str | None = None  # display form, as the HIS gave it
+    discs: int | None = None  # how many discs (planned, or made)
 
 
 class FreshLink(BaseModel):
@@ -129,6 +144,7 @@ class FreshLink(BaseModel):
     download_url: str
     view_url: str | None = None
     downloads: list[PackageImage] = Field(default_factory=list)
+    discs: list[DiscImage] = Field(default_factory=list)
     expires_at: str
     filename: str | None
     size: int | None
@@ -154,6 +170,7 @@ def package_summary(record: JobRecord, settings: PackagerSettings) -> PackageSum
         deleted_after=(created + timedelta(days=settings.package_expiry_days)).isoformat(),
         email=r.email.state if r.email else None,
         patient_name=r.patient_name,
+        discs=len(r.discs) if r.discs else len(r.plan.discs) if r.plan else None,
     )
 
 
@@ -206,6 +223,7 @@ def make_router(
         # request is a 409 here, and no job, retrieval or C-MOVE starts.
         with packaging.lookup() as lookup:
             one_patient(lookup.resolve(list(request.accession_numbers)))
+        packaging.preflight(request)  # a series larger than the medium: 413 now, if known
         return jobs.submit(request.to_json())
 
     def audited(request: Request, record: JobRecord) -> None:
@@ -241,14 +259,19 @@ def make_router(
         dependencies=guarded,
         responses={
             409: PROBLEM_RESPONSES[422]
-            | {"description": "The accession numbers belong to more than one patient"}
+            | {"description": "The accession numbers belong to more than one patient"},
+            413: PROBLEM_RESPONSES[422]
+            | {
+                "description": "A series of studies already retrieved is larger than one "
+                "medium of the profile (the job fails with the same reason otherwise)"
+            },
         },
         summary="Make a disc image of one patient's studies, by accession number",
     )
     def create(body: PackageRequest, request: Request, response: Response) -> JobAccepted:
         try:
             record = submit(body)
-        except Conflict as exc:  # two patients: refused, and the refusal is on the record
+        except (Conflict, SeriesTooLarge, TooManyDiscs) as exc:  # refused, and on the record
             audit(
                 store,
                 settings,
@@ -283,14 +306,24 @@ def make_router(
         dependencies=guarded,
         summary="Redirect to a freshly signed link to the image",
     )
-    def download(job_id: str, request: Request) -> RedirectResponse:
+    def download(
+        job_id: str,
+        request: Request,
+        disc: int = Query(1, ge=1, le=99, description="Which disc of a set (1 = the first)"),
+    ) -> RedirectResponse:
         record = jobs.get(validate_job_id(job_id))
         if record.state != "succeeded":
             raise Conflict(f"package {record.id} is {record.state}, not ready for download")
         _still_stored(packaging, record)
+        discs = package_result(record).discs or ()
+        key = package_key(record) if disc == 1 else None
+        for d in discs:
+            key = d.key if d.number == disc else key
+        if key is None:
+            raise ObjectMissing(f"package {record.id} has {len(discs) or 1} disc(s), not {disc}")
         link_issued(request, record, "download")
         ttl = package_request(record).expires_in or settings.link_ttl
-        return RedirectResponse(store.presign_get(package_key(record), ttl), status_code=307)
+        return RedirectResponse(store.presign_get(key, ttl), status_code=307)
 
     @router.get(
         "/v1/packages",

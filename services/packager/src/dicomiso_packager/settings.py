@@ -13,7 +13,15 @@ from dicomiso_common.store import MAX_LINK_TTL
 
 from .i18n import Lang
 
-Profile = Literal["STD-GEN-DVD-JPEG", "STD-GEN-CD", "STD-GEN-DVD-J2K"]
+Profile = Literal[
+    "STD-GEN-DVD-JPEG",
+    "STD-GEN-CD",
+    "STD-GEN-DVD-J2K",
+    "STD-GEN-BD-JPEG",
+    "STD-GEN-BD-J2K",
+    "STD-GEN-USB-JPEG",
+    "STD-GEN-USB-J2K",
+]
 
 
 class PackagerSettings(CommonSettings):
@@ -31,6 +39,9 @@ class PackagerSettings(CommonSettings):
     link_ttl: Annotated[int, Field(ge=60, le=MAX_LINK_TTL)] = 259_200
     package_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 7  # lifecycle on packages/
     default_profile: Profile = "STD-GEN-DVD-JPEG"
+    # Bytes one medium holds, for every profile (tests, sites with other media); None: the
+    # profile's own (CD 734,003,200, DVD 4,700,000,000, ...). A larger study becomes a set.
+    medium_capacity_bytes: Annotated[int, Field(gt=0)] | None = None
     work_dir: Path | None = None  # temporary image files; None = the system's TMPDIR
     institution_name: str = "dicom-iso demo hospital"
     # Who the patient asks (shown on the online page and in the e-mail): desk, phone, address.

@@ -135,4 +135,34 @@ DISC: dict[str, dict[str, str]] = {
     "col_images": {"en": "Images", "id": "Gambar"},
     "col_preview": {"en": "Preview", "id": "Pratinjau"},
     "col_details": {"en": "Details", "id": "Rincian"},
+    "col_disc": {"en": "Disc", "id": "Disk"},
+    "readme_disc": {"en": "DISC {number} OF {total}", "id": "DISK {number} DARI {total}"},
+    "readme_disc_set": {
+        "en": "This is disc {number} of a set of {total} discs made together for one patient. "
+        "Each disc is complete on its own: its DICOMDIR, INDEX.HTM and viewer show the images "
+        "on this disc. INDEX.HTM also lists what is on the other discs of the set. Keep the "
+        "discs together.",
+        "id": "Ini adalah disk {number} dari satu set berisi {total} disk yang dibuat bersama "
+        "untuk satu pasien. Setiap disk lengkap dengan sendirinya: DICOMDIR, INDEX.HTM, dan "
+        "penampilnya menunjukkan gambar pada disk ini. INDEX.HTM juga memuat daftar isi "
+        "disk-disk lain dalam set ini. Simpan semua disk bersama-sama.",
+    },
+    "web_title_disc": {
+        "en": "Medical images, disc {number} of {total} - {org}",
+        "id": "Gambar medis, disk {number} dari {total} - {org}",
+    },
+    "web_disc": {"en": "Disc {number} of {total}", "id": "Disk {number} dari {total}"},
+    "web_disc_set": {
+        "en": "This disc is one of a set of {total} discs. Each disc opens on its own and "
+        "shows the images on it; the list at the end of this page says what is on the other "
+        "discs. Keep the discs together.",
+        "id": "Disk ini adalah salah satu dari satu set berisi {total} disk. Setiap disk dapat "
+        "dibuka sendiri dan menampilkan gambar yang ada di dalamnya; daftar di akhir halaman "
+        "ini menunjukkan isi disk-disk lainnya. Simpan semua disk bersama-sama.",
+    },
+    "web_disc_of": {"en": "{number} of {total}", "id": "{number} dari {total}"},
+    "web_other_discs": {
+        "en": "On the other discs of this set",
+        "id": "Pada disk lain dalam set ini",
+    },
 }

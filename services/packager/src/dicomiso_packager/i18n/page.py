@@ -32,6 +32,19 @@ HTML: dict[str, dict[str, str]] = {
         "id": "CD (tanpa kompresi, paling kompatibel)",
     },
     "profile_j2k": {"en": "DVD (JPEG 2000 allowed)", "id": "DVD (JPEG 2000 diizinkan)"},
+    "profile_bd_jpeg": {
+        "en": "Blu-ray (images as stored)",
+        "id": "Blu-ray (gambar sesuai aslinya)",
+    },
+    "profile_bd_j2k": {"en": "Blu-ray (JPEG 2000 allowed)", "id": "Blu-ray (JPEG 2000 diizinkan)"},
+    "profile_usb_jpeg": {
+        "en": "USB stick (images as stored)",
+        "id": "Flashdisk (gambar sesuai aslinya)",
+    },
+    "profile_usb_j2k": {
+        "en": "USB stick (JPEG 2000 allowed)",
+        "id": "Flashdisk (JPEG 2000 diizinkan)",
+    },
     "format": {"en": "Format", "id": "Format"},
     "format_iso": {"en": "ISO disc image (to burn)", "id": "Image disk ISO (untuk dibakar)"},
     "format_zip": {
@@ -83,7 +96,43 @@ SCRIPT: dict[str, dict[str, str]] = {
         "en": "Fetching the images from the PACS",
         "id": "Mengambil gambar dari PACS",
     },
+    "phase_plan": {"en": "Planning the discs", "id": "Merencanakan pembagian disk"},
     "phase_build": {"en": "Building the disc image", "id": "Menyusun image disk"},
+    "medium_cd_one": {"en": "{count} CD", "id": "{count} CD"},
+    "medium_cd_many": {"en": "{count} CDs", "id": "{count} CD"},
+    "medium_dvd_one": {"en": "{count} DVD", "id": "{count} DVD"},
+    "medium_dvd_many": {"en": "{count} DVDs", "id": "{count} DVD"},
+    "medium_bd_one": {"en": "{count} Blu-ray disc", "id": "{count} disk Blu-ray"},
+    "medium_bd_many": {"en": "{count} Blu-ray discs", "id": "{count} disk Blu-ray"},
+    "medium_usb_one": {"en": "{count} USB stick", "id": "{count} flashdisk"},
+    "medium_usb_many": {"en": "{count} USB sticks", "id": "{count} flashdisk"},
+    "plan": {
+        "en": "{media}: the studies do not fit on one {one}. Each disc opens on its own. {discs}.",
+        "id": "{media}: pemeriksaan tidak muat pada satu {one}. Setiap disk dapat dibuka sendiri. "
+        "{discs}.",
+    },
+    "plan_disc_one": {
+        "en": "Disc {number}: {studies} study, {images} images, about {size}",
+        "id": "Disk {number}: {studies} pemeriksaan, {images} gambar, sekitar {size}",
+    },
+    "plan_disc": {
+        "en": "Disc {number}: {studies} studies, {images} images, about {size}",
+        "id": "Disk {number}: {studies} pemeriksaan, {images} gambar, sekitar {size}",
+    },
+    "disc_progress": {
+        "en": "Disc {number} of {total}: {counts}",
+        "id": "Disk {number} dari {total}: {counts}",
+    },
+    "discs_size": {"en": "{count} discs, {size}", "id": "{count} disk, {size}"},
+    "download_disc": {
+        "en": "Download disc {number} of {total}: {file} ({size})",
+        "id": "Unduh disk {number} dari {total}: {file} ({size})",
+    },
+    "links_until": {
+        "en": "The links work until {when}.",
+        "id": "Tautan-tautan berlaku sampai {when}.",
+    },
+    "recent_discs": {"en": "({count} discs)", "id": "({count} disk)"},
     "phase_upload": {"en": "Uploading the disc image", "id": "Mengunggah image disk"},
     "state_queued": {"en": "Waiting to start", "id": "Menunggu giliran"},
     "state_running": {"en": "Being made", "id": "Sedang dibuat"},

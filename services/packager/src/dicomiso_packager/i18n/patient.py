@@ -92,4 +92,18 @@ PATIENT: dict[str, dict[str, str]] = {
         "id": "Unduh untuk CD atau flashdisk (ISO)",
     },
     "online_zip": {"en": "Download as ZIP", "id": "Unduh sebagai ZIP"},
+    "online_disc": {
+        "en": "Download disc {number} of {total} (ISO, to burn)",
+        "id": "Unduh disk {number} dari {total} (ISO, untuk dibakar)",
+    },
+    "mail_discs": {
+        "en": "The images need {count} discs. Each disc opens on its own; download and burn "
+        "every one of them:",
+        "id": "Gambar ini memerlukan {count} disk. Setiap disk dapat dibuka sendiri; unduh "
+        "dan bakar semuanya:",
+    },
+    "mail_disc": {
+        "en": "Disc {number} of {total} ({file}):",
+        "id": "Disk {number} dari {total} ({file}):",
+    },
 }

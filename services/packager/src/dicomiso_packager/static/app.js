@@ -14,7 +14,9 @@ function T(key, values = {}) {
   const text = Object.prototype.hasOwnProperty.call(MESSAGES, key) ? MESSAGES[key] : key;
   return text.replace(/\{(\w+)\}/g, (all, name) => (name in values ? String(values[name]) : all));
 }
-const PHASES = ["lookup", "retrieve", "build", "upload"];
+const PHASES = ["lookup", "retrieve", "plan", "build", "upload"];
+// A medium in the page's words, one or several: "1 DVD", "3 DVDs", "2 USB sticks".
+const MEDIA = { CD: "cd", DVD: "dvd", BD: "bd", USB: "usb" };
 let confirmed = null;   // the accession numbers the clerk confirmed, in order
 let pollTimer = null;
 let forwardTimer = null;
@@ -225,6 +227,28 @@ async function poll(jobId) {
   }
 }
 
+// "DVD", "Blu-ray disc", "USB stick": the singular without its number.
+function mediumName(medium) {
+  return MEDIA[medium] ? T(`medium_${MEDIA[medium]}_one`, { count: "" }).trim() : medium;
+}
+
+function mediaText(count, medium) {
+  const key = MEDIA[medium];
+  if (!key) return `${count} ${medium}`;
+  return T(count === 1 ? `medium_${key}_one` : `medium_${key}_many`, { count: num(count) });
+}
+
+// The plan, before the build starts: "3 DVDs: ... Disc 1: 2 studies, 140 images, about 4.5 GB; ...".
+function renderPlan(plan) {
+  const box = $("job-plan");
+  if (!plan || !plan.discs || plan.discs.length < 2) { box.hidden = true; box.textContent = ""; return; }
+  const parts = plan.discs.map((d) => T(d.study_uids.length === 1 ? "plan_disc_one" : "plan_disc", { number: d.number, studies: num(d.study_uids.length),
+    images: num(d.instances), size: mb(d.estimated_bytes) }));
+  box.textContent = T("plan", { media: mediaText(plan.discs.length, plan.medium),
+                                one: mediumName(plan.medium), discs: parts.join("; ") });
+  box.hidden = false;
+}
+
 // The services give their reasons in English and for IT; the known ones are said for a
 // clerk first, in the page's language, with what to do; the original stays as the details.
 const WHY = [[/unreachable|no answer|timed out/i, "why_pacs_down"], [/refused/i, "why_pacs_refused"],
@@ -236,6 +260,7 @@ function failure(error) {
 }
 
 function renderStatus(s) {
+  renderPlan(s.plan);
   const c = s.counts || {};
   const progress = $("job-progress");
   let phase = PHASES.includes(s.phase) ? T(`phase_${s.phase}`)
@@ -248,6 +273,7 @@ function renderStatus(s) {
     value = c.received || 0; max = c.expected;
   } else if (s.phase === "build" && c.files) {
     counts = T("written", { done: num(c.files_written || 0), total: num(c.files) });
+    if (c.discs > 1) counts = T("disc_progress", { number: c.disc || 1, total: c.discs, counts });
     value = c.files_written || 0; max = c.files;
   } else if (s.phase === "upload") {
     counts = mb(c.image_bytes);
@@ -259,7 +285,10 @@ function renderStatus(s) {
   if (s.state === "succeeded") {
     phase = T("state_succeeded");
     value = 1; max = 1;
-    counts = `${s.filename}, ${mb(s.size)}`;
+    const discs = s.discs || [];
+    counts = discs.length > 1
+      ? T("discs_size", { count: num(discs.length), size: mb(discs.reduce((t, d) => t + d.size, 0)) })
+      : `${s.filename}, ${mb(s.size)}`;
     showDone(s);
   }
   $("job-phase").textContent = phase;
@@ -270,12 +299,20 @@ function renderStatus(s) {
 
 function showDone(s) {
   const link = $("download");
+  const discs = s.discs || [];
+  const set = discs.length > 1;
+  $("disc-links").replaceChildren(...(set ? discs : []).map((d) => el("li", {},
+    el("a", { class: "button", href: d.download_url,
+              text: T("download_disc", { number: d.number, total: d.total, file: d.filename,
+                                         size: mb(d.size) }) }))));
+  show("disc-links", set);
+  link.hidden = set;
   link.href = s.download_url;
   link.textContent = T("download_file", { file: s.filename, size: mb(s.size) });
   const view = $("view-online");
   view.hidden = !s.view_url;
   if (s.view_url) view.href = s.view_url;
-  $("job-expiry").textContent = T("link_until", { when: when(s.expires_at) });
+  $("job-expiry").textContent = T(set ? "links_until" : "link_until", { when: when(s.expires_at) });
   const mail = s.email || {};
   $("job-mail").textContent = mail.state === "sent" ? T("mailed")
     : mail.state === "failed" ? T("mail_failed", { reason: mail.error }) : "";
@@ -285,7 +322,7 @@ function showDone(s) {
   if (!$("mail-to").value) $("mail-to").value = $("email").value.trim();
   const first = $("job-done").hidden;
   show("job-done", true);
-  if (first) link.focus();
+  if (first) (set ? $("disc-links").querySelector("a") : link).focus();
 }
 
 async function mailLink(jobId, to) {
@@ -386,6 +423,10 @@ function nextPatient() {
                     "job-mail", "forward-phase"]) $(id).replaceChildren();
   $("download").removeAttribute("href");
   $("download").textContent = T("download");
+  $("download").hidden = false;
+  $("disc-links").replaceChildren();
+  show("disc-links", false);
+  renderPlan(null);
   $("view-online").removeAttribute("href");
   delete $("mail-form").dataset.job;
   delete $("handout-show").dataset.job;
@@ -421,7 +462,8 @@ function recentRow(p) {
   return el("tr", {},
     el("td", { text: when(p.created_at) }),
     el("td", { text: p.patient_name || "" }),
-    el("td", { text: p.filename || (p.accession_numbers || []).join(", ") }),
+    el("td", { text: (p.filename || (p.accession_numbers || []).join(", ")) +
+                     (p.discs > 1 ? ` ${T("recent_discs", { count: num(p.discs) })}` : "") }),
     el("td", { text: status }), el("td", { text: mb(p.size) }),
     el("td", { text: when(p.link_expires_at) }), actions);
 }
