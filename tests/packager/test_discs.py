@@ -108,7 +108,7 @@ def test_a_study_set_too_big_for_one_medium_becomes_a_set_of_complete_discs(
     assert response.status_code == 202, response.text
     status, seen = _follow(stack, response.json()["id"])
 
-    assert status["state"] == "succeeded", status
+    assert status["state"] == "succeeded", status.get("error")
     total = len(status["plan"]["discs"])
     assert total >= 2, status["plan"]
     assert status["plan"]["medium"] == "DVD" and status["plan"]["profile"] == "STD-GEN-DVD-JPEG"

@@ -121,6 +121,7 @@ class _Spooled:
                 spool = tempfile.TemporaryFile(prefix="segment-")  # noqa: SIM115 - kept open
                 with self.store.open(self.key, byte_range=(self.start, self.end - 1)) as body:
                     shutil.copyfileobj(body, spool, _SKIP_CHUNK)
+                spool.flush()  # os.pread reads the file, not the buffer's last bytes
                 self.file = spool
             return os.pread(self.file.fileno(), n, offset - self.start)
 
