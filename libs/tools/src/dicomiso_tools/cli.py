@@ -14,22 +14,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 from typer import _click as click  # typer 0.29 vendors click: its own Context and Parameter
 from typer.core import TyperCommand, TyperGroup
 
-from dicomiso_client.jobs import ForwarderClient, JobClient, PackagerClient, RetrieverClient
-from dicomiso_client.lookup import LookupClient
-from dicomiso_client.models import JobView
-from dicomiso_common.errors import InvalidInput
-from dicomiso_common.since import parse_since
-
-from .download import download_to, target_of
 from .output import FAILED, OK, USAGE, Output, errors
-from .settings import ClientSettings
+from .settings import ClientSettings, SettingError
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
+
+    from dicomiso_client.http import ServiceClient
+    from dicomiso_client.jobs import JobClient
+    from dicomiso_client.models import JobView
+
+# Start-up (issue 19: `--help`, lookup and status in under 0.5 s): the clients (httpx,
+# pydantic), rich and the download code are imported by the commands that use them, and the
+# help is click's plain text, not typer's rich boxes (rendering those took ~0.35 s of CPU).
 
 EPILOG = (
     "Exit codes: 0 ok; 1 the job failed, verify found problems, or a service answered with "
@@ -67,6 +67,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -127,13 +128,9 @@ _BARS: dict[str, list[tuple[str, str, str]]] = {
 
 def _settings(out: Output, **urls: str | None) -> ClientSettings:
     try:
-        overrides: dict[str, Any] = {k: v.rstrip("/") for k, v in urls.items() if v}
-        return ClientSettings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"DICOMISO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        out.fail(f"bad setting: {problems}", USAGE)
+        return ClientSettings.from_env(urls)
+    except SettingError as exc:
+        out.fail(f"bad setting: {exc}", USAGE)
 
 
 def _accessions(value: str, out: Output) -> list[str]:
@@ -190,7 +187,7 @@ def _counts(view: JobView) -> str:
     return ", ".join(f"{k} {v}" for k, v in view.counts.items()) or "no counts yet"
 
 
-_C = TypeVar("_C", LookupClient, PackagerClient, RetrieverClient, ForwarderClient)
+_C = TypeVar("_C", bound="ServiceClient")
 
 
 def _client(cls: type[_C], url: str, settings: ClientSettings) -> _C:
@@ -231,6 +228,10 @@ def package(
     as_json: Json = False,
 ) -> None:
     """Make a disc image of one patient's studies; optionally wait and download it."""
+    from dicomiso_client.jobs import PackagerClient
+
+    from .download import download_to, target_of
+
     out = Output(as_json or bool(ctx.obj))
     body: dict[str, Any] = {"accession_numbers": _accessions(accessions, out), "format": fmt.value}
     body |= {k: v for k, v in (("email", email), ("profile", profile)) if v}
@@ -288,6 +289,8 @@ def _save_discs(
     target: Path,
 ) -> NoReturn:
     """Every disc of a set into one directory (a file path: its directory), each checked."""
+    from .download import download_to
+
     where = target if target.is_dir() else target.parent
     saved = []
     for disc in discs:
@@ -333,6 +336,8 @@ def retrieve(
     as_json: Json = False,
 ) -> None:
     """Pull studies from the PACS into the bucket."""
+    from dicomiso_client.jobs import RetrieverClient
+
     out = Output(as_json or bool(ctx.obj))
     accs = _accessions(accessions, out)
     settings = _settings(out, retriever_url=retriever_url)
@@ -357,6 +362,8 @@ def forward(
     as_json: Json = False,
 ) -> None:
     """Send studies to a configured peer PACS (C-STORE)."""
+    from dicomiso_client.jobs import ForwarderClient
+
     out = Output(as_json or bool(ctx.obj))
     body = {"accession_numbers": _accessions(accessions, out), "destination": to}
     settings = _settings(out, forwarder_url=forwarder_url)
@@ -367,11 +374,14 @@ def forward(
         _finish(out, client, client.start(body), wait, timeout, settings.poll_interval, "forward")
 
 
-_CLIENTS: dict[Service, type[JobClient]] = {
-    Service.packager: PackagerClient,
-    Service.retriever: RetrieverClient,
-    Service.forwarder: ForwarderClient,
-}
+def _job_client(service: Service) -> type[JobClient]:
+    from dicomiso_client import jobs
+
+    return {
+        Service.packager: jobs.PackagerClient,
+        Service.retriever: jobs.RetrieverClient,
+        Service.forwarder: jobs.ForwarderClient,
+    }[service]
 
 
 @app.command(cls=_Command)
@@ -385,6 +395,8 @@ def status(
     as_json: Json = False,
 ) -> None:
     """Show the state of a job (exit 1 if it failed)."""
+    from dicomiso_client.models import JobView
+
     out = Output(as_json or bool(ctx.obj))
     settings = _settings(
         out, packager_url=packager_url, retriever_url=retriever_url, forwarder_url=forwarder_url
@@ -392,7 +404,7 @@ def status(
     url = str(getattr(settings, f"{service.value}_url"))
     with (
         errors(out, service.value),
-        _CLIENTS[service](url, settings.token(), timeout=settings.http_timeout) as client,
+        _job_client(service)(url, settings.token(), timeout=settings.http_timeout) as client,
     ):
         raw = client.json("GET", f"{client.collection}/{job_id}")
         view = JobView.model_validate(raw)
@@ -421,6 +433,8 @@ def lookup(
     ctx: typer.Context, accessions: Accessions, lookup_url: LookupUrl = None, as_json: Json = False
 ) -> None:
     """Show whose accession numbers these are (several: and whether they are one patient)."""
+    from dicomiso_client.lookup import LookupClient
+
     out = Output(as_json or bool(ctx.obj))
     accs = _accessions(accessions, out)
     settings = _settings(out, lookup_url=lookup_url)
@@ -482,6 +496,10 @@ def audit(
     as_json: Json = False,
 ) -> None:
     """List the audit trail (packages, links, e-mails, forwards), oldest first."""
+    from dicomiso_client.jobs import PackagerClient
+    from dicomiso_common.errors import InvalidInput
+    from dicomiso_common.since import parse_since
+
     out = Output(as_json or bool(ctx.obj))
     try:
         start = parse_since(since)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 
-from dicomiso_client.http import ServiceUnreachable
-from dicomiso_common.errors import Conflict, DicomisoError, InvalidInput, NotFound, Unavailable
+if TYPE_CHECKING:
+    from rich.console import Console
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 
@@ -22,12 +23,23 @@ class Output:
 
     def __init__(self, as_json: bool) -> None:
         self.json = as_json
-        self.console = Console(highlight=False)
+
+    @cached_property
+    def console(self) -> Console:
+        """rich's console, imported when a bar is drawn (rich costs ~0.1 s of every start)."""
+        from rich.console import Console
+
+        return Console(highlight=False)
 
     @property
     def live(self) -> bool:
         """Progress bars only on a terminal, never with --json."""
-        return not self.json and self.console.is_terminal
+        if self.json:
+            return False
+        # rich's own test, without importing rich for a command that draws nothing
+        if os.environ.get("FORCE_TERMINAL") is not None or os.environ.get("TTY_COMPATIBLE"):
+            return self.console.is_terminal
+        return sys.stdout.isatty()
 
     def done(self, doc: dict[str, Any], text: str, code: int = OK) -> NoReturn:
         typer.echo(json.dumps(doc, indent=2, default=str) if self.json else text)
@@ -46,6 +58,12 @@ class Output:
 @contextmanager
 def errors(out: Output, service: str) -> Iterator[None]:
     """Our errors -> one line on stderr and the exit code of the epilog."""
+    # Imported here, when a command talks to a service: `--help` loads neither httpx nor pydantic.
+    from pydantic import ValidationError
+
+    from dicomiso_client.http import ServiceUnreachable
+    from dicomiso_common.errors import Conflict, DicomisoError, InvalidInput, NotFound, Unavailable
+
     try:
         yield
     except ServiceUnreachable as exc:
