@@ -60,6 +60,7 @@ PLAIN_SCP_AET = "PLAINSCP"
 MOVESCU_AET = "BENCHSCU"
 
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def log(msg: str) -> None:
@@ -254,6 +255,32 @@ def count_objects(client: Any, bucket: str, prefix: str) -> int:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         n += len(page.get("Contents", ()))
     return n
+
+
+def stored_instances(client: Any, bucket: str, accession: str) -> int:
+    """Instances the manifests of the accession's studies list (0: no manifest)."""
+    from dicomiso_common.dicom import accession_key, manifest_key
+
+    def read(key: str) -> Any:
+        try:
+            return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except client.exceptions.NoSuchKey:
+            return None
+
+    index = read(accession_key(accession)) or {}
+    manifests = [read(manifest_key(uid)) for uid in index.get("study_uids", ())]
+    return sum(int(m["instance_count"]) for m in manifests if m)
+
+
+def s3_requests(records: list[dict[str, Any]]) -> dict[str, int]:
+    """S3 requests of one retrieval by verb and key prefix (bench/e2e.py's counting server)."""
+    from e2e import classify
+
+    out: dict[str, int] = {"total": len(records)}
+    for rec in records:
+        verb, prefix = classify(rec)
+        out[f"{verb} {prefix}"] = out.get(f"{verb} {prefix}", 0) + 1
+    return out
 
 
 # -- the PACS ------------------------------------------------------------------------------
@@ -455,9 +482,12 @@ def run_retriever(
         tag=tag,
         py_spy=args.py_spy,
     )
+    requests = getattr(moto, "requests", None)  # the counting server (--count-requests)
     try:
         sampler = RssSampler(rp.service_pid)
         before = sampler.status()
+        if requests:
+            requests()  # drop the set-up's requests
         with (
             sampler,
             CpuMeter(
@@ -468,17 +498,20 @@ def run_retriever(
         ):
             status = rp.retrieve(accession)
         after = sampler.status()
+        recorded = requests() if requests else []
     finally:
         rp.stop()
-    stored = count_objects(client, bucket, "instances/")
+    stored = stored_instances(client, bucket, accession)
     if status["state"] != "succeeded" or stored != n:
         raise RuntimeError(
             f"retrieval {tag}: {status['state']} {status.get('error')}, "
-            f"{stored}/{n} objects; see {rp.log_path}"
+            f"{stored}/{n} instances in the manifest; see {rp.log_path}"
         )
     return {
         "seconds": status["seconds"],
         "objects": stored,
+        "segments": count_objects(client, bucket, "segments/"),
+        "s3_requests": s3_requests(recorded) if requests else None,
         "counts": status["counts"],
         "rss_before_kb": before["VmRSS"],
         "rss_peak_kb": max(sampler.peak_kb, after["VmRSS"]),
@@ -799,26 +832,31 @@ def throughput_mode(args: argparse.Namespace) -> None:
             results["b dcmtk movescu -> storescp (disk)"] = repeat(
                 "dcmtk", k, lambda i: run_dcmtk(work, orthanc, study_uid, n, i), mb
             )
-        if "a" not in skip:
-            results["a retriever (C-MOVE -> SCP -> S3 PUT, POST to succeeded)"] = repeat(
+        web = {
+            "DICOMISO_RETRIEVE_METHOD": "dicomweb",
+            "DICOMISO_PACS_DICOMWEB_URL": orthanc.dicomweb_url,
+        }
+        ours = {
+            "a retriever (C-MOVE -> SCP -> S3 PUT, POST to succeeded)": (
                 "retriever",
-                k,
                 lambda i: run_retriever(args, work, moto, orthanc, accession, n, f"a{i}"),
-                mb,
-            )
-        if "e" not in skip:
-            web = {
-                "DICOMISO_RETRIEVE_METHOD": "dicomweb",
-                "DICOMISO_PACS_DICOMWEB_URL": orthanc.dicomweb_url,
-            }
-            results["e retriever (QIDO-RS + WADO-RS -> SCP checks -> S3 PUT)"] = repeat(
+            ),
+            "e retriever (QIDO-RS + WADO-RS -> SCP checks -> S3 PUT)": (
                 "retriever dicomweb",
-                k,
                 lambda i: run_retriever(
                     args, work, moto, orthanc, accession, n, f"e{i}", extra_env=web
                 ),
-                mb,
-            )
+            ),
+        }
+        ours = {k2: v for k2, v in ours.items() if k2[0] not in skip}
+        if args.alternate:  # a, e, a, e, ...: both paths see the same drift in machine load
+            for i in range(k):
+                for label, (name, fn) in ours.items():
+                    one = functools.partial(lambda fn, i, _: fn(i), fn, i)
+                    results.setdefault(label, []).extend(repeat(name, 1, one, mb))
+        else:
+            for label, (name, fn) in ours.items():
+                results[label] = repeat(name, k, fn, mb)
         if "d" not in skip:
             results["d plain pynetdicom SCP (disk, no S3)"] = repeat(
                 "plain pynetdicom",
@@ -835,16 +873,18 @@ def throughput_mode(args: argparse.Namespace) -> None:
         if args.profile:
             prof = OUT_DIR / f"retriever-{time.strftime('%Y%m%d-%H%M%S')}.speedscope.json"
             OUT_DIR.mkdir(parents=True, exist_ok=True)
-            r = run_retriever(args, work, moto, orthanc, accession, n, "prof", profile=prof)
+            env = web if args.profile == "e" else None
+            r = run_retriever(
+                args, work, moto, orthanc, accession, n, "prof", profile=prof, extra_env=env
+            )
             log(f"profiled retrieval: {r['seconds']:.2f}s (py-spy overhead included) -> {prof}")
         rows = summarise(results, total)
         md = table(rows)
         print(f"\n{n} instances x {args.rows}x{args.cols} x 16 bit, {mb:.1f} MB, median of {k}\n")
         print(md)
-        ret = results.get("a retriever (C-MOVE -> SCP -> S3 PUT, POST to succeeded)")
-        if ret:
-            peak = max(r["rss_peak_kb"] for r in ret) / 1024
-            print(f"\nretriever peak RSS while receiving: {peak:.0f} MiB")
+        ours_md = retriever_table(results)
+        if ours_md:
+            print(f"\nour retriever, medians of {k} (min-max)\n\n{ours_md}")
         path = write_json(
             "retrieve",
             {
@@ -861,9 +901,39 @@ def throughput_mode(args: argparse.Namespace) -> None:
                 "results": results,
                 "summary": rows,
                 "markdown": md,
+                "retriever_markdown": ours_md,
             },
         )
         print(f"\nraw numbers: {path.relative_to(ROOT)}")
+
+
+def retriever_table(results: dict[str, list[dict[str, Any]]]) -> str:
+    """Paths a and e side by side: wall, CPU s per process, peak RSS, S3 requests."""
+
+    def cell(runs: list[dict[str, Any]], get: Callable[[dict[str, Any]], float]) -> str:
+        values = [get(r) for r in runs]
+        return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+    lines = [
+        "| path | wall s | retriever CPU s | moto CPU s | Orthanc CPU s | machine busy CPUs "
+        "| peak RSS MiB | segments | S3 requests |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, runs in results.items():
+        if label[0] not in "ae" or not runs:
+            continue
+        reqs = [r["s3_requests"]["total"] for r in runs if r.get("s3_requests")]
+        lines.append(
+            f"| {label} | {cell(runs, lambda r: r['seconds'])}"
+            + "".join(
+                f" | {cell(runs, functools.partial(lambda key, r: r['cpu_s'][key], key))}"
+                for key in ("retriever", "moto", "orthanc", "machine_busy")
+            )
+            + f" | {max(r['rss_peak_kb'] for r in runs) / 1024:.0f}"
+            + f" | {statistics.median(r['segments'] for r in runs):.0f}"
+            + (f" | {statistics.median(reqs):.0f} |" if reqs else " | - |")
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def memory_mode(args: argparse.Namespace) -> None:
@@ -947,6 +1017,14 @@ def main() -> None:
     )
     p.add_argument("--keep-work", action="store_true", help="keep logs and work files")
     p.add_argument(
+        "--alternate", action="store_true", help="run paths a and e in turn, not a K times first"
+    )
+    p.add_argument(
+        "--count-requests",
+        action="store_true",
+        help="S3 through bench/e2e.py's counting moto server: requests per retrieval",
+    )
+    p.add_argument(
         "--skip",
         nargs="*",
         default=[],
@@ -963,8 +1041,10 @@ def main() -> None:
     p.add_argument("--memory-repeat", type=int, default=None, help="default: --repeat")
     p.add_argument(
         "--profile",
-        action="store_true",
-        help="one extra retrieval under py-spy; speedscope JSON in bench/out/",
+        nargs="?",
+        const="a",
+        choices=["a", "e"],
+        help="one extra retrieval (path a, or e) under py-spy; speedscope JSON in bench/out/",
     )
     p.add_argument(
         "--py-spy",
@@ -993,6 +1073,11 @@ def main() -> None:
     )
     p.add_argument("--plain-max-pdu", type=int, default=1_048_576)
     args = p.parse_args()
+    if args.count_requests:
+        global Moto  # noqa: PLW0603 - environment() then starts the counting server
+        from e2e import CountedMoto
+
+        Moto = CountedMoto  # type: ignore[misc]
     if args.memory:
         memory_mode(args)
     else:

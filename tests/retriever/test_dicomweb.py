@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,11 @@ from typing import Any
 import pytest
 
 from dicomiso_common.dicom import manifest_key
+from dicomiso_common.errors import DicomError
 from dicomiso_common.instances import open_instances
 from dicomiso_common.manifests import load_manifest
 from dicomiso_common.serve import load_settings
+from dicomiso_retriever import dicomweb
 from dicomiso_retriever.settings import RetrieverSettings
 from support.dicomweb import (
     Answer,
@@ -441,3 +446,69 @@ def test_settings_refuse_an_incoherent_dicomweb_setup(
         load_settings(RetrieverSettings)
     assert says in str(caught.value)
     assert PASSWORD not in str(caught.value) and TOKEN not in str(caught.value)
+
+
+READ_AHEAD = 4  # dicomweb._QUEUED_PARTS: parts the reader may queue ahead of the checks
+
+
+def _spooled(where: Path) -> list[Path]:
+    return sorted(where.glob("wado-*.part"))
+
+
+def test_the_body_is_read_while_a_part_is_being_checked(
+    web_pacs: Orthanc,
+    study_factory: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the first part's check has not returned, the reader thread goes on spooling
+    the next parts (bounded by the queue); all are checked in order, none is left on disk."""
+    study = study_factory(ct=8)
+    web_pacs.upload(study.files)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    settings = RetrieverSettings(pacs_dicomweb_url=web_pacs.dicomweb_url)
+    hit = dicomweb.find_by_study_uid(settings, study.study_uid)[0]
+    ahead: list[int] = []
+
+    def accept(path: Path) -> str | None:
+        if not ahead:  # the first part: wait until the reader has spooled more of them
+            deadline = time.monotonic() + 20
+            while len(_spooled(spool)) <= READ_AHEAD and time.monotonic() < deadline:
+                time.sleep(0.02)
+        ahead.append(len(_spooled(spool)))
+        return None
+
+    result = dicomweb.retrieve_study(settings, hit, accept, lambda _: None)
+    assert result.completed == len(study.files) and result.status == 0
+    assert ahead[0] > READ_AHEAD  # the queue's parts + the one being checked
+    assert _spooled(spool) == []
+
+
+def test_a_refused_part_stops_the_reader_and_removes_what_it_spooled(
+    web_pacs: Orthanc,
+    study_factory: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check of part 1 refuses while the reader has queued more: the retrieval fails,
+    the reader thread ends, and no spool file of a part read ahead stays behind."""
+    study = study_factory(ct=8)
+    web_pacs.upload(study.files)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    settings = RetrieverSettings(pacs_dicomweb_url=web_pacs.dicomweb_url)
+    hit = dicomweb.find_by_study_uid(settings, study.study_uid)[0]
+
+    def accept(path: Path) -> str | None:
+        deadline = time.monotonic() + 20
+        while len(_spooled(spool)) <= READ_AHEAD and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return "instance of another study"
+
+    with pytest.raises(DicomError, match="part 1 of WADO-RS .* refused"):
+        dicomweb.retrieve_study(settings, hit, accept, lambda _: None)
+    assert _spooled(spool) == []
+    assert not [t for t in threading.enumerate() if t.name == "wado-reader"]

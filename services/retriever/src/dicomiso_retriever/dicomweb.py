@@ -5,9 +5,10 @@ QIDO-RS asks at exact-match keys only (PS3.18 8.3.4.1: a value without wildcards
 exactly), with the same validation as the C-FIND, and every answer is checked again on our
 side: an answer naming another accession number or study fails the job, it is not dropped.
 WADO-RS asks for the study as stored (`transfer-syntax=*`, PS3.18 8.7.3.5.2) and reads the
-multipart body as a stream (`multipart`), one spool file per instance, each handed to the
-Storage SCP's own checks and segment writer (`StorageSCP.accept_file`): the bucket and the manifest
-are the same as after a C-MOVE. Any refusal, a broken body or an HTTP error ends the study's
+multipart body as a stream (`multipart`) in a reader thread, one spool file per instance, and
+hands each complete part over a bounded queue to the job's thread, which runs the Storage SCP's
+own checks and segment writer (`StorageSCP.accept_file`): the bucket and the manifest are the
+same as after a C-MOVE. Any refusal, a broken body or an HTTP error ends the study's
 transfer with a `DicomError`: no manifest, so nothing partial is ever called complete.
 
 httpx is called directly (docs/architecture.md says why not `dicomweb-client`). Error texts
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +34,7 @@ from dicomiso_common.dicom import is_valid_uid, validate_accession, validate_uid
 from dicomiso_common.errors import DicomError
 from dicomiso_common.pacs import StudyAnswer, unpadded
 
-from .multipart import MultipartError, iter_parts, media_type_params
+from .multipart import MultipartError, Part, iter_parts, media_type_params
 from .query import Inventory
 from .settings import RetrieverSettings
 from .transfer import Progress, TransferResult
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 ACCEPT_STUDY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 MAX_QIDO_BYTES = 16 * 1024 * 1024  # a QIDO answer larger than this is not one accession's
 _CHUNK = 256 * 1024
+_QUEUED_PARTS = 4  # complete parts (spool files, not memory) read ahead of the checks
 # PS3.18 8.3.4.3 includefield: what StudyAnswer carries, beyond the archive's defaults
 _STUDY_FIELDS = "00201208,00080061,00080062,00081030,00100030,00100040"
 Accept = Callable[[Path], str | None]  # a spool file -> None (stored) or why it was refused
@@ -273,10 +277,59 @@ def _boundary(s: RetrieverSettings, response: httpx.Response) -> str:
     return params["boundary"]
 
 
+def _read_parts(
+    s: RetrieverSettings,
+    response: httpx.Response,
+    boundary: str,
+    parts: queue.Queue[Part | BaseException | None],
+    stop: threading.Event,
+) -> None:
+    """The reader thread: parse the body into spool files and queue each complete part.
+
+    Ends with None on the queue (the close delimiter was read) or the exception that ended
+    it. `stop` (the checking side failed) ends it at the next chunk; a part it cannot hand
+    over is removed here.
+    """
+
+    def chunks() -> Iterator[bytes]:
+        for chunk in response.iter_bytes(_CHUNK):
+            if stop.is_set():
+                return
+            yield chunk
+
+    def hand_over(item: Part | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                parts.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    body = iter_parts(chunks(), boundary, max_part_bytes=s.scp_max_instance_bytes)
+    try:
+        for part in body:
+            if not hand_over(part):
+                part.path.unlink(missing_ok=True)
+                return
+    except Exception as exc:  # noqa: BLE001 - the thread's edge: the checking side raises it
+        hand_over(exc)
+        return
+    finally:
+        body.close()  # removes the spool file of a part cut off by `stop`
+    hand_over(None)
+
+
 def retrieve_study(
     s: RetrieverSettings, hit: StudyAnswer, accept: Accept, progress: Progress
 ) -> TransferResult:
     """WADO-RS of one study as stored; each part goes through `accept` as it arrives.
+
+    A reader thread parses the body into spool files and hands complete parts over a queue
+    of `_QUEUED_PARTS`; this thread checks and stores them, so the socket keeps being read
+    while an instance is checked, hashed and appended to its segment (as pynetdicom's
+    reader thread does for a C-MOVE). A failure on either side ends both; the parts still
+    queued are removed, none counted.
 
     Raises:
         DicomError: HTTP error, broken connection, a malformed multipart body, a part that
@@ -294,27 +347,42 @@ def retrieve_study(
         ):
             _check_status(s, response, doing)
             boundary = _boundary(s, response)
-            parts = iter_parts(
-                response.iter_bytes(_CHUNK),
-                boundary,
-                max_part_bytes=s.scp_max_instance_bytes,
+            parts: queue.Queue[Part | BaseException | None] = queue.Queue(_QUEUED_PARTS)
+            stop = threading.Event()
+            reader = threading.Thread(
+                target=_read_parts,
+                args=(s, response, boundary, parts, stop),
+                name="wado-reader",
+                daemon=True,
             )
-            for part in parts:
-                try:
-                    media, _ = media_type_params(part.headers.get("content-type", ""))
-                    if media != "application/dicom":
+            reader.start()
+            try:
+                while (part := parts.get()) is not None:
+                    if isinstance(part, BaseException):
+                        raise part
+                    try:
+                        media, _ = media_type_params(part.headers.get("content-type", ""))
+                        if media != "application/dicom":
+                            raise DicomError(
+                                f"{describe(s)}: part {part.index} of {doing} is "
+                                f"{media or 'untyped'}"
+                            )
+                        refused = accept(part.path)
+                    finally:
+                        part.path.unlink(missing_ok=True)  # accepted: already renamed
+                    if refused is not None:
                         raise DicomError(
-                            f"{describe(s)}: part {part.index} of {doing} is {media or 'untyped'}"
+                            f"{describe(s)}: part {part.index} of {doing} refused: {refused}"
                         )
-                    refused = accept(part.path)
-                finally:
-                    part.path.unlink(missing_ok=True)  # accepted: already renamed for upload
-                if refused is not None:
-                    raise DicomError(
-                        f"{describe(s)}: part {part.index} of {doing} refused: {refused}"
-                    )
-                result.completed += 1
-                progress(result)
+                    result.completed += 1
+                    progress(result)
+            finally:
+                stop.set()
+                reader.join()  # a silent archive: at most the read timeout
+                while not parts.empty():  # parts read but never checked: not stored
+                    left = parts.get_nowait()
+                    if isinstance(left, Part):
+                        left.path.unlink(missing_ok=True)
     except httpx.TransportError as exc:
         raise _transport_error(s, exc, f"{doing} after {result.completed} instance(s)") from None
     except MultipartError as exc:

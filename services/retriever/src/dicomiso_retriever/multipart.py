@@ -10,7 +10,7 @@ cut short, no close delimiter) raises `MultipartError`: a study is never judged 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -185,7 +185,7 @@ def iter_parts(
     *,
     max_part_bytes: int,
     spool_dir: Path | None = None,
-) -> Iterator[Part]:
+) -> Generator[Part]:
     """Yield each complete part of the body, its content in a spool file the caller deletes.
 
     Raises:
