@@ -12,6 +12,7 @@ import pytest
 from dicomiso_common.jobs import JobHandle, JobRecord, Jobs, job_id, live_key
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
+from support.s3fault import S3Fault
 
 
 def _wait(
@@ -197,3 +198,47 @@ def test_412_for_our_own_landed_write_keeps_the_job(store: Store, make_jobs: Any
     store.put_json(f"jobs/test/{jid}.json", data, if_match=etag)  # same run token, new ETag
     release.set()
     assert _wait(jobs, jid).state == "succeeded"
+
+
+def test_status_of_a_job_this_replica_runs_comes_from_memory(s3_bucket: Any) -> None:
+    """A GET of a live job of ours makes no S3 request and shows its latest progress; another
+    replica's job, and ours once finished, are read from the bucket."""
+    started, release = threading.Event(), threading.Event()
+
+    def run(handle: JobHandle) -> dict[str, Any]:
+        handle.set_counts(stored=7)  # not flushed: only memory knows it yet
+        started.set()
+        release.wait(10)
+        return {"done": True}
+
+    with S3Fault(s3_bucket.endpoint_url) as proxy:
+        store = Store.from_settings(
+            CommonSettings(s3_endpoint_url=proxy.url, s3_bucket=s3_bucket.name)
+        )
+        a = Jobs(store, "test", job_settings("a"), run)
+        b = Jobs(store, "test", job_settings("b"), run)
+        try:
+            jid = a.submit({"k": "memory"}).id
+            assert started.wait(5)
+            record_key = f"/{s3_bucket.name}/jobs/test/{jid}.json"
+            before = len(proxy.requests)
+            seen = [a.get(jid) for _ in range(20)]
+            reads = [r for r in proxy.requests[before:] if r == ("GET", record_key)]
+            assert reads == []
+            assert {(r.state, r.owner, r.counts.get("stored")) for r in seen} == {
+                ("running", "a", 7)
+            }
+
+            before = len(proxy.requests)
+            assert b.get(jid).owner == "a"
+            assert proxy.requests[before:].count(("GET", record_key)) == 1
+
+            release.set()
+            before = len(proxy.requests)
+            final = _wait(a, jid)
+            assert final.state == "succeeded" and final.result == {"done": True}
+            assert ("GET", record_key) in proxy.requests[before:]
+        finally:
+            release.set()
+            a.shutdown()
+            b.shutdown()

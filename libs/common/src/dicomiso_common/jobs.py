@@ -169,6 +169,17 @@ class JobHandle:
             return None
         return etag if current.get("run") == self.record.run else None
 
+    def snapshot(self) -> JobRecord | None:
+        """A copy of the record as this run has it, for a status GET; None when memory may not
+        answer: the run is lost or past its give-up deadline, or it set a final state whose
+        write has not landed yet (only the bucket tells that the result counts)."""
+        with self._lock:
+            if self.lost or time.monotonic() - self._confirmed_at > self._give_up_after:
+                return None
+            if self.record.state not in ACTIVE:
+                return None
+            return self.record.model_copy(deep=True)
+
     def check(self) -> None:
         """Raise JobLost if the job is no longer ours to work on (called between steps).
 
@@ -246,7 +257,16 @@ class Jobs:
         return fresh
 
     def get(self, job: str) -> JobRecord:
-        """Read a job; a live job whose runner has gone silent is claimed on the way."""
+        """Read a job; a live job whose runner has gone silent is claimed on the way.
+
+        A job this replica runs answers from memory, with no S3 request (its progress is more
+        recent there than in the bucket); a job of another replica, a finished or unknown one
+        is read from the bucket.
+        """
+        with self._mine_lock:
+            handle = self._mine.get(validate_job_id(job))
+        if handle is not None and (mine := handle.snapshot()) is not None:
+            return mine
         record, read = self._read(job)
         if self._stale(record, read):
             return self._claim(record, read.etag) or self._read(job)[0]
