@@ -137,3 +137,21 @@ def test_acknowledged_instance_that_cannot_reach_the_bucket_fails_the_study(
         StoreError, match="1 of 1 segments of received instances could not be written"
     ):
         scp.take_descriptions(study.study_uid)
+
+
+def test_pixel_data_running_past_the_end_of_the_file_is_refused(
+    retriever: Any, study: Any, tmp_path: Any
+) -> None:
+    """The element header promises the whole image but the file ends early: the check reads
+    the header only (the value stays unread), so it must compare with the file's size."""
+    retriever.app.state.scp.leases.expect(study.study_uid)
+    data = study.files[0].read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: len(data) - 1000])
+    scp = retriever.app.state.scp
+    status = scp.accept_file(cut, None, study_uid=study.study_uid)
+    assert isinstance(status, Dataset) and status.Status == 0xA900
+    assert "past the end" in str(status.ErrorComment)
+    whole = tmp_path / "whole.dcm"
+    whole.write_bytes(data)
+    assert scp.accept_file(whole, None, study_uid=study.study_uid) == 0x0000

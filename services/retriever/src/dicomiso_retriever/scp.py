@@ -30,7 +30,7 @@ from dicomiso_common.models import SegmentIndex
 from dicomiso_common.store import Store
 
 from .leases import LeaseBook
-from .manifest import describe, sha256_of
+from .manifest import describe
 from .segments import SegmentWriter
 from .settings import RetrieverSettings
 
@@ -71,16 +71,27 @@ def _status(code: int, comment: str) -> Dataset:
     return ds
 
 
-def native_pixel_problem(ds: Dataset, transfer_syntax: UID) -> str | None:
+def native_pixel_problem(ds: Dataset, transfer_syntax: UID, file_size: int) -> str | None:
     """Say what is wrong if native Pixel Data is shorter than its attributes promise.
 
     pydicom reads a truncated file without complaint, so the check is ours (PS3.5 8.1.1).
+    The value is not read: a deferred element's header gives its length and where it starts,
+    and `file_size` tells whether that many bytes follow (a value that runs past the end of
+    the data set is truncated, whatever its header says).
     """
-    elem = ds.get_item(0x7FE00010)
-    if elem is None or transfer_syntax.is_compressed:
+    if transfer_syntax.is_compressed:
         return None
-    # With a deferred read the element is still raw: its length is known, its value unread.
-    length = int(elem.length) if isinstance(elem, RawDataElement) else len(elem.value or b"")
+    # A deflated data set is parsed from its inflated copy: positions there are not the
+    # file's, so its value is read (rare; every other syntax keeps it unread).
+    elem = ds.get_item(0x7FE00010, keep_deferred=not transfer_syntax.is_deflated)
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement):
+        length = int(elem.length)
+        if length != 0xFFFFFFFF and elem.value is None and elem.value_tell + length > file_size:
+            return "pixel data runs past the end of the data set"
+    else:
+        length = len(elem.value or b"")
     if length == 0xFFFFFFFF:
         return "native pixel data has undefined length"
     try:
@@ -255,12 +266,12 @@ class StorageSCP:
             study_uid = found_study
             if not self.leases.wanted(study_uid):
                 return self._refuse(NOT_MATCHING, "study not requested by any live job")
-            problem = native_pixel_problem(ds, transfer_syntax)
+            problem = native_pixel_problem(ds, transfer_syntax, size)
             if problem:
                 return self._refuse(NOT_MATCHING, problem)
-            fh.seek(0)
-            sha = sha256_of(fh)
-            entry = describe(ds, str(transfer_syntax), size, sha, "")
+            # The SHA-256 is left to the writer, which hashes the file as it appends it
+            # (one read of the instance, not two).
+            entry = describe(ds, str(transfer_syntax), size, "", "")
         # Take the spool file from pynetdicom (it tolerates the file being gone when it
         # cleans up); the writer appends it to this association's segment.
         spool = path.with_name(path.name + ".up")

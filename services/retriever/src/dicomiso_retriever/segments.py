@@ -6,7 +6,7 @@ later) hands it to one `SegmentWriter`:
     writer.add(study_uid, spool_path, description, stream=..., track=...)
         append the checked instance (a file on local disk, taken over: the writer removes
         it) to the open segment of (study, stream); `description` is its manifest entry
-        with `sha256` set, whose key and offset the writer fills in
+        whose key, offset and sha256 the writer fills in (it hashes the file as it appends it)
     writer.end_stream(stream)   the association (or HTTP response) ended: flush its segments
     writer.wait(study_uid, timeout) -> {index key: SegmentIndex}
         flush the study's open segments and wait until every tracked one is in the bucket
@@ -198,13 +198,19 @@ class SegmentWriter:
             return  # sent twice on one association (a PACS retrying): stored once
         seg.sop_uids.add(description.entry.sop_uid)
         offset = seg.size
+        instance = hashlib.sha256()
         with spool.open("rb") as src:
             while chunk := src.read(_CHUNK):
                 seg.file.write(chunk)
                 seg.digest.update(chunk)
+                instance.update(chunk)
                 seg.size += len(chunk)
         entry = description.entry.model_copy(
-            update={"key": segment_key(seg.study_uid, seg.segment_id), "offset": offset}
+            update={
+                "key": segment_key(seg.study_uid, seg.segment_id),
+                "offset": offset,
+                "sha256": instance.hexdigest(),
+            }
         )
         seg.described.append(description.model_copy(update={"entry": entry}))
         seg.touched = time.monotonic()
