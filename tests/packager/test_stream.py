@@ -13,7 +13,7 @@ import io
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 import pycdlib.headervd
 import pycdlib.inplaceeditor
@@ -65,8 +65,10 @@ def _disc(instances: int, size: int, *, viewer: bool = True) -> list[DiscFile]:
     instances 5 levels deep in several series, and a viewer under long (Joliet) names."""
     generated = [("DICOMDIR",), ("README.TXT",), ("IHE_PDI", "INDEX.HTM")]
     generated += [("IHE_PDI", f"SER{s:05d}.JPG") for s in range(1, 4)]
-    files = [DiscFile(p, 3_001 + 11 * i, _opener(bytes([i]) * (3_001 + 11 * i))) for i, p in
-             enumerate(generated)]
+    files = [
+        DiscFile(p, 3_001 + 11 * i, _opener(bytes([i]) * (3_001 + 11 * i)))
+        for i, p in enumerate(generated)
+    ]
     for n in range(instances):
         path = ("DICOM", "PAT00001", f"STU{n % 2 + 1:05d}", f"SER{n % 3 + 1:05d}", f"I{n:07d}")
         blob = (f"{n:07d}".encode() * (size // 7 + 1))[: size + n % 5]  # not block aligned
@@ -128,10 +130,8 @@ def _local(files: list[DiscFile], tmp_path: Path) -> bytes:
 
 
 def _stream(store: Store, files: list[DiscFile], **kwargs: Any) -> Any:
-    sink = ImageSink(
-        store, KEY, part_size=MIN_PART, content_type=ISO_TYPE, in_flight=2, **kwargs
-    )
-    write_iso(files, sink, "STREAM", joliet=True, settle=sink.settle)
+    sink = ImageSink(store, KEY, part_size=MIN_PART, content_type=ISO_TYPE, in_flight=2, **kwargs)
+    write_iso(files, cast(BinaryIO, sink), "STREAM", joliet=True, settle=sink.settle)
     return sink.finish()
 
 
@@ -164,9 +164,7 @@ def test_streamed_image_equals_the_local_one_byte_for_byte(store: Store, tmp_pat
 
 
 @pytest.mark.usefixtures("frozen_dates")
-def test_image_smaller_than_a_part_is_one_put_with_its_sha256(
-    store: Store, tmp_path: Path
-) -> None:
+def test_image_smaller_than_a_part_is_one_put_with_its_sha256(store: Store, tmp_path: Path) -> None:
     files = _disc(20, 5_000)
     expected = _local(files, tmp_path)
 

@@ -136,6 +136,11 @@ class ImageSink(io.RawIOBase):
     # -- the upload --------------------------------------------------------------------------
 
     @property
+    def size(self) -> int:
+        """The image's size so far (its end, once the writer is done)."""
+        return self._high
+
+    @property
     def _high(self) -> int:
         return self._base + len(self._buf)
 
