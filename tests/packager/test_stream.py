@@ -73,6 +73,7 @@ def _disc(instances: int, size: int, *, viewer: bool = True) -> list[DiscFile]:
         path = ("DICOM", "PAT00001", f"STU{n % 2 + 1:05d}", f"SER{n % 3 + 1:05d}", f"I{n:07d}")
         blob = (f"{n:07d}".encode() * (size // 7 + 1))[: size + n % 5]  # not block aligned
         files.append(DiscFile(path, len(blob), _opener(blob)))
+    files.append(DiscFile(("IHE_PDI", "EMPTY.TXT"), 0, _opener(b"")))  # no data, no extent
     if viewer:
         for i, name in enumerate(["viewer.js", "Start Viewer.html", "style.css"]):
             blob = name.encode() * 500

@@ -286,12 +286,14 @@ class Store:
         sha256_hex: str | None = None,
         cache_control: str | None = None,
         content_disposition: str | None = None,
+        action: str = "writing",
     ) -> str:
         """Write one object in a single PUT and return its ETag.
 
         `data` may be an open, seekable file: botocore streams it without reading it whole.
         With `sha256_hex` the endpoint verifies the body against it and refuses a corrupt one.
         `cache_control` and `content_disposition` are stored and sent back on every GET.
+        `action` names the step in an error ("uploading" for an image).
 
         Raises:
             PreconditionFailed: the conditional write lost (object exists / changed).
@@ -314,7 +316,7 @@ class Store:
             kwargs["ContentDisposition"] = content_disposition
         if sha256_hex:
             kwargs["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
-        with _translated("writing", key):
+        with _translated(action, key):
             return str(self.client.put_object(**kwargs)["ETag"])
 
     def put_json(self, key: str, obj: Any, **kwargs: Any) -> str:

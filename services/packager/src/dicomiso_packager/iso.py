@@ -347,7 +347,8 @@ def write_iso(
         # pycdlib writes the files' data in the order they were added (`inodes`), but lays
         # them out walking the directory tree: the PDI pages and the viewer, added before or
         # after DICOM/, lie elsewhere. In extent order the data is written front to back.
-        iso.inodes.sort(key=lambda ino: ino.extent_location())
+        # (An empty file has no data and no extent of its own.)
+        iso.inodes.sort(key=lambda ino: ino.extent_location() if ino.get_data_length() else -1)
         if settle is not None:
             data = [extent[id(r)] for f, r in zip(files, readers, strict=True) if f.size]
             settle(min(data, default=0) * BLOCK)

@@ -190,6 +190,7 @@ class ImageSink(io.RawIOBase):
                     last,
                     metadata={"sha256": self._digest.hexdigest()},
                     sha256_hex=self._digest.hexdigest(),
+                    action="uploading",
                     **self._args,
                 )
             else:
