@@ -168,6 +168,8 @@ class ImageSink(io.RawIOBase):
 
     def _part_done(self, future: Future[None]) -> None:
         self._slots.release()
+        if future.cancelled():  # by abort(): nothing to report
+            return
         exc = future.exception()
         if exc is not None and self._failed is None:
             self._failed = exc
