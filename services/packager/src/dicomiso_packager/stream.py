@@ -147,21 +147,27 @@ class ImageSink(io.RawIOBase):
     def _send_full_parts(self) -> None:
         # A part goes only when bytes follow it: what is left at the end is the last part.
         while len(self._buf) > self._part_size:
-            part = bytes(self._buf[: self._part_size])
+            self._slots.acquire()  # at most `in_flight` parts in memory on their way
+            with memoryview(self._buf) as view:
+                part = bytes(view[: self._part_size])  # one copy (a slice would be two)
             del self._buf[: self._part_size]
             self._base += self._part_size
             self._send(part)
 
     def _send(self, part: bytes) -> None:
-        self._raise_failure()
-        if self._check is not None:
-            self._check()  # a job that is no longer ours stops sending
-        if self._upload is None:
-            self._store.abort_uploads(self._key)  # a lost run's upload of this job's key
-            self._upload = self._store.start_multipart(self._key, **self._args)
+        """Send `part` as the next part; the caller holds a slot for it."""
+        try:
+            self._raise_failure()
+            if self._check is not None:
+                self._check()  # a job that is no longer ours stops sending
+            if self._upload is None:
+                self._store.abort_uploads(self._key)  # a lost run's upload of this key
+                self._upload = self._store.start_multipart(self._key, **self._args)
+        except BaseException:
+            self._slots.release()
+            raise
         self._digest.update(part)
         self._parts += 1
-        self._slots.acquire()  # at most `in_flight` parts in memory on their way
         future = self._pool.submit(self._upload.upload_part, self._parts, part)
         future.add_done_callback(self._part_done)
         self._sent.append(future)
@@ -196,6 +202,7 @@ class ImageSink(io.RawIOBase):
                     **self._args,
                 )
             else:
+                self._slots.acquire()
                 self._send(last)
                 self._wait()
                 self._upload.complete()
