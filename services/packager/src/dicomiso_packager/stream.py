@@ -60,7 +60,7 @@ class ImageSink(io.RawIOBase):
         part_size: int,
         content_type: str,
         content_disposition: str | None = None,
-        in_flight: int = 2,
+        in_flight: int = 1,
         check: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
