@@ -4,6 +4,7 @@ nothing: the keys under packages/{id}/ are the job's, so they are the new owner'
 from __future__ import annotations
 
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import pytest
 
 from dicomiso_common.errors import StoreError
 from dicomiso_common.jobs import JobHandle, JobLost, JobRecord
-from dicomiso_common.models import PackageJobRequest
+from dicomiso_common.models import PackageImage, PackageJobRequest
 from dicomiso_common.store import Store
 from dicomiso_packager import disc
 from dicomiso_packager.packaging import Packaging, image_key, manifest_key_of
@@ -67,7 +68,8 @@ def _image() -> Any:
 
 def _zip(tmp_path: Path) -> Path:
     path = tmp_path / "image.zip"
-    path.write_bytes(b"PK run a's image")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("README.TXT", "run a's image")
     return path
 
 
@@ -79,9 +81,10 @@ def test_a_run_taken_over_writes_no_package_manifest(
     _take_over(store)
 
     with pytest.raises(JobLost):
-        Packaging(settings, store)._publish(
-            handle, request, [], _image(), {"zip": _zip(tmp_path)}, lambda f: f"A1.{f}", []
+        uploaded = PackageImage(
+            format="zip", key=image_key(JOB, "zip"), filename="A1.zip", size=16, sha256=""
         )
+        Packaging(settings, store)._publish(handle, request, [], _image(), {"zip": uploaded}, [])
 
     assert not store.exists(manifest_key_of(JOB))
 
@@ -93,26 +96,25 @@ def _build_whose_iso_upload_fails(
     monkeypatch: pytest.MonkeyPatch,
     meanwhile: Callable[[], None],
 ) -> None:
-    """Run the upload step of a ZIP + ISO package whose ISO upload fails after `meanwhile`."""
+    """Run the image step of a ZIP + ISO package (the online page on): the ZIP is uploaded,
+    then `meanwhile`, then the ISO's streamed upload fails."""
     handle = _handle(store)
     request = PackageJobRequest.model_validate(handle.record.request)
-    paths = {"zip": _zip(tmp_path), "iso": tmp_path / "image.iso"}
-    paths["iso"].write_bytes(b"CD001")
     monkeypatch.setattr(disc, "assemble", lambda *a, **k: _image())
-    monkeypatch.setattr(Packaging, "_write_images", lambda *a, **k: paths)
-    upload = Packaging._upload
+    monkeypatch.setattr(Packaging, "_write_zip", lambda *a, **k: _zip(tmp_path))
 
-    def upload_or_fail(self: Packaging, package_id: str, fmt: str, *rest: Any) -> Any:
-        if fmt == "iso":
-            meanwhile()
-            raise StoreError(f"uploading {image_key(JOB, 'iso')} failed: SlowDown")
-        return upload(self, package_id, fmt, *rest)
+    def stream_and_fail(self: Packaging, *args: Any) -> Any:
+        deadline = time.monotonic() + 30  # the ZIP goes up in a thread beside the ISO
+        while not store.exists(image_key(JOB, "zip")):
+            assert time.monotonic() < deadline, "run a's ZIP was never uploaded"
+            time.sleep(0.02)
+        meanwhile()
+        raise StoreError(f"uploading {image_key(JOB, 'iso')} failed: SlowDown")
 
-    monkeypatch.setattr(Packaging, "_upload", upload_or_fail)
+    monkeypatch.setattr(Packaging, "_stream_iso", stream_and_fail)
+    both = settings.model_copy(update={"view_online": True})
     with pytest.raises(StoreError):
-        Packaging(settings, store)._build_and_upload(
-            handle, request, [], tmp_path, lambda f: f"A1.{f}"
-        )
+        Packaging(both, store)._build_and_upload(handle, request, [], tmp_path, lambda f: f"A1.{f}")
 
 
 def test_a_run_taken_over_that_fails_leaves_the_new_owners_images(

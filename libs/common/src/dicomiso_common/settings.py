@@ -38,7 +38,8 @@ class CommonSettings(BaseSettings):
     s3_public_url: str | None = None
     s3_bucket: str = "dicom-iso"
     s3_multipart_threshold: int = 64 * 1024 * 1024
-    s3_multipart_chunk: int = 16 * 1024 * 1024
+    # a part of a multipart upload; S3 takes parts >= 5 MiB (all but the last)
+    s3_multipart_chunk: Annotated[int, Field(ge=5 * 1024 * 1024)] = 16 * 1024 * 1024
 
     job_heartbeat: Annotated[float, Field(gt=0)] = 5.0  # seconds between heartbeats
     # record age by the bucket's clock that means "dead"; HTTP dates have whole seconds

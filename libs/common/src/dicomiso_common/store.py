@@ -14,6 +14,8 @@ import json
 import logging
 import random
 import re
+import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -172,6 +174,75 @@ class _Body(io.RawIOBase):
         super().close()
 
 
+def _b64_sha256(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+class MultipartUpload:
+    """One multipart upload whose parts the caller sends, in any order and from any thread.
+
+    Each part carries its SHA-256, which S3 verifies on arrival; `complete` lists them and
+    then checks the object's composite checksum (the SHA-256 of the parts' digests, in part
+    order) against the digests sent, as `Store.upload` does. Until `complete` returns, no
+    object exists under the key; `abort` discards the parts. The object's metadata holds a
+    token of this upload (the whole-file SHA-256 is not known when the upload starts): a
+    failed check deletes the object only while it is still ours.
+    """
+
+    def __init__(self, store: Store, key: str, upload_id: str, metadata: dict[str, str]):
+        self.store, self.key, self.upload_id, self.metadata = store, key, upload_id, metadata
+        self._parts: dict[int, tuple[str, bytes]] = {}  # number -> (ETag, SHA-256 digest)
+        self._lock = threading.Lock()
+
+    def upload_part(self, number: int, data: bytes) -> None:
+        """Send part `number` (1-10,000; all but the last >= 5 MiB); safe from any thread."""
+        digest = hashlib.sha256(data).digest()
+        with _translated("uploading", self.key):
+            resp = self.store.client.upload_part(
+                Bucket=self.store.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=_b64_sha256(digest),
+            )
+        with self._lock:
+            self._parts[number] = (str(resp["ETag"]), digest)
+
+    def complete(self) -> None:
+        """Join the parts sent into the object, then check its composite SHA-256.
+
+        Raises:
+            StoreError: completing failed, or the object's checksum is not the parts'.
+        """
+        with self._lock:
+            parts = sorted(self._parts.items())
+        listed = [
+            {"PartNumber": n, "ETag": etag, "ChecksumSHA256": _b64_sha256(digest)}
+            for n, (etag, digest) in parts
+        ]
+        with _translated("uploading", self.key):
+            self.store.client.complete_multipart_upload(
+                Bucket=self.store.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": listed},
+            )
+        expected = _b64_sha256(hashlib.sha256(b"".join(d for _, (_, d) in parts)).digest())
+        self.store._check_checksum(self.key, expected, self.metadata)
+
+    def abort(self) -> None:
+        """Discard the parts sent; a failure is logged (the key's next upload aborts it, and
+        the lifecycle rule after a day)."""
+        try:
+            with _translated("aborting upload of", self.key):
+                self.store.client.abort_multipart_upload(
+                    Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id
+                )
+        except StoreError as exc:
+            log.warning("multipart upload not aborted", extra={"key": self.key, "error": str(exc)})
+
+
 class Store:
     """Typed access to one bucket; botocore errors become our error types here."""
 
@@ -215,12 +286,14 @@ class Store:
         sha256_hex: str | None = None,
         cache_control: str | None = None,
         content_disposition: str | None = None,
+        action: str = "writing",
     ) -> str:
         """Write one object in a single PUT and return its ETag.
 
         `data` may be an open, seekable file: botocore streams it without reading it whole.
         With `sha256_hex` the endpoint verifies the body against it and refuses a corrupt one.
         `cache_control` and `content_disposition` are stored and sent back on every GET.
+        `action` names the step in an error ("uploading" for an image).
 
         Raises:
             PreconditionFailed: the conditional write lost (object exists / changed).
@@ -243,7 +316,7 @@ class Store:
             kwargs["ContentDisposition"] = content_disposition
         if sha256_hex:
             kwargs["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
-        with _translated("writing", key):
+        with _translated(action, key):
             return str(self.client.put_object(**kwargs)["ETag"])
 
     def put_json(self, key: str, obj: Any, **kwargs: Any) -> str:
@@ -306,6 +379,21 @@ class Store:
         with path.open("rb") as fileobj:
             self._verify_sha256(key, fileobj, metadata)
 
+    def start_multipart(
+        self,
+        key: str,
+        *,
+        content_type: str = "application/octet-stream",
+        content_disposition: str | None = None,
+    ) -> MultipartUpload:
+        """Begin a multipart upload whose parts the caller sends as it produces them (an
+        image streamed while it is written); see `MultipartUpload`."""
+        metadata = {"upload": secrets.token_hex(8)}
+        extra = _upload_args(content_type, metadata, content_disposition)
+        with _translated("uploading", key):
+            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
+        return MultipartUpload(self, key, str(resp["UploadId"]), metadata)
+
     def _verify_sha256(
         self, key: str, fileobj: IO[bytes], metadata: dict[str, str] | None = None
     ) -> None:
@@ -319,7 +407,11 @@ class Store:
         not the metadata we sent: then another writer of the same key (a run that took the
         job over) replaced it after our upload, and its object is not ours to delete.
         """
-        expected = _sha256_checksum(fileobj, self._transfer)
+        self._check_checksum(key, _sha256_checksum(fileobj, self._transfer), metadata)
+
+    def _check_checksum(self, key: str, expected: str, metadata: dict[str, str] | None) -> None:
+        """Compare the object's stored SHA-256 checksum (base64, whole or composite) with
+        `expected`; delete a mismatching object unless another writer's (`_verify_sha256`)."""
         with _translated("checking", key):
             head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         stored = str(head.get("ChecksumSHA256") or "").split("-", 1)[0]

@@ -34,6 +34,7 @@ MAX_DEPTH = 8  # PS3.10 8.2 / PS3.12 F.1.2.1: at most 8 components / directory l
 MAX_VOLUME_ID = 16  # File-set ID is CS (PS3.5 6.2: 16 chars); also the Joliet UCS-2 limit
 MAX_FILE_SIZE = 0xFFFFF800  # Level 1 allows one extent per file (ECMA-119 10.1)
 MAX_JOLIET_NAME = 64  # Joliet: 64 UCS-2 characters per name
+BLOCK = 2048  # ECMA-119 logical block size, pycdlib's for new images
 
 _DIR_NAME = re.compile(r"[A-Z0-9_]{1,8}")
 # A DICOM File ID component has no extension (PS3.12 F.1.2.1); generated files such as
@@ -294,6 +295,7 @@ def write_iso(
     *,
     joliet: bool = False,
     prefetch: int = 0,
+    settle: Callable[[int], None] | None = None,
 ) -> None:
     """Write an ISO 9660 Level 1 image of ``files`` to ``out`` (seekable).
 
@@ -303,7 +305,9 @@ def write_iso(
     is added: the same files under their ``long_path`` if given, else their 8.3 name.
     The primary volume stays Level 1, so DICOM readers see the same file-set. With
     ``prefetch`` > 0 that many sources are opened ahead, in the order of their extents
-    (the order pycdlib writes them).
+    (the order pycdlib writes them). ``settle`` is told, before the first byte, the offset
+    of the first file's data: pycdlib goes back only below it, and only before it gets
+    there (`stream.ImageSink` relies on it; pinned in tests/packager/test_stream.py).
 
     Raises:
         ValueError: a name, size, depth or volume id breaks the rules above.
@@ -336,11 +340,19 @@ def write_iso(
                 iso_path=_iso_file(f.path),
                 joliet_path=_joliet(f.long_path or f.path) if joliet else None,
             )
+        extent = {  # get_record lays the image out first (pycdlib's reshuffle)
+            id(r): iso.get_record(iso_path=_iso_file(f.path)).extent_location()
+            for f, r in zip(files, readers, strict=True)
+        }
+        # pycdlib writes the files' data in the order they were added (`inodes`), but lays
+        # them out walking the directory tree: the PDI pages and the viewer, added before or
+        # after DICOM/, lie elsewhere. In extent order the data is written front to back.
+        # (An empty file has no data and no extent of its own.)
+        iso.inodes.sort(key=lambda ino: ino.extent_location() if ino.get_data_length() else -1)
+        if settle is not None:
+            data = [extent[id(r)] for f, r in zip(files, readers, strict=True) if f.size]
+            settle(min(data, default=0) * BLOCK)
         if prefetch > 0:
-            extent = {
-                id(r): iso.get_record(iso_path=_iso_file(f.path)).extent_location()
-                for f, r in zip(files, readers, strict=True)
-            }
             ahead = _Prefetch(sorted(readers, key=lambda r: extent[id(r)]), prefetch)
             for reader in readers:
                 reader.prefetch = ahead

@@ -1,10 +1,11 @@
 """One package job: lookup, retrieval, the image, upload, link, e-mail.
 
 Every step can run again after a take-over: the lookup and the retrieval are idempotent,
-the image is rebuilt in a private temporary directory, and the objects under
-`packages/{id}/` are written whole (the image by a multipart upload that appears only when
-complete, then its manifest). The job record turns `succeeded` only after both exist, so a
-package is never shown as complete while any part of it is missing.
+the image is rebuilt (the ISO streamed into a multipart upload while it is written, the ZIP
+in a private temporary directory), and the objects under `packages/{id}/` are written whole
+(an image by a multipart upload that appears only when complete, then its manifest). The
+job record turns `succeeded` only after both exist, so a package is never shown as complete
+while any part of it is missing.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from dicomiso_client import LookupClient, RetrieverClient
 from dicomiso_client.models import JobView, Resolved
@@ -48,6 +50,7 @@ from dicomiso_common.store import Store
 from . import disc, iso, mail, media, online, pdi, plan, viewer
 from .iso import DiscFile
 from .settings import PackagerSettings
+from .stream import ImageSink
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +268,6 @@ class Packaging:
         """Build, upload and describe the package; with the online page also the other
         format and view.html, whose signed links come back beside the contents."""
         profile = media.PROFILES[request.profile]
-        fmt = request.format
         disc_plan, parts = self._plan(handle, request, manifests)
         made: list[str] = []  # removed again if the package cannot be completed
         try:
@@ -276,13 +278,9 @@ class Packaging:
             handle.update(phase="build", flush=True)
             with self._space():
                 image = disc.assemble(self.store, manifests, profile, self.settings, tmp, handle)
-            formats = (fmt,) if not self.settings.view_online else ("zip", "iso")
-            paths = self._write_images(handle, image, tmp, formats)
-            if fmt == "iso":
-                self._check_fits(paths[fmt], profile)
-            handle.update(phase="upload", flush=True)
-            handle.set_counts(image_bytes=sum(p.stat().st_size for p in paths.values()))
-            return self._publish(handle, request, manifests, image, paths, names, made, disc_plan)
+            downloads = self._images(handle, request, image, tmp, names, made)
+            handle.set_counts(image_bytes=sum(d.size for d in downloads.values()))
+            return self._publish(handle, request, manifests, image, downloads, made, disc_plan)
         except DicomisoError:
             if _still_ours(handle):  # a run taken over must not delete the new owner's objects
                 for key in made:
@@ -330,10 +328,10 @@ class Packaging:
         return disc_plan, parts
 
     def _check_fits(
-        self, path: Path, profile: media.Profile, number: int = 1, total: int = 1
+        self, size: int, profile: media.Profile, number: int = 1, total: int = 1
     ) -> None:
         """The built image against the medium: the plan's sizes were estimates."""
-        size, capacity = path.stat().st_size, self.capacity(profile)
+        capacity = self.capacity(profile)
         if size > capacity:
             which = f"disc {number} of {total} is" if total > 1 else "the image is"
             raise TooLarge(
@@ -379,13 +377,16 @@ class Packaging:
                     handle,
                     pdi.DiscSet(part.number, total, vid, others),
                 )
-            path = self._write_images(handle, image, sub, ("iso",))["iso"]
-            self._check_fits(path, profile, part.number, total)
-            handle.update(phase="upload", flush=True)
             key = disc_key(handle.id, part.number, total)
             made.append(key)
-            up = self._upload(
-                handle.id, "iso", path, disc_filename(names("iso"), part.number, total), key=key
+            up = self._stream_iso(
+                handle,
+                image,
+                image.files,
+                key,
+                disc_filename(names("iso"), part.number, total),
+                self.settings.build_prefetch,
+                fits=(profile, part.number, total),
             )
             images.append(up)
             discs.append(
@@ -445,7 +446,7 @@ class Packaging:
         handle.update(phase="build", flush=True)
         with self._space():
             image = disc.assemble(self.store, manifests, profile, self.settings, sub, handle)
-        path = self._write_images(handle, image, sub, ("zip",))["zip"]
+        path = self._write_zip(handle, image, sub)
         handle.update(phase="upload", flush=True)
         made.append(image_key(handle.id, "zip"))
         up = self._upload(handle.id, "zip", path, names("zip"))
@@ -458,18 +459,14 @@ class Packaging:
         request: PackageJobRequest,
         manifests: list[StudyManifest],
         image: disc.Disc,
-        paths: dict[str, Path],
-        names: Names,
+        downloads: dict[str, PackageImage],
         made: list[str],
         disc_plan: DiscPlan | None = None,
     ) -> tuple[PackageContents, dict[str, Any] | None]:
-        """Upload the images, then the page (links signed now), then the package manifest
-        (what is on the disc and what the page shows): only that makes it a package."""
+        """Describe the uploaded images, then write the page (links signed now) and the
+        package manifest (what is on the disc and what the page shows): only that makes
+        it a package."""
         profile = media.PROFILES[request.profile]
-        downloads: dict[str, PackageImage] = {}
-        for f, path in paths.items():
-            made.append(image_key(handle.id, f))
-            downloads[f] = self._upload(handle.id, f, path, names(f))
         main = downloads[request.format]
         only = DiscImage(
             number=1,
@@ -537,21 +534,100 @@ class Packaging:
         self.store.put_json(manifest_key_of(handle.id), package.to_json())
         return contents, links
 
-    def _write_images(
-        self, handle: JobHandle, image: disc.Disc, tmp: Path, formats: tuple[str, ...]
-    ) -> dict[str, Path]:
-        """Write each format into `tmp`. With both, the ZIP is written from the sources (S3,
-        transcoded files) and the ISO then from the local ZIP: S3 is read once."""
-        paths = {f: tmp / f"image.{f}" for f in formats}
-        with self._space():
-            first = formats[0]
-            with paths[first].open("w+b") as out:
-                self._write(image, image.files, out, first, self.settings.build_prefetch)
-            if len(formats) > 1:
-                with zipfile.ZipFile(paths[first]) as archive, paths["iso"].open("w+b") as out:
-                    self._write(image, _from_zip(image.files, archive, handle), out, "iso", 0)
+    def _images(
+        self,
+        handle: JobHandle,
+        request: PackageJobRequest,
+        image: disc.Disc,
+        tmp: Path,
+        names: Names,
+        made: list[str],
+    ) -> dict[str, PackageImage]:
+        """Write and upload the package's image(s), each named by its format.
+
+        The ISO streams into its multipart upload while it is written (no local copy). With
+        the online page both are made: the ZIP from the sources (S3, transcoded files) into
+        `tmp`, then the ISO from the local ZIP (S3 is read once) while the ZIP is uploaded
+        beside it."""
+        profile = media.PROFILES[request.profile]
+        fits = (profile, 1, 1) if request.format == "iso" else None
+        iso_key = image_key(handle.id, "iso")
+        if not self.settings.view_online and request.format == "iso":
+            made.append(iso_key)
+            ahead = self.settings.build_prefetch
+            return {
+                "iso": self._stream_iso(
+                    handle, image, image.files, iso_key, names("iso"), ahead, fits
+                )
+            }
+        path = self._write_zip(handle, image, tmp)
+        made.append(image_key(handle.id, "zip"))
+        if not self.settings.view_online:
+            handle.update(phase="upload", flush=True)
+            return {"zip": self._upload(handle.id, "zip", path, names("zip"))}
+        made.append(iso_key)
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="zip-upload") as pool,
+            zipfile.ZipFile(path) as archive,
+        ):
+            zipped = pool.submit(self._upload, handle.id, "zip", path, names("zip"))
+            try:
+                files = _from_zip(image.files, archive, handle)
+                streamed = self._stream_iso(handle, image, files, iso_key, names("iso"), 0, fits)
+            except BaseException:
+                # The failed package's objects are removed next: the ZIP's upload must
+                # have ended first, or it could complete after the removal.
+                wait([zipped])
+                raise
+            return {"zip": zipped.result(), "iso": streamed}
+
+    def _write_zip(self, handle: JobHandle, image: disc.Disc, tmp: Path) -> Path:
+        """Write the ZIP from the sources into `tmp` (zipfile goes back to each entry's
+        header, so it is written to disk, then uploaded)."""
+        path = tmp / "image.zip"
+        with self._space(), path.open("w+b") as out:
+            iso.write_zip(image.files, out, prefetch=self.settings.build_prefetch)
         handle.check()
-        return paths
+        return path
+
+    def _stream_iso(
+        self,
+        handle: JobHandle,
+        image: disc.Disc,
+        files: list[DiscFile],
+        key: str,
+        filename: str,
+        ahead: int,
+        fits: tuple[media.Profile, int, int] | None,
+    ) -> PackageImage:
+        """Write the ISO straight into its multipart upload (stream.ImageSink); with `fits`
+        (profile, disc number, discs) it is checked against the medium before it completes.
+        A failure aborts the upload: no object appears under `key`."""
+        sink = ImageSink(
+            self.store,
+            key,
+            part_size=self.settings.s3_multipart_chunk,
+            content_type=CONTENT_TYPES["iso"],
+            content_disposition=f'attachment; filename="{filename}"',
+            check=handle.check,
+        )
+        with sink:
+            iso.write_iso(
+                files,
+                cast(BinaryIO, sink),
+                image.volume_id,
+                joliet=image.joliet,
+                prefetch=ahead,
+                settle=sink.settle,
+            )
+            handle.check()
+            if fits is not None:
+                self._check_fits(sink.size, *fits)
+            handle.update(phase="upload", flush=True)
+            done = sink.finish()
+        return PackageImage(
+            format="iso", key=key, filename=filename, size=done.size, sha256=done.sha256
+        )
 
     @contextmanager
     def _space(self) -> Iterator[None]:
@@ -566,20 +642,9 @@ class Packaging:
                 ) from exc
             raise
 
-    @staticmethod
-    def _write(
-        image: disc.Disc, files: list[DiscFile], out: BinaryIO, fmt: str, ahead: int
-    ) -> None:
-        if fmt == "iso":
-            iso.write_iso(files, out, image.volume_id, joliet=image.joliet, prefetch=ahead)
-        else:
-            iso.write_zip(files, out, prefetch=ahead)
-
-    def _upload(
-        self, package_id: str, fmt: str, path: Path, filename: str, key: str | None = None
-    ) -> PackageImage:
+    def _upload(self, package_id: str, fmt: str, path: Path, filename: str) -> PackageImage:
         sha256 = _sha256(path)
-        key = key or image_key(package_id, fmt)
+        key = image_key(package_id, fmt)
         # The friendly name travels as the object's Content-Disposition: neither the key nor
         # the signed URL holds it (URLs end up in proxy logs and mail archives).
         # A run that lost S3 mid-upload cannot abort its multipart upload; the key is this
