@@ -28,8 +28,8 @@ from typing import Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree as ET
 
-from pydicom.dataset import Dataset
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
@@ -77,6 +77,19 @@ SYSTEM_USER = "system (job)"  # who `audit.record_outcome` names: our process, n
 # PS3.15 A.5.2 EventOutcomeIndicator; "0" where our outcome says nothing (as the standard asks)
 _OUTCOME = {"refused": "4", "denied": "4", "rejected": "4", "failed": "8", "unavailable": "12"}
 _NO_EXPORT_YET = {"requested", "refused", "not_requested", "queued"}
+# The match keys a query message may carry: identifiers, never a name or a birth date
+QUERY_KEYS = frozenset(
+    {
+        "QueryRetrieveLevel",
+        "AccessionNumber",
+        "PatientID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "StudyDate",
+        "ModalitiesInStudy",
+    }
+)
 _STARTED = {"requested", "started", "queued", "running"}
 
 
@@ -94,8 +107,8 @@ def render(event: Mapping[str, Any], *, source_id: str | None = None) -> bytes |
     if build is None:
         return None
     source = source_id or str(event.get("service") or "dicom-iso")
-    message = build(event, source)
-    return ET.tostring(message, encoding="utf-8", xml_declaration=True)
+    xml: bytes = ET.tostring(build(event, source), encoding="utf-8", xml_declaration=True)
+    return xml
 
 
 Builder = Callable[[Mapping[str, Any], str], ET.Element]
@@ -104,7 +117,7 @@ Builder = Callable[[Mapping[str, Any], str], ET.Element]
 def _builder(event: Mapping[str, Any]) -> Builder | None:
     action, outcome = event.get("action"), str(event.get("outcome"))
     if action == "package":  # the disc image: an export once it is built (or failed)
-        return None if outcome in _NO_EXPORT_YET or outcome == "issued" else _export
+        return None if outcome in _NO_EXPORT_YET else _export
     if action in ("link", "email"):
         return None if outcome in _NO_EXPORT_YET else _export
     if action in ("forward", "retrieve"):
@@ -129,9 +142,7 @@ def _export(event: Mapping[str, Any], source: str) -> ET.Element:
 
 def _begin(event: Mapping[str, Any], source: str) -> ET.Element:
     """A.5.3.2 Begin Transferring DICOM Instances: a retrieval or a forward started."""
-    return _message(
-        event, source, BEGIN_TRANSFERRING, "E", _nodes(event, source), _objects(event)
-    )
+    return _message(event, source, BEGIN_TRANSFERRING, "E", _nodes(event, source), _objects(event))
 
 
 def _transferred(event: Mapping[str, Any], source: str) -> ET.Element:
@@ -163,9 +174,7 @@ def _alert(event: Mapping[str, Any], source: str) -> ET.Element:
     user = str(event.get("user") or "unknown")
     parts = [_participant(user, requestor=True, nap=event.get("client"))]
     parts.append(_participant(source, requestor=False))
-    subject = _object(
-        URI, str(event.get("path") or source), type_code="2", role="13", name=""
-    )
+    subject = _object(URI, str(event.get("path") or source), type_code="2", role="13", name="")
     reason = event.get("reason") or event.get("error")
     if reason:
         _detail(subject, "Alert Description", str(reason))
@@ -386,7 +395,8 @@ def _objects(event: Mapping[str, Any]) -> list[ET.Element]:
 def _query_object(event: Mapping[str, Any]) -> ET.Element:
     """The query: a C-FIND identifier (Explicit VR Little Endian, base64, with its transfer
     syntax), a QIDO-RS query string, or our lookup's accession numbers (a preview)."""
-    keys = {str(k): str(v) for k, v in (event.get("query") or {}).items() if v is not None}
+    wanted = (event.get("query") or {}).items()
+    keys = {str(k): str(v) for k, v in wanted if k in QUERY_KEYS and v is not None}
     protocol = event.get("protocol")
     if event.get("action") == "preview":
         accessions = ",".join(str(a) for a in event.get("accession_numbers") or ())
