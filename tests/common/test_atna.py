@@ -2,13 +2,12 @@
 
 Events are written by `audit.write` into a real (moto) bucket and read back, so the messages
 are rendered from what the trail really stores. The schema is the standard's, transcribed
-into RELAX NG's XML form (`dicom-audit-message.rng`) and checked with libxml2 (lxml).
+into RELAX NG's XML form (`tests/support/dicom-audit-message.rng`) and checked with libxml2 (lxml).
 """
 
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,8 @@ from pydicom.filereader import read_dataset
 
 from dicomiso_common import atna, audit
 from dicomiso_common.store import Store
+from support.atna import SCHEMA, valid
 
-SCHEMA = etree.RelaxNG(etree.parse(str(Path(__file__).with_name("dicom-audit-message.rng"))))
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
 PATIENT = {"patient_id": "PID-4711", "patient_name": "DOE^JANE"}  # the name must never show
@@ -35,11 +34,7 @@ def _stored(store: Store, service: str, action: str, **fields: Any) -> dict[str,
     return data
 
 
-def _valid(xml: bytes | None) -> etree._Element:
-    assert xml is not None
-    doc = etree.fromstring(xml)
-    assert SCHEMA.validate(doc), SCHEMA.error_log
-    return doc
+_valid = valid
 
 
 def _one(node: etree._Element, path: str) -> etree._Element:
@@ -156,7 +151,12 @@ KINDS: dict[str, tuple[str, str, dict[str, Any], str]] = {
         {"protocol": "qido", "path": "studies", "query": {"AccessionNumber": "CT.1"}},
         "110112",
     ),
-    "preview": ("packager", "preview", {"accession_numbers": ["CT.1", "CT.2"]}, "110112"),
+    "preview": (
+        "packager",
+        "preview",
+        {"accession_numbers": ["CT.1", "CT.2"], "patient_ids": ["PID-4711", "PID-0815"]},
+        "110112",
+    ),
     "sign-in": ("packager", "sign-in", {"client": "10.0.0.7"}, "110114"),
     "sign-out": ("packager", "sign-out", {"client": "::1"}, "110114"),
     "refused token": (
@@ -291,7 +291,13 @@ def test_the_audit_source_id_is_a_setting(store: Store) -> None:
 
 @pytest.mark.parametrize(
     ("action", "outcome"),
-    [("package", "requested"), ("package", "refused"), ("email", "requested"), ("other", "x")],
+    [
+        ("package", "requested"),
+        ("package", "refused"),
+        ("email", "requested"),
+        ("preview", "requested"),
+        ("other", "x"),
+    ],
 )
 def test_events_without_an_atna_counterpart_render_nothing(
     store: Store, action: str, outcome: str

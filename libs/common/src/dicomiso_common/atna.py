@@ -8,10 +8,11 @@ so a shipper can render again what it could not send.
 
 What an event may carry for its message (all optional but `at`, `service`, `action`,
 `outcome`, `user`): `client` (the caller's address), `patient_id` (PatientID: the patient
-participant), `study_uids`, `sop_classes` ({study uid: {SOP class uid: count}}), `accessions`
-({accession: [study uids]}), `our_aet` / `peer_aet` / `peer_host` (the DICOM nodes of a
-transfer or query), `query` ({keyword: value}, the match keys) with `protocol` ("c-find",
-"qido"), `email`, `profile`, `job_id`, `alert`, `path`, `error` / `reason`.
+participant; `patient_ids` for a preview of several), `study_uids`, `sop_classes` ({study
+uid: {SOP class uid: count}}), `accessions` ({accession: [study uids]}), `our_aet`,
+`peer_aet`, `peer_host` (the DICOM nodes of a transfer or query), `query` ({keyword:
+value}, the match keys) with `protocol` ("c-find", "qido"), `email`, `profile`, `job_id`,
+`alert`, `path`, `error` / `reason`.
 
 Never rendered: the patient's name (ParticipantObjectName stays empty: the schema wants the
 element, PS3.15 A.5.3 makes the name user-optional), and never a link: a link's media is
@@ -122,7 +123,9 @@ def _builder(event: Mapping[str, Any]) -> Builder | None:
         return None if outcome in _NO_EXPORT_YET else _export
     if action in ("forward", "retrieve"):
         return _begin if outcome in _STARTED else _transferred
-    if action in ("query", "preview"):
+    if action == "preview":  # the lookup is audited when asked, the Query once answered
+        return None if outcome == "requested" else _query
+    if action == "query":
         return _query
     if action in ("sign-in", "sign-out"):
         return _authentication
@@ -354,11 +357,10 @@ def _detail(obj: ET.Element, kind: str, value: str) -> None:
 
 
 def _patient(event: Mapping[str, Any]) -> list[ET.Element]:
-    """The patient (type 1 person, role 1 patient), by PatientID; the name stays out."""
-    patient_id = event.get("patient_id")
-    if not patient_id:
-        return []
-    return [_object(PATIENT_NUMBER, str(patient_id), type_code="1", role="1", name="")]
+    """The patient (type 1 person, role 1 patient), by PatientID; the name stays out. A
+    preview of several patients' accessions (refused, but looked up) names each."""
+    ids = event.get("patient_ids") or [event.get("patient_id")]
+    return [_object(PATIENT_NUMBER, str(i), type_code="1", role="1", name="") for i in ids if i]
 
 
 def _studies(event: Mapping[str, Any]) -> list[ET.Element]:
