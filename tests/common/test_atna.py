@@ -343,3 +343,12 @@ def test_a_broken_message_fails_the_schema(store: Store, how: str) -> None:
 def test_an_event_without_a_time_is_refused() -> None:
     with pytest.raises(ValueError, match="valid time"):
         atna.render({"service": "packager", "action": "sign-in", "outcome": "succeeded"})
+
+
+def test_control_characters_in_an_error_still_give_well_formed_xml(store: Store) -> None:
+    """A peer's error text may hold any byte; the message stays parseable and valid."""
+    event = _stored(store, "forwarder", "forward", outcome="failed", error="bad\x00\x1b[0m end")
+
+    doc = _valid(atna.render(event))
+
+    assert _one(doc, "EventIdentification/EventOutcomeDescription").text == "bad??[0m end"

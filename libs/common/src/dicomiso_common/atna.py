@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -107,12 +108,26 @@ def render(event: Mapping[str, Any], *, source_id: str | None = None) -> bytes |
     build = _builder(event)
     if build is None:
         return None
-    source = source_id or str(event.get("service") or "dicom-iso")
+    event = _scrubbed(event)
+    source = _XML_ILLEGAL.sub("?", source_id or str(event.get("service") or "dicom-iso"))
     xml: bytes = ET.tostring(build(event, source), encoding="utf-8", xml_declaration=True)
     return xml
 
 
 Builder = Callable[[Mapping[str, Any], str], ET.Element]
+# Characters XML 1.0 cannot carry at all (ElementTree would write them, unparseable)
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _scrubbed(value: Any) -> Any:
+    """The event with every string made XML-safe (an error text may hold any byte)."""
+    if isinstance(value, str):
+        return _XML_ILLEGAL.sub("?", value)
+    if isinstance(value, Mapping):
+        return {str(_scrubbed(k)): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    return value
 
 
 def _builder(event: Mapping[str, Any]) -> Builder | None:
