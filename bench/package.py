@@ -159,7 +159,7 @@ def build_main(spec_path: str, out_path: str) -> None:
 
         with tempfile.TemporaryDirectory(prefix="package-", dir=settings.work_dir) as tmp:
             contents, links = pk._build_and_upload(handle, request, manifests, Path(tmp), names)
-        return pk._finish(handle, request, contents, links).to_json()
+        return pk._finish(handle, request, contents, links, {}).to_json()
 
     jobs = Jobs(store, "package", settings, run, pk.is_current)
     before = vm_status()

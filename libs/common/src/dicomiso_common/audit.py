@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from fastapi import Request
 
 from .errors import DicomisoError, InvalidInput, ObjectMissing
+from .models import StudyManifest
 from .settings import CommonSettings
 from .store import Store
 
@@ -51,6 +54,21 @@ def requester(request: Request, settings: CommonSettings) -> str:
         if name:
             return name
     return "api-token" if settings.api_token.get_secret_value() else "anonymous (auth off)"
+
+
+def study_facts(manifests: Iterable[StudyManifest]) -> dict[str, Any]:
+    """What a DICOM audit message names of stored studies (`atna.render`): the PatientID,
+    the Study UIDs and each study's SOP classes with their counts. Ids only, never a name;
+    for event bodies, never for logs."""
+    manifests = list(manifests)
+    patient_ids = sorted({(m.patient.id or "").strip() for m in manifests} - {""})
+    return {
+        "patient_id": patient_ids[0] if len(patient_ids) == 1 else None,
+        "study_uids": [m.study_uid for m in manifests],
+        "sop_classes": {
+            m.study_uid: dict(Counter(i.sop_class_uid for i in m.instances)) for m in manifests
+        },
+    }
 
 
 def write(

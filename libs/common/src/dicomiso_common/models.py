@@ -314,6 +314,7 @@ class PackageJobResult(_Document):
     expires_at: str | None = None
     email: EmailOutcome | None = None
     patient_name: str | None = None  # the HIS's name, display form (the staff page's list)
+    patient_id: str | None = None  # the HIS's PatientID, for the audit events (atna.render)
 
     def to_json(self) -> dict[str, Any]:
         """Only the fields set so far (a running job's result holds its retrieval id only)."""

@@ -49,6 +49,8 @@ class CommonSettings(BaseSettings):
     job_expiry_days: Annotated[int, Field(ge=1, le=3650)] = 30  # lifecycle on job records
     manage_lifecycle: bool = True  # put the lifecycle rules on the bucket at start-up
     replica_id: str = Field(default_factory=_default_replica_id)
+    # AuditSourceID of the DICOM audit messages (atna.render); None: the service's name
+    audit_source_id: str | None = None
 
     @property
     def job_give_up_after(self) -> float:

@@ -32,7 +32,7 @@ from dicomiso_common.models import ForwardJobRequest, ForwardJobResult, SendResu
 from dicomiso_common.store import Store
 
 from .commitment import Verdict, request_commitment
-from .peers import pacs_peer, resolve
+from .peers import audit_fields, pacs_peer, resolve
 from .send import Item, Outcome, Sender, Transient
 from .settings import DicomwebPeer, ForwarderSettings, Peer
 from .stow import StowSender
@@ -134,9 +134,10 @@ class Forwarding:
             "accession_numbers": list(request.accession_numbers) or None,
             "study_uids": list(request.study_uids) or None,
             "attempt": handle.record.attempt,
+            **audit_fields(self.settings, request.destination),
         }
         try:
-            result = self._run(handle, request)
+            result = self._run(handle, request, about)
         except JobLost:
             raise
         except Exception as exc:
@@ -161,10 +162,14 @@ class Forwarding:
         )
         return result.to_json()
 
-    def _run(self, handle: JobHandle, request: ForwardJobRequest) -> ForwardJobResult:
+    def _run(
+        self, handle: JobHandle, request: ForwardJobRequest, about: dict[str, Any]
+    ) -> ForwardJobResult:
+        """Forward; `about` gains the PatientID, Study UIDs and SOP classes of what is sent
+        once the manifests are read, for the job's audit events."""
         peer = resolve(self.settings, request.destination)  # config may have changed
         handle.update(phase="locate", flush=True)
-        items = self._items(request, handle)
+        items = self._items(request, handle, about)
         saved = ResultsFile(self.store, handle)
         results = saved.load()
         commit = isinstance(peer, Peer) and peer.commitment
@@ -335,7 +340,9 @@ class Forwarding:
 
     # -- finding the instances -----------------------------------------------------------
 
-    def _items(self, request: ForwardJobRequest, handle: JobHandle) -> list[Item]:
+    def _items(
+        self, request: ForwardJobRequest, handle: JobHandle, about: dict[str, Any]
+    ) -> list[Item]:
         uids = self._study_uids(request)
         if uids is None or not all(self.store.exists(manifest_key(u)) for u in uids):
             handle.update(phase="retrieve", flush=True)
@@ -344,8 +351,9 @@ class Forwarding:
             if uids is None:
                 raise NotFound("retrieval finished but the studies are not in the bucket")
         items: list[Item] = []
-        for uid in uids:
-            manifest = load_manifest(self.store, uid)
+        manifests = [load_manifest(self.store, uid) for uid in uids]
+        about.update(audit.study_facts(manifests))
+        for uid, manifest in zip(uids, manifests, strict=True):
             items += [
                 Item(i.key, i.sop_uid, i.sop_class_uid, i.transfer_syntax, uid, i.size, entry=i)
                 for i in manifest.instances

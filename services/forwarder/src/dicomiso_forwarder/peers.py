@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -38,6 +40,17 @@ def resolve(settings: ForwarderSettings, name: object) -> Peer | DicomwebPeer:
         known = ", ".join(sorted(settings.peers)) or "none configured"
         raise InvalidInput(f"destination must be a configured peer ({known})")
     return settings.peers[name]
+
+
+def audit_fields(settings: ForwarderSettings, name: str) -> dict[str, Any]:
+    """The nodes of a forward for its audit events (atna): our AE title and the peer's, or
+    the DICOMweb peer's host; nothing for a name no longer configured."""
+    peer = settings.peers.get(name)
+    if isinstance(peer, Peer):
+        return {"our_aet": settings.calling_aet, "peer_aet": peer.aet, "peer_host": peer.host}
+    if peer is not None:
+        return {"peer_host": urlsplit(peer.url).hostname}
+    return {}
 
 
 def echo(settings: ForwarderSettings, peer: Peer) -> str | None:

@@ -97,6 +97,7 @@ def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: An
             destination=wanted.destination,
             accession_numbers=list(wanted.accession_numbers) or None,
             study_uids=list(wanted.study_uids) or None,
+            **peers.audit_fields(settings, wanted.destination),
         )
         return accepted(record, request, response, "forward_status")
 

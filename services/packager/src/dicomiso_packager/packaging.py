@@ -162,7 +162,7 @@ class Packaging:
             "attempt": handle.record.attempt,
         }
         try:
-            result = self._run(handle)
+            result = self._run(handle, about)
         except JobLost:
             raise
         except Exception as exc:
@@ -175,8 +175,8 @@ class Packaging:
             "package",
             "succeeded",
             **about,
-            study_uids=list(result.study_uids or ()),
             size=result.size,
+            profile=result.profile,
             email_state=result.email.state if result.email else None,
         )
         # The links are handed out once, here, with the result: a status GET that shows them
@@ -192,13 +192,16 @@ class Packaging:
         )
         return result.to_json()
 
-    def _run(self, handle: JobHandle) -> PackageJobResult:
+    def _run(self, handle: JobHandle, about: dict[str, Any]) -> PackageJobResult:
+        """Build the package; `about` gains the PatientID, Study UIDs and SOP classes as they
+        become known, so the job's audit events carry them (success or failure)."""
         request = package_request(handle.record)
         accessions = list(request.accession_numbers)
         handle.update(phase="lookup", flush=True)
         with self.lookup() as lookup:
             resolved = lookup.resolve(accessions)
         one_patient(resolved)
+        about["patient_id"] = resolved.accessions[0].patient_id
         name = resolved.accessions[0].patient_name.original
         display = resolved.accessions[0].patient_name.display
 
@@ -208,11 +211,14 @@ class Packaging:
         handle.update(phase="retrieve", flush=True)
         retrieval = self._retrieve(handle, accessions)
         manifests = self._manifests(retrieval)
+        about.update(audit.study_facts(manifests))
         workdir = self.settings.work_dir
         with tempfile.TemporaryDirectory(prefix="package-", dir=workdir) as tmp:
             contents, links = self._build_and_upload(handle, request, manifests, Path(tmp), names)
-        result = self._finish(handle, request, contents, links)
-        return result.model_copy(update={"patient_name": display})
+        result = self._finish(handle, request, contents, links, about)
+        return result.model_copy(
+            update={"patient_name": display, "patient_id": about.get("patient_id")}
+        )
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -712,6 +718,7 @@ class Packaging:
         request: PackageJobRequest,
         contents: PackageContents,
         links: dict[str, Any] | None,
+        about: dict[str, Any],
     ) -> PackageJobResult:
         if links is None:  # no online page: the links alone are signed now
             ttl = int(request.expires_in or self.settings.link_ttl)
@@ -736,7 +743,7 @@ class Packaging:
                 "packager",
                 "email",
                 outcome.state,
-                job_id=handle.id,
+                **about,
                 email=email,
                 via="package",
                 error=outcome.error,

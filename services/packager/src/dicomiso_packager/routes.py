@@ -101,6 +101,12 @@ class PackageStatus(JobStatus):
         return status
 
 
+def _patient_and_studies(record: JobRecord) -> dict[str, Any]:
+    """The PatientID and Study UIDs of a built package, for its audit events (atna.render)."""
+    result = package_result(record)
+    return {"patient_id": result.patient_id, "study_uids": list(result.study_uids or ()) or None}
+
+
 def canonical(body: PackageRequest, settings: PackagerSettings) -> PackageJobRequest:
     """Validate every value; the result names the job (same request -> same package).
 
@@ -250,6 +256,7 @@ def make_router(
             job_id=record.id,
             via=via,
             accession_numbers=list(package_request(record).accession_numbers),
+            **_patient_and_studies(record),
         )
 
     @router.post(
@@ -357,6 +364,7 @@ def make_router(
             "job_id": record.id,
             "email": to,
             "accession_numbers": list(package_request(record).accession_numbers),
+            **_patient_and_studies(record),
         }
         audit(store, settings, request, "email", **about)
         fresh = _fresh_link(packaging, record)

@@ -330,7 +330,20 @@ def make_web_router(
             try:
                 resolved = lookup.resolve(accessions)
             except NotFound as exc:
+                audit(
+                    store, settings, request, "preview", "not_found", accession_numbers=accessions
+                )
                 raise NotFound(unknown_reason(lookup, accessions, lang)) from exc
+        # Whom the clerk looked up: the PatientIDs go into the event body (atna: Query).
+        audit(
+            store,
+            settings,
+            request,
+            "preview",
+            "succeeded",
+            accession_numbers=accessions,
+            patient_ids=sorted({a.patient_id for a in resolved.accessions if a.patient_id}),
+        )
         with ThreadPoolExecutor(4) as pool:
             details = list(
                 pool.map(

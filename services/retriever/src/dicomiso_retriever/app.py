@@ -70,7 +70,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
 
     add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp.check_listening})
     app.include_router(
-        make_router(jobs, settings.retrieve_method, bearer_guard(settings), settings)
+        make_router(jobs, settings.retrieve_method, bearer_guard(settings), settings, store)
     )
     return app
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from dicomiso_common.dicom import accession_key, manifest_key
-from dicomiso_common.errors import DicomError, NotFound
-from dicomiso_common.jobs import JobHandle, JobRecord
+from dicomiso_common.errors import DicomError, DicomisoError, NotFound
+from dicomiso_common.jobs import JobHandle, JobLost, JobRecord
 from dicomiso_common.models import (
     AccessionIndex,
     RetrievalJobRequest,
@@ -31,7 +31,7 @@ from dicomiso_common.models import (
 from dicomiso_common.pacs import StudyAnswer
 from dicomiso_common.store import Store
 
-from . import dicomweb, negotiation, query, transfer
+from . import audited, dicomweb, negotiation, query, transfer
 from .leases import Lease, LeaseBook, LeaseHeld, study_lease
 from .manifest import (
     IncompleteStudy,
@@ -140,7 +140,7 @@ class Retrieval:
         request = RetrievalJobRequest.model_validate(handle.record.request)
         method = request.method or self.settings.retrieve_method
         handle.update(phase="query", flush=True)
-        hits, accessions = self._find(request, method)
+        hits, accessions = self._find(request, method, handle.id)
         progress = _Progress(handle, hits)
         handle.update(phase="retrieve", flush=True)
         with ThreadPoolExecutor(
@@ -156,7 +156,7 @@ class Retrieval:
         return result.to_json()
 
     def _find(
-        self, request: RetrievalJobRequest, method: str
+        self, request: RetrievalJobRequest, method: str, job_id: str
     ) -> tuple[list[StudyAnswer], dict[str, tuple[str, ...]]]:
         """C-FIND, or QIDO-RS for method dicomweb (the archive may speak nothing else)."""
         finder = dicomweb if method == "dicomweb" else query
@@ -164,6 +164,9 @@ class Retrieval:
         accessions: dict[str, tuple[str, ...]] = {}
         for accession in request.accession_numbers:
             found = finder.find_by_accession(self.settings, accession)
+            audited.job_query(
+                self.store, self.settings, method, {"AccessionNumber": accession}, found, job_id
+            )
             if not found:
                 raise StudyNotFound(f"no study found for accession {accession}")
             index = AccessionIndex(
@@ -176,6 +179,8 @@ class Retrieval:
             hits.update((h.study_uid, h) for h in found)
         for study_uid in request.study_uids:
             found = finder.find_by_study_uid(self.settings, study_uid)
+            keys = {"StudyInstanceUID": study_uid}
+            audited.job_query(self.store, self.settings, method, keys, found, job_id)
             if not found:
                 raise StudyNotFound(f"no study {study_uid} in the PACS")
             hits.update((h.study_uid, h) for h in found)
@@ -208,9 +213,32 @@ class Retrieval:
                 ) as lease:
                     if _complete(read_manifest(self.store, hit.study_uid), hit):
                         continue  # finished by another job while we waited for the lease
-                    return self._transfer(handle, hit, method, progress, lease)
+                    return self._audited_transfer(handle, hit, method, progress, lease)
             except (LeaseHeld, LeaseLost):
                 time.sleep(s.lease_poll)  # another live runner is moving it: wait, look again
+
+    def _audited_transfer(
+        self, handle: JobHandle, hit: StudyAnswer, method: str, progress: _Progress, lease: Lease
+    ) -> StudyOutcome:
+        """Transfer one study between its audit events: started, then succeeded or failed
+        (a lost lease or job is no outcome: whoever holds the study next reports it)."""
+        job_id = handle.id
+        audited.transfer(self.store, self.settings, method, hit, "started", job_id=job_id)
+        try:
+            outcome = self._transfer(handle, hit, method, progress, lease)
+        except (LeaseLost, JobLost):
+            raise
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, DicomisoError) else type(exc).__name__
+            audited.transfer(
+                self.store, self.settings, method, hit, "failed", job_id=job_id, error=reason
+            )
+            raise
+        manifest = read_manifest(self.store, hit.study_uid)
+        audited.transfer(
+            self.store, self.settings, method, hit, "succeeded", job_id=job_id, manifest=manifest
+        )
+        return outcome
 
     def _transfer(
         self, handle: JobHandle, hit: StudyAnswer, method: str, progress: _Progress, lease: Lease

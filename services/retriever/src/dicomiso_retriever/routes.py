@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput
 from dicomiso_common.jobs import JobAccepted, Jobs, JobStatus, accepted, validate_job_id
+from dicomiso_common.store import Store
 
-from . import dicomweb, query
+from . import audited, dicomweb, query
 from .settings import RetrieverSettings
 
 MAX_KEYS = 50
@@ -45,7 +46,7 @@ def canonical(body: RetrievalRequest, default_method: str) -> dict[str, Any]:
 
 
 def make_router(
-    jobs: Jobs, default_method: str, guard: Any, settings: RetrieverSettings
+    jobs: Jobs, default_method: str, guard: Any, settings: RetrieverSettings, store: Store
 ) -> APIRouter:
     router = APIRouter(
         prefix="/v1",
@@ -69,9 +70,15 @@ def make_router(
         summary="What the PACS holds for an accession number (C-FIND, or QIDO-RS when the "
         "default method is dicomweb; nothing is moved)",
     )
-    def studies(accession_number: str = Query(max_length=64)) -> list[dict[str, Any]]:
-        finder = dicomweb if settings.retrieve_method == "dicomweb" else query
-        found = finder.find_by_accession(settings, validate_accession(accession_number))
+    def studies(
+        request: Request, accession_number: str = Query(max_length=64)
+    ) -> list[dict[str, Any]]:
+        method = settings.retrieve_method
+        finder = dicomweb if method == "dicomweb" else query
+        accession = validate_accession(accession_number)
+        found = finder.find_by_accession(settings, accession)
+        keys = {"AccessionNumber": accession}
+        audited.asked_query(store, settings, request, method, keys, found)
         return [
             {
                 "study_uid": a.study_uid,
