@@ -43,17 +43,24 @@ def day_prefix(day: date) -> str:
 
 
 def requester(request: Request, settings: CommonSettings) -> str:
-    """Who asked: the proxy's user header if configured and given, else how we were called.
+    """Who asked: a staff member's JWT names them (preferred_username, else the subject); a
+    service token, the proxy's user header if configured and given, else `api-token`.
 
-    Only called behind the bearer guard, so the header came with the valid token. A service
-    without a `user_header` setting names the caller by its credential only.
+    Only called behind the guard (`auth.Guard`), which put the caller on `request.state`;
+    the proxy's header is trusted only with the service token, never with a user's JWT.
     """
+    principal: Any = getattr(request.state, "principal", None)
+    kind = getattr(principal, "kind", None)
+    if kind == "user":
+        return str(principal.name)
     header = getattr(settings, "user_header", None)
     if header:
         name = _USER.sub("", request.headers.get(header, ""))[:128].strip()
         if name:
             return name
-    return "api-token" if settings.api_token.get_secret_value() else "anonymous (auth off)"
+    if kind == "service" or (kind is None and settings.api_token.get_secret_value()):
+        return "api-token"
+    return "anonymous (auth off)"
 
 
 def study_facts(manifests: Iterable[StudyManifest]) -> dict[str, Any]:

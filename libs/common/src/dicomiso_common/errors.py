@@ -46,6 +46,13 @@ class Unauthorized(DicomisoError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(DicomisoError):
+    """The caller is known but lacks the role the route needs."""
+
+    status = 403
+    title = "Forbidden"
+
+
 class Unavailable(DicomisoError):
     """A dependency (S3, PACS, database) cannot be reached right now."""
 
@@ -101,6 +108,7 @@ def _problem_doc(description: str) -> dict[str, Any]:
 # For APIRouter(responses=...): documents the problem+json errors every /v1 route can give.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _problem_doc("Missing or invalid bearer token"),
+    403: _problem_doc("The caller lacks the role this route needs"),
     404: _problem_doc("No such resource"),
     422: _problem_doc("Invalid input; nothing was started"),
     503: _problem_doc("A dependency (S3, PACS, database) is unavailable; retry later"),

@@ -10,39 +10,31 @@ guard alone let an unauthenticated 400 MB POST into memory. `BodyGate` wraps the
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import PROBLEM_JSON
+from .errors import PROBLEM_JSON, DicomisoError
+
+if TYPE_CHECKING:
+    from .auth import Authenticator
 
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers of one request
 
 
-def token_problem(authorization: str, expected: bytes) -> str | None:
-    """Why an `Authorization` header does not carry the expected bearer token (None: it does).
-
-    The comparison is constant-time.
-    """
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return "missing bearer token"
-    if not hmac.compare_digest(token.strip().encode(), expected):
-        return "invalid bearer token"
-    return None
-
-
 class BodyGate:
     """Plain ASGI middleware in front of every service's app.
 
     A request that announces a body (Content-Length > 0 or Transfer-Encoding) must carry the
-    bearer token (when one is configured; every route that takes a body is guarded) and fit
+    service token or a valid JWT (when auth is on; every route that takes a body is guarded;
+    `auth.Authenticator` decides, and the route's guard reuses its verdict) and fit
     the limit of its route: the longest matching prefix in `limits`, else `max_body`. The body
     is then read here, at most that many bytes within `read_timeout` seconds, and handed on
     whole. Requests without a body pass untouched; the routes' guard checks their token.
@@ -51,13 +43,15 @@ class BodyGate:
     def __init__(
         self,
         app: ASGIApp,
-        token: bytes,
+        token: bytes | Authenticator,
         max_body: int,
         read_timeout: float,
         limits: Mapping[str, int] | None = None,
     ) -> None:
+        from .auth import Authenticator  # auth imports the audit trail and the store
+
         self.app = app
-        self.token = token
+        self.auth = Authenticator(token) if isinstance(token, bytes) else token
         self.max_body = max_body
         self.read_timeout = read_timeout
         self.limits = sorted((limits or {}).items(), key=lambda kv: -len(kv[0]))
@@ -74,12 +68,16 @@ class BodyGate:
         if headers.get(b"transfer-encoding") is None and (length is None or length == b"0"):
             await self.app(scope, receive, send)
             return
-        if self.token:
-            reason = token_problem(headers.get(b"authorization", b"").decode("latin-1"), self.token)
-            if reason:
-                challenge = {"www-authenticate": "Bearer"}
-                await _refuse(send, scope, 401, "Unauthorized", reason, challenge)
+        if self.auth.required:
+            text = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+            client = scope["client"][0] if scope.get("client") else None
+            try:
+                principal = await run_in_threadpool(self.auth.authenticate, text, client)
+            except DicomisoError as exc:  # Unauthorized, or the IdP unreachable (503)
+                extra = {k.lower(): v for k, v in (exc.headers or {}).items()}
+                await _refuse(send, scope, exc.status, exc.title, str(exc), extra)
                 return
+            scope.setdefault("state", {})["principal"] = principal
         limit = self.limit_for(scope["path"])
         if length is not None and (not length.isdigit() or int(length) > limit):
             await _refuse(send, scope, 413, "Content too large", f"the body limit is {limit} bytes")

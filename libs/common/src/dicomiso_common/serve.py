@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from .auth import Authenticator
 from .limits import BodyGate, protocol
 from .settings import CommonSettings
 
@@ -44,14 +45,15 @@ def load_settings(cls: type[S]) -> S:
 def server(app: FastAPI, settings: CommonSettings) -> uvicorn.Server:
     """A uvicorn server for the app on DICOMISO_HTTP_HOST:DICOMISO_HTTP_PORT.
 
-    In front of the app, `limits.BodyGate` refuses bodies without a token or over the limit
+    In front of the app, `limits.BodyGate` refuses bodies without a valid token (checked by the
+    app's `app.state.auth`, the same `auth.Authenticator` as its routes') or over the limit
     (a route that needs more names it in `app.state.body_limits`, path prefix to bytes) and
     bodies slower than DICOMISO_HTTP_READ_TIMEOUT; `limits.protocol` closes connections
     whose headers are slower than that. Idle keep-alive connections close after 5 s.
     """
     gate = BodyGate(
         app,
-        token=settings.api_token.get_secret_value().encode(),
+        token=getattr(app.state, "auth", None) or Authenticator.from_settings(settings),
         max_body=settings.max_body_bytes,
         read_timeout=settings.http_read_timeout,
         limits=getattr(app.state, "body_limits", None),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from typing import Annotated, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,15 @@ class CommonSettings(BaseSettings):
     # seconds for a request's headers, and again for its body, to arrive (slow clients)
     http_read_timeout: Annotated[float, Field(gt=0)] = 10.0
 
+    # OpenID Connect: the APIs accept the IdP's JWT access tokens too (docs/security.md)
+    oidc_issuer: str | None = None  # https://idp.example/realms/hospital; unset: tokens only
+    oidc_audience: str | None = None  # the `aud` our tokens carry (required with the issuer)
+    oidc_roles_claim: str = "roles"  # dotted path: realm_access.roles (Keycloak), roles
+    oidc_clock_skew: Annotated[int, Field(ge=0, le=300)] = 60  # seconds, exp / nbf / iat
+    oidc_jwks_min_refresh: Annotated[float, Field(ge=1)] = 30.0  # between JWKS fetches
+    oidc_jwks_max_age: Annotated[float, Field(ge=60)] = 3600.0  # then refreshed on use
+    oidc_http_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0  # each IdP request
+
     s3_endpoint_url: str | None = "http://127.0.0.1:9000"
     s3_public_url: str | None = None
     s3_bucket: str = "dicom-iso"
@@ -59,6 +69,20 @@ class CommonSettings(BaseSettings):
         Others take over only at `job_stale_after`, so the owner always stops first.
         """
         return give_up_after(self.job_stale_after, self.job_margin)
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Self:
+        """An issuer without an audience would accept any of its tokens; plain HTTP only on
+        loopback (the tests' IdP), since the keys it serves decide who may sign in."""
+        if not self.oidc_issuer:
+            return self
+        if not self.oidc_audience:
+            raise ValueError("DICOMISO_OIDC_AUDIENCE is required with DICOMISO_OIDC_ISSUER")
+        url = urlsplit(self.oidc_issuer)
+        loopback = url.hostname in ("127.0.0.1", "::1", "localhost")
+        if url.scheme != "https" and not (url.scheme == "http" and loopback):
+            raise ValueError("DICOMISO_OIDC_ISSUER must be an https:// URL")
+        return self
 
     @model_validator(mode="after")
     def _heartbeats_fit(self) -> Self:

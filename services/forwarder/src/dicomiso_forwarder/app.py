@@ -69,7 +69,9 @@ def create_app(settings: ForwarderSettings | None = None, store: Store | None = 
     app.state.commitment_scp = scp
     add_problem_handlers(app)
     add_ops_routes(app, "forwarder", {"s3": store.ping})
-    app.include_router(make_router(jobs, settings, store, bearer_guard(settings)))
+    guard = bearer_guard(settings, store, "forwarder")
+    app.state.auth = guard.auth  # BodyGate (serve.server) checks bodies' tokens with it
+    app.include_router(make_router(jobs, settings, store, guard))
     return app
 
 

@@ -74,7 +74,10 @@ def _status(record: JobRecord, store: Store, with_instances: bool) -> ForwardSta
 
 def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: Any) -> APIRouter:
     router = APIRouter(
-        prefix="/v1", dependencies=[Depends(guard)], tags=["forwards"], responses=PROBLEM_RESPONSES
+        prefix="/v1",
+        dependencies=[Depends(guard.role("sender"))],  # send to a PACS
+        tags=["forwards"],
+        responses=PROBLEM_RESPONSES,
     )
 
     @router.post(

@@ -48,7 +48,9 @@ def create_app(settings: LookupSettings | None = None) -> FastAPI:
     add_problem_handlers(app)
     checks: dict[str, ReadyCheck] = {"his": his.ping} if his is not None else {}
     add_ops_routes(app, "lookup", checks)
-    app.include_router(make_router(resolver, bearer_guard(settings)))
+    guard = bearer_guard(settings, service="lookup")  # no bucket: alerts go to the log
+    app.state.auth = guard.auth  # BodyGate (serve.server) checks bodies' tokens with it
+    app.include_router(make_router(resolver, guard))
     return app
 
 

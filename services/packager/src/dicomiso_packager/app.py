@@ -68,7 +68,8 @@ def create_app(settings: PackagerSettings | None = None, store: Store | None = N
     app.state.settings, app.state.store, app.state.jobs = settings, store, jobs
     add_problem_handlers(app)
     add_ops_routes(app, "packager", {"s3": store.ping})
-    guard = bearer_guard(settings)
+    guard = bearer_guard(settings, store, "packager")
+    app.state.auth = guard.auth  # BodyGate (serve.server) checks bodies' tokens with it
     app.include_router(make_router(jobs, packaging, settings, store, guard))
     web.include(app, jobs, packaging, settings, store, guard)
     return app

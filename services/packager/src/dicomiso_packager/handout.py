@@ -73,7 +73,10 @@ def handout(settings: PackagerSettings, lang: Lang, links: dict[str, Any]) -> di
 
 def handout_router(jobs: Jobs, settings: PackagerSettings, guard: Any) -> APIRouter:
     router = APIRouter(
-        prefix="/v1", dependencies=[Depends(guard)], tags=["page"], responses=PROBLEM_RESPONSES
+        prefix="/v1",
+        dependencies=[Depends(guard.role("clerk"))],
+        tags=["page"],
+        responses=PROBLEM_RESPONSES,
     )
 
     @router.get("/packages/{job_id}/handout", summary="The patient's hand-out of a package")

@@ -315,13 +315,22 @@ def make_web_router(
     def session(request: Request) -> dict[str, Any]:
         return {
             "user": user_of(request, settings),
+            "roles": sorted(getattr(request.state.principal, "roles", ())),
             "institution": settings.institution_name,
             "mail": mail.mail_enabled(settings),
             "default_profile": settings.default_profile,
             "link_ttl": settings.link_ttl,
         }
 
-    @router.post("/previews", summary="Whom accession numbers belong to; nothing is retrieved")
+    clerk = [Depends(guard.role("clerk"))]  # check a patient
+    sender = [Depends(guard.role("sender"))]  # send to a PACS
+    auditor = [Depends(guard.role("auditor"))]  # read the audit trail
+
+    @router.post(
+        "/previews",
+        dependencies=clerk,
+        summary="Whom accession numbers belong to; nothing is retrieved",
+    )
     def preview(body: PreviewRequest, request: Request) -> dict[str, Any]:
         lang = negotiate(request.headers.get("accept-language"))
         accessions = _accessions(body.accession_numbers, lang)
@@ -370,12 +379,21 @@ def make_web_router(
             "reason": reason,
         }
 
-    @router.get("/peers", summary="PACS peers the forwarder can send to (and whether they answer)")
+    @router.get(
+        "/peers",
+        dependencies=sender,
+        summary="PACS peers the forwarder can send to (and whether they answer)",
+    )
     def peers() -> Any:
         with forwarder() as client:
             return client.json("GET", "/v1/peers")
 
-    @router.post("/forwards", status_code=202, summary="Send the studies to a configured peer")
+    @router.post(
+        "/forwards",
+        status_code=202,
+        dependencies=sender,
+        summary="Send the studies to a configured peer",
+    )
     def forward(body: ForwardRequest, request: Request) -> dict[str, Any]:
         accessions = _accessions(body.accession_numbers)
         with forwarder() as client:
@@ -391,7 +409,7 @@ def make_web_router(
         )
         return {"id": view.id, "state": view.state}
 
-    @router.get("/audit", summary="Audit events since a time, oldest first")
+    @router.get("/audit", dependencies=auditor, summary="Audit events since a time, oldest first")
     def audit_events(
         since: str = Query(
             max_length=64,
@@ -405,7 +423,7 @@ def make_web_router(
         events, truncated = audit_trail.events_since(store, start, limit=limit)
         return {"since": start.isoformat(), "events": events, "truncated": truncated}
 
-    @router.get("/forwards/{job_id}", summary="State and counts of a forward")
+    @router.get("/forwards/{job_id}", dependencies=sender, summary="State and counts of a forward")
     def forward_status(job_id: str) -> dict[str, Any]:
         with forwarder() as client:
             return client.status(validate_job_id(job_id)).model_dump()

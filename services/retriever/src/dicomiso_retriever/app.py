@@ -69,9 +69,9 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     add_problem_handlers(app)
 
     add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp.check_listening})
-    app.include_router(
-        make_router(jobs, settings.retrieve_method, bearer_guard(settings), settings, store)
-    )
+    guard = bearer_guard(settings, store, "retriever")
+    app.state.auth = guard.auth  # BodyGate (serve.server) checks bodies' tokens with it
+    app.include_router(make_router(jobs, settings.retrieve_method, guard, settings, store))
     return app
 
 

@@ -50,7 +50,8 @@ def make_router(
 ) -> APIRouter:
     router = APIRouter(
         prefix="/v1",
-        dependencies=[Depends(guard)],
+        # what the packager (a disc) and the forwarder (a send) ask for, with the service token
+        dependencies=[Depends(guard.role("clerk", "sender"))],
         tags=["retrievals"],
         responses=PROBLEM_RESPONSES,
     )
