@@ -18,6 +18,7 @@ from packager import conftest as real_stack
 from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
+from dicomiso_common.audit import event_key
 from dicomiso_common.settings import CommonSettings
 from dicomiso_forwarder.app import create_app as create_forwarder
 from dicomiso_forwarder.settings import ForwarderSettings
@@ -341,7 +342,11 @@ def test_audit_lists_every_action_of_a_real_stack_oldest_first(
     raw = json.dumps(events)
     assert "Wulandari" not in raw and "Sari Wulandari" not in raw and "PixelData" not in raw
     keys = [o.key for o in stack.store.list("audit/")]
-    assert len(keys) == len(events)
+    listed_keys = {event_key(datetime.fromisoformat(e["at"]), e["id"]) for e in events}
+    # The refused call (wrong token) came after the listing and left a Security Alert.
+    later = [stack.store.get_json(k)[0] for k in keys if k not in listed_keys]
+    assert [(e["action"], e["outcome"]) for e in later] == [("security-alert", "refused")], later
+    assert len(keys) == len(events) + 1
     assert all(re.fullmatch(r"audit/\d{4}/\d\d/\d\d/[0-9a-f]{32}\.json", k) for k in keys)
     assert text.exit_code == 0, text.output
     assert len(text.stdout.splitlines()) == len(events)

@@ -29,10 +29,18 @@ pytestmark = pytest.mark.timeout(2400)
 
 ARTIFACTS = ROOT / "artifacts" / "image"
 SIZE_GOAL = 300 * 1000**2  # the runtime image's goal (issue 17); reported, guarded below
-SIZE_LIMIT = 350 * 1000**2  # a regression past this fails
+# A regression past this fails. 350 -> 370 MB when the APIs began verifying the identity
+# provider's JWT signatures (issue 21): cryptography, joserfc's RSA/EC backend, made the
+# image 353 MB.
+SIZE_LIMIT = 370 * 1000**2
 HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PEM = re.compile(rb"-----BEGIN CERTIFICATE-----\s+(.+?)\s+-----END CERTIFICATE-----", re.S)
-PRIVATE_KEY = re.compile(rb"-----BEGIN (?:RSA |EC |OPENSSH |ENCRYPTED )?PRIVATE KEY-----")
+# A PEM block with a body, not just its first line: cryptography's own sources hold the
+# armour lines as constants (serialization/ssh.py).
+PRIVATE_KEY = re.compile(
+    rb"-----BEGIN (?:RSA |EC |OPENSSH |ENCRYPTED )?PRIVATE KEY-----\r?\n"
+    rb"[A-Za-z0-9+/=:, \r\n-]{64,}?-----END (?:RSA |EC |OPENSSH |ENCRYPTED )?PRIVATE KEY-----"
+)
 MEMBERS = {
     f"dicomiso-{m}" for m in ("common", "client", "lookup", "retriever", "packager", "forwarder")
 }
@@ -80,6 +88,19 @@ def exported(docker: Docker, image: str, tmp_path_factory: pytest.TempPathFactor
     finally:
         docker.run("rm", cid, check=False)
     return out
+
+
+def test_private_key_pattern_finds_keys_not_armour_constants() -> None:
+    """The scan below must find a real key file and pass a library that names the armour."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import ssh
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.OpenSSH):
+        pem = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+        assert PRIVATE_KEY.search(b"config\n" + pem), fmt
+    assert PRIVATE_KEY.search(Path(ssh.__file__).read_bytes()) is None
 
 
 def test_image_holds_no_tests_bench_dev_dependencies_caches_or_secrets(exported: Path) -> None:
