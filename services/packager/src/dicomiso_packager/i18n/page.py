@@ -7,6 +7,11 @@ HTML: dict[str, dict[str, str]] = {
     "title": {"en": "Patient disc", "id": "Disk pasien"},
     "language": {"en": "Language", "id": "Bahasa"},
     "sign_in": {"en": "Sign in", "id": "Masuk"},
+    "sign_out": {"en": "Sign out", "id": "Keluar"},
+    "sign_in_idp_hint": {
+        "en": "With your hospital account.",
+        "id": "Dengan akun rumah sakit Anda.",
+    },
     "token": {"en": "Access code (API token)", "id": "Kode akses (token API)"},
     "token_hint": {
         "en": "Kept in this browser tab only, until you close it.",
@@ -145,6 +150,16 @@ SCRIPT: dict[str, dict[str, str]] = {
         "again; if it keeps happening, call IT.",
         "id": "Layanan disk tidak dapat dihubungi. Periksa sambungan jaringan dan coba lagi; "
         "jika terus terjadi, hubungi bagian TI.",
+    },
+    "no_clerk_role": {
+        "en": "Your account may not make discs here (the role clerk is needed). "
+        "Auditors read the audit trail with the dicom-iso audit command.",
+        "id": "Akun Anda tidak dapat membuat disk di sini (perlu peran clerk). "
+        "Auditor membaca jejak audit dengan perintah dicom-iso audit.",
+    },
+    "sign_in_idp_first": {
+        "en": "Please sign in with your hospital account first.",
+        "id": "Silakan masuk terlebih dahulu dengan akun rumah sakit Anda.",
     },
     "sign_in_first": {
         "en": "Please sign in with the access code first.",
