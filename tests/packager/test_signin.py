@@ -74,7 +74,7 @@ def served(s3_bucket: Any, store: Store) -> Iterator[Served]:
     with running_idp() as idp:
         port = free_port()
         base = f"http://{LOOPBACK}:{port}"
-        idp.redirect_uris.add(f"{base}/callback")
+        idp.redirect_uris.add(f"{base}/auth/callback")
         idp.logout_uris.add(f"{base}/")
         settings = packager_settings(idp, s3_bucket, port)
         server = serve.server(create_app(settings, store), settings)
@@ -98,7 +98,7 @@ def events(store: Store, action: str) -> list[dict[str, Any]]:
 
 def start_login(http: httpx.Client) -> dict[str, str]:
     """GET /login; the IdP's authorization request it redirects to, as a dict."""
-    answer = http.get("/login")
+    answer = http.get("/auth/login")
     assert answer.status_code == 302, answer.text
     return {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["location"]).query).items()}
 
@@ -122,10 +122,10 @@ def test_login_redirects_with_pkce_state_and_nonce(served: Served) -> None:
     redirect URI; the verifier stays in a signed, HttpOnly cookie (never in the URL)."""
     with httpx.Client(base_url=served.base) as http:
         first, second = start_login(http), start_login(http)
-        cookie = http.get("/login").headers["set-cookie"]
+        cookie = http.get("/auth/login").headers["set-cookie"]
     assert first["response_type"] == "code" and first["client_id"] == CLIENT_ID
     assert first["code_challenge_method"] == "S256" and len(first["code_challenge"]) == 43
-    assert first["redirect_uri"] == f"{served.base}/callback"
+    assert first["redirect_uri"] == f"{served.base}/auth/callback"
     assert len(first["state"]) >= 32 and len(first["nonce"]) >= 32
     assert first["state"] != second["state"] and first["nonce"] != second["nonce"]
     assert first["code_challenge"] != second["code_challenge"]
@@ -176,11 +176,14 @@ def test_a_wrong_state_is_refused_and_alerted(served: Served) -> None:
         form = {f"q_{k}": v for k, v in q.items()} | {"username": "clerk", "password": "clerk-pw"}
         at_idp = httpx.post(f"{served.idp.url}/authorize", data=form)
         code = parse_qs(urlsplit(at_idp.headers["location"]).query)["code"][0]
-        wrong = http.get("/callback", params={"code": code, "state": "not-the-state"})
+        wrong = http.get("/auth/callback", params={"code": code, "state": "not-the-state"})
         assert wrong.status_code == 400 and "state does not match" in wrong.text
         assert signin.SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
     with httpx.Client(base_url=served.base) as other:  # no sign-in cookie at all
-        assert other.get("/callback", params={"code": code, "state": q["state"]}).status_code == 400
+        assert (
+            other.get("/auth/callback", params={"code": code, "state": q["state"]}).status_code
+            == 400
+        )
     reasons = [e["reason"] for e in events(served.store, "security-alert")]
     assert any("state does not match" in r for r in reasons)
     assert any("no sign-in cookie" in r for r in reasons)
@@ -194,8 +197,21 @@ def test_a_bad_password_never_reaches_a_session(served: Served) -> None:
         at_idp = httpx.post(f"{served.idp.url}/authorize", data=form)
         assert at_idp.status_code == 200 and "Invalid user name" in at_idp.text
         # A code the IdP never issued: the exchange fails, a failed sign-in is audited.
-        back = http.get("/callback", params={"code": "made-up", "state": q["state"]})
+        back = http.get("/auth/callback", params={"code": "made-up", "state": q["state"]})
         assert back.status_code == 401 and "did not issue tokens" in back.text
+    assert [e["outcome"] for e in events(served.store, "sign-in")] == ["failed"]
+
+
+def test_an_id_token_with_another_nonce_is_refused(served: Served) -> None:
+    """A code whose ID token carries a nonce other than ours (a replayed or injected code) is
+    a failed sign-in, not a session."""
+    with httpx.Client(base_url=served.base) as http:
+        q = start_login(http) | {"nonce": "someone-elses-nonce"}
+        form = {f"q_{k}": v for k, v in q.items()} | {"username": "clerk", "password": "clerk-pw"}
+        at_idp = httpx.post(f"{served.idp.url}/authorize", data=form)
+        back = http.get(at_idp.headers["location"])
+        assert back.status_code == 401 and "nonce does not match" in back.text
+        assert signin.SESSION_COOKIE not in back.headers.get("set-cookie", "")
     assert [e["outcome"] for e in events(served.store, "sign-in")] == ["failed"]
 
 
@@ -246,7 +262,7 @@ def test_bad_session_cookies_are_refused_and_alerted(
 def test_logout_clears_the_cookie_and_ends_the_idp_session(served: Served) -> None:
     with httpx.Client(base_url=served.base) as http:
         assert sign_in(served, http, "clerk").status_code == 303
-        out = http.get("/logout")
+        out = http.get("/auth/logout")
         assert out.status_code == 303
         target = urlsplit(out.headers["location"])
         assert f"{target.scheme}://{target.netloc}{target.path}" == f"{served.idp.url}/logout"
@@ -261,7 +277,7 @@ def test_logout_clears_the_cookie_and_ends_the_idp_session(served: Served) -> No
 
 def test_an_idp_that_is_down_is_a_page_not_a_500(served: Served) -> None:
     served.idp.stop()
-    answer = httpx.get(f"{served.base}/login", headers={"Accept": "text/html"})
+    answer = httpx.get(f"{served.base}/auth/login", headers={"Accept": "text/html"})
     assert answer.status_code == 503
     assert "identity provider" in answer.text and "cannot be reached" in answer.text
     assert answer.headers["content-type"].startswith("text/html")

@@ -60,7 +60,7 @@ def test_sign_in_with_the_idp_check_a_patient_sign_out(
         oidc_client_secret=SecretStr(CLIENT_SECRET),
         session_secret=SecretStr(SESSION_SECRET),
     )
-    idp.redirect_uris.add(f"{stack.url}/callback")
+    idp.redirect_uris.add(f"{stack.url}/auth/callback")
     idp.logout_uris.add(f"{stack.url}/")
     add_patient(stack.his, "RM-WEB-SSO", "Dewi Lestari", [study.accession])
 

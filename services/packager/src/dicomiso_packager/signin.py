@@ -1,11 +1,11 @@
 """The staff page's sign-in with the hospital's identity provider (docs/security.md).
 
 OpenID Connect authorization code flow with PKCE (S256), as a confidential client
-(DICOMISO_OIDC_CLIENT_ID / _SECRET): `GET /login` sends the browser to the IdP's
+(DICOMISO_OIDC_CLIENT_ID / _SECRET): `GET /auth/login` sends the browser to the IdP's
 authorization endpoint (from discovery) with a random state, nonce and code challenge, kept
-in a short-lived signed cookie; `GET /callback` checks the state, exchanges the code
+in a short-lived signed cookie; `GET /auth/callback` checks the state, exchanges the code
 server-side, verifies the access token with the APIs' own verifier (and the ID token's
-nonce), and sets the session cookie; `GET /logout` clears it and ends the IdP's session.
+nonce), and sets the session cookie; `GET /auth/logout` clears it and ends the IdP's session.
 
 The session cookie holds the subject, name and roles and the sign-in time, signed with
 DICOMISO_SESSION_SECRET (itsdangerous, with the time of signing): it is refused after
@@ -220,7 +220,7 @@ def message_page(status: int, title: str, text: str) -> HTMLResponse:
 def signin_router(
     settings: PackagerSettings, store: Store, auth: Authenticator, sessions: Sessions
 ) -> APIRouter:
-    """`/login`, `/callback` and `/logout` (public: they are how one gets a session)."""
+    """`/auth/login`, `/auth/callback`, `/auth/logout`: public, they are how one signs in."""
     assert auth.verifier is not None and settings.oidc_issuer and settings.oidc_client_id
     verifier: Verifier = auth.verifier
     # The ID token: the same keys and checks, its audience being our client id.
@@ -270,10 +270,10 @@ def signin_router(
         return message_page(401, "Sign-in failed", f"{reason}. Sign in again.")
 
     def forged(request: Request, reason: str) -> HTMLResponse:
-        auth.alert("unknown", reason, client_of(request), route="/callback")
+        auth.alert("unknown", reason, client_of(request), route="/auth/callback")
         return message_page(400, "Sign-in refused", f"{reason}. Sign in again from the page.")
 
-    @router.get("/login")
+    @router.get("/auth/login")
     def login(request: Request) -> Response:
         base = base_of(request)
         if base is None:
@@ -285,7 +285,7 @@ def signin_router(
         except IdpUnavailable as exc:
             return unreachable(exc)
         state, nonce, code_verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        redirect_uri = f"{base}/callback"
+        redirect_uri = f"{base}/auth/callback"
         query = {
             "response_type": "code",
             "client_id": client_id,
@@ -308,7 +308,7 @@ def signin_router(
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    @router.get("/callback")
+    @router.get("/auth/callback")
     def callback(request: Request) -> Response:
         q = request.query_params
         raw = request.cookies.get(FLOW_COOKIE)
@@ -361,15 +361,16 @@ def signin_router(
             if not looks_like_jwt(access):
                 raise Unauthorized("the access token is not a JWT")
             claims = verifier.verify(access)
-            if isinstance(id_token, str):
-                id_claims = id_verifier.verify(id_token)
-                nonce = _payload(id_token).get("nonce")
-                if id_claims.subject != claims.subject:
-                    raise Unauthorized("the ID token names another subject")
-                if not isinstance(nonce, str) or not hmac.compare_digest(
-                    nonce.encode(), str(flow.get("nonce", "")).encode()
-                ):
-                    raise Unauthorized("the ID token's nonce does not match")
+            if not isinstance(id_token, str) or not looks_like_jwt(id_token):
+                raise Unauthorized("the identity provider sent no ID token")
+            id_claims = id_verifier.verify(id_token)
+            nonce = _payload(id_token).get("nonce")
+            if id_claims.subject != claims.subject:
+                raise Unauthorized("the ID token names another subject")
+            if not isinstance(nonce, str) or not hmac.compare_digest(
+                nonce.encode(), str(flow.get("nonce", "")).encode()
+            ):
+                raise Unauthorized("the ID token's nonce does not match")
         except IdpUnavailable as exc:
             return unreachable(exc)
         except Unauthorized as exc:
@@ -390,7 +391,7 @@ def signin_router(
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    @router.get("/logout")
+    @router.get("/auth/logout")
     def logout(request: Request) -> Response:
         user = None
         raw = request.cookies.get(SESSION_COOKIE)
