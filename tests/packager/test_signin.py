@@ -251,6 +251,8 @@ def test_bad_session_cookies_are_refused_and_alerted(
         f"{served.base}/v1/previews", json={"accession_numbers": []}, headers=headers
     )
     assert posted.status_code == 401  # BodyGate refuses it before the body
+    cleared = answer.headers["set-cookie"]  # the browser stops sending it
+    assert cleared.startswith(f"{signin.SESSION_COOKIE}=;") and "Max-Age=0" in cleared
     alerts = events(served.store, "security-alert")
     assert any(reason in e["reason"] and e.get("credential") == "session cookie" for e in alerts)
     assert values[cookie] not in str(alerts)
@@ -281,6 +283,21 @@ def test_an_idp_that_is_down_is_a_page_not_a_500(served: Served) -> None:
     assert answer.status_code == 503
     assert "identity provider" in answer.text and "cannot be reached" in answer.text
     assert answer.headers["content-type"].startswith("text/html")
+
+
+def test_the_redirect_uri_is_never_taken_from_a_remote_host_header(served: Served) -> None:
+    """Without DICOMISO_PUBLIC_URL only a loopback request gets a redirect URI: a Host header
+    naming another host (a proxy in front) is refused with a page, not trusted."""
+    answer = httpx.get(f"{served.base}/auth/login", headers={"Host": "staff.example"})
+    assert answer.status_code == 503 and "DICOMISO_PUBLIC_URL" in answer.text
+
+
+def test_cookies_are_secure_except_on_plain_http_loopback() -> None:
+    assert signin.plain_loopback("http", "127.0.0.1") and signin.plain_loopback("http", "[::1]")
+    assert not signin.plain_loopback("https", "127.0.0.1")
+    assert not signin.plain_loopback("http", "staff.example")
+    header = signin.cookie_header(signin.SESSION_COOKIE, "v", secure=True)
+    assert header == "dicomiso-session=v; Path=/; HttpOnly; SameSite=Lax; Secure"
 
 
 def test_sign_in_settings_are_checked(s3_bucket: Any) -> None:

@@ -68,7 +68,7 @@ def test_sign_in_with_the_idp_check_a_patient_sign_out(
     link = page.visible("sign-in-link")
     assert not page.el("auth-form").is_displayed()  # no token field in sign-in mode
     assert not page.el("order-section").is_displayed()
-    page.shot("sign-in")
+    assert page.axe("sign-in") == []
     link.click()
     idp_login(page, "clerk")
     page.wait(lambda: "Signed in as clerk" in page.el("user").text, what="signed in")
@@ -77,7 +77,7 @@ def test_sign_in_with_the_idp_check_a_patient_sign_out(
     assert page.driver.current_url == stack.url + "/"  # no code or state left in the URL
     # The session cookie is HttpOnly: the page's script cannot read it.
     assert "dicomiso-session" not in page.driver.execute_script("return document.cookie")
-    page.shot("signed-in-clerk")
+    assert page.axe("signed-in-clerk") == []
 
     page.el("accessions").send_keys(study.accession)
     page.el("check").click()  # a POST on the session cookie, through BodyGate

@@ -161,14 +161,26 @@ class RenewSession:
             if message["type"] == "http.response.start":
                 principal = scope.get("state", {}).get("principal")
                 value = getattr(principal, "session", None)
-                if value:
+                if value is None and message["status"] == 401 and _page_call_with_cookie(scope):
+                    value, max_age = "", 0  # refused: cleared, not sent (and alerted) again
+                else:
+                    max_age = None
+                if value is not None:
                     host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
                     secure = not plain_loopback(scope["scheme"], urlsplit(f"//{host}").hostname)
-                    header = cookie_header(SESSION_COOKIE, value, secure).encode("latin-1")
-                    message["headers"] = [*message.get("headers", []), (b"set-cookie", header)]
+                    header = cookie_header(SESSION_COOKIE, value, secure, max_age)
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (b"set-cookie", header.encode("latin-1")),
+                    ]
             await send(message)
 
         await self.app(scope, receive, renew)
+
+
+def _page_call_with_cookie(scope: Scope) -> bool:
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    return headers.get(CSRF_HEADER) == CSRF_VALUE and SESSION_COOKIE in _cookies(headers)
 
 
 class Discovery:
