@@ -285,6 +285,19 @@ def test_an_idp_that_is_down_is_a_page_not_a_500(served: Served) -> None:
     assert answer.headers["content-type"].startswith("text/html")
 
 
+def test_an_idp_that_goes_down_during_sign_in_is_a_page_too(served: Served) -> None:
+    """The IdP answered /authorize and then went down: the code exchange cannot be done, the
+    callback says so (503), and no session is set."""
+    with httpx.Client(base_url=served.base) as http:
+        q = start_login(http)
+        form = {f"q_{k}": v for k, v in q.items()} | {"username": "clerk", "password": "clerk-pw"}
+        at_idp = httpx.post(f"{served.idp.url}/authorize", data=form)
+        served.idp.stop()
+        back = http.get(at_idp.headers["location"])
+    assert back.status_code == 503 and "cannot be reached" in back.text
+    assert signin.SESSION_COOKIE not in back.headers.get("set-cookie", "")
+
+
 def test_the_redirect_uri_is_never_taken_from_a_remote_host_header(served: Served) -> None:
     """Without DICOMISO_PUBLIC_URL only a loopback request gets a redirect URI: a Host header
     naming another host (a proxy in front) is refused with a page, not trusted."""

@@ -1,6 +1,7 @@
 """The staff page signing in with the hospital's identity provider, in Chromium: the test IdP
 (tests/support/idp.py) over HTTP, its login form filled in, back on the page signed in with
-the sections the roles allow; a patient checked on the session cookie; signed out."""
+the sections the roles allow; a patient checked and a disc made on the session cookie;
+signed out; an auditor sees no order form."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def idp_login(page: Any, user: str) -> None:
     page.el("kc-login").click()
 
 
-def test_sign_in_with_the_idp_check_a_patient_sign_out(
+def test_sign_in_with_the_idp_make_a_disc_sign_out(
     make_web_stack: Any, orthanc: Any, study_factory: Any, page: Any, idp: Idp
 ) -> None:
     study = small_study(study_factory, patient_id="RM-WEB-SSO")
@@ -85,6 +86,9 @@ def test_sign_in_with_the_idp_check_a_patient_sign_out(
     assert "Lestari" in page.el("preview-rows").text
     assert not page.el("forward-form").is_displayed()  # a clerk does not send to a PACS
     page.shot("checked")
+    page.el("confirm").click()  # the disc: a POST, then the page polls its job on the cookie
+    page.visible("download", timeout=120)
+    page.shot("disc-ready")
 
     page.el("sign-out").click()
     page.visible("sign-in-link")
@@ -106,6 +110,7 @@ def test_sign_in_with_the_idp_check_a_patient_sign_out(
     assert ("sign-in", "clerk", "succeeded") in events
     assert ("sign-out", "clerk", "succeeded") in events
     assert ("preview", "clerk", "succeeded") in events
+    assert any(a == "package" and u == "clerk" for a, u, _ in events)
     assert ("sign-in", "auditor", "succeeded") in events
 
 
