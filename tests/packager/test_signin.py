@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from pydantic import SecretStr, ValidationError
 
@@ -324,3 +325,30 @@ def test_sign_in_settings_are_checked(s3_bucket: Any) -> None:
             packager_settings(idp, s3_bucket, 1, public_url="staff.example")
     with pytest.raises(ValidationError, match="DICOMISO_OIDC_ISSUER"):
         PackagerSettings(oidc_client_id=CLIENT_ID, session_secret=SecretStr(SESSION_SECRET))
+
+
+def test_the_client_secret_may_be_a_mounted_file(s3_bucket: Any, tmp_path: Any) -> None:
+    """DICOMISO_OIDC_CLIENT_SECRET_FILE is read at each sign-in (a rotated secret applies)."""
+    secret = tmp_path / "client-secret"
+    secret.write_text("first\n")
+    with running_idp() as idp:
+        settings = packager_settings(
+            idp, s3_bucket, 1, oidc_client_secret=None, oidc_client_secret_file=secret
+        )
+    assert settings.client_secret() == "first"
+    secret.write_text("rotated")
+    assert settings.client_secret() == "rotated"
+
+
+def test_without_a_client_id_the_page_stays_in_token_mode(s3_bucket: Any) -> None:
+    """No DICOMISO_OIDC_CLIENT_ID: no sign-in routes, the page asks for the token as before;
+    with it, the page is told to offer "Sign in"."""
+    plain = PackagerSettings(s3_endpoint_url="http://127.0.0.1:9", api_token=SecretStr("t"))
+    client = TestClient(create_app(plain))  # no lifespan: nothing reaches the bucket
+    assert 'data-signin="token"' in client.get("/").text
+    assert client.get("/auth/login", follow_redirects=False).status_code == 404
+    with running_idp() as idp:
+        oidc = packager_settings(idp, s3_bucket, 1, s3_endpoint_url="http://127.0.0.1:9")
+        client = TestClient(create_app(oidc), base_url="http://127.0.0.1")
+        assert 'data-signin="oidc"' in client.get("/").text
+        assert client.get("/auth/login", follow_redirects=False).status_code == 302
