@@ -115,7 +115,7 @@ def sign_in(served: Served, http: httpx.Client, user: str) -> httpx.Response:
 
 def session_cookie(served: Served, **data: Any) -> str:
     body = {"sub": "s-1", "name": "clerk", "roles": ["clerk"], "iat": int(time.time()), **data}
-    return URLSafeTimedSerializer(SESSION_SECRET, salt=signin.SESSION_SALT).dumps(body)
+    return signin.serializer(SESSION_SECRET, signin.SESSION_SALT).dumps(body)
 
 
 def test_login_redirects_with_pkce_state_and_nonce(served: Served) -> None:
@@ -221,6 +221,8 @@ def test_an_id_token_with_another_nonce_is_refused(served: Served) -> None:
     [
         ("forged", "not valid"),
         ("other-key", "not valid"),
+        ("sha1", "not valid"),
+        ("flow-cookie", "not valid"),
         ("idle", "expired (idle)"),
         ("too-old", "has expired"),
     ],
@@ -228,8 +230,9 @@ def test_an_id_token_with_another_nonce_is_refused(served: Served) -> None:
 def test_bad_session_cookies_are_refused_and_alerted(
     served: Served, cookie: str, reason: str
 ) -> None:
-    """A forged cookie, one signed with another key, one idle past DICOMISO_SESSION_IDLE and
-    one signed in longer ago than DICOMISO_SESSION_MAX: 401 with a reason, and an alert."""
+    """A forged cookie, one signed with another key, another digest (SHA-1, itsdangerous's
+    default) or for another purpose (the sign-in flow's), one idle past DICOMISO_SESSION_IDLE
+    and one signed in longer ago than DICOMISO_SESSION_MAX: 401 with a reason, and an alert."""
 
     class Earlier(TimestampSigner):
         def get_timestamp(self) -> int:
@@ -237,12 +240,18 @@ def test_bad_session_cookies_are_refused_and_alerted(
 
     values = {
         "forged": session_cookie(served)[:-4] + "AAAA",
-        "other-key": URLSafeTimedSerializer("x" * 40, salt=signin.SESSION_SALT).dumps(
+        "other-key": signin.serializer("x" * 40, signin.SESSION_SALT).dumps(
             {"sub": "s", "name": "clerk", "roles": ["auditor"], "iat": int(time.time())}
         ),
-        "idle": URLSafeTimedSerializer(
-            SESSION_SECRET, salt=signin.SESSION_SALT, signer=Earlier
-        ).dumps({"sub": "s", "name": "clerk", "roles": ["clerk"], "iat": int(time.time())}),
+        "sha1": URLSafeTimedSerializer(SESSION_SECRET, salt=signin.SESSION_SALT).dumps(
+            {"sub": "s", "name": "clerk", "roles": ["auditor"], "iat": int(time.time())}
+        ),
+        "flow-cookie": signin.serializer(SESSION_SECRET, signin.FLOW_SALT).dumps(
+            {"sub": "s", "name": "clerk", "roles": ["auditor"], "iat": int(time.time())}
+        ),
+        "idle": signin.serializer(SESSION_SECRET, signin.SESSION_SALT, Earlier).dumps(
+            {"sub": "s", "name": "clerk", "roles": ["clerk"], "iat": int(time.time())}
+        ),
         "too-old": session_cookie(served, iat=int(time.time()) - 8 * 3600 - 60),
     }
     headers = {**PAGE, "Cookie": f"{signin.SESSION_COOKIE}={values[cookie]}"}

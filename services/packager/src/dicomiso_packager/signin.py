@@ -39,7 +39,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomiso_common import audit
@@ -86,6 +86,16 @@ def _cookies(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: m.value for k, m in jar.items()}
 
 
+def serializer(
+    secret: str, salt: str, signer: type[TimestampSigner] = TimestampSigner
+) -> URLSafeTimedSerializer:
+    """Signed, timestamped, URL-safe JSON: HMAC-SHA256 with a key derived from the secret and
+    the salt (one per purpose: a flow cookie is never a session)."""
+    return URLSafeTimedSerializer(
+        secret, salt=salt, signer=signer, signer_kwargs={"digest_method": hashlib.sha256}
+    )
+
+
 def plain_loopback(scheme: str, host: str | None) -> bool:
     """Plain HTTP to a loopback address: the only case a cookie goes without Secure."""
     return scheme == "http" and (host or "").strip("[]") in LOOPBACK
@@ -97,8 +107,8 @@ class Sessions:
     def __init__(self, settings: PackagerSettings, auth: Authenticator) -> None:
         assert settings.session_secret is not None  # the settings' validator
         secret = settings.session_secret.get_secret_value()
-        self.session = URLSafeTimedSerializer(secret, salt=SESSION_SALT)
-        self.flow = URLSafeTimedSerializer(secret, salt=FLOW_SALT)
+        self.session = serializer(secret, SESSION_SALT)
+        self.flow = serializer(secret, FLOW_SALT)
         self.idle = settings.session_idle
         self.max = settings.session_max
         self.auth = auth
