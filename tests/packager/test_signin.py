@@ -293,6 +293,9 @@ def test_an_idp_that_is_down_is_a_page_not_a_500(served: Served) -> None:
     assert answer.status_code == 503
     assert "identity provider" in answer.text and "cannot be reached" in answer.text
     assert answer.headers["content-type"].startswith("text/html")
+    in_id = httpx.get(f"{served.base}/auth/login", headers={"Accept-Language": "id"})
+    assert in_id.status_code == 503 and "tidak dapat dihubungi" in in_id.text
+    assert in_id.headers["content-language"] == "id"
 
 
 def test_an_idp_that_goes_down_during_sign_in_is_a_page_too(served: Served) -> None:

@@ -48,6 +48,7 @@ from dicomiso_common.errors import DicomisoError, Unauthorized
 from dicomiso_common.oidc import IdpUnavailable, Verifier, looks_like_jwt
 from dicomiso_common.store import Store
 
+from .i18n import t
 from .settings import PackagerSettings
 
 log = logging.getLogger(__name__)
@@ -225,18 +226,26 @@ class Discovery:
             return doc
 
 
-def message_page(status: int, title: str, text: str) -> HTMLResponse:
-    """A plain page for the browser (sign-in refused, IdP down), linking back to the page."""
-    from .web import SECURITY_HEADERS  # web imports this module
+def message_page(
+    request: Request, status: int, kind: str, reason: str | None = None
+) -> HTMLResponse:
+    """A plain page for the browser (sign-in refused, IdP down) in the page's language,
+    linking back to the page; `reason` (for IT, English) below the text."""
+    from .web import SECURITY_HEADERS, page_lang  # web imports this module
 
+    lang = page_lang(request)
+    title = t(lang, f"srv_signin_{kind}_title")
+    why = f'<p id="reason">{html.escape(t(lang, "srv_signin_reason", reason=reason))}</p>'
     body = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>"
         '<link rel="stylesheet" href="/static/app.css"></head><body><main>'
-        f'<h1>{html.escape(title)}</h1><p id="reason">{html.escape(text)}</p>'
-        '<p><a href="/">Back to the staff page</a></p></main></body></html>'
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(t(lang, f'srv_signin_{kind}'))}</p>"
+        f"{why if reason else ''}"
+        f'<p><a href="/">{html.escape(t(lang, "srv_signin_back"))}</a></p></main></body></html>'
     )
-    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+    headers = {**SECURITY_HEADERS, "Content-Language": lang}
+    return HTMLResponse(body, status_code=status, headers=headers)
 
 
 def signin_router(
@@ -270,14 +279,9 @@ def signin_router(
     def client_of(request: Request) -> str | None:
         return request.client.host if request.client else None
 
-    def unreachable(exc: DicomisoError) -> HTMLResponse:
+    def unreachable(request: Request, exc: DicomisoError) -> HTMLResponse:
         log.warning("sign-in: identity provider unavailable", extra={"reason": str(exc)})
-        return message_page(
-            503,
-            "Sign-in is not available",
-            "The identity provider (the hospital's sign-in service) cannot be reached just "
-            "now. Try again in a few minutes; if it goes on, call IT.",
-        )
+        return message_page(request, 503, "down", "the identity provider cannot be reached")
 
     def failed(request: Request, reason: str, user: str = "unknown") -> HTMLResponse:
         audit.write(
@@ -289,23 +293,21 @@ def signin_router(
             client=client_of(request),
             reason=reason,
         )
-        return message_page(401, "Sign-in failed", f"{reason}. Sign in again.")
+        return message_page(request, 401, "failed", reason)
 
     def forged(request: Request, reason: str) -> HTMLResponse:
         auth.alert("unknown", reason, client_of(request), route="/auth/callback")
-        return message_page(400, "Sign-in refused", f"{reason}. Sign in again from the page.")
+        return message_page(request, 400, "failed", reason)
 
     @router.get("/auth/login")
     def login(request: Request) -> Response:
         base = base_of(request)
         if base is None:
-            return message_page(
-                503, "Sign-in is not configured", "DICOMISO_PUBLIC_URL is not set (call IT)."
-            )
+            return message_page(request, 503, "unconfigured", "DICOMISO_PUBLIC_URL is not set")
         try:
             doc = discovery.get()
         except IdpUnavailable as exc:
-            return unreachable(exc)
+            return unreachable(request, exc)
         state, nonce, code_verifier = (secrets.token_urlsafe(32) for _ in range(3))
         redirect_uri = f"{base}/auth/callback"
         query = {
@@ -367,9 +369,9 @@ def signin_router(
                     doc["token_endpoint"], data=form, auth=basic or httpx.USE_CLIENT_DEFAULT
                 )
         except IdpUnavailable as exc:
-            return unreachable(exc)
+            return unreachable(request, exc)
         except httpx.HTTPError as exc:
-            return unreachable(IdpUnavailable(type(exc).__name__))
+            return unreachable(request, IdpUnavailable(type(exc).__name__))
         try:
             tokens = answer.json() if answer.status_code == 200 else None
         except ValueError:
@@ -394,7 +396,7 @@ def signin_router(
             ):
                 raise Unauthorized("the ID token's nonce does not match")
         except IdpUnavailable as exc:
-            return unreachable(exc)
+            return unreachable(request, exc)
         except Unauthorized as exc:
             return failed(request, str(exc))
         audit.write(

@@ -366,6 +366,30 @@ SERVER: dict[str, dict[str, str]] = {
         "id": "nomor hanya boleh berisi huruf, angka, '.' dan '-'. Periksa nomor pada "
         "formulir permintaan.",
     },
+    # The sign-in's own pages (signin.py); the reason after them is for IT, in English.
+    "signin_down_title": {"en": "Sign-in is not available", "id": "Tidak dapat masuk saat ini"},
+    "signin_down": {
+        "en": "The identity provider (the hospital's sign-in service) cannot be reached just "
+        "now. Try again in a few minutes; if it goes on, call IT.",
+        "id": "Penyedia identitas (layanan masuk rumah sakit) tidak dapat dihubungi saat ini. "
+        "Coba lagi beberapa menit lagi; jika masih terjadi, hubungi bagian TI.",
+    },
+    "signin_failed_title": {"en": "Sign-in failed", "id": "Gagal masuk"},
+    "signin_failed": {
+        "en": "You are not signed in. Sign in again from the staff page.",
+        "id": "Anda belum masuk. Silakan masuk lagi dari halaman staf.",
+    },
+    "signin_unconfigured_title": {
+        "en": "Sign-in is not set up",
+        "id": "Fitur masuk belum diatur",
+    },
+    "signin_unconfigured": {
+        "en": "This server does not know the address staff reach it at. Call IT.",
+        "id": "Server ini tidak mengetahui alamat yang dipakai staf untuk membukanya. Hubungi "
+        "bagian TI.",
+    },
+    "signin_back": {"en": "Back to the staff page", "id": "Kembali ke halaman staf"},
+    "signin_reason": {"en": "Reason: {reason}", "id": "Alasan: {reason}"},
 }
 
 PAGE.update({f"srv_{k}": v for k, v in SERVER.items()})
