@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -39,8 +39,16 @@ class Principal:
     """The caller of one request: a name for the audit trail, a kind and the roles held."""
 
     name: str
-    kind: str  # "service" (the service token), "user" (a JWT), "anonymous" (auth off)
+    kind: str  # "service" (the service token), "user" (a JWT or session), "anonymous"
     roles: frozenset[str]
+    # A session cookie's renewed value (the idle timeout starts again), to be set on the
+    # response; None for bearer tokens.
+    session: str | None = field(default=None, compare=False, repr=False)
+
+
+# The staff page's session cookie (the packager's `signin.Sessions`): the request's headers
+# and client in, the caller out, or None when the request carries no cookie to check.
+CookieAuth = Callable[[Mapping[str, str], str | None], "Principal | None"]
 
 
 ALL_ROLES = frozenset(ROLES)
@@ -74,8 +82,10 @@ class Authenticator:
         verifier: Verifier | None = None,
         store: Store | None = None,
         service: str = "service",
+        cookies: CookieAuth | None = None,
     ) -> None:
         self.token = token
+        self.cookies = cookies
         self.verifier = verifier
         self.store = store
         self.service = service
@@ -97,11 +107,17 @@ class Authenticator:
         return bool(self.token) or self.verifier is not None
 
     def authenticate(self, headers: Mapping[str, str], client: str | None = None) -> Principal:
-        """The caller named by `Authorization: Bearer`; raises Unauthorized, or IdpUnavailable
-        (503) when a JWT's key cannot be had from an IdP that is down."""
+        """The caller named by `Authorization: Bearer` (else by the session cookie, when
+        `cookies` is set); raises Unauthorized, or IdpUnavailable (503) when a JWT's key
+        cannot be had from an IdP that is down."""
         if not self.required:
             return Principal("anonymous (auth off)", "anonymous", ALL_ROLES)
-        scheme, _, token = headers.get("authorization", "").partition(" ")
+        authorization = headers.get("authorization", "")
+        if not authorization and self.cookies is not None:
+            principal = self.cookies(headers, client)
+            if principal is not None:
+                return principal
+        scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("missing bearer token")

@@ -19,7 +19,7 @@ from dicomiso_common.serve import load_settings
 from dicomiso_common.serve import run as serve_run
 from dicomiso_common.store import Store
 
-from . import online, viewer, web
+from . import online, signin, viewer, web
 from .packaging import Packaging
 from .routes import make_router
 from .settings import PackagerSettings
@@ -70,6 +70,7 @@ def create_app(settings: PackagerSettings | None = None, store: Store | None = N
     add_ops_routes(app, "packager", {"s3": store.ping})
     guard = bearer_guard(settings, store, "packager")
     app.state.auth = guard.auth  # BodyGate (serve.server) checks bodies' tokens with it
+    signin.include(app, settings, store, guard.auth)  # the page's sign-in, with OIDC
     app.include_router(make_router(jobs, packaging, settings, store, guard))
     web.include(app, jobs, packaging, settings, store, guard)
     return app

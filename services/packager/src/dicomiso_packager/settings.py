@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import MAX_LINK_TTL
@@ -61,11 +62,52 @@ class PackagerSettings(CommonSettings):
     build_workers: Annotated[int, Field(ge=1, le=32)] = 4  # parallel S3 reads while building
     build_prefetch: Annotated[int, Field(ge=0, le=16)] = 4  # S3 objects opened ahead of the writer
 
+    # The staff page's sign-in with the IdP (signin.py; docs/security.md): authorization
+    # code with PKCE; the client as registered at DICOMISO_OIDC_ISSUER. Unset: token mode.
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None  # confidential client; or the _FILE below
+    oidc_client_secret_file: Path | None = None  # a mounted secret, read at each sign-in
+    session_secret: SecretStr | None = None  # signs the session cookie (>= 32 characters)
+    session_idle: Annotated[int, Field(ge=60, le=86_400)] = 900  # seconds without a request
+    session_max: Annotated[int, Field(ge=300, le=7 * 86_400)] = 8 * 3600  # from sign-in
+    # Where staff reach the page (https://staff.hospital.example): the redirect URI is
+    # {public_url}/callback. Unset: taken from the request, on loopback only.
+    public_url: str | None = None
+
     smtp_url: SecretStr | None = None  # smtp://user:pass@host:port or smtps://...
     smtp_starttls: bool = True  # smtp:// upgrades with STARTTLS (refuses if absent)
     smtp_ca_file: Path | None = None  # extra CA to trust (self-signed relay, tests)
     smtp_timeout: Annotated[float, Field(gt=0)] = 20.0
     mail_from: str = "dicom-iso@localhost"
+
+    @model_validator(mode="after")
+    def _signin_complete(self) -> Self:
+        """Sign-in needs the issuer (and so its audience) and a key to sign sessions with."""
+        if self.public_url is not None:
+            url = urlsplit(self.public_url)
+            if url.scheme not in ("https", "http") or not url.hostname or url.query:
+                raise ValueError("DICOMISO_PUBLIC_URL must be a URL like https://host[/path]")
+        if not self.oidc_client_id:
+            return self
+        if not self.oidc_issuer:
+            raise ValueError("DICOMISO_OIDC_CLIENT_ID needs DICOMISO_OIDC_ISSUER")
+        secret = self.session_secret.get_secret_value() if self.session_secret else ""
+        if len(secret) < 32:
+            raise ValueError(
+                "DICOMISO_SESSION_SECRET (at least 32 characters) is required with "
+                "DICOMISO_OIDC_CLIENT_ID"
+            )
+        if self.session_idle > self.session_max:
+            raise ValueError("DICOMISO_SESSION_IDLE must not be longer than DICOMISO_SESSION_MAX")
+        return self
+
+    def client_secret(self) -> str | None:
+        """The OIDC client's secret: the variable, else the file (read now: rotation)."""
+        if self.oidc_client_secret is not None:
+            return self.oidc_client_secret.get_secret_value()
+        if self.oidc_client_secret_file is not None:
+            return self.oidc_client_secret_file.read_text("utf-8").strip()
+        return None
 
     @field_validator("timezone")
     @classmethod

@@ -5,6 +5,9 @@ data. Everything it shows comes from `/v1/...` calls that need the bearer token 
 call: entered once on the page (kept in sessionStorage), or put on every request by the
 hospital's reverse proxy, which also names the staff member in `DICOMISO_USER_HEADER`. That
 name is trusted only on requests that carried the valid token, and goes into the audit events.
+With DICOMISO_OIDC_CLIENT_ID the page offers "Sign in" with the hospital's identity provider
+instead (signin.py): a session cookie, sent with `X-Requested-With: dicom-iso`, and the page
+shows only what the roles allow.
 The page's URLs hold job ids only; patient data travels in request and response bodies.
 """
 
@@ -37,7 +40,7 @@ from dicomiso_common.manifests import load_accession_index, load_manifest
 from dicomiso_common.since import parse_since
 from dicomiso_common.store import Store
 
-from . import mail
+from . import mail, signin
 from .handout import handout_router
 from .i18n import LANGS, NAMES, Lang, lang_of, negotiate, t
 from .i18n.page import HTML as HTML_TEXTS
@@ -130,6 +133,7 @@ def page(
         messages=re.sub("[<>&]", lambda m: f"\\u{ord(m.group(0)):04x}", script),
         institution=html.escape(settings.institution_name),
         prefill=html.escape(prefill.replace(",", "\n")),
+        signin_mode="oidc" if signin.enabled(settings) else "token",
         **texts,
     )
     response = HTMLResponse(body, headers={**SECURITY_HEADERS, "Content-Language": lang})

@@ -7,6 +7,11 @@ HTML: dict[str, dict[str, str]] = {
     "title": {"en": "Patient disc", "id": "Disk pasien"},
     "language": {"en": "Language", "id": "Bahasa"},
     "sign_in": {"en": "Sign in", "id": "Masuk"},
+    "sign_out": {"en": "Sign out", "id": "Keluar"},
+    "sign_in_idp_hint": {
+        "en": "With your hospital account.",
+        "id": "Dengan akun rumah sakit Anda.",
+    },
     "token": {"en": "Access code (API token)", "id": "Kode akses (token API)"},
     "token_hint": {
         "en": "Kept in this browser tab only, until you close it.",
@@ -145,6 +150,16 @@ SCRIPT: dict[str, dict[str, str]] = {
         "again; if it keeps happening, call IT.",
         "id": "Layanan disk tidak dapat dihubungi. Periksa sambungan jaringan dan coba lagi; "
         "jika terus terjadi, hubungi bagian TI.",
+    },
+    "no_clerk_role": {
+        "en": "Your account may not make discs here (the role clerk is needed). "
+        "Auditors read the audit trail with the dicom-iso audit command.",
+        "id": "Akun Anda tidak dapat membuat disk di sini (perlu peran clerk). "
+        "Auditor membaca jejak audit dengan perintah dicom-iso audit.",
+    },
+    "sign_in_idp_first": {
+        "en": "Please sign in with your hospital account first.",
+        "id": "Silakan masuk terlebih dahulu dengan akun rumah sakit Anda.",
     },
     "sign_in_first": {
         "en": "Please sign in with the access code first.",
@@ -351,6 +366,30 @@ SERVER: dict[str, dict[str, str]] = {
         "id": "nomor hanya boleh berisi huruf, angka, '.' dan '-'. Periksa nomor pada "
         "formulir permintaan.",
     },
+    # The sign-in's own pages (signin.py); the reason after them is for IT, in English.
+    "signin_down_title": {"en": "Sign-in is not available", "id": "Tidak dapat masuk saat ini"},
+    "signin_down": {
+        "en": "The identity provider (the hospital's sign-in service) cannot be reached just "
+        "now. Try again in a few minutes; if it goes on, call IT.",
+        "id": "Penyedia identitas (layanan masuk rumah sakit) tidak dapat dihubungi saat ini. "
+        "Coba lagi beberapa menit lagi; jika masih terjadi, hubungi bagian TI.",
+    },
+    "signin_failed_title": {"en": "Sign-in failed", "id": "Gagal masuk"},
+    "signin_failed": {
+        "en": "You are not signed in. Sign in again from the staff page.",
+        "id": "Anda belum masuk. Silakan masuk lagi dari halaman staf.",
+    },
+    "signin_unconfigured_title": {
+        "en": "Sign-in is not set up",
+        "id": "Fitur masuk belum diatur",
+    },
+    "signin_unconfigured": {
+        "en": "This server does not know the address staff reach it at. Call IT.",
+        "id": "Server ini tidak mengetahui alamat yang dipakai staf untuk membukanya. Hubungi "
+        "bagian TI.",
+    },
+    "signin_back": {"en": "Back to the staff page", "id": "Kembali ke halaman staf"},
+    "signin_reason": {"en": "Reason: {reason}", "id": "Alasan: {reason}"},
 }
 
 PAGE.update({f"srv_{k}": v for k, v in SERVER.items()})

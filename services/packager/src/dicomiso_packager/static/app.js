@@ -21,6 +21,10 @@ let confirmed = null;   // the accession numbers the clerk confirmed, in order
 let pollTimer = null;
 let forwardTimer = null;
 let mailEnabled = true;   // from /v1/session
+let ROLES = null;   // a signed-in staff member's roles (sign-in mode); null: the token's, all
+// "oidc": the hospital's identity provider signs staff in (a session cookie, /login);
+// "token": the access code typed into the page (labs). The server says which (web.py).
+const SIGNIN = document.body ? document.body.dataset.signin : "token";
 const STATES = ["queued", "running", "succeeded", "failed"];
 // Letters only, or a prefix with nothing after its dot: half of a number split by a space.
 const FRAGMENT = /(?:^|[\s,;])([A-Za-z]+\.?)(?:[ \t]+([^\s,;]+))?(?=[\s,;]|$)/;
@@ -66,7 +70,9 @@ function when(iso) {
 
 
 async function api(method, path, body) {
-  const headers = { "Accept": "application/json", "Accept-Language": LANG };
+  // The header no cross-site form can send: the session cookie counts only with it (CSRF).
+  const headers = { "Accept": "application/json", "Accept-Language": LANG,
+                    "X-Requested-With": "dicom-iso" };
   const token = sessionStorage.getItem("dicomiso-token");
   if (token) headers["Authorization"] = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -81,6 +87,12 @@ async function api(method, path, body) {
   try { data = await response.json(); } catch (err) { data = null; }
   if (response.status === 401) {
     show("auth", true);
+    if (signInWithIdp()) {
+      for (const id of ["order-section", "recent-section", "sign-out-row"]) show(id, false);
+      $("user").textContent = "";
+      $("sign-in-link").focus();
+      throw new ApiError(401, T("sign_in_idp_first"));
+    }
     $("token").focus();
     throw new ApiError(401, T("sign_in_first"));
   }
@@ -343,6 +355,7 @@ async function mailFromForm(event) {
 // -- send to PACS ------------------------------------------------------------------------------
 
 async function loadPeers() {
+  if (ROLES && !ROLES.includes("sender")) { show("forward-form", false); return; }
   let peers;
   try {
     peers = await api("GET", "/v1/peers");
@@ -505,10 +518,33 @@ async function signIn(event) {
   await start();
 }
 
+function signInWithIdp() {
+  if (SIGNIN !== "oidc" || sessionStorage.getItem("dicomiso-token")) return false;
+  show("auth-idp", true);
+  show("auth-form", false);
+  return true;
+}
+
+// What the roles allow (the routes check them all the same): clerk makes discs, sender
+// sends to a PACS; sections the caller cannot use are not shown.
+function showRoles(roles) {
+  const clerk = roles.includes("clerk");
+  for (const id of ["order-section", "recent-section"]) show(id, clerk);
+  if (!roles.includes("sender")) show("forward-form", false);
+  if (!clerk) say(T("no_clerk_role"), "info");
+  return clerk;
+}
+
 async function start() {
+  let clerk = true;
   try {
     const session = await api("GET", "/v1/session");
     $("user").textContent = T("signed_in", { user: session.user });
+    if (SIGNIN === "oidc" && !sessionStorage.getItem("dicomiso-token")) {
+      show("sign-out-row", true);
+      ROLES = session.roles || [];
+      clerk = showRoles(ROLES);
+    }
     mailEnabled = Boolean(session.mail);
     mailSwitch("email", "mail-off");
     $("profile").value = session.default_profile;
@@ -516,6 +552,7 @@ async function start() {
     if (err.status === 401) return;
     say(err.message);
   }
+  if (!clerk) return;
   loadRecent();
   const job = new URLSearchParams(location.search).get("job");
   if (job && JOB_ID.test(job)) { history.replaceState(null, "", `/?job=${job}`); langLinks(job); follow(job); }
