@@ -69,9 +69,15 @@ def _ca(common: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )  # fmt: skip
@@ -117,6 +123,7 @@ _LINE = (
     '{"pri":"%pri%","app":"%app-name:::json%","msgid":"%msgid:::json%",'
     '"host":"%hostname:::json%","sd":"%structured-data:::json%","msg":"%msg:::json%"}\\n'
 )
+_QUOTED_LINE = _LINE.replace('"', '\\"')  # inside a RainerScript string
 _CONFIG = """
 global(
   workDirectory="{work}"
@@ -154,7 +161,7 @@ class Rsyslog:
         self.work.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(
             _CONFIG.format(
-                work=self.work, ca=pki.ca, cert=pki.cert, key=pki.key, line=_LINE.replace('"', '\\"'),
+                work=self.work, ca=pki.ca, cert=pki.cert, key=pki.key, line=_QUOTED_LINE,
                 out=self.out, host=LOOPBACK, port=self.port,
             )
         )  # fmt: skip
@@ -180,7 +187,7 @@ class Rsyslog:
             wait_for_port(LOOPBACK, self.port, timeout)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"rsyslogd did not listen: {self.log.read_text()[-2000:]}")
+            raise RuntimeError(f"rsyslogd did not listen: {self.log.read_text()[-2000:]}") from None
 
     def stop(self) -> None:
         """SIGTERM by PID (rsyslogd writes what it has received), then wait for it."""
