@@ -373,10 +373,10 @@ class Shipper:
             if not self.holds():
                 raise NotDelivered("the shipper's lease expired before the batch")
             self.sender.send(frames)
+            counts.sent = len(frames)
+            self.shipped += counts.sent  # confirmed; a failed delete only sends them again
             for key in sent:
                 self.store.delete(key)
-            counts.sent = len(frames)
-            self.shipped += counts.sent
         if counts.sent or counts.skipped or counts.rejected:
             log.info(
                 "audit messages shipped",
