@@ -4,6 +4,9 @@ TLS (RFC 5425) receiving what the shipper sends: once, in order, after outages a
 from __future__ import annotations
 
 import re
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
@@ -18,6 +21,7 @@ from dicomiso_common.serve import load_settings
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 from support.atna import valid
+from support.net import LOOPBACK
 from support.syslogd import Pki, Rsyslog, make_pki
 
 BOM = "\ufeff"
@@ -305,3 +309,54 @@ def test_an_outbox_object_no_renderer_can_read_is_set_aside(
     assert [o.key for o in store.list(audit_syslog.REJECTED)] == [
         f"{audit_syslog.REJECTED}00000000T000000000000Z-broken.json"
     ]
+
+
+class _Dropper:
+    """A TLS receiver that reads a few bytes of each connection and closes with the rest
+    unread (the kernel answers with a reset): acknowledged by TCP, never read."""
+
+    def __init__(self, pki: Pki) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(pki.cert, pki.key)
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with self.context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(10)
+                    time.sleep(0.2)  # let the rest arrive, unread
+                    self.connections += 1
+            except OSError:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.listener.close()
+
+
+def test_a_batch_acknowledged_but_not_read_stays_in_the_outbox(
+    store: Store, pki: Pki, shippers: Callable[..., audit_syslog.Shipper]
+) -> None:
+    """TCP acknowledgements alone confirm nothing: the receiver must close by itself after
+    our close_notify; one that drops the connection with data unread gets it all again."""
+    dropper = _Dropper(pki)
+    try:
+        shipper = shippers(f"tls://{LOOPBACK}:{dropper.port}", pki.ca)
+        _events(store, 20)
+        _wait(lambda: dropper.connections >= 2 and shipper.failures >= 2, "two dropped batches")
+        assert shipper.shipped == 0
+        assert len(_outbox(store)) == 20
+    finally:
+        dropper.close()

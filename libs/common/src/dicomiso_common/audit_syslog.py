@@ -138,11 +138,25 @@ def _send_queue(sock: socket.socket) -> int | None:
     return queued
 
 
-def _peer_spoke(sock: ssl.SSLSocket) -> bool:
-    """Whether the receiver sent anything (it never should: a close, an alert) before we
-    send more."""
+def _peer_closed(sock: ssl.SSLSocket) -> bool:
+    """Whether the receiver closed or reset the connection, seen before we send more.
+
+    A syslog receiver never sends data; what it may send is TLS records of its own (TLS 1.3
+    session tickets), which a non-blocking read consumes without returning anything.
+    """
     readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable) or sock.pending() > 0
+    if not readable and not sock.pending():
+        return False
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(4096) == b""
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
 
 
 @dataclass
@@ -181,7 +195,7 @@ class Sender:
             raise
         with sock:
             for data in frames:
-                if _peer_spoke(sock):
+                if _peer_closed(sock):
                     raise NotDelivered("the receiver closed the connection mid-batch")
                 sock.sendall(data)
             self._wait_acknowledged(sock, deadline)
@@ -191,7 +205,7 @@ class Sender:
         while (queued := _send_queue(sock)) not in (0, None):
             if time.monotonic() > deadline:
                 raise NotDelivered(f"{queued} bytes not acknowledged by the receiver")
-            if _peer_spoke(sock):
+            if _peer_closed(sock):
                 raise NotDelivered("the receiver closed the connection before acknowledging")
             time.sleep(0.005)
 
