@@ -270,13 +270,18 @@ class Shipper:
             self._thread = threading.Thread(target=self._loop, daemon=True, name="audit-syslog")
             self._thread.start()
 
-    def stop(self, *, release: bool = True) -> None:
-        """Stop the thread; `release=False` leaves the lease to go stale (a dead replica)."""
+    def stop(self, *, release: bool = True, wait: float = 5.0) -> None:
+        """Stop the thread and release the lease, so another replica ships at once.
+
+        A batch still in flight after `wait` seconds keeps the lease (it goes stale: no one
+        else sends the same batch meanwhile); `release=False` does so always (a dead replica).
+        """
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.settings.audit_syslog_timeout + 10)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=wait)
+            release = release and not thread.is_alive()
         if release and self.lease is not None:
             self.lease.release()
         self.lease = None
