@@ -245,7 +245,8 @@ def test_the_dicom_audit_message_arrives_valid(
     (got,) = receiver.wait_for(1)
     assert got["msg"].startswith(BOM)
     doc = valid(got["msg"].removeprefix(BOM).encode())
-    assert doc.find("EventIdentification/EventID").get("csd-code") == "110114"
+    event_id = doc.find("EventIdentification/EventID")
+    assert event_id is not None and event_id.get("csd-code") == "110114"
 
 
 def test_a_receiver_our_ca_did_not_sign_gets_nothing_and_the_outbox_keeps_all(
