@@ -57,9 +57,9 @@ def _settings(store: Store, url: str, ca: Path, **extra: Any) -> CommonSettings:
         audit_syslog_url=url,
         audit_syslog_ca_file=ca,
         audit_syslog_interval=0.1,
-        audit_syslog_timeout=5,
+        audit_syslog_timeout=3,
         job_heartbeat=0.5,
-        job_stale_after=3,
+        job_stale_after=6,
         **extra,
     )
 
@@ -149,6 +149,15 @@ def test_a_client_certificate_needs_its_key_and_files_must_exist(
         load_settings(CommonSettings)
     monkeypatch.setenv("DICOMISO_AUDIT_SYSLOG_KEY_FILE", str(tmp_path / "missing.pem"))
     with pytest.raises(SystemExit, match="KEY_FILE: no file"):
+        load_settings(CommonSettings)
+
+
+def test_a_batch_must_end_before_the_shippers_lease_could_pass_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DICOMISO_AUDIT_SYSLOG_URL", "tls://127.0.0.1:6514")
+    monkeypatch.setenv("DICOMISO_AUDIT_SYSLOG_TIMEOUT", "20")  # stale_after 30 - margin 10
+    with pytest.raises(SystemExit, match="DICOMISO_AUDIT_SYSLOG_TIMEOUT must be shorter"):
         load_settings(CommonSettings)
 
 

@@ -128,6 +128,14 @@ class NotDelivered(Exception):
     """The receiver did not confirm the batch (by the rules of this module's docstring)."""
 
 
+def _left(deadline: float) -> float:
+    """Seconds until `deadline`; raises TimeoutError once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the batch took longer than DICOMISO_AUDIT_SYSLOG_TIMEOUT")
+    return left
+
+
 def _send_queue(sock: socket.socket) -> int | None:
     """Bytes sent but not yet acknowledged by the peer's TCP (Linux SIOCOUTQ), or None."""
     try:
@@ -186,9 +194,10 @@ class Sender:
             NotDelivered: Not confirmed (the reason in the message, no contents).
             OSError: The connection or TLS failed (ssl.SSLError is one).
         """
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.timeout  # for all of it: connect to close
         raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
         try:
+            raw.settimeout(_left(deadline))
             sock = self.context.wrap_socket(raw, server_hostname=self.host)
         except BaseException:
             raw.close()
@@ -197,6 +206,7 @@ class Sender:
             for data in frames:
                 if _peer_closed(sock):
                     raise NotDelivered("the receiver closed the connection mid-batch")
+                sock.settimeout(_left(deadline))
                 sock.sendall(data)
             self._wait_acknowledged(sock, deadline)
             self._close(sock, deadline)

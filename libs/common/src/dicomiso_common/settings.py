@@ -93,7 +93,7 @@ class CommonSettings(BaseSettings):
     # seconds between outbox listings while it is empty (no longer than the job heartbeat)
     audit_syslog_interval: Annotated[float, Field(gt=0)] = 5.0
     audit_syslog_batch: Annotated[int, Field(ge=1, le=1000)] = 100  # messages per connection
-    audit_syslog_timeout: Annotated[float, Field(gt=0, le=120)] = 10.0  # connect, send, close
+    audit_syslog_timeout: Annotated[float, Field(gt=0)] = 10.0  # one batch: connect to close
 
     @property
     def job_give_up_after(self) -> float:
@@ -127,6 +127,11 @@ class CommonSettings(BaseSettings):
         if bool(self.audit_syslog_cert_file) != bool(self.audit_syslog_key_file):
             raise ValueError(
                 "DICOMISO_AUDIT_SYSLOG_CERT_FILE and DICOMISO_AUDIT_SYSLOG_KEY_FILE go together"
+            )
+        if self.audit_syslog_url and self.audit_syslog_timeout >= self.job_give_up_after:
+            raise ValueError(
+                "DICOMISO_AUDIT_SYSLOG_TIMEOUT must be shorter than DICOMISO_JOB_STALE_AFTER "
+                "minus DICOMISO_JOB_MARGIN: a batch must end while the shipper's lease holds"
             )
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, f"audit_syslog_{name}")
