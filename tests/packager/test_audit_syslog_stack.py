@@ -42,6 +42,7 @@ def test_every_event_of_a_package_run_arrives_once_in_order(
         "audit_syslog_url": rsyslog.url,
         "audit_syslog_ca_file": pki.ca,
         "audit_syslog_interval": 0.2,
+        "audit_syslog_timeout": 3.0,  # inside the stack's short job_stale_after
     }
     study = study_factory(ct=2, with_ko=False, with_pr=False, with_multiframe=False)
     orthanc.upload(study.files)
