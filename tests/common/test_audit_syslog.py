@@ -22,7 +22,7 @@ from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 from support.atna import valid
 from support.net import LOOPBACK
-from support.syslogd import Pki, Rsyslog, make_pki
+from support.syslogd import Pki, Rsyslog
 
 BOM = "\ufeff"
 
@@ -34,20 +34,14 @@ def _render(event: Mapping[str, Any]) -> bytes | None:
     return f'<AuditMessage id="{event["id"]}"/>'.encode()
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+@pytest.fixture
+def receiver(syslog_receiver: Rsyslog) -> Rsyslog:
+    return syslog_receiver
 
 
 @pytest.fixture
-def receiver(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
-    """rsyslogd with imtcp over gtls on a free loopback port, stopped by PID after the test."""
-    rsyslog = Rsyslog(tmp_path / "rsyslog", pki)
-    rsyslog.start()
-    try:
-        yield rsyslog
-    finally:
-        rsyslog.stop()
+def pki(syslog_receiver: Rsyslog) -> Pki:
+    return syslog_receiver.pki
 
 
 def _settings(store: Store, url: str, ca: Path, **extra: Any) -> CommonSettings:

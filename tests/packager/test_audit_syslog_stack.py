@@ -9,35 +9,20 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dicomiso_common import atna, audit
 from support.atna import valid
 from support.mariadb import add_patient
-from support.syslogd import Pki, Rsyslog, make_pki
+from support.syslogd import Rsyslog
 
 BOM = "\ufeff"
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[tuple[Rsyslog, Pki]]:
-    pki = make_pki(tmp_path / "pki")
-    rsyslog = Rsyslog(tmp_path / "rsyslog", pki)
-    rsyslog.start()
-    try:
-        yield rsyslog, pki
-    finally:
-        rsyslog.stop()
-
-
 def test_every_event_of_a_package_run_arrives_once_in_order(
-    make_stack: Any, orthanc: Any, study_factory: Any, receiver: tuple[Rsyslog, Pki]
+    make_stack: Any, orthanc: Any, study_factory: Any, syslog_receiver: Rsyslog
 ) -> None:
-    rsyslog, pki = receiver
+    rsyslog, pki = syslog_receiver, syslog_receiver.pki
     syslog = {
         "audit_syslog_url": rsyslog.url,
         "audit_syslog_ca_file": pki.ca,
