@@ -19,7 +19,7 @@ import re
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -38,7 +38,8 @@ MAX_DAYS = 400  # how far back one query may reach (one listing per day)
 MAX_EVENTS = 10_000
 _USER = re.compile(r"[^\w.@+ -]")
 OUTBOX = "audit-outbox/"
-_OUTBOXED: weakref.WeakSet[Store] = weakref.WeakSet()  # stores whose events are also queued
+# stores whose events are also queued, each with what to call once one is (a shipper's wake)
+_OUTBOXED: weakref.WeakKeyDictionary[Store, Callable[[], None] | None] = weakref.WeakKeyDictionary()
 
 
 def event_key(at: datetime, event_id: str) -> str:
@@ -51,12 +52,13 @@ def outbox_key(at: datetime, event_id: str) -> str:
     return f"{OUTBOX}{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{event_id}.json"
 
 
-def use_outbox(store: Store, on: bool = True) -> None:
-    """Queue every event written through `store` for the syslog shipper too (or stop)."""
+def use_outbox(store: Store, on: bool = True, *, queued: Callable[[], None] | None = None) -> None:
+    """Queue every event written through `store` for the syslog shipper too (or stop);
+    `queued` is called after each event was queued."""
     if on:
-        _OUTBOXED.add(store)
+        _OUTBOXED[store] = queued
     else:
-        _OUTBOXED.discard(store)
+        _OUTBOXED.pop(store, None)
 
 
 def day_prefix(day: date) -> str:
@@ -124,6 +126,8 @@ def write(
     store.put_json(event_key(now, event["id"]), event)
     if store in _OUTBOXED:
         store.put_json(outbox_key(now, event["id"]), event)
+        if (queued := _OUTBOXED.get(store)) is not None:
+            queued()
     log.info(
         "audit event",
         extra={

@@ -433,7 +433,8 @@ def from_settings(
     store queueing every event in the outbox from now on. Start it in the app's lifespan."""
     if not settings.audit_syslog_url:
         return None
-    audit.use_outbox(store)
     # The one place the renderer is chosen: the DICOM Audit Message of each event.
     render = render or partial(atna.render, source_id=settings.audit_source_id)
-    return Shipper(store, settings, render)
+    shipper = Shipper(store, settings, render)
+    audit.use_outbox(store, queued=shipper.wake)  # this process's events go out at once
+    return shipper
