@@ -46,7 +46,7 @@ from itertools import islice
 from typing import Any
 
 from . import atna, audit
-from .errors import DicomisoError, ObjectMissing
+from .errors import ObjectMissing
 from .leases import Lease, LeaseHeld
 from .settings import CommonSettings, syslog_target
 from .store import Store
@@ -340,7 +340,8 @@ class Shipper:
                     self.failures = 0
                     if counts.more:
                         wait = 0.0
-            except (DicomisoError, OSError, NotDelivered) as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread must live; a bug backs off too
+                # (DicomisoError, OSError, NotDelivered expected; the class only: no contents)
                 self.failures += 1
                 backoff = min(MAX_BACKOFF, self.tick * 2 ** min(self.failures - 1, 10))
                 retry_at = time.monotonic() + backoff
