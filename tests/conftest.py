@@ -25,6 +25,7 @@ from support.dcmqrscp import Dcmqrscp
 from support.net import LOOPBACK
 from support.orthanc import Orthanc
 from support.studies import Study, make_study
+from support.syslogd import Rsyslog, make_pki
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -160,6 +161,18 @@ def orthanc_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthan
 
 
 StudyFactory = Callable[..., Study]
+
+
+@pytest.fixture
+def syslog_receiver(tmp_path: Path) -> Iterator[Rsyslog]:
+    """rsyslogd receiving syslog over TLS on a free loopback port (`support.syslogd`), with a
+    CA made for the test (`.pki`); stopped by PID after the test."""
+    rsyslog = Rsyslog(tmp_path / "rsyslog", make_pki(tmp_path / "pki"))
+    rsyslog.start()
+    try:
+        yield rsyslog
+    finally:
+        rsyslog.stop()
 
 
 @pytest.fixture

@@ -150,10 +150,14 @@ def make_stack(s3_bucket: Any, orthanc: Any, tmp_path: Path) -> Iterator[Any]:
     """Start lookup + retriever over HTTP and the packager in-process; all stopped after."""
     with ExitStack() as stack:
 
-        def make(pacs: Any = None, **overrides: Any) -> Stack:
+        def make(
+            pacs: Any = None, retriever: dict[str, Any] | None = None, **overrides: Any
+        ) -> Stack:
             pacs = pacs or orthanc
             token = "stack-token"
-            backend = start_backend(stack, s3_bucket, pacs, token=token, name="stack")
+            backend = start_backend(
+                stack, s3_bucket, pacs, token=token, name="stack", retriever=retriever
+            )
             values = packager_values(backend, tmp_path, name="stack")
             values["call_token"] = token
             values.update(overrides)

@@ -5,6 +5,11 @@ patient or an accession number; those travel in the body. An event holds ids onl
 accession numbers, Study UIDs, a peer's name), never pixel data or patient names. Reading
 lists one day prefix after the other from the `since` date, so a query for the last hour
 reads today's objects, not the whole trail.
+
+With DICOMISO_AUDIT_SYSLOG_URL set, each event is also queued for the Audit Record Repository:
+`audit-outbox/{UTC time}-{id}.json`, written in the same call after the trail's object (a
+failed outbox write fails the call like a failed trail write), shipped in key order and
+deleted once sent by the one shipper of the deployment (`audit_syslog`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -31,11 +37,28 @@ PREFIX = "audit/"
 MAX_DAYS = 400  # how far back one query may reach (one listing per day)
 MAX_EVENTS = 10_000
 _USER = re.compile(r"[^\w.@+ -]")
+OUTBOX = "audit-outbox/"
+# stores whose events are also queued, each with what to call once one is (a shipper's wake)
+_OUTBOXED: weakref.WeakKeyDictionary[Store, Callable[[], None] | None] = weakref.WeakKeyDictionary()
 
 
 def event_key(at: datetime, event_id: str) -> str:
     """The bucket key of one event: its UTC day and its id, nothing else."""
     return f"{PREFIX}{at.astimezone(UTC):%Y/%m/%d}/{event_id}.json"
+
+
+def outbox_key(at: datetime, event_id: str) -> str:
+    """The outbox key of one event: listing order is the order of the events' UTC times."""
+    return f"{OUTBOX}{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{event_id}.json"
+
+
+def use_outbox(store: Store, on: bool = True, *, queued: Callable[[], None] | None = None) -> None:
+    """Queue every event written through `store` for the syslog shipper too (or stop);
+    `queued` is called after each event was queued."""
+    if on:
+        _OUTBOXED[store] = queued
+    else:
+        _OUTBOXED.pop(store, None)
 
 
 def day_prefix(day: date) -> str:
@@ -101,6 +124,10 @@ def write(
         **{k: v for k, v in fields.items() if v is not None},
     }
     store.put_json(event_key(now, event["id"]), event)
+    if store in _OUTBOXED:
+        store.put_json(outbox_key(now, event["id"]), event)
+        if (queued := _OUTBOXED.get(store)) is not None:
+            queued()
     log.info(
         "audit event",
         extra={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Annotated, Self
 from urllib.parse import urlsplit
 
@@ -19,6 +20,26 @@ def give_up_after(stale_after: float, margin: float | None = None) -> float:
     """How long an owner keeps a job or lease without a confirmed write: `stale_after` less
     the margin (a third of it unless configured), so it always stops before others take over."""
     return stale_after - (stale_after / 3 if margin is None else margin)
+
+
+def syslog_target(url: str) -> tuple[str, int]:
+    """Host and port of a `tls://host:port` URL (DICOMISO_AUDIT_SYSLOG_URL).
+
+    Raises:
+        ValueError: Not such a URL; the message names what is wrong.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "tls":
+        raise ValueError("DICOMISO_AUDIT_SYSLOG_URL must be tls://host:port (RFC 5425)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or port == 0:
+        raise ValueError("DICOMISO_AUDIT_SYSLOG_URL needs a host and a port: tls://host:port")
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        raise ValueError("DICOMISO_AUDIT_SYSLOG_URL takes only tls://host:port")
+    return parts.hostname, port
 
 
 class CommonSettings(BaseSettings):
@@ -61,6 +82,18 @@ class CommonSettings(BaseSettings):
     replica_id: str = Field(default_factory=_default_replica_id)
     # AuditSourceID of the DICOM audit messages (atna.render); None: the service's name
     audit_source_id: str | None = None
+    # The Audit Record Repository: RFC 5424 syslog over TLS (RFC 5425); unset, no outbox
+    audit_syslog_url: str | None = None  # tls://host:port
+    audit_syslog_ca_file: Path | None = None  # the repository's CA; unset: the system's CAs
+    audit_syslog_cert_file: Path | None = None  # our client certificate (with the key)
+    audit_syslog_key_file: Path | None = None
+    audit_syslog_facility: Annotated[int, Field(ge=0, le=23)] = 10  # authpriv (13: log audit)
+    audit_syslog_hostname: str | None = None  # HOSTNAME in each message; default the host's
+    audit_syslog_app_name: str | None = None  # APP-NAME; default dicomiso-{service}
+    # seconds between outbox listings while it is empty (no longer than the job heartbeat)
+    audit_syslog_interval: Annotated[float, Field(gt=0)] = 5.0
+    audit_syslog_batch: Annotated[int, Field(ge=1, le=1000)] = 100  # messages per connection
+    audit_syslog_timeout: Annotated[float, Field(gt=0)] = 10.0  # one batch: connect to close
 
     @property
     def job_give_up_after(self) -> float:
@@ -82,6 +115,28 @@ class CommonSettings(BaseSettings):
         loopback = url.hostname in ("127.0.0.1", "::1", "localhost")
         if url.scheme != "https" and not (url.scheme == "http" and loopback):
             raise ValueError("DICOMISO_OIDC_ISSUER must be an https:// URL")
+        return self
+
+    @model_validator(mode="after")
+    def _syslog_complete(self) -> Self:
+        """A repository URL we can reach, and files that exist, or no start-up."""
+        if self.audit_syslog_url:
+            syslog_target(self.audit_syslog_url)
+        elif self.audit_syslog_ca_file or self.audit_syslog_cert_file:
+            raise ValueError("DICOMISO_AUDIT_SYSLOG_URL is needed for its CA or certificate")
+        if bool(self.audit_syslog_cert_file) != bool(self.audit_syslog_key_file):
+            raise ValueError(
+                "DICOMISO_AUDIT_SYSLOG_CERT_FILE and DICOMISO_AUDIT_SYSLOG_KEY_FILE go together"
+            )
+        if self.audit_syslog_url and self.audit_syslog_timeout >= self.job_give_up_after:
+            raise ValueError(
+                "DICOMISO_AUDIT_SYSLOG_TIMEOUT must be shorter than DICOMISO_JOB_STALE_AFTER "
+                "minus DICOMISO_JOB_MARGIN: a batch must end while the shipper's lease holds"
+            )
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, f"audit_syslog_{name}")
+            if path is not None and not path.is_file():
+                raise ValueError(f"DICOMISO_AUDIT_SYSLOG_{name.upper()}: no file at {path}")
         return self
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from dicomiso_common import serve
+from dicomiso_common import audit_syslog, serve
 from dicomiso_common.auth import bearer_guard
 from dicomiso_common.dicom import configure
 from dicomiso_common.jobs import Jobs, records_prefix
@@ -45,6 +45,7 @@ def create_app(settings: ForwarderSettings | None = None, store: Store | None = 
     store = store or Store.from_settings(settings)
     forwarding = Forwarding(settings, store)
     jobs = Jobs(store, KIND, settings, forwarding.run)
+    shipper = audit_syslog.from_settings(settings, store)  # DICOMISO_AUDIT_SYSLOG_URL
     scp = CommitmentScp(settings, store)
 
     @asynccontextmanager
@@ -53,9 +54,13 @@ def create_app(settings: ForwarderSettings | None = None, store: Store | None = 
         if settings.commitment_wanted and settings.commitment_port:
             scp.start()  # N-EVENT-REPORTs on a new association land on any replica
         jobs.start_sweeper()
+        if shipper is not None:
+            shipper.start()  # ships only while it holds the deployment's lease
         try:
             yield
         finally:
+            if shipper is not None:
+                shipper.stop()
             jobs.shutdown()
             scp.stop()
 
@@ -66,6 +71,7 @@ def create_app(settings: ForwarderSettings | None = None, store: Store | None = 
         description="C-STOREs studies from the bucket to configured peer PACS.",
     )
     app.state.settings, app.state.store, app.state.jobs = settings, store, jobs
+    app.state.audit_shipper = shipper
     app.state.commitment_scp = scp
     add_problem_handlers(app)
     add_ops_routes(app, "forwarder", {"s3": store.ping})

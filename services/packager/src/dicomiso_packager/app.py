@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from dicomiso_common import audit_syslog
 from dicomiso_common.auth import bearer_guard
 from dicomiso_common.dicom import configure
 from dicomiso_common.jobs import Jobs, records_prefix
@@ -48,14 +49,19 @@ def create_app(settings: PackagerSettings | None = None, store: Store | None = N
     store = store or Store.from_settings(settings)
     packaging = Packaging(settings, store)
     jobs = Jobs(store, KIND, settings, packaging.run, packaging.is_current)
+    shipper = audit_syslog.from_settings(settings, store)  # DICOMISO_AUDIT_SYSLOG_URL
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         ensure_lifecycle(store, settings, lifecycle_rules(settings))
         jobs.start_sweeper()
+        if shipper is not None:
+            shipper.start()  # ships only while it holds the deployment's lease
         try:
             yield
         finally:
+            if shipper is not None:
+                shipper.stop()
             jobs.shutdown()
 
     app = FastAPI(
@@ -66,6 +72,7 @@ def create_app(settings: PackagerSettings | None = None, store: Store | None = N
         "ZIP) of one patient's studies and hands out presigned links.",
     )
     app.state.settings, app.state.store, app.state.jobs = settings, store, jobs
+    app.state.audit_shipper = shipper
     add_problem_handlers(app)
     add_ops_routes(app, "packager", {"s3": store.ping})
     guard = bearer_guard(settings, store, "packager")

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from dicomiso_common import serve
+from dicomiso_common import audit_syslog, serve
 from dicomiso_common.auth import bearer_guard
 from dicomiso_common.dicom import configure
 from dicomiso_common.jobs import Jobs, records_prefix
@@ -45,15 +45,20 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     scp = StorageSCP(settings, store, leases)
     retrieval = Retrieval(settings, store, scp, leases)
     jobs = Jobs(store, KIND, settings, retrieval.run, retrieval.is_current)
+    shipper = audit_syslog.from_settings(settings, store)  # DICOMISO_AUDIT_SYSLOG_URL
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         ensure_lifecycle(store, settings, lifecycle_rules(settings))
         scp.start()
         jobs.start_sweeper()
+        if shipper is not None:
+            shipper.start()  # ships only while it holds the deployment's lease
         try:
             yield
         finally:
+            if shipper is not None:
+                shipper.stop()
             jobs.shutdown()
             scp.stop()
 
@@ -66,6 +71,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     )
     app.state.settings, app.state.store, app.state.scp, app.state.jobs = settings, store, scp, jobs
     app.state.retrieval = retrieval
+    app.state.audit_shipper = shipper
     add_problem_handlers(app)
 
     add_ops_routes(app, "retriever", {"s3": store.ping, "scp": scp.check_listening})
