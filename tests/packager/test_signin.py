@@ -8,9 +8,11 @@ forged, idle and too old cookies and a wrong state are refused and are security 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,14 +24,16 @@ from fastapi.testclient import TestClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from pydantic import SecretStr, ValidationError
 
-from dicomiso_common import audit, serve
+from dicomiso_common import atna, audit, serve
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import Store
 from dicomiso_packager import signin
 from dicomiso_packager.app import create_app
 from dicomiso_packager.settings import PackagerSettings
+from support.atna import valid
 from support.idp import AUDIENCE, CLIENT_ID, CLIENT_SECRET, Idp, running_idp
 from support.net import LOOPBACK, free_port
+from support.syslogd import Rsyslog
 
 SESSION_SECRET = "a-session-signing-key-of-forty-characters!"
 PAGE = {"X-Requested-With": "dicom-iso", "Accept": "application/json"}
@@ -69,15 +73,15 @@ def packager_settings(idp: Idp, s3_bucket: Any, port: int, **more: Any) -> Packa
     return PackagerSettings(**values)
 
 
-@pytest.fixture
-def served(s3_bucket: Any, store: Store) -> Iterator[Served]:
+@contextmanager
+def serving(s3_bucket: Any, store: Store, **more: Any) -> Iterator[Served]:
     """The packager on a free port behind serve.server, signing in at the test IdP."""
     with running_idp() as idp:
         port = free_port()
         base = f"http://{LOOPBACK}:{port}"
         idp.redirect_uris.add(f"{base}/auth/callback")
         idp.logout_uris.add(f"{base}/")
-        settings = packager_settings(idp, s3_bucket, port)
+        settings = packager_settings(idp, s3_bucket, port, **more)
         server = serve.server(create_app(settings, store), settings)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -90,6 +94,12 @@ def served(s3_bucket: Any, store: Store) -> Iterator[Served]:
         finally:
             server.should_exit = True
             thread.join(20)
+
+
+@pytest.fixture
+def served(s3_bucket: Any, store: Store) -> Iterator[Served]:
+    with serving(s3_bucket, store) as served:
+        yield served
 
 
 def events(store: Store, action: str) -> list[dict[str, Any]]:
@@ -364,3 +374,45 @@ def test_without_a_client_id_the_page_stays_in_token_mode(s3_bucket: Any) -> Non
         client = TestClient(create_app(oidc), base_url="http://127.0.0.1")
         assert 'data-signin="oidc"' in client.get("/").text
         assert client.get("/auth/login", follow_redirects=False).status_code == 302
+
+
+def test_sign_in_events_reach_the_audit_record_repository(
+    s3_bucket: Any, store: Store, syslog_receiver: Rsyslog
+) -> None:
+    """A clerk's sign-in and sign-out and a refused cookie, as DICOM audit messages, go from
+    the packager's outbox through its shipper to a real rsyslogd over TLS: each once, in the
+    order of the events, valid against the schema, Login / Logout / Security Alert."""
+    syslog = {
+        "audit_syslog_url": syslog_receiver.url,
+        "audit_syslog_ca_file": syslog_receiver.pki.ca,
+        "audit_syslog_interval": 0.2,
+        "audit_syslog_timeout": 3.0,
+    }
+    with serving(s3_bucket, store, **syslog) as served:
+        with httpx.Client(base_url=served.base) as http:
+            assert sign_in(served, http, "clerk").status_code == 303
+            assert http.get("/auth/logout").status_code == 303
+        forged = {**PAGE, "Cookie": f"{signin.SESSION_COOKIE}={session_cookie(served)[:-4]}AAAA"}
+        assert httpx.get(f"{served.base}/v1/session", headers=forged).status_code == 401
+        deadline = time.monotonic() + 30
+        while list(store.list(audit.OUTBOX)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(store.list(audit.OUTBOX)) == [], "the shipper did not empty the outbox"
+    found, _ = audit.events_since(store, datetime.now(UTC) - timedelta(minutes=10))
+    expected = [e for e in found if atna.render(e) is not None]
+    assert [e["action"] for e in expected] == ["sign-in", "sign-out", "security-alert"]
+    syslog_receiver.wait_for(len(expected), timeout=30)
+    time.sleep(0.5)  # a duplicate would come now
+    got = syslog_receiver.messages()
+    ids = [re.search(r'eventId="(\w+)"', m["sd"]).group(1) for m in got]  # type: ignore[union-attr]
+    assert ids == [e["id"] for e in expected]
+    documents = []
+    for message in got:
+        assert message["msgid"] == "IHE+RFC-3881" and message["msg"].startswith("\ufeff")
+        documents.append(valid(message["msg"].removeprefix("\ufeff").encode()))
+    codes = [
+        [c.get("csd-code") for c in doc.iter("EventID", "EventTypeCode")] for doc in documents
+    ]
+    assert codes == [["110114", "110122"], ["110114", "110123"], ["110113", "110132"]]
+    users = [[p.get("UserID") for p in doc.iter("ActiveParticipant")] for doc in documents]
+    assert all("clerk" in found for found in users[:2]), users
