@@ -410,9 +410,7 @@ def test_sign_in_events_reach_the_audit_record_repository(
     for message in got:
         assert message["msgid"] == "IHE+RFC-3881" and message["msg"].startswith("\ufeff")
         documents.append(valid(message["msg"].removeprefix("\ufeff").encode()))
-    codes = [
-        [c.get("csd-code") for c in doc.iter("EventID", "EventTypeCode")] for doc in documents
-    ]
+    codes = [[c.get("csd-code") for c in doc.iter("EventID", "EventTypeCode")] for doc in documents]
     assert codes == [["110114", "110122"], ["110114", "110123"], ["110113", "110132"]]
     users = [[p.get("UserID") for p in doc.iter("ActiveParticipant")] for doc in documents]
     assert all("clerk" in found for found in users[:2]), users
