@@ -142,6 +142,56 @@ class CountedMoto(rb.Moto):
         return list(httpx.get(f"{self.url}/_e2e/requests", timeout=60, trust_env=False).json())
 
 
+class LocalStackS3(rb.Moto):
+    """LocalStack's S3 (`--s3 localstack`): the other S3 implementation on this machine, to
+    tell what is moto's cost per byte from what we ask of S3. Same interface as the counting
+    moto, but it counts nothing (the request tables come from moto runs); signature checks
+    are off (LocalStack's default; the services sign with their own key ids)."""
+
+    def start(self) -> None:
+        from support.localstack import _BOOT, LOCALSTACK_PYTHON
+
+        home = self.log_path.parent / "localstack"
+        home.mkdir(exist_ok=True)
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(home),
+            "TMPDIR": str(home),
+            "LOCALSTACK_VOLUME_DIR": str(home / "volume"),
+            "GATEWAY_LISTEN": f"{LOOPBACK}:{self.port}",
+            "SERVICES": "s3",
+            "EAGER_SERVICE_LOADING": "1",
+            "DISABLE_EVENTS": "1",
+            "SKIP_SSL_CERT_DOWNLOAD": "1",
+            "DNS_ADDRESS": "0",
+            "DOCKER_BRIDGE_IP": LOOPBACK,
+        }
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [LOCALSTACK_PYTHON, "-c", _BOOT], env=env, cwd=home, stdout=out, stderr=out
+            )
+        rb.wait_http(f"{self.url}/_localstack/health", timeout=120, proc=self.proc)
+
+    def reset(self) -> None:
+        """Delete every object and bucket (LocalStack spools bodies to its temp dir)."""
+        client = self.client()
+        for bucket in client.list_buckets().get("Buckets", []):
+            name = bucket["Name"]
+            for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
+                gone = [
+                    {"Key": o["Key"], "VersionId": o["VersionId"]}
+                    for o in page.get("Versions", []) + page.get("DeleteMarkers", [])
+                ]
+                if gone:
+                    client.delete_objects(Bucket=name, Delete={"Objects": gone})
+            for up in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+                client.abort_multipart_upload(Bucket=name, Key=up["Key"], UploadId=up["UploadId"])
+            client.delete_bucket(Bucket=name)
+
+    def requests(self) -> list[dict[str, Any]]:
+        return []
+
+
 def classify(rec: dict[str, Any]) -> tuple[str, str]:
     """(verb class, key prefix) of one S3 request."""
     q = parse_qs(rec["query"], keep_blank_values=True)
@@ -196,7 +246,7 @@ class Service:
         rb.stop_pid(self.proc)
 
 
-def start_stack(ctx: Ctx, bucket: str, tag: str) -> dict[str, Any]:
+def start_stack(ctx: Ctx, bucket: str, tag: str, *, online: bool = True) -> dict[str, Any]:
     s3 = {"DICOMISO_S3_ENDPOINT_URL": ctx.moto.url, "DICOMISO_S3_BUCKET": bucket}
     pacs = {
         "DICOMISO_PACS_AET": ctx.orthanc.aet,
@@ -225,6 +275,8 @@ def start_stack(ctx: Ctx, bucket: str, tag: str) -> dict[str, Any]:
                 "DICOMISO_RETRIEVER_URL": procs["retriever"].url,
                 "DICOMISO_WORK_DIR": str(ctx.work),
                 "DICOMISO_VIEWER": "false",  # like the native disc: no viewer bundle on it
+                # path d: the ISO alone, what the native pipeline makes (no online page, no ZIP)
+                "DICOMISO_VIEW_ONLINE": "true" if online else "false",
             },
         )
     except BaseException:
@@ -234,18 +286,24 @@ def start_stack(ctx: Ctx, bucket: str, tag: str) -> dict[str, Any]:
     return procs
 
 
-def order_and_wait(url: str, accession: str, poll: float) -> dict[str, Any]:
+def order_and_wait(url: str, accession: str, poll: float, hold: float) -> dict[str, Any]:
+    """POST the package and follow it as the CLI does (dicomiso_client JobClient.wait):
+    status requests held up to `hold` s by the packager (`?wait=`), `poll` s apart when an
+    answer changed nothing; `--long-poll 0` polls every `poll` s as before."""
     import httpx
 
     phases: dict[str, float] = {}
-    with httpx.Client(base_url=url, timeout=30, trust_env=False) as http:
+    params = {"wait": hold} if hold > 0 else {}
+    with httpx.Client(base_url=url, timeout=30 + hold, trust_env=False) as http:
         t0 = time.time()
         r = http.post("/v1/packages", json={"accession_numbers": [accession]})
         r.raise_for_status()
         job, polls, stalled = r.json()["id"], 0, []
+        last: tuple[str, str] | None = None
         while True:
+            asked = time.monotonic()
             try:
-                status = http.get(f"/v1/packages/{job}").json()
+                status = http.get(f"/v1/packages/{job}", params=params).json()
             except httpx.TimeoutException:  # a status GET that takes > 30 s is a finding
                 stalled.append(round(time.time() - t0, 1))
                 continue
@@ -255,7 +313,10 @@ def order_and_wait(url: str, accession: str, poll: float) -> dict[str, Any]:
                 break
             if time.time() - t0 > 1800:
                 raise TimeoutError(f"package still {status['state']} after 1800 s")
-            time.sleep(poll)
+            seen = (str(status["state"]), str(status.get("phase")))
+            if seen == last or not hold:
+                time.sleep(max(0.0, poll - (time.monotonic() - asked)))
+            last = seen
     return dict(
         status=status,
         t0=t0,
@@ -287,15 +348,18 @@ def timeline(recs: list[dict[str, Any]], t0: float) -> dict[str, float]:
     return out
 
 
-def run_ours(ctx: Ctx, st: Study, i: int) -> dict[str, Any]:
-    bucket = f"e2e-{st.n}-{i}"
+def run_ours(ctx: Ctx, st: Study, i: int, *, online: bool = True) -> dict[str, Any]:
+    bucket = f"e2e-{st.n}-{i}" + ("" if online else "-iso")
     client = ctx.moto.fresh_bucket(bucket)
-    procs = start_stack(ctx, bucket, f"{st.n}-{i}")
+    procs = start_stack(ctx, bucket, f"{st.n}-{i}", online=online)
     pids = {k: p.proc.pid for k, p in procs.items()}
     try:
         ctx.moto.requests()  # start-up traffic (lifecycle rule, ...) is not the study's
-        with rb.CpuMeter(**pids, moto=ctx.moto_pid, orthanc=ctx.orthanc.pid) as cpu:
-            r = order_and_wait(procs["packager"].url, st.accession, ctx.args.poll)
+        s3 = {ctx.args.s3: ctx.moto_pid}  # "moto" or "localstack"
+        with rb.CpuMeter(**pids, **s3, orthanc=ctx.orthanc.pid) as cpu:
+            r = order_and_wait(
+                procs["packager"].url, st.accession, ctx.args.poll, ctx.args.long_poll
+            )
         recs = ctx.moto.requests()
         rss = {k: round(rb.RssSampler(p).status()["VmHWM"] / 1024) for k, p in pids.items()}
     finally:
@@ -529,7 +593,10 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
         "a ours": lambda i: run_ours(ctx, st, i),
         "b native": lambda i: run_dcmtk(ctx, st, i, legacy=False),
         "c legacy": lambda i: run_dcmtk(ctx, st, i, legacy=True),
+        "d ours, ISO only": lambda i: run_ours(ctx, st, i, online=False),
     }
+    if not ctx.args.iso_only:
+        del paths["d ours, ISO only"]
     paths = {k: v for k, v in paths.items() if k[0] not in ctx.args.skip}
     run_dcmtk(ctx, st, -1, legacy=False)  # warm Orthanc's storage in the page cache, untimed
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in paths}
@@ -544,7 +611,7 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
             runs[name].append(r)
     out: dict[str, Any] = {"instances": n, "accession": st.accession, "bytes": sum(st.sizes)}
     out["runs"] = runs
-    if "a ours" in runs:
+    if "a ours" in runs and runs["a ours"][0]["timeline"]:  # counted (moto) runs only
         out["segments"] = segment_bound(st, runs["a ours"])
         out["overlap"] = overlap_bound(runs["a ours"])
         if ctx.args.probe:
@@ -586,8 +653,9 @@ def report(sizes: list[dict[str, Any]], repeat: int) -> str:
                 f"| {name} | {wall:.2f} ({lo:.2f}-{hi:.2f}) | {ratio} | {cpu} | {others:.1f} "
                 f"| {rss_s} |"
             )
-        if "a ours" in runs:
-            lines += requests_table(runs["a ours"], sz)
+        for name in ("a ours", "d ours, ISO only"):
+            if name in runs and runs[name][0]["requests"]:
+                lines += [f"\n{name}:", *requests_table(runs[name], sz)]
     return "\n".join(lines)
 
 
@@ -608,10 +676,12 @@ def requests_table(rs: list[dict[str, Any]], sz: dict[str, Any]) -> list[str]:
     lines.append(f"| **total** | **{t['n']}** | **{t['cpu_s']:.2f}** | | {t['bytes'] / 1e6:.1f} |")
     polls = med(rs, lambda r: r["polls"])
     lines.append(
-        f"\nstatus polls by the bench: {polls:.0f}; segments: {json.dumps(sz['segments'])}; "
-        f"overlap: {json.dumps(sz['overlap'])}; phases (s after POST): "
+        f"\nstatus polls by the bench: {polls:.0f}; timeline (s after POST, median run): "
+        f"{json.dumps(rs[len(rs) // 2]['timeline'])}; phases (s after POST): "
         f"{json.dumps(rs[len(rs) // 2]['phases'])}"
     )
+    if sz.get("overlap") and rs is sz["runs"].get("a ours"):
+        lines.append(f"overlap: {json.dumps(sz['overlap'])}")
     if "s3_probe" in sz:
         lines.append(f"\nS3 probe (same bytes, PUT + GET each): {json.dumps(sz['s3_probe'])}")
     return lines
@@ -628,8 +698,25 @@ def main() -> None:
     p.add_argument("--cols", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3, help="runs per path (median reported)")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between status polls")
+    p.add_argument(
+        "--long-poll",
+        type=float,
+        default=10.0,
+        help="seconds each status request may be held (?wait=); 0: plain polling",
+    )
     p.add_argument("--his", choices=["mariadb", "pacs"], default="mariadb")
-    p.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d"])
+    p.add_argument(
+        "--iso-only",
+        action="store_true",
+        help="also path d: ours making the ISO alone, as the native pipeline does",
+    )
+    p.add_argument(
+        "--s3",
+        choices=["moto", "localstack"],
+        default="moto",
+        help="the S3 server (localstack: nothing counted, CPU and wall only)",
+    )
     p.add_argument("--probe", action="store_true", help="also the S3 layout probe")
     p.add_argument("--quiet-wait", type=float, default=0, help="wait <= S s for no pytest")
     p.add_argument("--cli-only", action="store_true", help="only the CLI start-up")
@@ -645,7 +732,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         rb.write_json("e2e-cli", {"machine": machine0, **result})
         return None
-    rb.Moto = CountedMoto  # type: ignore[misc]  # rb.environment() then starts the counting server
+    # rb.environment() starts rb.Moto: the counting moto, or LocalStack's S3
+    rb.Moto = CountedMoto if args.s3 == "moto" else LocalStackS3  # type: ignore[misc]
     from support.mariadb import his_database  # a bench HIS: fresh databases, SELECT-only user
 
     his = contextlib.nullcontext() if args.his == "pacs" else his_database()

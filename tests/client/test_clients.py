@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -91,3 +92,25 @@ def test_wait_rides_out_a_restart_and_reports_progress(fake_service: str) -> Non
         )
     assert view.state == "succeeded" and view.done
     assert seen == [2, 3]
+
+
+def test_wait_long_polls_and_paces_answers_that_changed_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each status request asks for `?wait=`; an answer that changed neither state nor phase
+    is followed by the rest of `poll` asleep, a changed one by the next request at once."""
+    answers = [("running", "retrieve"), ("running", "retrieve"), ("running", "build")]
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params.get("wait"))
+        state, phase = answers.pop(0) if answers else ("succeeded", "done")
+        return httpx.Response(200, json={"id": "a" * 32, "state": state, "phase": phase})
+
+    slept: list[float] = []
+    monkeypatch.setattr("dicomiso_client.jobs.time.sleep", slept.append)
+    with RetrieverClient("http://127.0.0.1:9", transport=httpx.MockTransport(handler)) as client:
+        view = client.wait("a" * 32, timeout=60, poll=0.5, long_poll=7)
+    assert view.state == "succeeded"
+    assert asked == ["7", "7", "7", "7"]
+    assert len(slept) == 1 and 0 < slept[0] <= 0.5  # only after the unchanged second answer

@@ -242,3 +242,109 @@ def test_status_of_a_job_this_replica_runs_comes_from_memory(s3_bucket: Any) -> 
             release.set()
             a.shutdown()
             b.shutdown()
+
+
+def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_long_poll_answers_when_the_phase_or_state_changes(store: Store) -> None:
+    """GET with `wait`: held while nothing changes, answered by the next phase, and by the
+    final state only once its record has landed (read back from the bucket)."""
+    steps = [threading.Event() for _ in range(2)]
+
+    def run(handle: JobHandle) -> dict[str, Any]:
+        handle.update(phase="first")
+        steps[0].wait(10)
+        handle.update(phase="second")
+        steps[1].wait(10)
+        return {"done": True}
+
+    jobs = Jobs(store, "test", job_settings("a"), run)
+    try:
+        jid = jobs.submit({"k": "long-poll"}).id
+        _wait(jobs, jid, states=("running",))
+        deadline = time.monotonic() + 5
+        while jobs.get(jid).phase != "first":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        thread, out = _in_thread(lambda: jobs.get(jid, wait=25))
+        thread.join(0.5)
+        assert thread.is_alive(), "a long poll of an unchanged job answered at once"
+        steps[0].set()
+        thread.join(10)  # well inside the 25 s asked: the change answered it
+        assert not thread.is_alive() and out[0].phase == "second"
+
+        thread, out = _in_thread(lambda: jobs.get(jid, wait=25))
+        thread.join(0.5)
+        assert thread.is_alive()
+        steps[1].set()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert out[0].state == "succeeded" and out[0].result == {"done": True}
+        assert store.get_json(f"jobs/test/{jid}.json")[0]["state"] == "succeeded"
+    finally:
+        for step in steps:
+            step.set()
+        jobs.shutdown()
+
+
+def test_a_long_poll_of_a_job_run_elsewhere_or_beyond_the_cap_answers_at_once(
+    store: Store,
+) -> None:
+    """Only this replica's live jobs are waited for, by at most `max_waiters` requests; the
+    rest are answered at once (their callers sleep their own poll interval)."""
+    release = threading.Event()
+
+    def run(handle: JobHandle) -> dict[str, Any]:
+        handle.update(phase="working")
+        release.wait(10)
+        return {}
+
+    a = Jobs(store, "test", job_settings("a"), run, max_waiters=1)
+    b = Jobs(store, "test", job_settings("b"), run)
+    try:
+        jid = a.submit({"k": "elsewhere"}).id
+        _wait(a, jid, states=("running",))
+        thread, out = _in_thread(lambda: b.get(jid, wait=25))
+        thread.join(10)
+        assert not thread.is_alive() and out[0].owner == "a"
+
+        held, _ = _in_thread(lambda: a.get(jid, wait=25))
+        held.join(0.5)
+        assert held.is_alive()
+        second, out = _in_thread(lambda: a.get(jid, wait=25))
+        second.join(10)
+        assert not second.is_alive() and out[0].state == "running"  # over the cap of 1
+        release.set()
+        held.join(10)
+        assert not held.is_alive()
+    finally:
+        release.set()
+        a.shutdown()
+        b.shutdown()
+
+
+def test_a_shutdown_answers_the_waiting_long_polls(store: Store) -> None:
+    release = threading.Event()
+
+    def run(handle: JobHandle) -> dict[str, Any]:
+        release.wait(10)
+        return {}
+
+    jobs = Jobs(store, "test", job_settings("a"), run)
+    try:
+        jid = jobs.submit({"k": "shutdown"}).id
+        _wait(jobs, jid, states=("running",))
+        thread, out = _in_thread(lambda: jobs.get(jid, wait=25))
+        thread.join(0.5)
+        assert thread.is_alive()
+        jobs.shutdown(grace=0.1)
+        thread.join(10)
+        assert not thread.is_alive() and out[0].state == "running"
+    finally:
+        release.set()
+        jobs.shutdown()

@@ -187,6 +187,11 @@ def test_unknown_job_id_is_404_and_malformed_is_422(retriever: Any) -> None:
     assert retriever.client.get(f"/v1/retrievals/{'0' * 32}").status_code == 404
     assert retriever.client.get("/v1/retrievals/..%2Fx").status_code in (404, 422)
     assert retriever.client.get("/v1/retrievals/xyz").status_code == 422
+    # a long poll longer than 30 s, or negative, is refused with the reason, not held
+    for wait in ("31", "-1", "soon"):
+        answer = retriever.client.get(f"/v1/retrievals/{'0' * 32}", params={"wait": wait})
+        assert answer.status_code == 422 and "wait" in answer.text, answer.text
+    assert retriever.client.get(f"/v1/retrievals/{'0' * 32}?wait=30").status_code == 404
 
 
 def test_two_concurrent_identical_requests_reach_the_pacs_once(

@@ -71,6 +71,7 @@ class ServiceClient:
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         # Plain HTTP needs no CA bundle: loading certifi's took ~0.1 s of every CLI call. The
         # context given instead trusts no CA, so a TLS connection (there is none: no redirects
         # are followed) would fail closed, never go unverified.

@@ -28,9 +28,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 from pydantic import BaseModel, Field
 
 from .errors import DicomisoError, InvalidInput, NotFound, ObjectMissing, PreconditionFailed
@@ -43,6 +43,17 @@ State = Literal["queued", "running", "succeeded", "failed"]
 ACTIVE: frozenset[str] = frozenset({"queued", "running"})
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 LIVE_PREFIX = "jobs/live/"
+PROGRESS_EVERY = 1.0  # s: a long poll answers a change of counts alone after this long
+MAX_WAIT = 30.0  # s: the longest `wait` a status request may ask for
+Wait = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT,
+        description="Seconds to hold the answer until the job's state or phase changes "
+        "(a long poll; 0: answer now). Only a job the answering replica runs is waited for.",
+    ),
+]
 
 
 def records_prefix(kind: str) -> str:
@@ -104,8 +115,10 @@ class JobHandle:
         *,
         confirmed_at: float,
         give_up_after: float,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        self._on_change = on_change  # wakes status requests waiting for this job (Jobs.get)
         self._key = key
         self._lock = threading.Lock()  # the record's fields
         self._write_lock = threading.Lock()  # one PUT of the record at a time
@@ -126,6 +139,8 @@ class JobHandle:
                 setattr(self.record, name, value)
         if flush:
             self.flush()
+        elif "phase" in fields or "state" in fields:
+            self._on_change()
 
     def set_counts(self, **counts: int) -> None:
         with self._lock:
@@ -159,6 +174,7 @@ class JobHandle:
                     raise JobLost(self.record.id) from exc
                 self._etag = self._store.put_json(self._key, body, if_match=etag)
             self._confirmed_at = sent
+        self._on_change()  # after the write: a final state is shown only once it has landed
 
     def _still_ours(self) -> str | None:
         """The record's ETag if our run still owns it (a 412 after botocore retried our own
@@ -208,6 +224,8 @@ class Jobs:
         settings: CommonSettings,
         run: Runner,
         is_current: IsCurrent | None = None,
+        *,
+        max_waiters: int = 16,
     ) -> None:
         if kind == LIVE_PREFIX.split("/")[1]:
             raise ValueError(f"job kind {kind!r} would share the live markers' prefix")
@@ -222,6 +240,12 @@ class Jobs:
         self._mine_lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        # Status requests waiting for a change (`get(wait=...)`): a version counter under a
+        # condition, bumped by this replica's job handles; at most `max_waiters` block a
+        # server thread at once, the others are answered at once.
+        self._changed = threading.Condition()
+        self._version = 0
+        self._waiters = threading.BoundedSemaphore(max_waiters)
 
     def key(self, job: str) -> str:
         return f"{records_prefix(self.kind)}{validate_job_id(job)}.json"
@@ -256,13 +280,63 @@ class Jobs:
         self._start(fresh, etag, sent)
         return fresh
 
-    def get(self, job: str) -> JobRecord:
+    def get(self, job: str, *, wait: float = 0.0) -> JobRecord:
         """Read a job; a live job whose runner has gone silent is claimed on the way.
 
         A job this replica runs answers from memory, with no S3 request (its progress is more
         recent there than in the bucket); a job of another replica, a finished or unknown one
         is read from the bucket.
+
+        With `wait` > 0 (a long poll), a live job this replica runs is answered when its state
+        or phase changes (a final state once its record has landed), when only its counts
+        changed and `PROGRESS_EVERY` seconds have passed, or after `wait` seconds, whichever
+        comes first. Any other job is answered at once: the caller waits its own poll
+        interval (JobClient.wait).
         """
+        record = self._get(job)
+        if wait <= 0 or record.state not in ACTIVE or not self._runs_here(record.id):
+            return record
+        if not self._waiters.acquire(blocking=False):
+            return record  # enough server threads wait already: this caller polls
+        try:
+            return self._wait_for_change(record, wait)
+        finally:
+            self._waiters.release()
+
+    def _wait_for_change(self, seen: JobRecord, wait: float) -> JobRecord:
+        start = time.monotonic()
+        deadline = start + wait
+        with self._changed:
+            version = self._version
+        now = seen
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            version = self._next_version(version, min(left, 0.5))
+            now = self._get(seen.id)  # outside the lock: it may read the bucket
+            if (now.state, now.phase) != (seen.state, seen.phase):
+                return now
+            if now.counts != seen.counts and time.monotonic() - start >= PROGRESS_EVERY:
+                return now
+        return now
+
+    def _runs_here(self, job: str) -> bool:
+        with self._mine_lock:
+            return job in self._mine
+
+    def _next_version(self, version: int, timeout: float) -> int:
+        """Wait until a job of this replica changed after `version` (or `timeout`)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != version, timeout)
+            return self._version
+
+    def _changed_now(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def _get(self, job: str) -> JobRecord:
         with self._mine_lock:
             handle = self._mine.get(validate_job_id(job))
         if handle is not None and (mine := handle.snapshot()) is not None:
@@ -323,6 +397,7 @@ class Jobs:
             self._stop.set()
             for handle in self._mine.values():
                 handle.lost = True
+        self._changed_now()  # waiting status requests answer now
         self._pool.shutdown(wait=False, cancel_futures=True)
         futures_wait(self._futures, timeout=grace)
 
@@ -410,6 +485,7 @@ class Jobs:
             etag,
             confirmed_at=sent,
             give_up_after=self.settings.job_give_up_after,
+            on_change=self._changed_now,
         )
         with self._mine_lock:
             if self._stop.is_set():  # shutting down: the record goes stale, another replica
@@ -446,6 +522,7 @@ class Jobs:
             with self._mine_lock:
                 if self._mine.get(handle.id) is handle:  # not a newer attempt of the same job
                     del self._mine[handle.id]
+            self._changed_now()  # a waiter on a lost job stops waiting for it
 
     def _fail(self, handle: JobHandle, reason: str) -> None:
         log.warning("job failed", extra={"job_id": handle.id, **handle.record.counts})

@@ -11,7 +11,15 @@ from starlette.concurrency import run_in_threadpool
 from dicomiso_common import audit
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput, ObjectMissing
-from dicomiso_common.jobs import JobAccepted, JobRecord, Jobs, JobStatus, accepted, validate_job_id
+from dicomiso_common.jobs import (
+    JobAccepted,
+    JobRecord,
+    Jobs,
+    JobStatus,
+    Wait,
+    accepted,
+    validate_job_id,
+)
 from dicomiso_common.models import ForwardJobRequest, SendResult
 from dicomiso_common.store import Store
 
@@ -110,8 +118,8 @@ def make_router(jobs: Jobs, settings: ForwarderSettings, store: Store, guard: An
         name="forward_status",
         summary="State and counts of a forward; per-instance results on request",
     )
-    def status(job_id: str, instances: bool = False) -> ForwardStatus:
-        return _status(jobs.get(validate_job_id(job_id)), store, instances)
+    def status(job_id: str, instances: bool = False, wait: Wait = 0.0) -> ForwardStatus:
+        return _status(jobs.get(validate_job_id(job_id), wait=wait), store, instances)
 
     @router.get(
         "/peers",

@@ -235,8 +235,9 @@ class Packaging:
         with RetrieverClient(s.retriever_url, s.outgoing_token()) as retriever:
             started = retriever.retrieve(accessions, s.retrieve_method)
             handle.update(result=PackageJobResult(retrieval_id=started.id).to_json())
+            # Long polls of 5 s at most: a lost job notices it (handle.check) within that.
             view = retriever.wait(
-                started.id, timeout=s.retrieve_wait, poll=0.5, on_progress=progress
+                started.id, timeout=s.retrieve_wait, poll=0.5, on_progress=progress, long_poll=5
             )
         if view.state != "succeeded":
             raise RetrievalFailed(f"retrieval failed: {view.error or 'no reason given'}")

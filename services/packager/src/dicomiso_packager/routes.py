@@ -25,6 +25,7 @@ from dicomiso_common.jobs import (
     JobRecord,
     Jobs,
     JobStatus,
+    Wait,
     accepted,
     records_prefix,
     validate_job_id,
@@ -300,8 +301,8 @@ def make_router(
         dependencies=guarded,
         summary="State and progress of a package; the link when it is done",
     )
-    def status(job_id: str) -> PackageStatus:
-        record = jobs.get(validate_job_id(job_id))
+    def status(job_id: str, wait: Wait = 0.0) -> PackageStatus:
+        record = jobs.get(validate_job_id(job_id), wait=wait)
         # Reading writes nothing: the links shown were issued (and audited) when the package
         # was built, or by "new link" / "e-mail again", which write their own events.
         return PackageStatus.of_package(record)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dicomiso_common.dicom import validate_accession, validate_uid
 from dicomiso_common.errors import PROBLEM_RESPONSES, InvalidInput
-from dicomiso_common.jobs import JobAccepted, Jobs, JobStatus, accepted, validate_job_id
+from dicomiso_common.jobs import JobAccepted, Jobs, JobStatus, Wait, accepted, validate_job_id
 from dicomiso_common.store import Store
 
 from . import audited, dicomweb, query
@@ -99,7 +99,7 @@ def make_router(
         name="retrieval_status",
         summary="State, counts and result of a retrieval",
     )
-    def status(job_id: str) -> RetrievalStatus:
-        return RetrievalStatus.of(jobs.get(validate_job_id(job_id)))
+    def status(job_id: str, wait: Wait = 0.0) -> RetrievalStatus:
+        return RetrievalStatus.of(jobs.get(validate_job_id(job_id), wait=wait))
 
     return router

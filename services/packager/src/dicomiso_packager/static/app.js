@@ -19,6 +19,10 @@ const PHASES = ["lookup", "retrieve", "plan", "build", "upload"];
 const MEDIA = { CD: "cd", DVD: "dvd", BD: "bd", USB: "usb" };
 let confirmed = null;   // the accession numbers the clerk confirmed, in order
 let pollTimer = null;
+// Each status request is a long poll: the packager holds it (up to 10 s) until the job's
+// phase or state changes, so the link shows when the disc is done. An answer that changed
+// nothing (another replica runs the job) is followed by the rest of a second's pause.
+let lastSeen = null;
 let forwardTimer = null;
 let mailEnabled = true;   // from /v1/session
 let ROLES = null;   // a signed-in staff member's roles (sign-in mode); null: the token's, all
@@ -211,6 +215,7 @@ async function makeDisc() {
 
 function follow(jobId) {
   clearTimeout(pollTimer);
+  lastSeen = null;
   show("job", true);
   show("job-done", false);
   $("job-phase").textContent = T("starting");
@@ -221,8 +226,9 @@ function follow(jobId) {
 
 async function poll(jobId) {
   let status;
+  const asked = Date.now();
   try {
-    status = await api("GET", `/v1/packages/${encodeURIComponent(jobId)}`);
+    status = await api("GET", `/v1/packages/${encodeURIComponent(jobId)}?wait=10`);
   } catch (err) {
     if (err.status === 404 || err.status === 422 || err.status === 401) {
       say(T("cannot_follow", { reason: err.message })); show("job", false); return;
@@ -233,7 +239,10 @@ async function poll(jobId) {
   }
   renderStatus(status);
   if (status.state === "queued" || status.state === "running") {
-    pollTimer = setTimeout(() => poll(jobId), 1000);
+    const seen = `${status.state}/${status.phase}`;
+    const pause = seen === lastSeen ? Math.max(0, 1000 - (Date.now() - asked)) : 0;
+    lastSeen = seen;
+    pollTimer = setTimeout(() => poll(jobId), pause);
   } else {
     loadRecent();
   }
