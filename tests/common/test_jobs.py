@@ -244,6 +244,13 @@ def test_status_of_a_job_this_replica_runs_comes_from_memory(s3_bucket: Any) -> 
             b.shutdown()
 
 
+def _wait_phase(jobs: Jobs, jid: str, phase: str) -> None:
+    deadline = time.monotonic() + 10
+    while jobs.get(jid).phase != phase:
+        assert time.monotonic() < deadline, f"job never reached phase {phase}"
+        time.sleep(0.01)
+
+
 def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
     out: list[Any] = []
     thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
@@ -266,11 +273,7 @@ def test_a_long_poll_answers_when_the_phase_or_state_changes(store: Store) -> No
     jobs = Jobs(store, "test", job_settings("a"), run)
     try:
         jid = jobs.submit({"k": "long-poll"}).id
-        _wait(jobs, jid, states=("running",))
-        deadline = time.monotonic() + 5
-        while jobs.get(jid).phase != "first":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_phase(jobs, jid, "first")
         thread, out = _in_thread(lambda: jobs.get(jid, wait=25))
         thread.join(0.5)
         assert thread.is_alive(), "a long poll of an unchanged job answered at once"
@@ -308,7 +311,7 @@ def test_a_long_poll_of_a_job_run_elsewhere_or_beyond_the_cap_answers_at_once(
     b = Jobs(store, "test", job_settings("b"), run)
     try:
         jid = a.submit({"k": "elsewhere"}).id
-        _wait(a, jid, states=("running",))
+        _wait_phase(a, jid, "working")
         thread, out = _in_thread(lambda: b.get(jid, wait=25))
         thread.join(10)
         assert not thread.is_alive() and out[0].owner == "a"
