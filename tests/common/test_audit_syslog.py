@@ -301,6 +301,31 @@ def test_one_shipper_ships_and_another_takes_over_when_it_dies(
     assert second.shipped == 4
 
 
+def test_a_replica_that_does_not_ship_looks_at_the_lease_every_half_stale_time(
+    store: Store, receiver: Rsyslog, pki: Pki, shippers: Callable[..., audit_syslog.Shipper]
+) -> None:
+    """Idle and not the holder: a lease attempt every job_stale_after / 2 (3 s here), not
+    every tick (0.1 s here); its own events still wake it at once."""
+    first = shippers(receiver.url, pki.ca, replica_id="a")
+    _wait(first.holds, "the first shipper's lease")
+    second = shippers(receiver.url, pki.ca, replica_id="b")
+    attempts: list[float] = []
+    lead = second._lead
+
+    def counted() -> bool:
+        attempts.append(time.monotonic())
+        return lead()
+
+    second._lead = counted  # type: ignore[method-assign]
+    second.wake()  # the loop takes the counted method from its next turn
+    time.sleep(2.0)  # 20 ticks
+    assert 1 <= len(attempts) <= 2, attempts
+    before = len(attempts)
+    second.wake()  # as audit.write does after queueing an event of this process
+    _wait(lambda: len(attempts) > before, "the woken shipper's look at the lease", timeout=2)
+    assert not second.holds() and first.holds()
+
+
 def test_an_outbox_object_no_renderer_can_read_is_set_aside(
     store: Store, receiver: Rsyslog, pki: Pki, shippers: Callable[..., audit_syslog.Shipper]
 ) -> None:
