@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pynetdicom
 import pytest
@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomiso_retriever import reactor, transfer
@@ -64,7 +65,7 @@ class Server:
         self.events: list[str] = []
         self.closed = threading.Event()
         self.aborted = threading.Event()
-        self.server = self.ae.start_server(
+        server = self.ae.start_server(
             ("127.0.0.1", 0),
             block=False,
             evt_handlers=[
@@ -75,10 +76,12 @@ class Server:
                 (evt.EVT_FSM_TRANSITION, lambda e: self.events.append(e.fsm_event)),
             ],
         )
-        self.port = int(self.server.server_address[1])
+        assert server is not None
+        self.server = server
+        self.port = int(server.server_address[1])
 
     def _store(self, event: evt.Event) -> int:
-        self.stored.append(str(event.request.AffectedSOPInstanceUID))
+        self.stored.append(str(cast(C_STORE, event.request).AffectedSOPInstanceUID))
         return 0x0000
 
     def stop(self) -> None:
@@ -228,7 +231,7 @@ def test_the_retrievers_associations_are_evented(
 ) -> None:
     """The Storage SCP and the C-MOVE SCU of a real retrieval run on the evented reactors."""
     seen: list[bool] = []
-    real = transfer.associate
+    real = transfer.associate  # type: ignore[attr-defined]
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         cm = real(*args, **kwargs)
