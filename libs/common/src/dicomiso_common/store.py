@@ -130,8 +130,12 @@ def _sha256_checksum(fileobj: IO[bytes], transfer: TransferConfig) -> str:
         return base64.b64encode(whole.digest()).decode()
     part_size = ChunksizeAdjuster().adjust_chunksize(transfer.multipart_chunksize, size)
     digests = []
-    while part := fileobj.read(part_size):
-        digests.append(hashlib.sha256(part).digest())
+    for offset in range(0, size, part_size):  # each part hashed in 1 MiB reads, not whole
+        part, n = hashlib.sha256(), min(part_size, size - offset)
+        while n > 0 and (chunk := fileobj.read(min(_HASH_CHUNK, n))):
+            part.update(chunk)
+            n -= len(chunk)
+        digests.append(part.digest())
     return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
 
 
