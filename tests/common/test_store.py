@@ -13,9 +13,9 @@ import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
 
+from dicomiso_common import store as store_module
 from dicomiso_common.errors import ObjectMissing, PreconditionFailed, StoreError
 from dicomiso_common.settings import CommonSettings
-from dicomiso_common import store as store_module
 from dicomiso_common.store import MAX_LINK_TTL, Store
 from support.net import LOOPBACK
 from support.tcpproxy import TcpProxy

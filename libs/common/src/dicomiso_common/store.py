@@ -198,7 +198,7 @@ class MultipartUpload:
         self._parts: dict[int, tuple[str, bytes]] = {}  # number -> (ETag, SHA-256 digest)
         self._lock = threading.Lock()
 
-    def upload_part(self, number: int, data: bytes) -> None:
+    def upload_part(self, number: int, data: bytes | bytearray) -> None:
         """Send part `number` (1-10,000; all but the last >= 5 MiB); safe from any thread."""
         digest = hashlib.sha256(data).digest()
         with _translated("uploading", self.key):
@@ -281,7 +281,7 @@ class Store:
     def put_bytes(
         self,
         key: str,
-        data: bytes | IO[bytes],
+        data: bytes | bytearray | IO[bytes],
         *,
         content_type: str = "application/octet-stream",
         if_none_match: bool = False,
