@@ -13,6 +13,7 @@ import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
 
+from dicomiso_common import store as store_module
 from dicomiso_common.errors import ObjectMissing, PreconditionFailed, StoreError
 from dicomiso_common.settings import CommonSettings
 from dicomiso_common.store import MAX_LINK_TTL, Store
@@ -218,3 +219,25 @@ def test_connection_lost_mid_read_is_a_store_error(store: Store) -> None:
         body.close()
     finally:
         proxy.stop()
+
+
+class _Reads(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.largest = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.largest = max(self.largest, len(chunk))
+        return chunk
+
+
+def test_checking_an_upload_reads_the_file_in_small_pieces() -> None:
+    """The check after an upload hashes each part in 1 MiB reads, never a part-sized one
+    (a 16 MiB buffer beside the image's parts at the packager's peak, issue 19)."""
+    data = os.urandom(12 * 1024 * 1024 + 7)
+    fileobj = _Reads(data)
+    part = 5 * 1024 * 1024
+    transfer = TransferConfig(multipart_threshold=part, multipart_chunksize=part)
+    assert store_module._sha256_checksum(fileobj, transfer) == _composite(data, part)
+    assert 0 < fileobj.largest <= 1024 * 1024

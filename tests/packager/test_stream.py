@@ -222,3 +222,58 @@ def test_a_write_below_a_sent_part_fails_instead_of_uploading_stale_bytes(
     sink.abort()
     assert store.head(KEY) is None
     assert _uploads(store) == []
+
+
+class _Recorder:
+    """A store whose multipart upload keeps every part object it is handed (and a copy of
+    its bytes at that moment), and counts the parts on their way at once."""
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+        self.data: list[bytes] = []
+        self.busy = self.most_busy = 0
+        self.completed = False
+
+    def abort_uploads(self, key: str) -> int:
+        return 0
+
+    def start_multipart(self, key: str, **kwargs: Any) -> _Recorder:
+        return self
+
+    def upload_part(self, number: int, data: Any) -> None:
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        self.parts.append(data)
+        self.data.append(bytes(data))
+        time.sleep(0.01)  # a part on its way while the writer goes on
+        self.busy -= 1
+
+    def complete(self) -> None:
+        self.completed = True
+
+    def abort(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_the_sink_holds_at_most_one_part_buffer_more_than_parts_on_their_way(
+    in_flight: int,
+) -> None:
+    """Memory bound (issue 19): the parts sent are the sink's own buffers, reused, not
+    copies: over a 12-part image at most `in_flight` + 1 distinct buffers, whatever the
+    image's size; never more than `in_flight` parts on their way; the bytes are right."""
+    rec = _Recorder()
+    sink = ImageSink(
+        cast(Store, rec), KEY, part_size=MIN_PART, content_type=ISO_TYPE, in_flight=in_flight
+    )
+    image = bytes(range(256)) * (12 * MIN_PART // 256) + b"tail"
+    sink.settle(0)
+    for i in range(0, len(image), 1 << 20):
+        sink.write(image[i : i + (1 << 20)])
+    done = sink.finish()
+
+    assert rec.completed and len(rec.parts) == 13
+    assert b"".join(rec.data) == image
+    assert done.sha256 == hashlib.sha256(image).hexdigest()
+    assert len({id(p) for p in rec.parts}) <= in_flight + 1
+    assert rec.most_busy <= in_flight

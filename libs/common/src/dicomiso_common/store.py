@@ -130,8 +130,12 @@ def _sha256_checksum(fileobj: IO[bytes], transfer: TransferConfig) -> str:
         return base64.b64encode(whole.digest()).decode()
     part_size = ChunksizeAdjuster().adjust_chunksize(transfer.multipart_chunksize, size)
     digests = []
-    while part := fileobj.read(part_size):
-        digests.append(hashlib.sha256(part).digest())
+    for offset in range(0, size, part_size):  # each part hashed in 1 MiB reads, not whole
+        part, n = hashlib.sha256(), min(part_size, size - offset)
+        while n > 0 and (chunk := fileobj.read(min(_HASH_CHUNK, n))):
+            part.update(chunk)
+            n -= len(chunk)
+        digests.append(part.digest())
     return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
 
 
@@ -194,7 +198,7 @@ class MultipartUpload:
         self._parts: dict[int, tuple[str, bytes]] = {}  # number -> (ETag, SHA-256 digest)
         self._lock = threading.Lock()
 
-    def upload_part(self, number: int, data: bytes) -> None:
+    def upload_part(self, number: int, data: bytes | bytearray) -> None:
         """Send part `number` (1-10,000; all but the last >= 5 MiB); safe from any thread."""
         digest = hashlib.sha256(data).digest()
         with _translated("uploading", self.key):
@@ -277,7 +281,7 @@ class Store:
     def put_bytes(
         self,
         key: str,
-        data: bytes | IO[bytes],
+        data: bytes | bytearray | IO[bytes],
         *,
         content_type: str = "application/octet-stream",
         if_none_match: bool = False,

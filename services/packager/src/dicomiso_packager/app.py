@@ -21,6 +21,7 @@ from dicomiso_common.serve import run as serve_run
 from dicomiso_common.store import Store
 
 from . import online, signin, viewer, web
+from .malloc import limit_arenas
 from .packaging import Packaging
 from .routes import make_router
 from .settings import PackagerSettings
@@ -87,4 +88,5 @@ def main() -> None:
     """Entry point `dicomiso-packager`: configuration only from DICOMISO_* variables."""
     settings = load_settings(PackagerSettings)
     configure_logging(settings.log_level, "packager")
+    limit_arenas(settings.malloc_arenas)  # before any thread starts
     serve_run(create_app(settings), settings)

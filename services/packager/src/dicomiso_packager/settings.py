@@ -61,6 +61,9 @@ class PackagerSettings(CommonSettings):
     view_online: bool = True
     build_workers: Annotated[int, Field(ge=1, le=32)] = 4  # parallel S3 reads while building
     build_prefetch: Annotated[int, Field(ge=0, le=16)] = 4  # S3 objects opened ahead of the writer
+    # glibc malloc arenas of the process (malloc.py; 0: glibc's default, 8 per CPU): fewer
+    # arenas keep less freed memory of the image buffers (peak RSS -16 MiB at 1,000 CT)
+    malloc_arenas: Annotated[int, Field(ge=0, le=64)] = 2
 
     # The staff page's sign-in with the IdP (signin.py; docs/security.md): authorization
     # code with PKCE; the client as registered at DICOMISO_OIDC_ISSUER. Unset: token mode.

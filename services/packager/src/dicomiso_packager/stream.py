@@ -72,7 +72,9 @@ class ImageSink(io.RawIOBase):
             "content_disposition": content_disposition,
         }
         self._check = check
-        self._buf = bytearray()  # the bytes [base, high) not yet sent
+        self._buf = bytearray()  # its first `_fill` bytes are the bytes [base, high) not yet sent
+        self._fill = 0
+        self._spare: list[bytearray] = []  # part buffers back from their upload, reused
         self._base = 0
         self._pos = 0
         self._settle_at: int | None = None
@@ -106,7 +108,8 @@ class ImageSink(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        start, end = self._pos, self._pos + len(view)
+        written = len(view)
+        start, end = self._pos, self._pos + written
         if self._settle_at is not None and not self._settled and start >= self._settle_at:
             self._settled = True
         if start < self._base or (self._settled and start < self._high):
@@ -114,13 +117,16 @@ class ImageSink(io.RawIOBase):
                 f"{self._key}: the writer went back to offset {start} below {self._high} "
                 "after the image's head was settled; nothing of it is kept"
             )
-        if end > self._high:
-            self._buf.extend(bytes(end - self._high))  # a forward seek leaves zeros
-        self._buf[start - self._base : end - self._base] = view
+        while view:
+            off = start - self._base
+            if self._settled and off >= self._part_size:
+                self._send_part()  # a full part, and bytes follow it: it is final
+                continue
+            n = min(len(view), self._part_size - off) if self._settled else len(view)
+            self._put(off, view[:n])
+            view, start = view[n:], start + n
         self._pos = end
-        if self._settled:
-            self._send_full_parts()
-        return len(view)
+        return written
 
     def truncate(self, size: int | None = None) -> int:
         """Only `truncate(0)`, the writers' way of voiding a failed image: abort."""
@@ -142,19 +148,43 @@ class ImageSink(io.RawIOBase):
 
     @property
     def _high(self) -> int:
-        return self._base + len(self._buf)
+        return self._base + self._fill
 
-    def _send_full_parts(self) -> None:
-        # A part goes only when bytes follow it: what is left at the end is the last part.
-        while len(self._buf) > self._part_size:
-            self._slots.acquire()  # at most `in_flight` parts in memory on their way
-            with memoryview(self._buf) as view:
-                part = bytes(view[: self._part_size])  # one copy (a slice would be two)
-            del self._buf[: self._part_size]
-            self._base += self._part_size
-            self._send(part)
+    def _put(self, off: int, data: memoryview) -> None:
+        """Copy `data` to `off` in the buffer (which grows only while the head is unsettled,
+        or for the first part)."""
+        end = off + len(data)
+        if not self._buf:
+            self._buf = bytearray(max(end, self._part_size))
+        elif end > len(self._buf):
+            self._buf += bytes(end - len(self._buf))
+        if off > self._fill:
+            self._buf[self._fill : off] = bytes(off - self._fill)  # a forward seek: zeros
+        self._buf[off:end] = data
+        self._fill = max(self._fill, end)
 
-    def _send(self, part: bytes) -> None:
+    def _send_part(self) -> None:
+        """Send the buffer's first part; the writer goes on in a spare buffer.
+
+        A part goes only when bytes follow it: what is left at the end is the last part.
+        The buffer itself is sent, never a copy of it, and comes back (`_part_done`) as the
+        spare: the sink holds at most `in_flight` + 1 part buffers whatever the image's size.
+        """
+        self._slots.acquire()  # at most `in_flight` parts in memory on their way
+        size = self._part_size
+        part, fill = self._buf, self._fill
+        if fill < size:
+            part[fill:size] = bytes(size - fill)  # the writer seeked past the part's end
+        rest = bytes(memoryview(part)[size:fill]) if fill > size else b""  # a long head
+        del part[size:]
+        self._buf = self._spare.pop() if self._spare else bytearray(size)
+        self._fill = 0
+        self._base += size
+        if rest:
+            self._put(0, memoryview(rest))
+        self._send(part)
+
+    def _send(self, part: bytearray) -> None:
         """Send `part` as the next part; the caller holds a slot for it."""
         try:
             self._raise_failure()
@@ -169,10 +199,12 @@ class ImageSink(io.RawIOBase):
         self._digest.update(part)
         self._parts += 1
         future = self._pool.submit(self._upload.upload_part, self._parts, part)
-        future.add_done_callback(self._part_done)
+        future.add_done_callback(lambda f: self._part_done(f, part))
         self._sent.append(future)
 
-    def _part_done(self, future: Future[None]) -> None:
+    def _part_done(self, future: Future[None], part: bytearray) -> None:
+        if len(part) == self._part_size and not self._done:
+            self._spare.append(part)  # before the slot: the writer waiting for it takes it
         self._slots.release()
         if future.cancelled():  # by abort(): nothing to report
             return
@@ -188,8 +220,9 @@ class ImageSink(io.RawIOBase):
         """Send the rest, wait for every part and complete the upload; abort on failure."""
         try:
             size = self._high
-            last = bytes(self._buf)
-            self._buf.clear()
+            last, self._buf = self._buf, bytearray()
+            del last[self._fill :]
+            self._spare.clear()
             if self._upload is None:
                 self._store.abort_uploads(self._key)
                 self._digest.update(last)
@@ -223,8 +256,9 @@ class ImageSink(io.RawIOBase):
         if self._done:
             return
         self._done = True
-        self._buf.clear()
+        self._buf, self._fill = bytearray(), 0
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._spare.clear()
         if self._upload is not None:
             self._upload.abort()
             log.info("image upload aborted", extra={"key": self._key, "parts": self._parts})
