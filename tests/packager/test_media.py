@@ -11,7 +11,6 @@ import random
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -363,8 +362,9 @@ def test_cd_file_set_of_transcoded_files_passes_dcmmkdir(
     assert len(dcmread(tmp_path / "DCMTKDIR").DirectoryRecordSequence) == len(records)
 
 
-def test_dicomdir_for_2000_instances_is_fast(tmp_path: Path) -> None:
-    """A 2,000-instance DICOMDIR (images: no header reads) builds in well under two seconds."""
+def test_dicomdir_for_2000_instances_reads_no_header(tmp_path: Path) -> None:
+    """A 2,000-instance DICOMDIR of images is built from the manifest alone (no header read
+    from the bucket), every record in disc order. Its speed is measured in bench/, not here."""
     study_uid = generate_uid()
     series = {
         generate_uid(): {"modality": "CT", "number": n, "description": None} for n in range(1, 5)
@@ -412,13 +412,10 @@ def test_dicomdir_for_2000_instances_is_fast(tmp_path: Path) -> None:
     def no_reads(entry: InstanceEntry) -> Dataset:
         raise AssertionError("no header needed for images")
 
-    started = time.perf_counter()
     ids = dicomdir.assign_file_ids([manifest])
     data = dicomdir.build_dicomdir(
         [manifest], ids, {e["sop_uid"]: ELE for e in instances}, no_reads, "BIG"
     )
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2.0, f"{elapsed:.2f} s"
     leaves = walk(dcmread(io.BytesIO(data)))
     assert [r.ReferencedSOPInstanceUIDInFile for r in leaves] == [e["sop_uid"] for e in instances]
     assert list(leaves[-1].ReferencedFileID)[-2:] == ["SER00004", "00000500"]
