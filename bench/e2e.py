@@ -149,23 +149,11 @@ class LocalStackS3(rb.Moto):
     are off (LocalStack's default; the services sign with their own key ids)."""
 
     def start(self) -> None:
-        from support.localstack import _BOOT, LOCALSTACK_PYTHON
+        from support.localstack import _BOOT, LOCALSTACK_PYTHON, s3_env
 
         home = self.log_path.parent / "localstack"
         home.mkdir(exist_ok=True)
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(home),
-            "TMPDIR": str(home),
-            "LOCALSTACK_VOLUME_DIR": str(home / "volume"),
-            "GATEWAY_LISTEN": f"{LOOPBACK}:{self.port}",
-            "SERVICES": "s3",
-            "EAGER_SERVICE_LOADING": "1",
-            "DISABLE_EVENTS": "1",
-            "SKIP_SSL_CERT_DOWNLOAD": "1",
-            "DNS_ADDRESS": "0",
-            "DOCKER_BRIDGE_IP": LOOPBACK,
-        }
+        env = s3_env(home, self.port, verify_signatures=False)
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [LOCALSTACK_PYTHON, "-c", _BOOT], env=env, cwd=home, stdout=out, stderr=out

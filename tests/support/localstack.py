@@ -44,6 +44,25 @@ class VerifyingS3:
     public_url: str
 
 
+def s3_env(home: Path, port: int, *, verify_signatures: bool) -> dict[str, str]:
+    """The environment of a LocalStack running S3 alone on loopback `port`, state in `home`."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "LOCALSTACK_VOLUME_DIR": str(home / "volume"),
+        "GATEWAY_LISTEN": f"{LOOPBACK}:{port}",
+        "SERVICES": "s3",
+        "EAGER_SERVICE_LOADING": "1",
+        "S3_SKIP_SIGNATURE_VALIDATION": "0" if verify_signatures else "1",
+        # no analytics, no certificate download, no DNS server, no pinging Docker bridges
+        "DISABLE_EVENTS": "1",
+        "SKIP_SSL_CERT_DOWNLOAD": "1",
+        "DNS_ADDRESS": "0",
+        "DOCKER_BRIDGE_IP": LOOPBACK,
+    }
+
+
 @contextmanager
 def verifying_s3(home: Path) -> Iterator[VerifyingS3]:
     """LocalStack's S3 alone, on a free loopback port, with signature checks on; state in
@@ -54,21 +73,7 @@ def verifying_s3(home: Path) -> Iterator[VerifyingS3]:
             "tests/common/PRESIGN_ENDPOINT.md says"
         )
     port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "TMPDIR": str(home),
-        "LOCALSTACK_VOLUME_DIR": str(home / "volume"),
-        "GATEWAY_LISTEN": f"{LOOPBACK}:{port}",
-        "SERVICES": "s3",
-        "EAGER_SERVICE_LOADING": "1",
-        "S3_SKIP_SIGNATURE_VALIDATION": "0",
-        # no analytics, no certificate download, no DNS server, no pinging Docker bridges
-        "DISABLE_EVENTS": "1",
-        "SKIP_SSL_CERT_DOWNLOAD": "1",
-        "DNS_ADDRESS": "0",
-        "DOCKER_BRIDGE_IP": LOOPBACK,
-    }
+    env = s3_env(home, port, verify_signatures=True)
     log_path = home / "localstack.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
