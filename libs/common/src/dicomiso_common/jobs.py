@@ -293,21 +293,21 @@ class Jobs:
         comes first. Any other job is answered at once: the caller waits its own poll
         interval (JobClient.wait).
         """
+        with self._changed:  # before the read: a change right after it still wakes us
+            version = self._version
         record = self._get(job)
         if wait <= 0 or record.state not in ACTIVE or not self._runs_here(record.id):
             return record
         if not self._waiters.acquire(blocking=False):
             return record  # enough server threads wait already: this caller polls
         try:
-            return self._wait_for_change(record, wait)
+            return self._wait_for_change(record, version, wait)
         finally:
             self._waiters.release()
 
-    def _wait_for_change(self, seen: JobRecord, wait: float) -> JobRecord:
+    def _wait_for_change(self, seen: JobRecord, version: int, wait: float) -> JobRecord:
         start = time.monotonic()
         deadline = start + wait
-        with self._changed:
-            version = self._version
         now = seen
         while not self._stop.is_set():
             left = deadline - time.monotonic()
