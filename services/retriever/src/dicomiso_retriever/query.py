@@ -31,7 +31,6 @@ from dicomiso_common.pacs import (
     unpadded,
 )
 
-from . import reactor
 from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,6 @@ def take_inventory(s: RetrieverSettings, hit: StudyAnswer) -> Inventory:
     Answers of another study or series, or with an illegal UID, are dropped.
     """
     ae = make_ae(peer(s))
-    reactor.use(ae)
     request_models(ae, "find")
     found: Inventory = {}
     with associate(peer(s), ae) as assoc:
