@@ -31,6 +31,7 @@ from dicomiso_common.pacs import (
     unpadded,
 )
 
+from . import reactor
 from .settings import RetrieverSettings
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def take_inventory(s: RetrieverSettings, hit: StudyAnswer) -> Inventory:
     Answers of another study or series, or with an illegal UID, are dropped.
     """
     ae = make_ae(peer(s))
+    reactor.use(ae)
     request_models(ae, "find")
     found: Inventory = {}
     with associate(peer(s), ae) as assoc:

@@ -29,6 +29,7 @@ from dicomiso_common.errors import DicomisoError, Unavailable
 from dicomiso_common.models import SegmentIndex
 from dicomiso_common.store import Store
 
+from . import reactor
 from .leases import LeaseBook
 from .manifest import describe
 from .segments import SegmentWriter
@@ -130,6 +131,7 @@ class StorageSCP:
         """Listen on DICOMISO_SCP_HOST:DICOMISO_SCP_PORT as DICOMISO_SCP_AET."""
         s = self.settings
         ae = AE(ae_title=s.scp_aet)
+        reactor.use(ae)  # event-driven association reactors (reactor.py)
         ae.maximum_pdu_size = s.scp_max_pdu
         ae.network_timeout = s.dicom_network_timeout
         ae.dimse_timeout = s.dicom_dimse_timeout

@@ -25,6 +25,7 @@ from dicomiso_common.pacs import (
     request_models,
 )
 
+from . import reactor
 from .negotiation import Plan
 from .query import level, peer
 from .settings import RetrieverSettings
@@ -93,6 +94,7 @@ def merge(results: list[TransferResult]) -> TransferResult:
 def move_study(s: RetrieverSettings, hit: StudyAnswer, progress: Progress) -> TransferResult:
     """C-MOVE one study to our Storage SCP (the PACS must know our AE title)."""
     ae = make_ae(peer(s))
+    reactor.use(ae)
     request_models(ae, "move")
     with associate(peer(s), ae) as assoc:
         model = accepted_model(assoc, "move", peer(s))
@@ -116,6 +118,7 @@ def get_study(
 
     for contexts, series in plan.associations:
         ae = make_ae(peer(s))
+        reactor.use(ae)
         request_models(ae, "get")
         for sop_class, syntaxes in contexts:
             ae.add_requested_context(sop_class, [UID(t) for t in syntaxes])
