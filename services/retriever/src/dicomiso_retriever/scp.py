@@ -29,6 +29,7 @@ from dicomiso_common.errors import DicomisoError, Unavailable
 from dicomiso_common.models import SegmentIndex
 from dicomiso_common.store import Store
 
+from . import fastdimse
 from .leases import LeaseBook
 from .manifest import describe
 from .segments import SegmentWriter
@@ -129,6 +130,7 @@ class StorageSCP:
     def start(self) -> None:
         """Listen on DICOMISO_SCP_HOST:DICOMISO_SCP_PORT as DICOMISO_SCP_AET."""
         s = self.settings
+        fastdimse.install(s.scp_fast_dimse)
         ae = AE(ae_title=s.scp_aet)
         ae.maximum_pdu_size = s.scp_max_pdu
         ae.network_timeout = s.dicom_network_timeout
