@@ -33,7 +33,7 @@ def _rsp(
     rsp.AffectedSOPInstanceUID = inst
     rsp.Status = status
     if comment is not None:
-        rsp.ErrorComment = comment
+        rsp.ErrorComment = comment  # type: ignore[assignment]  # typed None in pynetdicom
     return rsp
 
 
@@ -117,7 +117,7 @@ def test_send_msg_sends_what_stock_sends(max_pdu: int, status: int) -> None:
 
 def test_offending_element_and_listeners_take_pynetdicom_path() -> None:
     rsp = _rsp(0xA900, "bad", CT, ODD, 3)
-    rsp.OffendingElement = [Tag(0x00080016)]
+    rsp.OffendingElement = [Tag(0x00080016)]  # type: ignore[assignment]
     assert fastdimse.encode_c_store_rsp(rsp) is None
     stock, fast = _provider(16384), _provider(16384)
     fastdimse._STOCK_SEND_MSG(stock, rsp, 1)

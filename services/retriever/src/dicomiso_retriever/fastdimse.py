@@ -125,11 +125,7 @@ def _send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> No
 
 def pins_match() -> list[str]:
     """Names of the pinned functions whose source differs from the pin (empty: all match)."""
-    return [
-        name
-        for name, (func, digest) in PINNED.items()
-        if source_sha256(func) != digest
-    ]
+    return [name for name, (func, digest) in PINNED.items() if source_sha256(func) != digest]
 
 
 def install(enabled: bool = True) -> bool:
