@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 from typing import Any
 
 import pytest
 from pydicom.tag import Tag
+from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RSP
@@ -145,3 +147,48 @@ def test_changed_pynetdicom_falls_back_with_warning(
     assert DIMSEServiceProvider.send_msg is fastdimse._STOCK_SEND_MSG
     assert "pynetdicom's own encoding" in caplog.text
     assert fastdimse.install(enabled=False) is False
+
+
+@pytest.mark.parametrize("cls", [CT, MR, EVEN])
+@pytest.mark.parametrize("inst", [ODD, EVEN])
+@pytest.mark.parametrize(
+    "syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.70"]
+)
+def test_spool_file_meta_matches_pydicom(cls: str, inst: str, syntax: str) -> None:
+    """The spool file's meta group: the bytes pydicom writes for pynetdicom's file meta."""
+    kwargs = {
+        "sop_class_uid": UID(cls),
+        "sop_instance_uid": UID(inst),
+        "transfer_syntax": UID(syntax),
+    }
+    stock: Any = io.BytesIO()
+    fastdimse._STOCK_WRITE_FILE_META(stock, fastdimse._STOCK_CREATE_FILE_META(**kwargs))
+    fast: Any = io.BytesIO()
+    fastdimse.write_spool_meta(fast, fastdimse.create_spool_meta(**kwargs))
+    assert fast.getvalue() == stock.getvalue()
+
+
+def test_spool_file_meta_it_cannot_encode_goes_to_pydicom() -> None:
+    """A missing UID: pydicom's own validation answers, as without the wrapper."""
+    kwargs: dict[str, Any] = {"sop_class_uid": None, "sop_instance_uid": UID(ODD)}
+    kwargs["transfer_syntax"] = UID("1.2.840.10008.1.2")
+    with pytest.raises(AttributeError) as stock:
+        fastdimse._STOCK_WRITE_FILE_META(
+            io.BytesIO(),
+            fastdimse._STOCK_CREATE_FILE_META(**kwargs),
+        )
+    with pytest.raises(AttributeError) as fast:
+        fastdimse.write_spool_meta(io.BytesIO(), fastdimse.create_spool_meta(**kwargs))
+    assert str(fast.value) == str(stock.value)
+
+
+def test_install_and_uninstall_swap_all_three(monkeypatch: pytest.MonkeyPatch) -> None:
+    dimse_messages: Any = fastdimse._MESSAGES
+    monkeypatch.setattr(DIMSEServiceProvider, "send_msg", fastdimse._STOCK_SEND_MSG)
+    monkeypatch.setattr(dimse_messages, "create_file_meta", fastdimse._STOCK_CREATE_FILE_META)
+    monkeypatch.setattr(dimse_messages, "write_file_meta_info", fastdimse._STOCK_WRITE_FILE_META)
+    assert fastdimse.install() is True
+    assert dimse_messages.write_file_meta_info is fastdimse.write_spool_meta
+    assert fastdimse.install(enabled=False) is False
+    assert DIMSEServiceProvider.send_msg is fastdimse._STOCK_SEND_MSG
+    assert dimse_messages.create_file_meta is fastdimse._STOCK_CREATE_FILE_META
