@@ -4,9 +4,10 @@ pynetdicom sends every DIMSE response by building a DIMSE message whose command 
 pydicom Dataset, encoding it once to learn the Command Group Length and once more to send it
 (`DIMSEServiceProvider.send_msg` -> `primitive_to_message` -> `encode_msg`): ~0.45 ms of GIL per
 received instance, a tenth of the retriever's CPU (docs/benchmarks.md, "Lever: C-STORE-RSP
-encoded directly"). A C-STORE-RSP is a fixed small structure (PS3.7 9.3.1.2, Implicit VR
-Little Endian), so `send_msg` is wrapped: a C-STORE response whose fields we can encode goes
-out as the same bytes pynetdicom would send (tests/retriever/test_fastdimse.py compares them),
+and spool file meta encoded directly"). A C-STORE-RSP is a fixed small structure (PS3.7
+9.3.1.2, Implicit VR Little Endian), so `send_msg` is wrapped: a C-STORE response whose
+fields we can encode goes out as the same bytes pynetdicom would send
+(tests/retriever/test_fastdimse.py compares them),
 in one P-DATA, through the same `dul.send_pdu`; everything else goes to pynetdicom's own
 `send_msg`, unchanged. Used only when nobody listens to EVT_DIMSE_SENT (our services bind
 no pynetdicom logging handlers), the response fits one PDV, and it carries no Offending
