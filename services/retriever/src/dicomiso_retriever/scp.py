@@ -30,6 +30,7 @@ from dicomiso_common.models import SegmentIndex
 from dicomiso_common.store import Store
 
 from . import reactor
+from . import fastdimse
 from .leases import LeaseBook
 from .manifest import describe
 from .segments import SegmentWriter
@@ -130,6 +131,7 @@ class StorageSCP:
     def start(self) -> None:
         """Listen on DICOMISO_SCP_HOST:DICOMISO_SCP_PORT as DICOMISO_SCP_AET."""
         s = self.settings
+        fastdimse.install(s.scp_fast_dimse)
         ae = AE(ae_title=s.scp_aet)
         reactor.use(ae)  # event-driven association reactors (reactor.py)
         ae.maximum_pdu_size = s.scp_max_pdu
