@@ -460,7 +460,7 @@ def write_zip(files: Sequence[DiscFile], out: BinaryIO, *, prefetch: int = 0) ->
     )
 
 
-def _zip_info(f: DiscFile, stamp: tuple[int, ...]) -> zipfile.ZipInfo:
+def _zip_info(f: DiscFile, stamp: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
     """A stored entry named by its components joined with "/" (PS3.12 V.1.2), read-only."""
     info = zipfile.ZipInfo("/".join(f.long_path or f.path), date_time=stamp)
     info.file_size = f.size
