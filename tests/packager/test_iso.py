@@ -340,3 +340,58 @@ def test_prefetch_opens_each_source_once_a_few_ahead(tree: Tree, tmp_path: Path,
             assert {tuple(i.filename.split("/")): zf.read(i) for i in zf.infolist()} == {
                 f.long_path or f.path: tree.data[f.path] for f in tree.files
             }
+
+
+def test_iso_and_zip_in_one_pass_each_source_read_once(tree: Tree, tmp_path: Path) -> None:
+    """write_iso with zip_out: one open per source, both images hold every file byte-exact."""
+    fds = _fds()
+    iso_path, zip_path = tmp_path / "disc.iso", tmp_path / "disc.zip"
+    with iso_path.open("wb") as out, zip_path.open("w+b") as zout:
+        write_iso(tree.files, out, VOLUME_ID, joliet=True, prefetch=2, zip_out=zout)
+
+    assert _fds() == fds
+    assert tree.sources.open_now == 0
+    assert tree.sources.opens == Counter({f.path: 1 for f in tree.files})
+    with zipfile.ZipFile(zip_path) as zf:
+        assert zf.testzip() is None
+        expected = {"/".join(p): b for p, b in tree.data.items()}
+        expected["/".join(VIEWER_LONG)] = expected.pop("VIEWER/START.HTM")
+        assert set(zf.namelist()) == set(expected)
+        for name, blob in expected.items():
+            assert zf.getinfo(name).compress_type == zipfile.ZIP_STORED
+            assert zf.read(name) == blob, name
+    iso = pycdlib.PyCdlib()
+    iso.open(str(iso_path))
+    try:
+        for path, blob in tree.data.items():
+            got = io.BytesIO()
+            iso.get_file_from_iso_fp(got, iso_path=_iso_name(path))
+            assert got.getvalue() == blob, path
+    finally:
+        iso.close()
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_a_wrong_source_in_one_pass_empties_both_images(
+    tree: Tree, tmp_path: Path, delta: int
+) -> None:
+    """A short or long source voids the ISO and the ZIP written beside it."""
+    victim = tree.files[7]
+    index = {f.path: i for i, f in enumerate(tree.files)}[victim.path]
+    src = tmp_path / "src" / f"{index:03d}"
+    tree.files[7] = DiscFile(
+        victim.path,
+        victim.size,
+        tree.sources.opener(victim.path, src, lambda fp: cast(IO[bytes], _Truncated(fp, delta))),
+    )
+    iso_path, zip_path = tmp_path / "bad.iso", tmp_path / "bad.zip"
+    with (
+        iso_path.open("wb") as out,
+        zip_path.open("w+b") as zout,
+        pytest.raises(ImageError, match="IMG"),
+    ):
+        write_iso(tree.files, out, VOLUME_ID, zip_out=zout)
+
+    assert iso_path.stat().st_size == 0
+    assert zip_path.stat().st_size == 0
+    assert tree.sources.open_now == 0
