@@ -29,8 +29,7 @@ from dicomiso_common.errors import DicomisoError, Unavailable
 from dicomiso_common.models import SegmentIndex
 from dicomiso_common.store import Store
 
-from . import reactor
-from . import fastdimse
+from . import fastdimse, reactor
 from .leases import LeaseBook
 from .manifest import describe
 from .segments import SegmentWriter
