@@ -66,6 +66,13 @@ def _image() -> Any:
     return SimpleNamespace(instances=1, transcoded=[], files=[], volume_id="DISC")
 
 
+def _zip(tmp_path: Path) -> Path:
+    path = tmp_path / "image.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("README.TXT", "run a's image")
+    return path
+
+
 def test_a_run_taken_over_writes_no_package_manifest(
     store: Store, settings: PackagerSettings, tmp_path: Path
 ) -> None:
@@ -89,17 +96,14 @@ def _build_whose_iso_upload_fails(
     monkeypatch: pytest.MonkeyPatch,
     meanwhile: Callable[[], None],
 ) -> None:
-    """Run the image step of a ZIP + ISO package (the online page on): the ZIP is written
-    beside the ISO and uploaded, then `meanwhile`, then the ISO's streamed upload fails."""
+    """Run the image step of a ZIP + ISO package (the online page on): the ZIP is uploaded,
+    then `meanwhile`, then the ISO's streamed upload fails."""
     handle = _handle(store)
     request = PackageJobRequest.model_validate(handle.record.request)
     monkeypatch.setattr(disc, "assemble", lambda *a, **k: _image())
+    monkeypatch.setattr(Packaging, "_write_zip", lambda *a, **k: _zip(tmp_path))
 
-    def stream_and_fail(self: Packaging, *args: Any, zip_out: Any, written: Any) -> Any:
-        # The ZIP is written in the ISO's pass; once written, it goes up in a thread.
-        with zipfile.ZipFile(zip_out, "w") as archive:
-            archive.writestr("README.TXT", "run a's image")
-        written()
+    def stream_and_fail(self: Packaging, *args: Any) -> Any:
         deadline = time.monotonic() + 30  # the ZIP goes up in a thread beside the ISO
         while not store.exists(image_key(JOB, "zip")):
             assert time.monotonic() < deadline, "run a's ZIP was never uploaded"

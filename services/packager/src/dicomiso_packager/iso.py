@@ -134,7 +134,6 @@ class _LazyReader(io.RawIOBase):
         self._done = False
         self.opened = 0
         self.prefetch: _Prefetch | None = None
-        self.tee: _ZipTee | None = None  # write_iso's ZIP of the same bytes, in one pass
 
     @property
     def file(self) -> DiscFile:
@@ -173,8 +172,6 @@ class _LazyReader(io.RawIOBase):
             raise ImageError(
                 f"{self._file.label}: source ended after {self._pos} of {self._file.size} bytes"
             )
-        if self.tee is not None:
-            self.tee.write(self._file, data)
         if self._pos == self._file.size:
             self.finish()
         return data
@@ -197,8 +194,6 @@ class _LazyReader(io.RawIOBase):
         self._done = True
         if extra:
             raise ImageError(f"{self._file.label}: source is longer than {self._file.size} bytes")
-        if self.tee is not None:
-            self.tee.end(self._file)
 
     def close(self) -> None:
         self._release()
@@ -301,7 +296,6 @@ def write_iso(
     joliet: bool = False,
     prefetch: int = 0,
     settle: Callable[[int], None] | None = None,
-    zip_out: BinaryIO | None = None,
 ) -> None:
     """Write an ISO 9660 Level 1 image of ``files`` to ``out`` (seekable).
 
@@ -314,9 +308,6 @@ def write_iso(
     (the order pycdlib writes them). ``settle`` is told, before the first byte, the offset
     of the first file's data: pycdlib goes back only below it, and only before it gets
     there (`stream.ImageSink` relies on it; pinned in tests/packager/test_stream.py).
-    With ``zip_out`` (seekable) the same file-set is written as a ZIP there too, in the same
-    pass: each source is read once, its bytes go to the ISO and to its ZIP entry (the
-    entries in the ISO's extent order, empty files last; see `write_zip` for the rest).
 
     Raises:
         ValueError: a name, size, depth or volume id breaks the rules above.
@@ -329,9 +320,6 @@ def write_iso(
     readers = [_LazyReader(f) for f in files]
     iso = pycdlib.PyCdlib()
     ahead: _Prefetch | None = None
-    tee = _ZipTee(zip_out) if zip_out is not None else None
-    for reader in readers:
-        reader.tee = tee
     try:
         iso.new(
             interchange_level=1,
@@ -371,18 +359,12 @@ def write_iso(
         iso.write_fp(out, blocksize=COPY_BUFFER)
         for reader in readers:  # empty files are never read by pycdlib; check them too
             reader.finish()
-        if tee is not None:
-            tee.close()  # only now is the ZIP's central directory written
         out.flush()
     except PyCdlibInvalidInput as exc:
         _discard(out)
-        if tee is not None:
-            tee.fail()
         raise ValueError(f"pycdlib refused the tree: {exc}") from exc
     except BaseException:
         _discard(out)
-        if tee is not None:
-            tee.fail()
         raise
     finally:
         if ahead is not None:
@@ -429,7 +411,9 @@ def write_zip(files: Sequence[DiscFile], out: BinaryIO, *, prefetch: int = 0) ->
     dst: IO[bytes] | None = None
     try:
         for f, reader in zip(files, readers, strict=True):
-            info = _zip_info(f, stamp)
+            info = zipfile.ZipInfo("/".join(f.long_path or f.path), date_time=stamp)
+            info.file_size = f.size
+            info.external_attr = 0o444 << 16
             dst = zf.open(info, "w", force_zip64=f.size > zipfile.ZIP64_LIMIT)
             shutil.copyfileobj(reader, dst, COPY_BUFFER)
             reader.finish()
@@ -458,60 +442,6 @@ def write_zip(files: Sequence[DiscFile], out: BinaryIO, *, prefetch: int = 0) ->
             "seconds": round(time.monotonic() - started, 3),
         },
     )
-
-
-def _zip_info(f: DiscFile, stamp: tuple[int, int, int, int, int, int]) -> zipfile.ZipInfo:
-    """A stored entry named by its components joined with "/" (PS3.12 V.1.2), read-only."""
-    info = zipfile.ZipInfo("/".join(f.long_path or f.path), date_time=stamp)
-    info.file_size = f.size
-    info.external_attr = 0o444 << 16
-    return info
-
-
-class _ZipTee:
-    """The ZIP `write_iso` writes beside the ISO: each file's bytes, as the ISO's reader
-    gets them, go to the file's entry (one entry open at a time; the ISO reads its sources
-    one after the other). Entries are stored, as in `write_zip`."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self.stamp = time.localtime()[:6]
-        self.zf = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
-        self.dst: IO[bytes] | None = None
-        self.current: DiscFile | None = None
-
-    def _entry(self, f: DiscFile) -> IO[bytes]:
-        if self.current is not f:
-            if self.dst is not None:
-                raise ImageError(f"{f.label}: read while another ZIP entry is open")
-            self.dst = self.zf.open(
-                _zip_info(f, self.stamp), "w", force_zip64=f.size > zipfile.ZIP64_LIMIT
-            )
-            self.current = f
-        assert self.dst is not None
-        return self.dst
-
-    def write(self, f: DiscFile, data: bytes) -> None:
-        self._entry(f).write(data)
-
-    def end(self, f: DiscFile) -> None:
-        """The file's last byte was read and checked: close its entry (an empty file's is
-        opened here)."""
-        self._entry(f).close()
-        self.dst = self.current = None
-
-    def close(self) -> None:
-        if self.dst is not None:
-            raise ImageError(f"{self.current.label if self.current else '?'}: ZIP entry left open")
-        self.zf.close()
-
-    def fail(self) -> None:
-        """As `write_zip` does: close the open entry, detach the ZipFile, empty the output."""
-        if self.dst is not None:
-            with contextlib.suppress(OSError, ValueError, RuntimeError):
-                self.dst.close()
-        self.zf.fp = None
-        _discard(self.out)
 
 
 def _directories(paths: Iterable[tuple[str, ...]]) -> list[tuple[str, ...]]:

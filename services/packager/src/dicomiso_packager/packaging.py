@@ -11,15 +11,18 @@ while any part of it is missing.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, cast
 
 from dicomiso_client import LookupClient, RetrieverClient
 from dicomiso_client.models import JobView, Resolved
@@ -51,6 +54,7 @@ from .stream import ImageSink
 
 log = logging.getLogger(__name__)
 
+_CHUNK = 1024 * 1024
 CONTENT_TYPES = {"iso": "application/x-iso9660-image", "zip": "application/zip"}
 
 
@@ -549,9 +553,9 @@ class Packaging:
         """Write and upload the package's image(s), each named by its format.
 
         The ISO streams into its multipart upload while it is written (no local copy). With
-        the online page both are made in one pass over the sources (S3 is read once): each
-        file's bytes go to the streamed ISO and to the ZIP in `tmp`; the ZIP is uploaded
-        from there while the ISO's upload is completed."""
+        the online page both are made: the ZIP from the sources (S3, transcoded files) into
+        `tmp`, then the ISO from the local ZIP (S3 is read once) while the ZIP is uploaded
+        beside it."""
         profile = media.PROFILES[request.profile]
         fits = (profile, 1, 1) if request.format == "iso" else None
         iso_key = image_key(handle.id, "iso")
@@ -563,42 +567,26 @@ class Packaging:
                     handle, image, image.files, iso_key, names("iso"), ahead, fits
                 )
             }
+        path = self._write_zip(handle, image, tmp)
+        made.append(image_key(handle.id, "zip"))
         if not self.settings.view_online:
-            path = self._write_zip(handle, image, tmp)
-            made.append(image_key(handle.id, "zip"))
             handle.update(phase="upload", flush=True)
             return {"zip": self._upload(handle.id, "zip", path, names("zip"))}
-        made += [image_key(handle.id, "zip"), iso_key]
-        path = tmp / "image.zip"
+        made.append(iso_key)
         with (
             ThreadPoolExecutor(1, thread_name_prefix="zip-upload") as pool,
-            self._space(),
-            path.open("w+b") as zip_out,
+            zipfile.ZipFile(path) as archive,
         ):
-            zipped: list[Future[PackageImage]] = []
-
-            def upload_zip() -> None:  # the ZIP is complete on disk once the ISO is written
-                zip_out.flush()
-                zipped.append(pool.submit(self._upload, handle.id, "zip", path, names("zip")))
-
+            zipped = pool.submit(self._upload, handle.id, "zip", path, names("zip"))
             try:
-                streamed = self._stream_iso(
-                    handle,
-                    image,
-                    image.files,
-                    iso_key,
-                    names("iso"),
-                    self.settings.build_prefetch,
-                    fits,
-                    zip_out=zip_out,
-                    written=upload_zip,
-                )
+                files = _from_zip(image.files, archive, handle)
+                streamed = self._stream_iso(handle, image, files, iso_key, names("iso"), 0, fits)
             except BaseException:
                 # The failed package's objects are removed next: the ZIP's upload must
                 # have ended first, or it could complete after the removal.
-                wait(zipped)
+                wait([zipped])
                 raise
-            return {"zip": zipped[0].result(), "iso": streamed}
+            return {"zip": zipped.result(), "iso": streamed}
 
     def _write_zip(self, handle: JobHandle, image: disc.Disc, tmp: Path) -> Path:
         """Write the ZIP from the sources into `tmp` (zipfile goes back to each entry's
@@ -618,14 +606,10 @@ class Packaging:
         filename: str,
         ahead: int,
         fits: tuple[media.Profile, int, int] | None,
-        zip_out: BinaryIO | None = None,
-        written: Callable[[], None] | None = None,
     ) -> PackageImage:
         """Write the ISO straight into its multipart upload (stream.ImageSink); with `fits`
         (profile, disc number, discs) it is checked against the medium before it completes.
-        A failure aborts the upload: no object appears under `key`. With `zip_out` the ZIP
-        is written there in the same pass (iso.write_iso); `written` is called once the
-        images are written and checked, before the ISO's upload is completed."""
+        A failure aborts the upload: no object appears under `key`."""
         sink = ImageSink(
             self.store,
             key,
@@ -642,13 +626,10 @@ class Packaging:
                 joliet=image.joliet,
                 prefetch=ahead,
                 settle=sink.settle,
-                zip_out=zip_out,
             )
             handle.check()
             if fits is not None:
                 self._check_fits(sink.size, *fits)
-            if written is not None:
-                written()
             handle.update(phase="upload", flush=True)
             done = sink.finish()
         return PackageImage(
@@ -669,7 +650,7 @@ class Packaging:
             raise
 
     def _upload(self, package_id: str, fmt: str, path: Path, filename: str) -> PackageImage:
-        sha256, checksum = self.store.file_sha256(path)  # one read: the whole and its parts
+        sha256 = _sha256(path)
         key = image_key(package_id, fmt)
         # The friendly name travels as the object's Content-Disposition: neither the key nor
         # the signed URL holds it (URLs end up in proxy logs and mail archives).
@@ -682,7 +663,6 @@ class Packaging:
             content_type=CONTENT_TYPES[fmt],
             content_disposition=f'attachment; filename="{filename}"',
             metadata={"sha256": sha256},
-            checksum=checksum,
         )
         return PackageImage(
             format=fmt, key=key, filename=filename, size=path.stat().st_size, sha256=sha256
@@ -816,3 +796,24 @@ def _still_ours(handle: JobHandle) -> bool:
     except (JobLost, DicomisoError):
         return False
     return True
+
+
+def _from_zip(files: list[DiscFile], archive: zipfile.ZipFile, handle: JobHandle) -> list[DiscFile]:
+    """The same files, each read back from the local ZIP (stored entries, CRC checked)."""
+
+    def opener(name: str) -> Callable[[], IO[bytes]]:
+        def open_() -> IO[bytes]:
+            handle.check()
+            return archive.open(name)
+
+        return open_
+
+    return [replace(f, opener=opener("/".join(f.long_path or f.path))) for f in files]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
