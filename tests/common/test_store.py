@@ -241,3 +241,31 @@ def test_checking_an_upload_reads_the_file_in_small_pieces() -> None:
     transfer = TransferConfig(multipart_threshold=part, multipart_chunksize=part)
     assert store_module._sha256_checksum(fileobj, transfer) == _composite(data, part)
     assert 0 < fileobj.largest <= 1024 * 1024
+
+
+@pytest.mark.parametrize("size", [3 * 1024 * 1024 + 1, 12 * 1024 * 1024 + 7])
+def test_file_sha256_gives_the_whole_and_the_checksum_the_upload_is_checked_against(
+    store: Store, tmp_path: Path, size: int
+) -> None:
+    """One read gives the file's SHA-256 and the S3 checksum (whole below the multipart
+    threshold, composite above); an upload checked against it lands, and one checked against
+    another file's checksum is removed."""
+    small = _small_parts(store)
+    data = os.urandom(size)
+    path = tmp_path / "image.zip"
+    path.write_bytes(data)
+    whole, checksum = small.file_sha256(path)
+    assert whole == hashlib.sha256(data).hexdigest()
+    part = 5 * 1024 * 1024
+    expected = (
+        _composite(data, part)
+        if size >= part
+        else base64.b64encode(hashlib.sha256(data).digest()).decode()
+    )
+    assert checksum == expected
+    small.upload_path("packages/p/p.zip", path, metadata={"sha256": whole}, checksum=checksum)
+    assert store.exists("packages/p/p.zip")
+    wrong = base64.b64encode(hashlib.sha256(b"another file").digest()).decode()
+    with pytest.raises(StoreError, match="checksum"):
+        small.upload_path("packages/q/q.zip", path, metadata={"sha256": whole}, checksum=wrong)
+    assert not store.exists("packages/q/q.zip")

@@ -120,20 +120,30 @@ def _sha256_checksum(fileobj: IO[bytes], transfer: TransferConfig) -> str:
     """The ChecksumSHA256 S3 computes for this file uploaded with `transfer` (base64): of the
     whole below the multipart threshold, else of the parts' digests, parts sized exactly as
     s3transfer sizes them."""
+    return _checksums(fileobj, transfer, None)
+
+
+def _checksums(fileobj: IO[bytes], transfer: TransferConfig, whole: Any | None) -> str:
+    """`_sha256_checksum`; with `whole` (a hashlib sha256) the same reads feed it every
+    byte too, so a file's SHA-256 and its S3 checksum cost one pass over it."""
     start = fileobj.tell()
     size = fileobj.seek(0, 2) - start
     fileobj.seek(start)
     if size < transfer.multipart_threshold:
-        whole = hashlib.sha256()
+        one = hashlib.sha256()
         while chunk := fileobj.read(_HASH_CHUNK):
-            whole.update(chunk)
-        return base64.b64encode(whole.digest()).decode()
+            one.update(chunk)
+            if whole is not None:
+                whole.update(chunk)
+        return base64.b64encode(one.digest()).decode()
     part_size = ChunksizeAdjuster().adjust_chunksize(transfer.multipart_chunksize, size)
     digests = []
     for offset in range(0, size, part_size):  # each part hashed in 1 MiB reads, not whole
         part, n = hashlib.sha256(), min(part_size, size - offset)
         while n > 0 and (chunk := fileobj.read(min(_HASH_CHUNK, n))):
             part.update(chunk)
+            if whole is not None:
+                whole.update(chunk)
             n -= len(chunk)
         digests.append(part.digest())
     return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
@@ -365,8 +375,11 @@ class Store:
         content_type: str = "application/dicom",
         metadata: dict[str, str] | None = None,
         content_disposition: str | None = None,
+        checksum: str | None = None,
     ) -> None:
         """Upload a local file, multipart above the threshold, checksummed as `upload` is.
+        `checksum` (`file_sha256`'s, computed before the upload) spares reading the file
+        again to check the stored object against it.
 
         Unlike `upload` (a stream, whose parts s3transfer must buffer in memory, up to ten
         chunks), each part is read from the file by the thread that sends it: memory stays
@@ -380,8 +393,18 @@ class Store:
                 ExtraArgs=_upload_args(content_type, metadata, content_disposition),
                 Config=self._transfer,
             )
+        if checksum is None:
+            with path.open("rb") as fileobj:
+                checksum = _sha256_checksum(fileobj, self._transfer)
+        self._check_checksum(key, checksum, metadata)
+
+    def file_sha256(self, path: Path) -> tuple[str, str]:
+        """A local file's SHA-256 (hex) and the S3 checksum `upload_path` will find for it
+        (base64), in one read: pass the second to `upload_path(checksum=...)`."""
+        whole = hashlib.sha256()
         with path.open("rb") as fileobj:
-            self._verify_sha256(key, fileobj, metadata)
+            checksum = _checksums(fileobj, self._transfer, whole)
+        return whole.hexdigest(), checksum
 
     def start_multipart(
         self,

@@ -11,7 +11,6 @@ while any part of it is missing.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -54,7 +53,6 @@ from .stream import ImageSink
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1024 * 1024
 CONTENT_TYPES = {"iso": "application/x-iso9660-image", "zip": "application/zip"}
 
 
@@ -650,7 +648,7 @@ class Packaging:
             raise
 
     def _upload(self, package_id: str, fmt: str, path: Path, filename: str) -> PackageImage:
-        sha256 = _sha256(path)
+        sha256, checksum = self.store.file_sha256(path)  # one read: the whole and its parts
         key = image_key(package_id, fmt)
         # The friendly name travels as the object's Content-Disposition: neither the key nor
         # the signed URL holds it (URLs end up in proxy logs and mail archives).
@@ -663,6 +661,7 @@ class Packaging:
             content_type=CONTENT_TYPES[fmt],
             content_disposition=f'attachment; filename="{filename}"',
             metadata={"sha256": sha256},
+            checksum=checksum,
         )
         return PackageImage(
             format=fmt, key=key, filename=filename, size=path.stat().st_size, sha256=sha256
@@ -809,11 +808,3 @@ def _from_zip(files: list[DiscFile], archive: zipfile.ZipFile, handle: JobHandle
         return open_
 
     return [replace(f, opener=opener("/".join(f.long_path or f.path))) for f in files]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
