@@ -27,6 +27,8 @@ class RetrieverSettings(CommonSettings):
     scp_max_pdu: Annotated[int, Field(ge=0)] = 1_048_576  # largest PDU we accept (0 = no limit)
     scp_max_instance_bytes: Annotated[int, Field(gt=0)] = 4 * 1024**3  # larger: 0xA700
     scp_fast_dimse: bool = True  # C-STORE-RSP encoded directly (fastdimse.py), not by pynetdicom
+    # Receiver worker processes that take the SCP's associations (workers.py); 0: this process
+    scp_workers: Annotated[int, Field(ge=0, le=64)] = 0
 
     scp_upload_workers: Annotated[int, Field(ge=1)] = 4  # parallel PUTs of full segments
     scp_upload_backlog: Annotated[int, Field(ge=1)] = 8  # full segments waiting for a PUT
