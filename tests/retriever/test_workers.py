@@ -132,9 +132,7 @@ def test_a_worker_that_dies_fails_the_study_it_was_receiving_and_is_started_agai
     finally:
         again.release()
     indexes = scp.take_descriptions(study.study_uid)
-    assert {d.entry.sop_uid for i in indexes.values() for d in i.instances} == set(
-        study.sop_uids
-    )
+    assert {d.entry.sop_uid for i in indexes.values() for d in i.instances} == set(study.sop_uids)
 
 
 def test_workers_stop_with_the_service(make_retriever: Any) -> None:

@@ -116,7 +116,8 @@ class _AdoptedServer(ThreadedAssociationServer):
     (the address is the service's, for the association's own address information)."""
 
     def server_bind(self) -> None:
-        self.socket.close()
+        if self.socket is not None:
+            self.socket.close()
 
     def server_activate(self) -> None:
         pass
@@ -172,18 +173,26 @@ class StorageSCP:
         DICOMISO_SCP_WORKERS, start the receiver workers that take the associations."""
         s = self.settings
         fastdimse.install(s.scp_fast_dimse)
-        server = self._make_ae().start_server(
-            (s.scp_host, s.scp_port), block=False, evt_handlers=self._handlers()
+        server = cast(
+            ThreadedAssociationServer,
+            self._make_ae().start_server(
+                (s.scp_host, s.scp_port), block=False, evt_handlers=self._handlers()
+            ),
         )
         self._server = server
         if s.scp_workers:
-            pool = self._pool = WorkerPool(s, s.scp_workers, tuple(server.server_address[:2]))
+            bound = (str(server.server_address[0]), int(server.server_address[1]))
+            pool = self._pool = WorkerPool(s, s.scp_workers, bound)
             self.leases.listeners.append(pool.mirror)
             pool.start()
 
-            def dispatch(request: socket.socket, address: Any) -> None:
-                if not pool.hand_over(request, address):  # none ready: this process takes it
-                    ThreadedAssociationServer.process_request(server, request, address)
+            def dispatch(
+                request: socket.socket | tuple[bytes, socket.socket], address: Any
+            ) -> None:
+                if isinstance(request, socket.socket) and pool.hand_over(request, address):
+                    return
+                # no worker ready (starting, restarting): this process runs it
+                ThreadedAssociationServer.process_request(server, request, address)
 
             server.process_request = dispatch  # type: ignore[method-assign]
         log.info(
@@ -218,6 +227,8 @@ class StorageSCP:
         sock = self._server.socket if self._server is not None else None
         if sock is None or sock.fileno() < 0:
             raise Unavailable(f"storage SCP {self.settings.scp_aet} is not listening")
+        if self._pool is not None and not self._pool.started.is_set():
+            raise Unavailable("the storage SCP's receiver workers are starting")
 
     def stop(self) -> None:
         if self._server is not None:

@@ -105,6 +105,7 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._expected: dict[str, int] = {}
         self._tainted: set[str] = set()  # studies a dead worker was receiving
+        self.started = threading.Event()  # every worker was ready once (readiness)
 
     # -- life --------------------------------------------------------------------------------
 
@@ -189,6 +190,11 @@ class WorkerPool:
         op = msg["op"]
         if op == "ready":
             w.ready.set()
+            with self._lock:
+                if len(self._workers) == self._count and all(
+                    x.ready.is_set() for x in self._workers
+                ):
+                    self.started.set()
         elif op == "closed":
             with self._lock:
                 w.open = max(w.open - 1, 0)
@@ -215,8 +221,10 @@ class WorkerPool:
         w.replies.close()
         if self._stopping.is_set():
             return
-        log.error("receiver worker stopped: starting it again", extra={"worker": w.number,
-                                                                        "exit_code": code})
+        log.error(
+            "receiver worker stopped: starting it again",
+            extra={"worker": w.number, "exit_code": code},
+        )
         w.control.close()
         if not self._stopping.wait(RESTART_DELAY):
             self._spawn(w.number)
