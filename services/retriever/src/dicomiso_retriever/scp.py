@@ -194,7 +194,7 @@ class StorageSCP:
                 # no worker ready (starting, restarting): this process runs it
                 ThreadedAssociationServer.process_request(server, request, address)
 
-            server.process_request = dispatch  # type: ignore[method-assign]
+            server.process_request = dispatch  # type: ignore[method-assign,assignment]
         log.info(
             "storage SCP listening",
             extra={"aet": s.scp_aet, "port": self.port, "workers": s.scp_workers},
