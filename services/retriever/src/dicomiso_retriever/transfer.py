@@ -169,7 +169,8 @@ def _move_lanes(
     errors: list[BaseException] = []
 
     def so_far() -> TransferResult:
-        return merge([*finished, *running.values()] or [TransferResult()])
+        # Stopped lanes first: their status (none) must not hide a failed piece's.
+        return merge([*running.values(), *finished] or [TransferResult()])
 
     def lane_progress(i: int) -> Progress:
         def report(result: TransferResult) -> None:
