@@ -210,7 +210,8 @@ def test_a_study_in_two_lanes_arrives_complete(
     make_retriever: Any, any_pacs: Any, study_factory: Any
 ) -> None:
     """Each PACS runs the 3 C-MOVEs of 2 lanes (one of them at SERIES level, two with a list
-    of SOPInstanceUIDs); the instances come over 2 associations and the study is complete."""
+        of SOPInstanceUIDs); the instances come over 2 or more associations (a PACS may open one
+    per C-MOVE) and the study is complete."""
     study = _six(study_factory)
     any_pacs.upload(study.files)
     retriever = make_retriever(pacs=any_pacs, **_lanes())
@@ -221,7 +222,7 @@ def test_a_study_in_two_lanes_arrives_complete(
     assert stored_sops(retriever.store, study.study_uid) == set(study.sop_uids)
     assert status["counts"]["received"] == 6, status["counts"]
     assert any_pacs.move_requests() == 3
-    assert len(streams) == 6 and len(set(streams)) == 2
+    assert len(streams) == 6 and len(set(streams)) >= 2  # Orthanc: one per C-MOVE, 3
     done = status["result"]["studies"][0]
     assert done["instances"] == 6
     if any_pacs.name == "dcmqrscp":  # no NumberOfStudyRelatedInstances: the inventory counts
@@ -265,7 +266,8 @@ def test_a_lane_failing_fails_the_job(
 ) -> None:
     """An instance the archive lists but cannot read (its file deleted): the lane holding it
     fails, so does the job, with the reason, and no manifest presents the study complete."""
-    pacs = orthanc_factory() if kind == "orthanc" else dcmqrscp_factory()
+    no_cache = {"MaximumStorageCacheSize": 0}  # Orthanc would send its cached copy
+    pacs = orthanc_factory(extra_config=no_cache) if kind == "orthanc" else dcmqrscp_factory()
     study = _six(study_factory)
     pacs.upload(study.files)
     if kind == "orthanc":
@@ -275,5 +277,8 @@ def test_a_lane_failing_fails_the_job(
     retriever = make_retriever(pacs=pacs, **_lanes())
     status = retriever.run({"accession_numbers": [study.accession]})
     assert status["state"] == "failed", status
-    assert "C-MOVE" in status["error"] or "did not arrive" in status["error"], status["error"]
+    # Orthanc ends the lane's C-MOVE with a failure status (the other lane is stopped);
+    # dcmqrscp counts a failed sub-operation and goes on.
+    reason = "with status 0xC000" if kind == "orthanc" else "1 of 6 instances failed during C-MOVE"
+    assert reason in status["error"], status["error"]
     assert not retriever.keys(f"studies/{study.study_uid}/manifest.json")
