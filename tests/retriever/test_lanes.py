@@ -202,6 +202,18 @@ def _streams(retriever: Any) -> list[int]:
     return seen
 
 
+def _slowed(retriever: Any, pause: float = 0.02) -> None:
+    """Make our SCP take at least `pause` seconds per instance."""
+    writer = retriever.app.state.scp.writer
+    add = writer.add
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(pause)
+        return add(*args, **kwargs)
+
+    writer.add = slow
+
+
 def _lanes(**kw: Any) -> dict[str, Any]:
     return {"move_lanes": 2, "move_lane_min_instances": 2, **kw}
 
@@ -282,3 +294,47 @@ def test_a_lane_failing_fails_the_job(
     reason = "with status 0xC000" if kind == "orthanc" else "1 of 6 instances failed during C-MOVE"
     assert reason in status["error"], status["error"]
     assert not retriever.keys(f"studies/{study.study_uid}/manifest.json")
+
+
+@pytest.mark.parametrize("kind", ["orthanc", "dcmqrscp"])
+def test_the_pacs_dying_during_the_lanes_fails_the_job_then_a_retry_completes(
+    make_retriever: Any,
+    orthanc_factory: Any,
+    dcmqrscp_factory: Any,
+    study_factory: Any,
+    kind: str,
+) -> None:
+    """The PACS is killed while both lanes move (one series cut in two IMAGE-level C-MOVEs):
+    the job fails with the reason and no manifest; restarted, the same POST completes."""
+    pacs = orthanc_factory() if kind == "orthanc" else dcmqrscp_factory()
+    study = study_factory(ct=150, mr=0, rows=128, cols=128, **FLAGS)
+    pacs.upload(study.files)
+    retriever = make_retriever(pacs=pacs, segment_bytes=128 * 1024, **_lanes())
+    _slowed(retriever)  # so that the PACS is still sending when it dies
+    body = {"accession_numbers": [study.accession]}
+    job = retriever.post(body).json()["id"]
+    deadline = time.monotonic() + 30
+    while len(stored_sops(retriever.store, study.study_uid)) < 10:
+        assert time.monotonic() < deadline, "move never started"
+        time.sleep(0.02)
+    if kind == "orthanc":
+        pacs.kill()
+    else:
+        pacs.stop()
+
+    failed = retriever.wait(job)
+    assert failed["state"] == "failed"
+    reasons = ("aborted the association during C-MOVE", "unreachable", "of 150")
+    assert any(r in failed["error"] for r in reasons), failed["error"]
+    assert not retriever.keys(f"studies/{study.study_uid}/manifest.json")
+    assert len(stored_sops(retriever.store, study.study_uid)) < len(study.files)
+
+    writer = retriever.app.state.scp.writer
+    del writer.add  # full speed again
+    pacs.restart()
+    pacs.mark()
+    assert retriever.post(body).json()["id"] == job
+    done = retriever.wait(job)
+    assert done["state"] == "succeeded" and done["attempt"] == 2, done.get("error")
+    assert stored_sops(retriever.store, study.study_uid) == set(study.sop_uids)
+    assert pacs.move_requests() == 2
