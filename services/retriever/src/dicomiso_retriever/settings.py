@@ -40,6 +40,8 @@ class RetrieverSettings(CommonSettings):
     dicom_dimse_timeout: float = 600.0  # one DIMSE reply, e.g. the next C-MOVE pending
     dicom_network_timeout: float = 60.0  # silence on the socket
     move_parallel: Annotated[int, Field(ge=1)] = 2  # studies moved at once within one job
+    move_lanes: Annotated[int, Field(ge=1)] = 1  # C-MOVEs (associations) at once per study
+    move_lane_min_instances: Annotated[int, Field(ge=1)] = 200  # smaller: one C-MOVE
     settle_timeout: Annotated[float, Field(ge=0)] = 30.0  # wait for other replicas' uploads
     lease_poll: Annotated[float, Field(gt=0)] = 0.5  # how often we look at another job's study
 
