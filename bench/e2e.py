@@ -357,6 +357,11 @@ def run_ours(
             )
         recs = ctx.moto.requests()
         rss = {k: round(rb.RssSampler(p).status()["VmHWM"] / 1024) for k, p in pids.items()}
+        workers = rb.descendants(pids["retriever"])  # DICOMISO_SCP_WORKERS: each its own
+        if workers:
+            rss["retriever worker"] = max(
+                round(rb.RssSampler(w).status()["VmHWM"] / 1024) for w in workers
+            )
     finally:
         for p in procs.values():
             p.stop()

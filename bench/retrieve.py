@@ -100,7 +100,7 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Live processes below `pid` (the retriever's receiver workers, DICOMISO_SCP_WORKERS)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -123,7 +123,7 @@ def cpu_s(pid: int | None) -> float:
     if fields is None:
         return 0.0
     ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    for child in _descendants(pid):
+    for child in descendants(pid):
         if (kid := _stat(child)) is not None:
             ticks += int(kid[11]) + int(kid[12])
     return ticks / os.sysconf("SC_CLK_TCK")
