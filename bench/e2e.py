@@ -20,6 +20,9 @@ For each study size, the three paths run alternating (a b c, a b c, ...), `--rep
   c  legacy   the PHP scripts' pattern (/work/shared/seed/mkiso-analysis.md): one C-MOVE
               per modality code (14), of which one moves the study (by accession number)
               and 13 match nothing, into storescp; then genisoimage of the received files.
+  d  ours, ISO only (`--iso-only`): path a without the online page (no ZIP beside the ISO).
+  e  path d with `--variant-env KEY=VALUE` in the retriever's environment (a setting
+              measured against the same code without it, alternating in one run).
 
 The moto server runs here (`--_moto PORT`) behind a WSGI middleware that records, per S3
 request, the time, verb, key, bytes and the handler thread's CPU seconds; each service signs
@@ -234,7 +237,9 @@ class Service:
         rb.stop_pid(self.proc)
 
 
-def start_stack(ctx: Ctx, bucket: str, tag: str, *, online: bool = True) -> dict[str, Any]:
+def start_stack(
+    ctx: Ctx, bucket: str, tag: str, *, online: bool = True, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     s3 = {"DICOMISO_S3_ENDPOINT_URL": ctx.moto.url, "DICOMISO_S3_BUCKET": bucket}
     pacs = {
         "DICOMISO_PACS_AET": ctx.orthanc.aet,
@@ -249,7 +254,7 @@ def start_stack(ctx: Ctx, bucket: str, tag: str, *, online: bool = True) -> dict
             ctx.moto,
             ctx.orthanc,
             bucket,
-            extra_env={"AWS_ACCESS_KEY_ID": "retriever", "DICOMISO_API_TOKEN": ""},
+            extra_env={"AWS_ACCESS_KEY_ID": "retriever", "DICOMISO_API_TOKEN": "", **(env or {})},
             pythonpath=None,
             profile=None,
             tag=tag,
@@ -336,10 +341,12 @@ def timeline(recs: list[dict[str, Any]], t0: float) -> dict[str, float]:
     return out
 
 
-def run_ours(ctx: Ctx, st: Study, i: int, *, online: bool = True) -> dict[str, Any]:
-    bucket = f"e2e-{st.n}-{i}" + ("" if online else "-iso")
+def run_ours(
+    ctx: Ctx, st: Study, i: int, *, online: bool = True, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    bucket = f"e2e-{st.n}-{i}" + ("" if online else "-iso") + ("-var" if env else "")
     client = ctx.moto.fresh_bucket(bucket)
-    procs = start_stack(ctx, bucket, f"{st.n}-{i}", online=online)
+    procs = start_stack(ctx, bucket, f"{st.n}-{i}", online=online, env=env)
     pids = {k: p.proc.pid for k, p in procs.items()}
     try:
         ctx.moto.requests()  # start-up traffic (lifecycle rule, ...) is not the study's
@@ -350,6 +357,11 @@ def run_ours(ctx: Ctx, st: Study, i: int, *, online: bool = True) -> dict[str, A
             )
         recs = ctx.moto.requests()
         rss = {k: round(rb.RssSampler(p).status()["VmHWM"] / 1024) for k, p in pids.items()}
+        workers = rb.descendants(pids["retriever"])  # DICOMISO_SCP_WORKERS: each its own
+        if workers:
+            rss["retriever worker"] = max(
+                round(rb.RssSampler(w).status()["VmHWM"] / 1024) for w in workers
+            )
     finally:
         for p in procs.values():
             p.stop()
@@ -582,9 +594,14 @@ def run_size(ctx: Ctx, n: int) -> dict[str, Any]:
         "b native": lambda i: run_dcmtk(ctx, st, i, legacy=False),
         "c legacy": lambda i: run_dcmtk(ctx, st, i, legacy=True),
         "d ours, ISO only": lambda i: run_ours(ctx, st, i, online=False),
+        "e ours, ISO only, variant": lambda i: run_ours(
+            ctx, st, i, online=False, env=dict(ctx.args.variant_env)
+        ),
     }
     if not ctx.args.iso_only:
         del paths["d ours, ISO only"]
+    if not ctx.args.iso_only or not ctx.args.variant_env:
+        del paths["e ours, ISO only, variant"]
     paths = {k: v for k, v in paths.items() if k[0] not in ctx.args.skip}
     run_dcmtk(ctx, st, -1, legacy=False)  # warm Orthanc's storage in the page cache, untimed
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in paths}
@@ -693,7 +710,15 @@ def main() -> None:
         help="seconds each status request may be held (?wait=); 0: plain polling",
     )
     p.add_argument("--his", choices=["mariadb", "pacs"], default="mariadb")
-    p.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e"])
+    p.add_argument(
+        "--variant-env",
+        type=rb.parse_env,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --iso-only, also path e: path d with this in the retriever's environment",
+    )
     p.add_argument(
         "--iso-only",
         action="store_true",

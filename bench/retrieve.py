@@ -93,15 +93,40 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | Non
     raise TimeoutError(f"{url} did not answer in {timeout}s")
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Live processes below `pid` (the retriever's receiver workers, DICOMISO_SCP_WORKERS)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
 def cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds a process (all its threads) has used so far."""
+    """User + system CPU seconds a process (all its threads) and the processes it started
+    (live ones, and those it has reaped) have used so far."""
     if pid is None:
         return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat(pid)
+    if fields is None:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    for child in descendants(pid):
+        if (kid := _stat(child)) is not None:
+            ticks += int(kid[11]) + int(kid[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:

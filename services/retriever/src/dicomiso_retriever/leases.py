@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from dicomiso_common.dicom import manifest_key
@@ -97,10 +97,14 @@ class LeaseBook:
         self._local: dict[str, int] = {}
         self._seen: dict[str, tuple[bool, float]] = {}
         self._lock = threading.Lock()
+        # Told of every expect/forget (op, study UID): the receiver workers (workers.py).
+        self.listeners: list[Callable[[str, str], None]] = []
 
     def expect(self, study_uid: str) -> None:
         with self._lock:
             self._local[study_uid] = self._local.get(study_uid, 0) + 1
+        for listener in self.listeners:
+            listener("expect", study_uid)
 
     def forget(self, study_uid: str) -> None:
         with self._lock:
@@ -109,6 +113,8 @@ class LeaseBook:
                 self._local[study_uid] = left
             else:
                 self._local.pop(study_uid, None)
+        for listener in self.listeners:
+            listener("forget", study_uid)
 
     def is_local(self, study_uid: str) -> bool:
         """True while a job of this process is moving the study."""

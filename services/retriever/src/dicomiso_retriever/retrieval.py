@@ -31,7 +31,7 @@ from dicomiso_common.models import (
 from dicomiso_common.pacs import StudyAnswer
 from dicomiso_common.store import Store
 
-from . import audited, dicomweb, negotiation, query, transfer
+from . import audited, dicomweb, lanes, negotiation, query, transfer
 from .leases import Lease, LeaseBook, LeaseHeld, study_lease
 from .manifest import (
     IncompleteStudy,
@@ -258,7 +258,7 @@ class Retrieval:
         inventory: Inventory | None = None
         plan: negotiation.Plan | None = None
         try:
-            if method == "get" or hit.instances is None:
+            if method == "get" or hit.instances is None or self._lanes(method, hit):
                 lister = dicomweb if method == "dicomweb" else query
                 inventory = lister.take_inventory(s, hit)
                 if hit.instances is None:
@@ -269,7 +269,7 @@ class Retrieval:
             elif method == "dicomweb":
                 result = dicomweb.retrieve_study(s, hit, self._accept(uid), report)
             else:
-                result = transfer.move_study(s, hit, report)
+                result = transfer.move_study(s, hit, report, inventory)
             described = self.scp.take_descriptions(uid)
         finally:
             self.leases.forget(uid)
@@ -318,6 +318,10 @@ class Retrieval:
             completeness={"expected": expected, "from": basis},
             negotiation=plan.report() if plan is not None else None,
         )
+
+    def _lanes(self, method: str, hit: StudyAnswer) -> bool:
+        """A C-MOVE in lanes needs the inventory (which the completeness check then uses)."""
+        return method == "move" and lanes.lanes_wanted(self.settings, hit.instances)
 
     def _get(
         self,

@@ -9,9 +9,11 @@ segment writer (`segments.SegmentWriter`), which appends it to the association's
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -34,6 +36,7 @@ from .leases import LeaseBook
 from .manifest import describe
 from .segments import SegmentWriter
 from .settings import RetrieverSettings
+from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,18 @@ def native_pixel_problem(ds: Dataset, transfer_syntax: UID, file_size: int) -> s
     return None
 
 
+class _AdoptedServer(ThreadedAssociationServer):
+    """A receiver worker's server: it runs handed-over connections and listens on nothing
+    (the address is the service's, for the association's own address information)."""
+
+    def server_bind(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+
+    def server_activate(self) -> None:
+        pass
+
+
 class StorageSCP:
     """Receive instances for studies a live job asked for; refuse everything else."""
 
@@ -123,14 +138,14 @@ class StorageSCP:
             backlog=settings.scp_upload_backlog,
         )
         self._server: ThreadedAssociationServer | None = None
+        self._pool: WorkerPool | None = None
+        self.on_closed: Callable[[], None] | None = None  # a receiver worker tells the service
         self._lock = threading.Lock()
         self.stored = 0
         self.refused = 0
 
-    def start(self) -> None:
-        """Listen on DICOMISO_SCP_HOST:DICOMISO_SCP_PORT as DICOMISO_SCP_AET."""
+    def _make_ae(self) -> AE:
         s = self.settings
-        fastdimse.install(s.scp_fast_dimse)
         ae = AE(ae_title=s.scp_aet)
         reactor.use(ae)  # event-driven association reactors (reactor.py)
         ae.maximum_pdu_size = s.scp_max_pdu
@@ -144,16 +159,61 @@ class StorageSCP:
             if cx.abstract_syntax is not None:
                 ae.add_supported_context(cx.abstract_syntax, SCP_SYNTAXES)
         ae.add_supported_context(VERIFICATION)
-        self._server = ae.start_server(
-            (s.scp_host, s.scp_port),
-            block=False,
-            evt_handlers=[
-                *CONNECTION_HANDLERS,
-                (evt.EVT_C_STORE, self.handle_store),
-                (evt.EVT_CONN_CLOSE, self._association_ended),
-            ],
+        return ae
+
+    def _handlers(self) -> list[evt.EventHandlerType]:
+        return [
+            *CONNECTION_HANDLERS,
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_CONN_CLOSE, self._association_ended),
+        ]
+
+    def start(self) -> None:
+        """Listen on DICOMISO_SCP_HOST:DICOMISO_SCP_PORT as DICOMISO_SCP_AET; with
+        DICOMISO_SCP_WORKERS, start the receiver workers that take the associations."""
+        s = self.settings
+        fastdimse.install(s.scp_fast_dimse)
+        server = cast(
+            ThreadedAssociationServer,
+            self._make_ae().start_server(
+                (s.scp_host, s.scp_port), block=False, evt_handlers=self._handlers()
+            ),
         )
-        log.info("storage SCP listening", extra={"aet": s.scp_aet, "port": self.port})
+        self._server = server
+        if s.scp_workers:
+            bound = (str(server.server_address[0]), int(server.server_address[1]))
+            pool = self._pool = WorkerPool(s, s.scp_workers, bound)
+            self.leases.listeners.append(pool.mirror)
+            pool.start()
+
+            def dispatch(
+                request: socket.socket | tuple[bytes, socket.socket], address: Any
+            ) -> None:
+                if isinstance(request, socket.socket) and pool.hand_over(request, address):
+                    return
+                # no worker ready (starting, restarting): this process runs it
+                ThreadedAssociationServer.process_request(server, request, address)
+
+            server.process_request = dispatch  # type: ignore[method-assign,assignment]
+        log.info(
+            "storage SCP listening",
+            extra={"aet": s.scp_aet, "port": self.port, "workers": s.scp_workers},
+        )
+
+    def adopt(self, address: tuple[str, int]) -> None:
+        """In a receiver worker: be the SCP for connections the service process accepted on
+        `address` and hands over (`take_connection`); listen on nothing."""
+        fastdimse.install(self.settings.scp_fast_dimse)
+        self._server = self._make_ae().make_server(
+            address, evt_handlers=self._handlers(), server_class=_AdoptedServer
+        )
+
+    def take_connection(self, conn: socket.socket, address: Any) -> None:
+        """Run one handed-over connection's association, as the listening SCP would."""
+        if self._server is None:
+            conn.close()
+            return
+        self._server.process_request(conn, tuple(address))
 
     @property
     def port(self) -> int:
@@ -167,15 +227,30 @@ class StorageSCP:
         sock = self._server.socket if self._server is not None else None
         if sock is None or sock.fileno() < 0:
             raise Unavailable(f"storage SCP {self.settings.scp_aet} is not listening")
+        if self._pool is not None and not self._pool.started.is_set():
+            raise Unavailable("the storage SCP's receiver workers are starting")
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            if isinstance(self._server, _AdoptedServer):
+                self._server.server_close()
+            else:
+                self._server.shutdown()
             self._server = None
+        if self._pool is not None:
+            self._pool.stop(timeout=self.settings.dicom_network_timeout)
+            self._pool = None
         self.writer.close()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """PIDs of the receiver workers (DICOMISO_SCP_WORKERS), none without them."""
+        return self._pool.pids if self._pool is not None else []
 
     def _association_ended(self, event: evt.Event) -> None:
         self.writer.end_stream(event.assoc)
+        if self.on_closed is not None:
+            self.on_closed()
 
     def take_descriptions(self, study_uid: str) -> dict[str, SegmentIndex]:
         """Flush this process's segments of the study and wait until they are in the
@@ -184,11 +259,17 @@ class StorageSCP:
         Raises:
             StoreError: an acknowledged instance did not reach the bucket.
         """
-        return self.writer.wait(study_uid, timeout=self.settings.dicom_dimse_timeout)
+        timeout = self.settings.dicom_dimse_timeout
+        ours = self.writer.wait(study_uid, timeout=timeout)
+        if self._pool is not None:
+            ours.update(self._pool.wait(study_uid, timeout=timeout))
+        return ours
 
     def forget(self, study_uid: str) -> None:
         """Drop what a failed transfer left behind (its segments still land on their own)."""
         self.writer.forget(study_uid)
+        if self._pool is not None:
+            self._pool.drop(study_uid)
 
     def handle_store(self, event: evt.Event) -> Dataset | int:
         """EVT_C_STORE handler: check, spool, acknowledge, upload; a failure status otherwise."""

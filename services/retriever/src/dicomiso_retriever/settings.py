@@ -27,6 +27,8 @@ class RetrieverSettings(CommonSettings):
     scp_max_pdu: Annotated[int, Field(ge=0)] = 1_048_576  # largest PDU we accept (0 = no limit)
     scp_max_instance_bytes: Annotated[int, Field(gt=0)] = 4 * 1024**3  # larger: 0xA700
     scp_fast_dimse: bool = True  # C-STORE-RSP encoded directly (fastdimse.py), not by pynetdicom
+    # Receiver worker processes that take the SCP's associations (workers.py); 0: this process
+    scp_workers: Annotated[int, Field(ge=0, le=64)] = 0
 
     scp_upload_workers: Annotated[int, Field(ge=1)] = 4  # parallel PUTs of full segments
     scp_upload_backlog: Annotated[int, Field(ge=1)] = 8  # full segments waiting for a PUT
@@ -38,6 +40,8 @@ class RetrieverSettings(CommonSettings):
     dicom_dimse_timeout: float = 600.0  # one DIMSE reply, e.g. the next C-MOVE pending
     dicom_network_timeout: float = 60.0  # silence on the socket
     move_parallel: Annotated[int, Field(ge=1)] = 2  # studies moved at once within one job
+    move_lanes: Annotated[int, Field(ge=1)] = 1  # C-MOVEs (associations) at once per study
+    move_lane_min_instances: Annotated[int, Field(ge=1)] = 200  # smaller: one C-MOVE
     settle_timeout: Annotated[float, Field(ge=0)] = 30.0  # wait for other replicas' uploads
     lease_poll: Annotated[float, Field(gt=0)] = 0.5  # how often we look at another job's study
 
