@@ -133,7 +133,7 @@ def test_offending_element_and_listeners_take_pynetdicom_path() -> None:
 
 
 def test_pins_match_installed_pynetdicom() -> None:
-    assert fastdimse.pins_match() == []
+    assert fastdimse.pin_mismatches() == []
 
 
 def test_changed_pynetdicom_falls_back_with_warning(

@@ -191,9 +191,7 @@ def encode_spool_meta(meta: SpoolMeta) -> bytes | None:
         meta.implementation_uid,
     )
     version = meta.implementation_version
-    if not all(isinstance(v, str) and v for v in values) or not isinstance(version, str):
-        return None
-    if not version:
+    if not all(isinstance(v, str) and v for v in (*values, version)):
         return None
     try:
         uids = [_padded(str(v), b"\x00") for v in values]
@@ -227,7 +225,7 @@ def write_spool_meta(fp: Any, file_meta: Any, enforce_standard: bool = True) -> 
     _STOCK_WRITE_FILE_META(fp, file_meta, enforce_standard)
 
 
-def pins_match() -> list[str]:
+def pin_mismatches() -> list[str]:
     """Names of the pinned functions whose source differs from the pin (empty: all match)."""
     return [name for name, (func, digest) in PINNED.items() if source_sha256(func) != digest]
 
@@ -239,7 +237,7 @@ def install(enabled: bool = True) -> bool:
         return False
     if DIMSEServiceProvider.send_msg is _send_msg:
         return True
-    changed = pins_match()
+    changed = pin_mismatches()
     if changed:
         log.warning(
             "pynetdicom differs from the version the fast C-STORE-RSP was checked against; "
