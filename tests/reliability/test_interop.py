@@ -436,11 +436,12 @@ def test_an_instance_listed_but_never_sent_fails_the_job(
     """No NumberOfStudyRelatedInstances; the PACS lists 3 instances at IMAGE level, sends 2
     and reports success with 2 completed: the IMAGE-level listing decides, the job fails.
 
-    The job waits the whole settle_timeout (30 s) for the missing instance. With the
-    fixture's job_stale_after of 3 s the job gives itself up after 2 s without a confirmed
-    heartbeat; one slow write to the in-process S3 mock in those 30 s (a loaded CI machine)
-    then has the sweeper take the job over and run it again from the start, 30 s more, past
-    the 60 s the test waits. So this test's jobs tolerate a slow heartbeat."""
+    The job waits the whole settle_timeout (30 s) for the missing instance. With a
+    job_stale_after of 3 s (the fixture's, until it became 10 s) the job gives itself up
+    after 2 s without a confirmed heartbeat; one slow write to the in-process S3 mock in
+    those 30 s (a loaded CI machine) then has the sweeper take the job over and run it
+    again from the start, 30 s more, past the 60 s the test waits. So this test's jobs
+    tolerate a slow heartbeat."""
     study = small(study_factory)
     pacs = quirky(Quirks(count_instances=False, drop={study.sop_uids[-1]}))
     pacs.upload(study.files)

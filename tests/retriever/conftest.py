@@ -55,7 +55,10 @@ def retriever_settings(s3_bucket: Any, pacs: Any, **overrides: Any) -> Retriever
         "pacs_port": pacs.dicom_port,
         "scp_port": free_port(),
         "job_heartbeat": 0.5,
-        "job_stale_after": 3.0,
+        # 10 s, not less: a job gives itself up after 2/3 of it without a confirmed
+        # heartbeat, and one slow PUT to the moto thread of a loaded test process would let
+        # the sweeper take the job over and run it again (a second C-MOVE; seen in CI at 3 s).
+        "job_stale_after": 10.0,
         "dicom_dimse_timeout": 30.0,
         "dicom_network_timeout": 30.0,
         "replica_id": "test-replica",

@@ -331,10 +331,13 @@ def test_the_pacs_dying_during_the_lanes_fails_the_job_then_a_retry_completes(
 
     writer = retriever.app.state.scp.writer
     del writer.add  # full speed again
+    streams = _streams(retriever)
     pacs.restart()
     pacs.mark()
     assert retriever.post(body).json()["id"] == job
     done = retriever.wait(job)
     assert done["state"] == "succeeded" and done["attempt"] == 2, done.get("error")
     assert stored_sops(retriever.store, study.study_uid) == set(study.sop_uids)
-    assert pacs.move_requests() == 2
+    assert len(set(streams)) == 2  # the retry moved in lanes too: two associations
+    if kind == "orthanc":  # dcmqrscp's forked children share one log: lines can interleave
+        assert pacs.move_requests() == 2

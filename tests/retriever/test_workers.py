@@ -143,3 +143,35 @@ def test_workers_stop_with_the_service(make_retriever: Any) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # reaped by the service: gone, not a zombie
+
+
+def test_a_restarted_worker_learns_the_expected_studies_and_its_death_fails_them(
+    make_retriever: Any, study: Any, datasets: list[Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study expected while its worker was down reaches the restarted worker (it accepts
+    the study without any bucket lease) and counts as that worker's: when it dies too, the
+    study fails instead of being judged on the other workers' segments."""
+    from dicomiso_retriever import workers
+
+    monkeypatch.setattr(workers, "RESTART_DELAY", 3.0)
+    retriever = make_retriever(scp_workers=1)
+    pool = _pool(retriever)
+    scp = retriever.app.state.scp
+    (first,) = pool.pids
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pool.pids and time.monotonic() < deadline:  # its death noticed, not yet restarted
+        time.sleep(0.02)
+    assert pool.pids == []
+    scp.leases.expect(study.study_uid)  # while no worker runs: only the snapshot carries it
+    assert pool.wait_ready(60)
+    (second,) = pool.pids
+    assoc = _associate(retriever)
+    assert _store(assoc, datasets[:1]) == [0]  # no bucket lease: the snapshot's expect
+    os.kill(second, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pool.pids and time.monotonic() < deadline:  # noticed: no worker left to ask
+        time.sleep(0.02)
+    with pytest.raises(StoreError, match="stopped while"):
+        scp.take_descriptions(study.study_uid)
+    assoc.abort()

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 60.0  # seconds a new worker may take to import and say "ready"
 RESTART_DELAY = 1.0  # seconds before a dead worker is started again
+SEND_TIMEOUT = 5.0  # seconds a worker may leave a command unread before it is killed
 _PACKET = 64 * 1024  # largest control packet (commands are small JSON objects)
 
 
@@ -114,16 +115,21 @@ class WorkerPool:
             self._spawn(number)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
-        """True once every worker said "ready" (tests; start-up does not wait)."""
+        """True once every worker runs and said "ready" (tests; start-up does not wait)."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            workers = list(self._workers)
-        return all(w.ready.wait(max(deadline - time.monotonic(), 0)) for w in workers)
+        while True:
+            with self._lock:
+                workers = list(self._workers)
+            if len(workers) == self._count and all(w.alive and w.ready.is_set() for w in workers):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def stop(self, timeout: float) -> None:
         """Ask every worker to flush what it acknowledged and exit; kill one that does not."""
-        self._stopping.set()
-        with self._lock:
+        with self._lock:  # from now on _spawn starts nothing
+            self._stopping.set()
             workers = list(self._workers)
         for w in workers:
             self._command(w, {"op": "stop"})
@@ -148,30 +154,52 @@ class WorkerPool:
             return [w.handed for w in sorted(self._workers, key=lambda x: x.number)]
 
     def _spawn(self, number: int) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        replies, their_replies = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [
-            sys.executable,
-            "-m",
-            "dicomiso_retriever.workers",
-            str(theirs.fileno()),
-            str(their_replies.fileno()),
-            str(number),
-        ]
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            cmd, pass_fds=(theirs.fileno(), their_replies.fileno()), stdin=subprocess.DEVNULL
-        )
-        theirs.close()
-        their_replies.close()
-        worker = _Worker(number, proc, ours, replies)
+        """Start worker `number`: settings first, then what the service expects now, all sent
+        under the lock before any other command can reach it (the order of changes to
+        `_expected` is the order of sends)."""
+        first = json.dumps(
+            {
+                "op": "settings",
+                "settings": settings_payload(self._settings),
+                "address": list(self._address),
+            },
+            separators=(",", ":"),
+        ).encode()
+        if len(first) > _PACKET:
+            raise ValueError(f"receiver worker settings are {len(first)} bytes, over {_PACKET}")
         with self._lock:
+            if self._stopping.is_set():
+                return
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            replies, their_replies = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            ours.settimeout(SEND_TIMEOUT)  # a stuck worker must not stall the accept loop
+            cmd = [
+                sys.executable,
+                "-m",
+                "dicomiso_retriever.workers",
+                str(theirs.fileno()),
+                str(their_replies.fileno()),
+                str(number),
+            ]
+            try:
+                proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                    cmd,
+                    pass_fds=(theirs.fileno(), their_replies.fileno()),
+                    stdin=subprocess.DEVNULL,
+                )
+            except OSError:
+                for sock in (ours, replies):
+                    sock.close()
+                raise
+            finally:
+                theirs.close()
+                their_replies.close()
+            worker = _Worker(number, proc, ours, replies, studies=set(self._expected))
             self._workers = [w for w in self._workers if w.number != number] + [worker]
-            expected = list(self._expected.items())
-        first = {"op": "settings", "settings": settings_payload(self._settings)}
-        self._command(worker, {**first, "address": list(self._address)})
-        for uid, times in expected:  # a restarted worker learns what the service expects
-            for _ in range(times):
-                self._command(worker, {"op": "expect", "uid": uid})
+            self._send(worker, first)
+            for uid, times in self._expected.items():  # a restarted worker learns them too
+                for _ in range(times):
+                    self._command(worker, {"op": "expect", "uid": uid})
         threading.Thread(
             target=self._read, args=(worker,), name=f"receiver-worker-{number}", daemon=True
         ).start()
@@ -227,15 +255,29 @@ class WorkerPool:
         )
         w.control.close()
         if not self._stopping.wait(RESTART_DELAY):
-            self._spawn(w.number)
+            try:
+                self._spawn(w.number)  # does nothing once stop() began
+            except (OSError, ValueError):
+                log.exception("receiver worker not started again", extra={"worker": w.number})
 
     def _command(self, w: _Worker, msg: dict[str, Any], fds: tuple[int, ...] = ()) -> bool:
-        data = json.dumps(msg, separators=(",", ":")).encode()
+        return self._send(w, json.dumps(msg, separators=(",", ":")).encode(), fds)
+
+    def _send(self, w: _Worker, data: bytes, fds: tuple[int, ...] = ()) -> bool:
+        """One control packet; a worker that does not take it within SEND_TIMEOUT is killed
+        (its reader then sees it die and starts it again)."""
         try:
             if fds:
                 socket.send_fds(w.control, [data], list(fds))
             else:
                 w.control.send(data)
+        except TimeoutError:
+            log.error(
+                "receiver worker not reading its commands: killed", extra={"worker": w.number}
+            )
+            with contextlib.suppress(OSError):
+                w.proc.kill()
+            return False
         except OSError:
             return False
         return True
@@ -271,11 +313,10 @@ class WorkerPool:
     def expect(self, uid: str) -> None:
         with self._lock:
             self._expected[uid] = self._expected.get(uid, 0) + 1
-            workers = [w for w in self._workers if w.alive]
-            for w in workers:
-                w.studies.add(uid)
-        for w in workers:
-            self._command(w, {"op": "expect", "uid": uid})
+            for w in self._workers:
+                if w.alive:
+                    w.studies.add(uid)
+                    self._command(w, {"op": "expect", "uid": uid})
 
     def forget(self, uid: str) -> None:
         with self._lock:
@@ -285,15 +326,17 @@ class WorkerPool:
             else:
                 self._expected.pop(uid, None)
                 self._tainted.discard(uid)
-            workers = [w for w in self._workers if w.alive]
-        for w in workers:
-            self._command(w, {"op": "forget", "uid": uid})
+            for w in self._workers:
+                if left <= 0:
+                    w.studies.discard(uid)
+                if w.alive:
+                    self._command(w, {"op": "forget", "uid": uid})
 
     def drop(self, uid: str) -> None:
         with self._lock:
-            workers = [w for w in self._workers if w.alive]
-        for w in workers:
-            self._command(w, {"op": "drop", "uid": uid})
+            for w in self._workers:
+                if w.alive:
+                    self._command(w, {"op": "drop", "uid": uid})
 
     def wait(self, uid: str, timeout: float) -> dict[str, SegmentIndex]:
         """Every worker's landed segments of the study, by index key.
@@ -313,12 +356,11 @@ class WorkerPool:
                 w.waits[ask] = future
                 futures.append(future)
                 asks.append((w, ask))
-        for w, ask in asks:
-            if not self._command(w, {"op": "wait", "uid": uid, "id": ask, "timeout": timeout}):
-                with self._lock:
+            for w, ask in asks:
+                if not self._command(w, {"op": "wait", "uid": uid, "id": ask, "timeout": timeout}):
                     dropped = w.waits.pop(ask, None)
-                if dropped is not None:
-                    dropped.set_exception(StoreError("a receiver worker is not answering"))
+                    if dropped is not None:
+                        dropped.set_exception(StoreError("a receiver worker is not answering"))
         done, late = futures_wait(futures, timeout=timeout + 5)
         if late:
             raise StoreError(f"study {uid}: a receiver worker did not answer in time")
@@ -371,9 +413,14 @@ def _serve(control: socket.socket, replies: _Replies, number: int) -> None:
     }
     try:
         while True:
-            data, fds, _flags, _addr = socket.recv_fds(control, _PACKET, 4)
+            data, fds, flags, _addr = socket.recv_fds(control, _PACKET, 4)
             if not data:
                 break  # the service process is gone
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                log.error("receiver worker: command cut short, ignored", extra={"worker": number})
+                for fd in fds:
+                    os.close(fd)
+                continue
             msg = json.loads(data)
             if msg["op"] == "stop":
                 break
