@@ -70,6 +70,21 @@ def test_a_study_moved_from_the_pacs_arrives_through_a_worker(
     assert stored_sops(retriever.store, study.study_uid) == set(study.sop_uids)
 
 
+def test_a_study_moved_in_two_lanes_is_received_by_two_workers(
+    make_retriever: Any, any_pacs: Any, study: Any
+) -> None:
+    """The two settings together, as meant: the PACS sends one study over two associations
+    at once (two C-MOVEs of two instances each), one to each worker, and it is complete."""
+    retriever = make_retriever(any_pacs, scp_workers=2, move_lanes=2, move_lane_min_instances=2)
+    pool = _pool(retriever)
+    any_pacs.upload(study.files)
+    status = retriever.run({"accession_numbers": [study.accession]})
+    assert status["state"] == "succeeded", status
+    assert pool.handed() == [1, 1]
+    assert stored_sops(retriever.store, study.study_uid) == set(study.sop_uids)
+    assert status["result"]["studies"][0]["instances"] == len(study.sop_uids)
+
+
 def test_concurrent_associations_go_to_different_workers(
     make_retriever: Any, study: Any, datasets: list[Dataset]
 ) -> None:
